@@ -1,0 +1,403 @@
+"""The ``migstream`` command.
+
+Exit codes: 0 ok, 1 invalid stream, 2 usage (bad arguments, unreadable files).
+Data goes to stdout; progress, warnings and errors to stderr.  A stream error is
+one line ``error at offset 0x...: <what>``, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .decoder import StreamDecoder, inflate_page
+from .errors import MigstreamError, StreamError, UsageError
+from .events import (
+    CommandEvent,
+    Configuration,
+    DeviceState,
+    EndOfStream,
+    FileHeader,
+    PackageEnd,
+    PageRecord,
+    PageRun,
+    RamBlockList,
+    RamMarker,
+    SectionEnd,
+    SectionStart,
+    Undecoded,
+    VmDescription,
+    flag_names,
+)
+from .grammar import RamFlag
+from .ramimage import RamImage
+from .sources import StreamSource
+from .stream import iter_events, open_decoder
+from .summary import ENCODING_NAMES, StreamSummary
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Inspect, validate and extract QEMU live-migration streams.")
+
+StreamArg = Annotated[str, typer.Argument(metavar="STREAM", help="Stream file, .gz/.xz/.zst file, or - for stdin.")]
+PageSizeOpt = Annotated[Optional[int], typer.Option("--page-size", help="Target page size (overrides the stream).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
+HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.")]
+
+
+def _err(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+class _Progress:
+    """A throttled one-line progress report on stderr."""
+
+    def __init__(self, source: StreamSource, enabled: bool | None) -> None:
+        self.source = source
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+        self._start = time.monotonic()
+
+    def __call__(self, consumed: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2:
+            return
+        self._last = now
+        mib = consumed / (1 << 20)
+        rate = mib / max(now - self._start, 1e-6)
+        if self.source.size:
+            pct = 100.0 * consumed / self.source.size
+            sys.stderr.write(f"\r{pct:5.1f}%  {mib:,.0f} MiB  {rate:,.0f} MiB/s ")
+        else:
+            sys.stderr.write(f"\r{mib:,.0f} MiB  {rate:,.0f} MiB/s ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+@contextmanager
+def _opened(stream: str, page_size: int | None, rdma: bool, progress: bool | None):
+    source = StreamSource(stream)
+    try:
+        decoder = open_decoder(source, page_size=page_size, allow_hook=rdma)
+        prog = _Progress(source, progress)
+        try:
+            yield source, decoder, prog
+        finally:
+            prog.done()
+    finally:
+        source.close()
+
+
+def _warn_all(decoder: StreamDecoder) -> None:
+    for off, msg in decoder.warnings:
+        _err(f"warning at offset 0x{off:x}: {msg}")
+
+
+def _run(fn):
+    """Turn library errors into one line and an exit code."""
+    try:
+        return fn()
+    except StreamError as exc:
+        _err(str(exc))
+        raise typer.Exit(1)
+    except UsageError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(2)
+    except MigstreamError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(1)
+    except BrokenPipeError:
+        sys.stderr.close()
+        raise typer.Exit(0)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)
+
+
+# --- info ------------------------------------------------------------------------
+
+
+@app.command()
+def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = None,
+         progress: ProgressOpt = None, rdma: HookOpt = False) -> None:
+    """What is in a stream: machine, page size, RAM blocks, sections, records by encoding."""
+
+    def go():
+        with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
+            summary = StreamSummary()
+            error = None
+            try:
+                for ev in iter_events(source, decoder, prog):
+                    summary.add(ev)
+            except StreamError as exc:
+                error = exc
+            summary.page_size = decoder.page_size
+            summary.page_size_source = decoder.page_size_source
+            summary.end_offset = decoder.offset
+            doc = summary.as_dict()
+            doc["ram_complete"] = decoder.ram_complete
+            doc["error"] = str(error) if error else None
+            doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
+            prog.done()
+            if json_out:
+                print(json.dumps(doc, indent=2))
+            else:
+                _print_info(doc)
+            if error:
+                if not json_out:
+                    _err(str(error))
+                raise typer.Exit(1)
+
+    _run(go)
+
+
+def _human(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _print_info(d: dict) -> None:
+    out = []
+    out.append(f"stream version   {d['version']}")
+    out.append(f"machine          {d['machine'] or '(no configuration section)'}")
+    out.append(f"page size        {d['page_size']} ({d['page_size_source']})")
+    if d["capabilities"]:
+        out.append(f"capabilities     {', '.join(d['capabilities'])}")
+    if d["uuid"]:
+        out.append(f"uuid             {d['uuid']}")
+    out.append(f"RAM blocks       {len(d['ram_blocks'])}")
+    for b in d["ram_blocks"]:
+        extra = ""
+        if "addr" in b:
+            extra += f"  addr 0x{b['addr']:x}"
+        if "page_size" in b:
+            extra += f"  page size {b['page_size']}"
+        sent = d["pages_by_block"].get(b["name"], {})
+        sent_s = ", ".join(f"{k} {v}" for k, v in sent.items()) or "no pages"
+        out.append(f"  {b['name']:<28} {_human(b['length']):>10}  ({sent_s}){extra}")
+    out.append("sections         " + ", ".join(f"{k} {v}" for k, v in d["sections"].items()))
+    out.append(f"RAM iterations   {d['ram_iterations']} PART sections")
+    out.append("RAM records")
+    for name, v in d["records"].items():
+        out.append(f"  {name:<12} {v['count']:>10}  {_human(v['bytes']):>10}")
+    for name, n in d["markers"].items():
+        out.append(f"  {name:<12} {n:>10}")
+    if d["commands"]:
+        out.append("commands         " + ", ".join(f"{k} {v}" for k, v in d["commands"].items()))
+    out.append(f"device sections  {d['device_sections']}")
+    out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
+    if d["undecoded"]:
+        out.append(f"note             {d['undecoded']}")
+    out.append(f"RAM complete     {'yes' if d['ram_complete'] else 'no'}")
+    for w in d["warnings"]:
+        out.append(f"warning at offset 0x{w['offset']:x}: {w['message']}")
+    print("\n".join(out))
+
+
+# --- records ---------------------------------------------------------------------
+
+
+def _record_rows(events):
+    """(event, dict) for each record line, expanding page runs."""
+    section = "-"
+    for ev in events:
+        t = type(ev)
+        if t is PageRun:
+            for rec in ev.records():
+                yield _page_row(rec, section)
+            continue
+        if t is PageRecord:
+            yield _page_row(ev, section)
+            continue
+        if t is SectionStart:
+            section = f"{ev.type.name}#{ev.section_id}"
+            yield {"offset": ev.offset, "event": "section", "section": section, "type": ev.type.name,
+                   "idstr": ev.idstr, "instance_id": ev.instance_id, "version_id": ev.version_id}
+        elif t is SectionEnd:
+            yield {"offset": ev.offset, "event": "section_end", "section": section, "footer": ev.footer}
+        elif t is RamMarker:
+            yield {"offset": ev.offset, "event": "ram", "section": section, "flags": ev.flags,
+                   "flag_names": flag_names(ev.flags), "encoding": ev.kind.name.lower(), "payload_size": 0}
+        elif t is RamBlockList:
+            yield {"offset": ev.offset, "event": "mem_size", "section": section, "total": ev.total,
+                   "blocks": [{"name": b.name, "length": b.used_length} for b in ev.blocks]}
+        elif t is CommandEvent:
+            fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.fields.items()}
+            yield {"offset": ev.offset, "event": "command", "command": ev.name, "length": ev.length, **fields}
+        elif t is DeviceState:
+            yield {"offset": ev.offset, "event": "device", "section": section, "idstr": ev.idstr,
+                   "instance_id": ev.instance_id, "payload_size": ev.length, "framing": ev.framing}
+        elif t is Configuration:
+            yield {"offset": ev.offset, "event": "configuration", "machine": ev.machine,
+                   "target_page_bits": ev.target_page_bits, "capabilities": list(ev.capabilities)}
+        elif t is FileHeader:
+            yield {"offset": ev.offset, "event": "header", "version": ev.version}
+        elif t is PackageEnd:
+            yield {"offset": ev.offset, "event": "package_end", "length": ev.length}
+        elif t is EndOfStream:
+            yield {"offset": ev.offset, "event": "eof"}
+        elif t is VmDescription:
+            yield {"offset": ev.offset, "event": "vmdescription", "payload_size": len(ev.json)}
+        elif t is Undecoded:
+            yield {"offset": ev.offset, "event": "undecoded", "reason": ev.reason}
+
+
+def _page_row(rec: PageRecord, section: str) -> dict:
+    kind = rec.kind
+    if kind == RamFlag.ZERO:
+        size = 1
+    elif kind == RamFlag.XBZRLE:
+        size = 3 + len(rec.data)
+    elif kind == RamFlag.COMPRESS_PAGE:
+        size = 4 + len(rec.data)
+    else:
+        size = len(rec.data)
+    row = {"offset": rec.offset, "event": "page", "section": section, "block": rec.block, "addr": rec.addr,
+           "flags": rec.flags, "flag_names": flag_names(rec.flags), "encoding": ENCODING_NAMES[kind],
+           "payload_size": size}
+    if kind == RamFlag.ZERO:
+        row["fill"] = rec.fill
+    return row
+
+
+def _format_row(r: dict) -> str:
+    ev = r["event"]
+    head = f"0x{r['offset']:010x}  {r.get('section', '-'):<10}"
+    if ev == "page":
+        extra = f" fill=0x{r['fill']:02x}" if "fill" in r else ""
+        return (f"{head}  {r['block']:<24} 0x{r['addr']:010x}  {r['flag_names']:<22} {r['encoding']:<10} "
+                f"{r['payload_size']}{extra}")
+    if ev == "ram":
+        return f"{head}  {'':<24} {'':<12}  {r['flag_names']:<22} {r['encoding']:<10} 0"
+    if ev == "section":
+        return f"{head}  {r['type']} '{r['idstr']}' instance {r['instance_id']} version {r['version_id']}"
+    if ev == "section_end":
+        return f"{head}  end of section{' (footer)' if r['footer'] else ''}"
+    if ev == "mem_size":
+        blocks = ", ".join(f"{b['name']}={b['length']:#x}" for b in r["blocks"])
+        return f"{head}  MEM_SIZE total {r['total']:#x}: {blocks}"
+    if ev == "command":
+        rest = {k: v for k, v in r.items() if k not in ("offset", "event", "command", "length")}
+        return f"{head}  COMMAND {r['command']} len {r['length']} {rest if rest else ''}".rstrip()
+    if ev == "device":
+        return f"{head}  device '{r['idstr']}' instance {r['instance_id']}: {r['payload_size']} bytes ({r['framing']})"
+    rest = {k: v for k, v in r.items() if k not in ("offset", "event")}
+    return f"{head}  {ev.upper()} {rest if rest else ''}".rstrip()
+
+
+@app.command()
+def records(stream: StreamArg, json_out: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
+            page_size: PageSizeOpt = None, progress: ProgressOpt = False, rdma: HookOpt = False) -> None:
+    """One line per record and event: offset, section, block, page offset, flags, encoding, payload size."""
+
+    def go():
+        with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
+            out = sys.stdout
+            try:
+                for row in _record_rows(iter_events(source, decoder, prog)):
+                    out.write((json.dumps(row) if json_out else _format_row(row)) + "\n")
+            finally:
+                out.flush()
+                _warn_all(decoder)
+
+    _run(go)
+
+
+# --- extract ---------------------------------------------------------------------
+
+
+@app.command()
+def extract(stream: StreamArg,
+            output: Annotated[Path, typer.Option("-o", "--output", help="Directory for block files + manifest.json.")],
+            block: Annotated[Optional[list[str]], typer.Option("--block", help="Only this RAM block (repeatable).")] = None,
+            page_size: PageSizeOpt = None, progress: ProgressOpt = None, rdma: HookOpt = False,
+            json_out: JsonOpt = False) -> None:
+    """Rebuild every RAM block as a sparse file in DIR, plus DIR/manifest.json."""
+
+    def go():
+        with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
+            image = None
+            error = None
+            try:
+                for ev in iter_events(source, decoder, prog):
+                    if image is None and isinstance(ev, (RamBlockList, PageRecord, PageRun)):
+                        image = RamImage(str(output), decoder.page_size, only=set(block) if block else None)
+                    if image is not None:
+                        image.apply(ev)
+            except StreamError as exc:
+                error = exc
+            prog.done()
+            if image is None:
+                image = RamImage(str(output), decoder.page_size or 4096, only=set(block) if block else None)
+            machine = decoder.configuration.machine if decoder.configuration else None
+            complete = error is None and decoder.ram_complete
+            manifest = image.close(machine=machine, complete=complete, error=str(error) if error else None,
+                                   extra={"page_size_source": decoder.page_size_source})
+            _warn_all(decoder)
+            if json_out:
+                print(json.dumps(manifest, indent=2))
+            if error:
+                _err(str(error))
+                _err(f"kept what was decoded before the error in {output} (manifest says complete: false)")
+                raise typer.Exit(1)
+            if not decoder.ram_complete:
+                _err("warning: the stream has no RAM END section; memory may be incomplete")
+
+    _run(go)
+
+
+# --- validate --------------------------------------------------------------------
+
+
+@app.command()
+def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: ProgressOpt = None,
+             rdma: HookOpt = False, quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False) -> None:
+    """Exit 0 if QEMU's loader would accept the stream, else 1 with the offset of the fault."""
+
+    def go():
+        with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
+            eof = False
+            undecoded = None
+            for ev in iter_events(source, decoder, prog):
+                t = type(ev)
+                if t is PageRecord and ev.kind == RamFlag.COMPRESS_PAGE:
+                    try:
+                        inflate_page(ev.data, decoder.page_size)
+                    except Exception as exc:
+                        raise StreamError(f"decompress data failed: {exc}", ev.offset, section="ram",
+                                          block=ev.block, addr=ev.addr)
+                elif t is EndOfStream:
+                    eof = True
+                elif t is Undecoded:
+                    undecoded = ev.reason
+            prog.done()
+            _warn_all(decoder)
+            if not eof and undecoded is None:
+                raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
+            if not quiet:
+                note = f" (RAM checked; {undecoded})" if undecoded else ""
+                print(f"ok: {decoder.offset} bytes, valid{note}")
+
+    _run(go)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

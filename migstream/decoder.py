@@ -1,0 +1,720 @@
+"""A sans-IO decoder for the QEMU migration stream.
+
+Feed it bytes, take events::
+
+    dec = StreamDecoder()
+    dec.feed(chunk)            # any number of times
+    dec.feed(b"")              # end of input
+    while (ev := dec.next_event()) is not NEED_DATA and ev is not None:
+        ...
+
+``next_event`` returns an event, ``NEED_DATA`` when it needs more input, or None
+when the stream is complete.  It raises ``StreamError`` (with the byte offset) where
+QEMU's loader (savevm.c ``qemu_loadvm_state``, ram.c ``ram_load_precopy``) would
+reject the stream; after an error the decoder stays failed.
+
+Input is never copied in the common case: a chunk is parsed in place and events
+carry memoryviews into it.  Only an element that straddles two chunks is joined.
+Runs of same-kind CONTINUE records (PAGE or ZERO) are recognised with numpy
+"stride speculation" and reported as one ``PageRun``.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from typing import Any
+
+import numpy as np
+from construct import ConstructError, StreamError as ConstructStreamError
+
+from . import grammar as g
+from .codecs.xbzrle import xbzrle_decode_into
+from .description import MAX_DESCRIPTION, DeviceIndex
+from .errors import StreamError, TruncatedStream, XbzrleError
+from .events import (
+    NEED_DATA,
+    CommandEvent,
+    Configuration,
+    DeviceState,
+    EndOfStream,
+    FileHeader,
+    PackageEnd,
+    PageRecord,
+    PageRun,
+    RamBlock,
+    RamBlockList,
+    RamMarker,
+    SectionEnd,
+    SectionStart,
+    Undecoded,
+    VmDescription,
+)
+from .fastpath import IDSTR_LENGTH, RAM_HEADER, SECTION_ID, RamPlans
+from .pagesize import page_size_for
+
+RamFlag = g.RamFlag
+ST = g.SectionType
+
+#: Limits on hostile input.
+MAX_MACHINE_NAME = 4096
+MAX_PACKAGE_DEPTH = 4
+MAX_FOOTER_SCAN = 64 << 20  # largest device section framed by searching its footer
+MAX_PAGE_SIZE = 1 << 16
+MAX_BLOCK_LENGTH = 1 << 50  # 1 PiB; QEMU's guests are far smaller
+
+_TOP_TYPES = frozenset({ST.EOF, ST.START, ST.PART, ST.END, ST.FULL, ST.COMMAND})
+_RUN_KINDS = frozenset({RamFlag.PAGE, RamFlag.ZERO})
+_SPECULATE_MIN = 32
+_SPECULATE_MAX = 1 << 14
+
+
+class _NeedData(Exception):
+    """Internal: the current element is not complete in the buffer."""
+
+
+def compress_bound(n: int) -> int:
+    """zlib's compressBound(), the loader's limit for COMPRESS_PAGE lengths."""
+    return n + (n >> 12) + (n >> 14) + (n >> 25) + 13
+
+
+class _Section:
+    __slots__ = ("section_id", "idstr", "instance_id", "version_id")
+
+    def __init__(self, section_id, idstr, instance_id, version_id):
+        self.section_id = section_id
+        self.idstr = idstr
+        self.instance_id = instance_id
+        self.version_id = version_id
+
+
+class StreamDecoder:
+    """Turns the bytes of one migration stream (main channel) into events."""
+
+    def __init__(self, *, page_size: int | None = None, description: dict | None = None,
+                 allow_hook: bool = False, max_description: int = MAX_DESCRIPTION) -> None:
+        self._buf: Any = memoryview(b"")  # the bytes being parsed
+        self._pos = 0  # parse position in _buf
+        self._base = 0  # stream offset of _buf[0]
+        self._elem = 0  # start in _buf of the element being parsed
+        self._chunk: memoryview | None = None  # a fed chunk that _buf does not reach yet
+        self._chunk_base = 0  # its stream offset
+        self._chunk_used = 0  # how much of it was joined into _buf
+        self._eof = False
+        self._failed: StreamError | None = None
+
+        self._state = "header"
+        self._packages: list[tuple[int, int]] = []  # (end offset, length)
+        self._sections: dict[int, _Section] = {}
+        self._section: _Section | None = None  # the one whose payload is being read
+        self._footers: bool | None = None
+        self.page_size = page_size
+        self.page_size_source = "option" if page_size else None
+        self._plans: RamPlans | None = None
+        self._devices = DeviceIndex(description) if description else None
+        if description and not page_size and description.get("page_size"):
+            self.page_size = int(description["page_size"])
+            self.page_size_source = "description"
+        self._allow_hook = allow_hook
+        self._max_description = max_description
+
+        self.configuration: Configuration | None = None
+        self.blocks: dict[str, RamBlock] = {}
+        self._last_block: str | None = None  # the CONTINUE context, across sections
+        self._postcopy_hugepages = False
+        self._speculate = _SPECULATE_MIN
+        self.warnings: list[tuple[int, str]] = []
+        self.ram_complete = False  # the RAM END section's EOS was seen
+
+    # --- input -----------------------------------------------------------------------
+
+    @property
+    def offset(self) -> int:
+        """Stream offset of the first byte not yet decoded."""
+        return self._base + self._pos
+
+    def feed(self, data) -> None:
+        """Add input; ``b""`` marks the end of input.
+
+        The chunk is parsed in place: keep it unchanged until its events are used.
+        """
+        if not len(data):
+            self._eof = True
+            return
+        view = memoryview(data)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        self._rebase()
+        if self._chunk is not None:
+            # Fed again before the last chunk was used up: keep one chunk.
+            self._chunk = memoryview(bytes(self._chunk) + bytes(view))
+        elif self._pos >= len(self._buf):
+            self._base += len(self._buf)
+            self._buf, self._pos, self._elem = view, 0, 0
+        else:
+            self._chunk, self._chunk_base, self._chunk_used = view, self._base + len(self._buf), 0
+
+    def _grow(self) -> bool:
+        """Join the current element's bytes with more of the fed chunk (a copy of
+        the element only).  False when there is nothing more to join."""
+        chunk = self._chunk
+        if chunk is None or self._chunk_used >= len(chunk):
+            return False
+        tail = self._buf[self._elem:]
+        take = max(65536, 2 * len(tail))
+        piece = chunk[self._chunk_used:self._chunk_used + take]
+        self._chunk_used += len(piece)
+        self._base += self._elem
+        self._pos -= self._elem
+        self._elem = 0
+        self._buf = memoryview(bytes(tail) + bytes(piece))
+        return True
+
+    def _rebase(self) -> None:
+        # At an element boundary past the joined bytes: parse the chunk in place again.
+        if self._chunk is not None and self.offset >= self._chunk_base:
+            self._pos = self.offset - self._chunk_base
+            self._base = self._chunk_base
+            self._buf, self._chunk = self._chunk, None
+            self._elem = self._pos
+
+    def _need(self, n: int) -> None:
+        """Make sure n bytes are available at _pos, within the current package."""
+        if self._packages:
+            end = self._packages[-1][0]
+            if self._base + self._pos + n > end:
+                raise StreamError(
+                    f"element runs past the end of the PACKAGED data at 0x{end:x}", self.offset,
+                    section=self._section.idstr if self._section else None)
+        while self._pos + n > len(self._buf):
+            if not self._grow():
+                if self._eof:
+                    raise TruncatedStream(f"stream ends inside an element (needs {n} bytes, "
+                                          f"{len(self._buf) - self._pos} left)", self.offset,
+                                          section=self._section.idstr if self._section else None)
+                raise _NeedData
+
+    # --- events --------------------------------------------------------------------
+
+    def next_event(self):
+        if self._failed:
+            raise self._failed
+        if self._state == "done":
+            return None
+        self._rebase()
+        self._elem = self._pos
+        try:
+            return getattr(self, "_st_" + self._state)()
+        except _NeedData:
+            self._pos = self._elem  # parse the whole element again with more input
+            return NEED_DATA
+        except StreamError as exc:
+            self._failed = exc
+            raise
+
+    def __iter__(self):
+        while True:
+            ev = self.next_event()
+            if ev is NEED_DATA or ev is None:
+                return
+            yield ev
+
+    # Each _st_* method parses one element at _pos (raising _NeedData if it is
+    # incomplete) and returns its event.
+
+    def _u8(self) -> int:
+        self._need(1)
+        v = self._buf[self._pos]
+        self._pos += 1
+        return v
+
+    def _unpack(self, fmt: struct.Struct) -> int:
+        self._need(fmt.size)
+        (v,) = fmt.unpack_from(self._buf, self._pos)
+        self._pos += fmt.size
+        return v
+
+    def _idstr(self) -> str:
+        n = self._unpack(IDSTR_LENGTH)
+        self._need(n)
+        s = bytes(self._buf[self._pos:self._pos + n]).decode("latin-1")
+        self._pos += n
+        return s
+
+    def _construct(self, con, limit: int, **params) -> Any:
+        """Parse a rare, variable-size element with the grammar itself."""
+        avail = len(self._buf) - self._pos
+        while avail < limit and not self._eof and self._grow():
+            avail = len(self._buf) - self._pos
+        if self._packages:
+            avail = min(avail, self._packages[-1][0] - self.offset)
+        view = self._buf[self._pos:self._pos + min(avail, limit)]
+        stream = io.BytesIO(view)
+        try:
+            obj = con.parse_stream(stream, **params)
+        except ConstructStreamError as exc:
+            if avail < limit and not self._eof and not self._packages:
+                raise _NeedData from exc
+            raise TruncatedStream(f"stream ends inside an element ({exc.__class__.__name__})",
+                                  self.offset) from exc
+        self._pos += stream.tell()
+        return obj
+
+    def _st_header(self):
+        off = self.offset
+        magic = self._unpack(struct.Struct(">I"))
+        version = self._unpack(struct.Struct(">I"))
+        if magic != g.QEMU_VM_FILE_MAGIC:
+            raise StreamError(f"not a QEMU migration stream: magic 0x{magic:08x}, expected "
+                              f"0x{g.QEMU_VM_FILE_MAGIC:08x} (\"QEVM\")", off)
+        if version == g.QEMU_VM_FILE_VERSION_COMPAT:
+            raise StreamError("SaveVM v2 format is obsolete and don't work anymore", off + 4)
+        if version != g.QEMU_VM_FILE_VERSION:
+            raise StreamError(f"Unsupported migration stream version {version}", off + 4)
+        self._state = "top"
+        return FileHeader(off, version)
+
+    def _st_top(self):
+        if self._packages and self.offset == self._packages[-1][0]:
+            end, length = self._packages.pop()
+            return PackageEnd(end, length)
+        off = self.offset
+        typ = self._u8()
+        if typ == ST.START or typ == ST.FULL:
+            sid = self._unpack(SECTION_ID)
+            idstr = self._idstr()
+            instance_id = self._unpack(SECTION_ID)
+            version_id = self._unpack(SECTION_ID)
+            sec = _Section(sid, idstr, instance_id, version_id)
+            self._sections[sid] = sec
+            return self._open_section(off, ST(typ), sec)
+        if typ == ST.PART or typ == ST.END:
+            sid = self._unpack(SECTION_ID)
+            sec = self._sections.get(sid)
+            if sec is None:
+                raise StreamError(f"Unknown savevm section {sid}", off)
+            return self._open_section(off, ST(typ), sec)
+        if typ == ST.COMMAND:
+            return self._command(off)
+        if typ == ST.CONFIGURATION:
+            return self._configuration(off)
+        if typ == ST.EOF:
+            if self._packages:
+                # The nested stream ended; QEMU ignores the rest of the package.
+                end, length = self._packages[-1]
+                self._skip_end = end
+                self._state = "skip"
+                return self._st_skip()
+            self._state = "after_eof"
+            return EndOfStream(off)
+        raise StreamError(f"Unknown savevm section type {typ}", off)
+
+    def _st_skip(self):
+        # The rest of a package after its nested EOF, consumed as it arrives.
+        while self.offset < self._skip_end:
+            if self._pos >= len(self._buf):
+                self._rebase()
+                if self._pos >= len(self._buf):
+                    if self._eof:
+                        raise TruncatedStream("stream ends inside PACKAGED data", self.offset)
+                    self._elem = self._pos
+                    raise _NeedData
+            self._pos += min(self._skip_end - self.offset, len(self._buf) - self._pos)
+        end, length = self._packages.pop()
+        self._state = "top"
+        return PackageEnd(end, length)
+
+    def _open_section(self, off: int, typ: ST, sec: _Section) -> SectionStart:
+        self._section = sec
+        self._section_type = typ
+        if sec.idstr == "ram" and sec.instance_id == 0 and typ != ST.FULL:
+            if sec.version_id != g.RAM_SECTION_VERSION:
+                raise StreamError(f"ram section version {sec.version_id}, the loader accepts only "
+                                  f"{g.RAM_SECTION_VERSION}", off, section="ram")
+            self._enter_ram(off)
+            self._state = "ram"
+        else:
+            self._state = "device"
+        return SectionStart(off, typ, sec.section_id, sec.idstr, sec.instance_id, sec.version_id)
+
+    # --- the configuration section and commands ----------------------------------
+
+    def _configuration(self, off: int) -> Configuration:
+        n = self._unpack(struct.Struct(">I"))
+        if n > MAX_MACHINE_NAME:
+            raise StreamError(f"configuration machine name of {n} bytes (limit {MAX_MACHINE_NAME})", off + 1)
+        self._need(n)
+        machine = bytes(self._buf[self._pos:self._pos + n]).decode("latin-1")
+        self._pos += n
+        fields: dict[str, Any] = {}
+        while True:
+            self._need(1)
+            if self._buf[self._pos] != ST.SUBSECTION:
+                break
+            sub_off = self.offset
+            try:
+                sub = self._construct(g.ConfigSubsection, 1 << 20)
+            except ConstructError as exc:
+                self._pos += 1
+                name = self._idstr()
+                raise StreamError(f"unknown configuration subsection '{name}'", sub_off,
+                                  section="configuration") from exc
+            body = sub.body
+            if "target_page_bits" in body:
+                fields["target_page_bits"] = body.target_page_bits
+            elif "capabilities" in body:
+                fields["capabilities"] = tuple(body.capabilities)
+            elif "uuid" in body:
+                fields["uuid"] = bytes(body.uuid)
+        self.configuration = Configuration(off, machine, **fields)
+        caps = set(self.configuration.capabilities)
+        if "mapped-ram" in caps:
+            raise StreamError("mapped-ram streams (QEMU 9.0+ file: migration) are not supported yet",
+                              off, section="configuration")
+        return self.configuration
+
+    def _command(self, off: int) -> CommandEvent:
+        self._need(g.CommandHeader.sizeof())
+        head = g.CommandHeader.parse(self._buf[self._pos:self._pos + g.CommandHeader.sizeof()])
+        cmd, length = head.cmd, head.length
+        self._need(4 + length)
+        try:
+            obj = self._construct(g.CommandElement, 4 + length)
+        except ConstructError as exc:
+            raise StreamError(f"malformed command {cmd}: {exc}", off, section="command") from exc
+        body = obj.payload.body
+        fields = {k: (bytes(v) if isinstance(v, (bytes, bytearray)) else v)
+                  for k, v in (body.items() if hasattr(body, "items") else {"data": body}.items())
+                  if not k.startswith("_")}
+        if "ranges" in fields:
+            fields["ranges"] = [(r.start, r.length) for r in fields["ranges"]]
+        self._check_command(off, cmd, length, fields)
+        if cmd == g.Command.PACKAGED:
+            if len(self._packages) >= MAX_PACKAGE_DEPTH:
+                raise StreamError("PACKAGED commands nested too deep", off, section="command")
+            end = self.offset + fields["length"]
+            if self._packages and end > self._packages[-1][0]:
+                raise StreamError("PACKAGED data runs past its enclosing package", off, section="command")
+            self._packages.append((end, fields["length"]))
+        return CommandEvent(off, cmd, length, fields)
+
+    _COMMAND_LENGTHS = {
+        g.Command.OPEN_RETURN_PATH: 0, g.Command.PING: 4, g.Command.POSTCOPY_LISTEN: 0,
+        g.Command.POSTCOPY_RUN: 0, g.Command.PACKAGED: 4, g.Command.ENABLE_COLO: 0,
+        g.Command.POSTCOPY_RESUME: 0, g.Command.SWITCHOVER_START: 0,
+    }
+
+    def _check_command(self, off: int, cmd: int, length: int, fields: dict) -> None:
+        # loadvm_process_command's checks.
+        try:
+            name = g.Command(cmd).name
+        except ValueError:
+            raise StreamError(f"MIG_CMD 0x{cmd:x} unknown (len 0x{length:x})", off, section="command")
+        if cmd == g.Command.INVALID:
+            raise StreamError(f"MIG_CMD 0x{cmd:x} unknown (len 0x{length:x})", off, section="command")
+        want = self._COMMAND_LENGTHS.get(cmd)
+        if want is not None and length != want:
+            raise StreamError(f"{name} received with bad length - expecting {want}, got {length}",
+                              off, section="command")
+        if cmd == g.Command.POSTCOPY_ADVISE:
+            if length not in (0, 16):
+                raise StreamError(f"POSTCOPY_ADVISE received with bad length - expecting 0 or 16, got {length}",
+                                  off, section="command")
+            summary = fields.get("ram_pagesize_summary")
+            tps = fields.get("target_page_size")
+            if tps is not None:
+                if self.page_size is None:
+                    self.page_size, self.page_size_source = tps, "postcopy-advise"
+                self._postcopy_hugepages = summary is not None and summary != tps
+        elif cmd == g.Command.POSTCOPY_RAM_DISCARD:
+            if length < 20 or (length - 3 - len(fields["idstr"])) % 16:
+                raise StreamError(f"POSTCOPY_RAM_DISCARD received with bad length {length}", off, section="command")
+            if fields["version"] != 0 or fields["terminator"] != 0:
+                raise StreamError("POSTCOPY_RAM_DISCARD with bad version or name terminator", off,
+                                  section="command")
+        elif cmd == g.Command.RECV_BITMAP:
+            if length != len(fields["idstr"]) + 1:
+                raise StreamError(f"RECV_BITMAP received with bad length {length}", off, section="command")
+
+    # --- section ends --------------------------------------------------------------
+
+    def _st_footer(self):
+        sec = self._section
+        off = self.offset
+        self._need(1)
+        has = self._buf[self._pos] == ST.FOOTER
+        if self._footers is None:
+            self._footers = bool(has)
+        if self._footers:
+            if not has:
+                raise StreamError(f"Missing section footer for {sec.idstr}", off, section=sec.idstr)
+            self._need(5)
+            (sid,) = SECTION_ID.unpack_from(self._buf, self._pos + 1)
+            if sid != sec.section_id:
+                raise StreamError(f"Mismatched section id in footer for {sec.idstr} - read 0x{sid:x} "
+                                  f"expected 0x{sec.section_id:x}", off, section=sec.idstr)
+            self._pos += 5
+        self._state = "top"
+        self._section = None
+        return SectionEnd(off, sec.section_id, sec.idstr, bool(self._footers))
+
+    # --- device (non-RAM) sections -------------------------------------------------
+
+    def _st_device(self):
+        sec = self._section
+        off = self.offset
+        size = None
+        framing = None
+        if self._section_type == ST.FULL and self._devices is not None:
+            size = self._devices.next_size(sec.idstr, sec.instance_id)
+            if size is not None:
+                self._need(size + (5 if self._footers is not False else 0))
+                if self._footers is not False and not self._footer_at(off + size, sec.section_id):
+                    size = None  # the description does not match: fall back to the scan
+                else:
+                    framing = "description"
+        if size is None and self._footers is not False:
+            size = self._scan_footer(sec.section_id)
+            framing = "footer-scan"
+        if size is None:
+            self._state = "done"
+            why = ("no JSON description and no section footers" if self._footers is False
+                   else "its footer was not found")
+            return Undecoded(off, f"device section '{sec.idstr}' cannot be framed ({why}); "
+                                  "device sections from here on were not decoded")
+        self._pos += size
+        self._state = "footer"
+        return DeviceState(off, sec.section_id, sec.idstr, sec.instance_id, size, framing)
+
+    def _footer_at(self, stream_off: int, section_id: int) -> bool:
+        i = stream_off - self._base
+        if i + 5 > len(self._buf):
+            return False
+        return self._buf[i] == ST.FOOTER and SECTION_ID.unpack_from(self._buf, i + 1)[0] == section_id
+
+    def _scan_footer(self, section_id: int) -> int | None:
+        """Payload size of the current section, found by searching for its footer:
+        0x7e + be32 section id, followed by a byte that can start the next
+        top-level element.  Section ids are unique, which makes false hits rare."""
+        needle = bytes([ST.FOOTER]) + SECTION_ID.pack(section_id)
+        searched = 0
+        while True:
+            hay = bytes(self._buf[self._pos:self._pos + MAX_FOOTER_SCAN + 6])
+            at = hay.find(needle, max(0, searched - 5))
+            while 0 <= at and at + 5 < len(hay):
+                if hay[at + 5] in _TOP_TYPES:
+                    return at
+                at = hay.find(needle, at + 1)
+            if len(hay) > MAX_FOOTER_SCAN:
+                raise StreamError(f"no footer for section '{self._section.idstr}' within "
+                                  f"{MAX_FOOTER_SCAN} bytes", self.offset, section=self._section.idstr)
+            searched = len(hay)
+            if not self._grow():
+                if self._eof:
+                    return at if at >= 0 else None
+                raise _NeedData
+
+    # --- the RAM section -----------------------------------------------------------
+
+    def _enter_ram(self, off: int) -> None:
+        if self._plans is not None:
+            return
+        if self.page_size is None and self.configuration and self.configuration.target_page_bits:
+            self.page_size = 1 << self.configuration.target_page_bits
+            self.page_size_source = "configuration"
+        if self.page_size is None:
+            size, arch = page_size_for(self.configuration.machine if self.configuration else None)
+            if size:
+                self.page_size, self.page_size_source = size, f"machine type ({arch})"
+            else:
+                self.page_size, self.page_size_source = 4096, "default"
+                self.warnings.append((off, "target page size unknown; assuming 4096 (use --page-size)"))
+        if self.page_size & (self.page_size - 1) or not 512 <= self.page_size <= MAX_PAGE_SIZE:
+            raise StreamError(f"unusable target page size {self.page_size}", off, section="ram")
+        self._plans = RamPlans.for_page_size(self.page_size)
+        self._mask = self.page_size - 1
+
+    def _st_ram(self):
+        buf = self._buf
+        pos = self._pos
+        off = self._base + pos
+        if pos + 8 <= len(buf) and not self._packages:
+            (hdr,) = RAM_HEADER.unpack_from(buf, pos)
+            self._pos = pos + 8
+        else:
+            hdr = self._unpack(RAM_HEADER)
+        flags = hdr & self._mask
+        addr = hdr - flags
+        kind = flags & ~RamFlag.CONTINUE
+        if kind in g.PAGE_KINDS:
+            return self._page_record(off, hdr, flags, addr, kind)
+        if kind == RamFlag.EOS:
+            self._state = "footer"
+            if self._section_type == ST.END:
+                self.ram_complete = True
+            return RamMarker(off, flags)
+        if kind == RamFlag.MEM_SIZE:
+            return self._mem_size(off, addr)
+        if kind == RamFlag.MULTIFD_FLUSH:
+            return RamMarker(off, flags)
+        if kind == RamFlag.HOOK:
+            if not self._allow_hook:
+                raise StreamError("RAM_SAVE_FLAG_HOOK: RDMA hooks don't belong in a file or socket stream "
+                                  "(use --rdma to accept)", off, section="ram")
+            return RamMarker(off, flags)
+        raise StreamError(f"Unknown combination of migration flags: 0x{flags:x}", off, section="ram")
+
+    def _mem_size(self, off: int, total: int) -> RamBlockList:
+        ignore_shared = bool(self.configuration and "x-ignore-shared" in self.configuration.capabilities)
+        self._pos = off - self._base
+        try:
+            rec = self._construct(g.RamRecord, 1 << 20, page_size=self.page_size,
+                                  ignore_shared=ignore_shared, postcopy_hugepages=self._postcopy_hugepages)
+        except ConstructError as exc:
+            raise StreamError(f"malformed RAM block list: {exc}", off, section="ram") from exc
+        blocks = tuple(RamBlock(b.idstr, b.used_length, b.page_size, b.addr)
+                       for b in (rec.payload.blocks or ()))
+        if sum(b.used_length for b in blocks) != total:
+            raise StreamError(f"RAM block lengths add up to 0x{sum(b.used_length for b in blocks):x}, "
+                              f"MEM_SIZE announced 0x{total:x}", off, section="ram")
+        for b in blocks:
+            if b.used_length > MAX_BLOCK_LENGTH:
+                raise StreamError(f"RAM block {b.name} of 0x{b.used_length:x} bytes is implausibly large",
+                                  off, section="ram", block=b.name)
+            self.blocks[b.name] = b
+        return RamBlockList(off, total, blocks)
+
+    def _page_record(self, off: int, hdr: int, flags: int, addr: int, kind: int):
+        if flags & RamFlag.CONTINUE:
+            block = self._last_block
+            if block is None:
+                raise StreamError("Ack, bad migration stream! (CONTINUE with no previous block)",
+                                  off, section="ram", addr=addr)
+            if kind in _RUN_KINDS and not self._packages:
+                run = self._speculate_run(off, hdr, flags, kind, block)
+                if run is not None:
+                    return run
+        else:
+            block = self._idstr()
+            if self.blocks and block not in self.blocks:
+                raise StreamError(f"Can't find block {block}", off, section="ram", block=block, addr=addr)
+            self._last_block = block
+        info = self.blocks.get(block)
+        if info is not None and addr >= info.used_length:
+            raise StreamError(f"Illegal RAM offset {addr:x}", off, section="ram", block=block, addr=addr)
+        payload_off = self.offset
+        if kind == RamFlag.PAGE:
+            n = self.page_size
+            self._need(n)
+            data = self._buf[self._pos:self._pos + n]
+            self._pos += n
+            return PageRecord(off, flags, block, addr, payload_off, data)
+        if kind == RamFlag.ZERO:
+            fill = self._u8()
+            return PageRecord(off, flags, block, addr, payload_off, memoryview(b""), fill)
+        if kind == RamFlag.XBZRLE:
+            encoding = self._u8()
+            length = self._unpack(struct.Struct(">H"))
+            if encoding != g.XBZRLE_ENCODING_FLAG:
+                raise StreamError("Failed to load XBZRLE page - wrong compression!", off,
+                                  section="ram", block=block, addr=addr)
+            if length > self.page_size:
+                raise StreamError(f"Failed to load XBZRLE page - len overflow! ({length} > {self.page_size})",
+                                  off, section="ram", block=block, addr=addr)
+            self._need(length)
+            data = self._buf[self._pos:self._pos + length]
+            self._pos += length
+            try:
+                xbzrle_decode_into(data, bytearray(self.page_size))
+            except XbzrleError as exc:
+                raise StreamError(f"Failed to load XBZRLE page - decode error! ({exc})", off,
+                                  section="ram", block=block, addr=addr) from exc
+            return PageRecord(off, flags, block, addr, payload_off, data, encoding=encoding)
+        # COMPRESS_PAGE
+        length = self._unpack(struct.Struct(">I"))
+        if length > compress_bound(self.page_size):
+            raise StreamError(f"Invalid compressed data length: {length}", off, section="ram",
+                              block=block, addr=addr)
+        self._need(length)
+        data = self._buf[self._pos:self._pos + length]
+        self._pos += length
+        return PageRecord(off, flags, block, addr, payload_off, data)
+
+    def _speculate_run(self, off: int, hdr: int, flags: int, kind: int, block: str):
+        """Recognise up to N records like this one at a fixed stride (numpy)."""
+        stride = 8 + self._plans.fixed[kind]
+        pos = self._pos - 8
+        avail = (len(self._buf) - pos) // stride
+        n_max = min(avail, self._speculate)
+        if n_max < 2:
+            return None
+        heads = np.ndarray((n_max,), dtype=">u8", buffer=self._buf, offset=pos, strides=(stride,))
+        low = heads & np.uint64(self._mask)
+        bad = np.flatnonzero(low != flags)
+        n = int(bad[0]) if len(bad) else n_max
+        if n < 2:
+            return None
+        self._speculate = min(self._speculate * 2, _SPECULATE_MAX) if n == n_max else _SPECULATE_MIN
+        addrs = (heads[:n] - low[:n]).astype(np.uint64)
+        info = self.blocks.get(block)
+        if info is not None and int(addrs.max()) >= info.used_length:
+            first = int(np.flatnonzero(addrs >= info.used_length)[0])
+            if first < 2:
+                return None  # let the scalar path report it
+            n = first
+            addrs = addrs[:n]
+        if kind == RamFlag.PAGE:
+            pages = np.ndarray((n, self.page_size), dtype=np.uint8, buffer=self._buf, offset=pos + 8,
+                               strides=(stride, 1))
+            run = PageRun(off, flags, block, n, stride, addrs, pages=pages)
+        else:
+            fills = np.ndarray((n,), dtype=np.uint8, buffer=self._buf, offset=pos + 8, strides=(stride,))
+            run = PageRun(off, flags, block, n, stride, addrs, fills=fills)
+        self._pos = pos + n * stride
+        return run
+
+    # --- after EOF -----------------------------------------------------------------
+
+    def _st_after_eof(self):
+        off = self.offset
+        if self._pos >= len(self._buf) and not self._grow():
+            if self._eof:
+                self._state = "done"
+                return None
+            raise _NeedData
+        typ = self._u8()
+        if typ != ST.VMDESCRIPTION:
+            # QEMU only warns: "Expected vmdescription section, but got %d".
+            self.warnings.append((off, f"Expected vmdescription section, but got {typ}"))
+            self._state = "done"
+            return None
+        length = self._unpack(struct.Struct(">I"))
+        if length > self._max_description:
+            raise StreamError(f"VMDESCRIPTION of {length} bytes exceeds the limit of {self._max_description}",
+                              off, section="vmdescription")
+        self._need(length)
+        text = bytes(self._buf[self._pos:self._pos + length])
+        self._pos += length
+        self._state = "trailer"
+        return VmDescription(off, text)
+
+    def _st_trailer(self):
+        if self._pos >= len(self._buf) and not self._grow():
+            if self._eof:
+                self._state = "done"
+                return None
+            raise _NeedData
+        self.warnings.append((self.offset, "trailing data after the VMDESCRIPTION"))
+        self._state = "done"
+        return None
+
+
+def inflate_page(data, page_size: int) -> bytes:
+    """One COMPRESS_PAGE payload: a complete zlib stream of exactly one page."""
+    d = zlib.decompressobj()
+    out = d.decompress(bytes(data), page_size)
+    if not d.eof or len(out) != page_size:
+        raise zlib.error(f"zlib stream inflates to {len(out)} bytes"
+                         + ("" if d.eof else " and does not end") + f", expected {page_size}")
+    return out

@@ -1,0 +1,82 @@
+"""The VMDESCRIPTION JSON: finding it in a seekable stream, and what it tells.
+
+QEMU writes ``0x06, be32 len, len bytes of JSON`` after QEMU_VM_EOF (savevm.c).  In
+a seekable file it is the last thing, so it can be found before decoding: a
+position p where byte p is 0x06, the be32 after it equals the bytes left after it,
+and the JSON starts with ``{``.  That check is exact, unlike analyze-migration.py's
+"last NUL byte" heuristic.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from typing import Any
+
+from .grammar import SectionType
+
+#: Larger descriptions are refused (hostile-input bound).
+MAX_DESCRIPTION = 64 << 20
+
+
+def find_description(tail: bytes, total_size: int) -> tuple[int, bytes] | None:
+    """Find the VMDESCRIPTION in ``tail`` (the last bytes of a stream of
+    ``total_size`` bytes).  Returns (stream offset of the 0x06 byte, JSON bytes)."""
+    base = total_size - len(tail)
+    marker = bytes([SectionType.VMDESCRIPTION])
+    pos = tail.rfind(marker)
+    while pos >= 0:
+        if pos + 6 <= len(tail):
+            (length,) = struct.unpack_from(">I", tail, pos + 1)
+            if length == len(tail) - pos - 5 and tail[pos + 5:pos + 6] == b"{":
+                return base + pos, bytes(tail[pos + 5:])
+        pos = tail.rfind(marker, 0, pos)
+    return None
+
+
+def load_description(fileobj, total_size: int, max_size: int = MAX_DESCRIPTION) -> tuple[int, dict] | None:
+    """Read the description from a seekable binary file, or None if it has none."""
+    want = min(total_size, max_size + 5)
+    fileobj.seek(total_size - want)
+    tail = fileobj.read(want)
+    found = find_description(tail, total_size)
+    if not found:
+        return None
+    offset, text = found
+    try:
+        return offset, json.loads(text)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def vmsd_payload_size(desc: dict[str, Any]) -> int:
+    """Bytes a vmstate payload occupies, from its description.
+
+    Each field's ``size`` is what QEMU measured while writing one element
+    (vmsd_desc_field_end); compressed arrays give it once with ``array_len``.
+    Each subsection costs its header (0x05, u8 name length, name, be32 version).
+    """
+    total = 0
+    for f in desc.get("fields", ()):
+        total += int(f.get("size", 0)) * int(f.get("array_len", 1))
+    for sub in desc.get("subsections", ()):
+        total += 1 + 1 + len(sub.get("vmsd_name", "").encode()) + 4 + vmsd_payload_size(sub)
+    return total
+
+
+class DeviceIndex:
+    """(idstr, instance_id) -> the device descriptions, in stream order."""
+
+    def __init__(self, description: dict[str, Any]) -> None:
+        self.page_size = description.get("page_size")
+        self._devices: dict[tuple[str, int], list[dict]] = {}
+        for dev in description.get("devices", ()):
+            key = (dev.get("name"), dev.get("instance_id"))
+            self._devices.setdefault(key, []).append(dev)
+
+    def next_size(self, idstr: str, instance_id: int) -> int | None:
+        """Payload size of the next FULL section of this device, if described."""
+        queue = self._devices.get((idstr, instance_id))
+        if not queue:
+            return None
+        return vmsd_payload_size(queue.pop(0))

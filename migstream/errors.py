@@ -1,0 +1,46 @@
+"""One exception family for everything wrong with a stream."""
+
+from __future__ import annotations
+
+
+class MigstreamError(Exception):
+    """Base class of the library's own errors."""
+
+
+class StreamError(MigstreamError):
+    """The stream is not one QEMU's loader would accept.
+
+    ``offset`` is the byte offset of the element at fault; ``section``, ``block`` and
+    ``addr`` (offset inside the block) are filled in where known.
+    """
+
+    def __init__(self, message: str, offset: int, *, section: str | None = None,
+                 block: str | None = None, addr: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.offset = offset
+        self.section = section
+        self.block = block
+        self.addr = addr
+
+    def __str__(self) -> str:
+        where = [f"offset 0x{self.offset:x}"]
+        if self.section is not None:
+            where.append(f"section {self.section}")
+        if self.block is not None:
+            where.append(f"block {self.block}")
+        if self.addr is not None:
+            where.append(f"page 0x{self.addr:x}")
+        return f"error at {', '.join(where)}: {self.message}"
+
+
+class TruncatedStream(StreamError):
+    """The input ended inside an element (or before QEMU_VM_EOF)."""
+
+
+class XbzrleError(MigstreamError):
+    """An XBZRLE delta that xbzrle_decode_buffer would reject."""
+
+
+class UsageError(MigstreamError):
+    """Bad arguments or unusable local files (not a stream fault)."""

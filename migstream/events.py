@@ -1,0 +1,227 @@
+"""Event values produced by the decoder.
+
+Every event carries ``offset``: the byte offset in the stream of the first byte it
+describes.  Payload fields are memoryviews into the decoder's input; they stay valid
+(the memory is never reused) but keep that input alive, so copy what you keep.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import numpy as np
+
+from .grammar import Command, RamFlag, SectionType
+
+
+class _Sentinel:
+    def __init__(self, name: str) -> None:
+        self._name = name
+
+    def __repr__(self) -> str:
+        return self._name
+
+
+#: ``StreamDecoder.next_event()`` returns this when it needs more input.
+NEED_DATA = _Sentinel("NEED_DATA")
+
+
+def flag_names(flags: int) -> str:
+    """``0x28`` -> ``"PAGE|CONTINUE"``: the one place flags get their names."""
+    names = [f.name for f in RamFlag if flags & f and f is not RamFlag.CONTINUE]
+    rest = flags & ~sum(RamFlag)
+    if flags & RamFlag.CONTINUE:
+        names.append("CONTINUE")
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names) or "0"
+
+
+@dataclass(frozen=True, slots=True)
+class FileHeader:
+    offset: int
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class Configuration:
+    offset: int
+    machine: str
+    target_page_bits: int | None = None
+    capabilities: tuple[str, ...] = ()
+    uuid: bytes | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SectionStart:
+    """A section header: START/FULL carry the idstr, PART/END refer back to it."""
+
+    offset: int
+    type: SectionType
+    section_id: int
+    idstr: str
+    instance_id: int
+    version_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SectionEnd:
+    """The end of a section payload; ``footer`` tells whether a 0x7e footer followed."""
+
+    offset: int
+    section_id: int
+    idstr: str
+    footer: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RamBlock:
+    name: str
+    used_length: int
+    page_size: int | None = None  # postcopy hugepage extra
+    addr: int | None = None  # x-ignore-shared guest-physical address
+
+
+@dataclass(frozen=True, slots=True)
+class RamBlockList:
+    """The MEM_SIZE record: every RAM block and its used length."""
+
+    offset: int
+    total: int
+    blocks: tuple[RamBlock, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PageRecord:
+    """One RAM record that targets a page (ZERO, PAGE, XBZRLE, COMPRESS_PAGE)."""
+
+    offset: int
+    flags: int
+    block: str
+    addr: int  # offset inside the block
+    payload_offset: int
+    data: memoryview  # PAGE: the page; XBZRLE: the delta; COMPRESS_PAGE: zlib bytes
+    fill: int = 0  # ZERO: the fill byte
+    encoding: int = 0  # XBZRLE: the encoding byte
+
+    @property
+    def kind(self) -> RamFlag:
+        return RamFlag(self.flags & ~RamFlag.CONTINUE)
+
+    @property
+    def size(self) -> int:
+        """Bytes this record occupies in the stream."""
+        return self.payload_offset - self.offset + _payload_wire_size(self)
+
+
+def _payload_wire_size(rec: PageRecord) -> int:
+    kind = rec.flags & ~RamFlag.CONTINUE
+    if kind == RamFlag.ZERO:
+        return 1
+    if kind == RamFlag.XBZRLE:
+        return 3 + len(rec.data)
+    if kind == RamFlag.COMPRESS_PAGE:
+        return 4 + len(rec.data)
+    return len(rec.data)
+
+
+@dataclass(frozen=True, slots=True)
+class PageRun:
+    """``count`` consecutive CONTINUE records of one fixed-size kind (PAGE or ZERO).
+
+    The fast path reports runs instead of single records; ``records()`` expands them.
+    Record *i* starts at ``offset + i * stride``.
+    """
+
+    offset: int
+    flags: int
+    block: str
+    count: int
+    stride: int
+    addrs: np.ndarray  # uint64 offsets inside the block
+    pages: np.ndarray | None = None  # PAGE: (count, page_size) uint8 view
+    fills: np.ndarray | None = None  # ZERO: (count,) uint8 view
+
+    @property
+    def kind(self) -> RamFlag:
+        return RamFlag(self.flags & ~RamFlag.CONTINUE)
+
+    def records(self) -> Iterator[PageRecord]:
+        header = self.stride - (self.pages.shape[1] if self.pages is not None else 1)
+        for i in range(self.count):
+            off = self.offset + i * self.stride
+            addr = int(self.addrs[i])
+            if self.pages is not None:
+                yield PageRecord(off, self.flags, self.block, addr, off + header, memoryview(self.pages[i]))
+            else:
+                yield PageRecord(off, self.flags, self.block, addr, off + header, memoryview(b""), int(self.fills[i]))
+
+
+@dataclass(frozen=True, slots=True)
+class RamMarker:
+    """A RAM record without a page: EOS, MULTIFD_FLUSH or HOOK."""
+
+    offset: int
+    flags: int
+
+    @property
+    def kind(self) -> RamFlag:
+        return RamFlag(self.flags & ~RamFlag.CONTINUE)
+
+
+@dataclass(frozen=True, slots=True)
+class CommandEvent:
+    offset: int
+    cmd: int
+    length: int
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        try:
+            return Command(self.cmd).name
+        except ValueError:
+            return f"0x{self.cmd:x}"
+
+
+@dataclass(frozen=True, slots=True)
+class PackageEnd:
+    """The end of a PACKAGED command's nested stream."""
+
+    offset: int
+    length: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceState:
+    """The payload of a non-RAM section, framed but not interpreted here."""
+
+    offset: int
+    section_id: int
+    idstr: str
+    instance_id: int
+    length: int
+    framing: str  # "description" (JSON sizes), "footer-scan", "htab"
+
+
+@dataclass(frozen=True, slots=True)
+class EndOfStream:
+    """QEMU_VM_EOF, at nesting level 0."""
+
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class VmDescription:
+    offset: int
+    json: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Undecoded:
+    """Decoding stopped before the end of the input, without a format error:
+    the rest is device state that cannot be framed without a JSON description."""
+
+    offset: int
+    reason: str

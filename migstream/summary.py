@@ -1,0 +1,116 @@
+"""What ``info`` reports: counts gathered from events."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from .events import (
+    CommandEvent,
+    Configuration,
+    DeviceState,
+    EndOfStream,
+    FileHeader,
+    PageRecord,
+    PageRun,
+    RamBlockList,
+    RamMarker,
+    SectionStart,
+    Undecoded,
+    VmDescription,
+)
+from .grammar import RamFlag, SectionType
+
+ENCODING_NAMES = {
+    RamFlag.ZERO: "zero",
+    RamFlag.PAGE: "page",
+    RamFlag.XBZRLE: "xbzrle",
+    RamFlag.COMPRESS_PAGE: "compressed",
+}
+
+
+class StreamSummary:
+    """Feed it every event; ``as_dict()`` is the ``info --json`` document."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.configuration: Configuration | None = None
+        self.blocks: list = []
+        self.sections: Counter = Counter()
+        self.ram_parts = 0
+        self.records: Counter = Counter()
+        self.record_bytes: Counter = Counter()
+        self.pages_by_block: dict[str, Counter] = defaultdict(Counter)
+        self.markers: Counter = Counter()
+        self.devices: list[dict[str, Any]] = []
+        self.commands: Counter = Counter()
+        self.has_description = False
+        self.eof = False
+        self.undecoded: str | None = None
+        self.page_size: int | None = None
+        self.page_size_source: str | None = None
+        self.end_offset = 0
+
+    def add(self, ev) -> None:
+        t = type(ev)
+        if t is PageRun:
+            name = ENCODING_NAMES[ev.kind]
+            self.records[name] += ev.count
+            self.record_bytes[name] += ev.count * ev.stride
+            self.pages_by_block[ev.block][name] += ev.count
+        elif t is PageRecord:
+            name = ENCODING_NAMES[ev.kind]
+            self.records[name] += 1
+            self.record_bytes[name] += ev.size
+            self.pages_by_block[ev.block][name] += 1
+        elif t is RamMarker:
+            self.markers[ev.kind.name] += 1
+        elif t is SectionStart:
+            self.sections[ev.type.name] += 1
+            if ev.idstr == "ram" and ev.type == SectionType.PART:
+                self.ram_parts += 1
+        elif t is DeviceState:
+            self.devices.append({"idstr": ev.idstr, "instance_id": ev.instance_id, "offset": ev.offset,
+                                 "length": ev.length, "framing": ev.framing})
+        elif t is CommandEvent:
+            self.commands[ev.name] += 1
+        elif t is RamBlockList:
+            self.blocks = [{"name": b.name, "length": b.used_length,
+                            **({"page_size": b.page_size} if b.page_size else {}),
+                            **({"addr": b.addr} if b.addr is not None else {})} for b in ev.blocks]
+        elif t is Configuration:
+            self.configuration = ev
+        elif t is FileHeader:
+            self.version = ev.version
+        elif t is VmDescription:
+            self.has_description = True
+        elif t is EndOfStream:
+            self.eof = True
+        elif t is Undecoded:
+            self.undecoded = ev.reason
+
+    def as_dict(self) -> dict[str, Any]:
+        cfg = self.configuration
+        return {
+            "schema": 1,
+            "version": self.version,
+            "machine": cfg.machine if cfg else None,
+            "page_size": self.page_size,
+            "page_size_source": self.page_size_source,
+            "target_page_bits": cfg.target_page_bits if cfg else None,
+            "capabilities": list(cfg.capabilities) if cfg else [],
+            "uuid": cfg.uuid.hex() if cfg and cfg.uuid else None,
+            "ram_blocks": self.blocks,
+            "sections": dict(self.sections),
+            "ram_iterations": self.ram_parts,
+            "records": {k: {"count": self.records[k], "bytes": self.record_bytes[k]} for k in self.records},
+            "markers": dict(self.markers),
+            "pages_by_block": {b: dict(c) for b, c in self.pages_by_block.items()},
+            "commands": dict(self.commands),
+            "device_sections": len(self.devices),
+            "devices": self.devices,
+            "has_vmdescription": self.has_description,
+            "eof": self.eof,
+            "undecoded": self.undecoded,
+            "stream_bytes": self.end_offset,
+        }
