@@ -7,8 +7,10 @@
 ;
 ; Page kinds for page index i (i = (addr - 1 MiB) / 4096, 0 <= i < 2816):
 ;   8 MiB <= addr < 10 MiB : zero page
-;   else by i % 8: 0 zero, 1 all 0x55, 2 all 0xff, 3 ASCII text, 4 xorshift32
-;                  random, 5 zero, 6 all (i & 0xff), 7 ASCII text
+;   else by i % 8: 0 zero, 1 all 0x55, 2 all 0xff, 3 ASCII text,
+;                  4 xorshift32 random if i % 128 == 4 (22 pages, 88 KiB),
+;                    else sparse (zero page with dword i at (i*8) & 0xffc),
+;                  5 zero, 6 all (i & 0xff), 7 ASCII text
 ; Text pages: a 64-byte line repeated 64 times, first 8 bytes = i in hex.
 ; Dirty loop (page p chosen by xorshift32 in 1 MiB..5 MiB):
 ;   every 16th step: whole page rewritten with dword N*0x9E3779B9
@@ -106,7 +108,16 @@ k_text:
     call hex8
     jmp next
 k_rand:
+    test ebp, 0x78
+    jz .r
+    xor eax, eax              ; sparse page
     mov ecx, 1024
+    rep stosd
+    lea eax, [ebp*8]
+    and eax, 0xffc
+    mov [edi + eax - 4096], ebp
+    jmp next
+.r: mov ecx, 1024
 .l: call xs
     mov eax, ebx
     stosd
