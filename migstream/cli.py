@@ -36,7 +36,7 @@ from .events import (
     flag_names,
 )
 from .grammar import RamFlag
-from .ramimage import RamImage
+from .extract import extract as do_extract
 from .sources import StreamSource
 from .stream import iter_events, open_decoder
 from .summary import ENCODING_NAMES, StreamSummary
@@ -53,6 +53,18 @@ HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr)
+
+
+class _SizeOnly:
+    """What _Progress needs to know of a stream it does not open itself."""
+
+    def __init__(self, path: str) -> None:
+        import os
+
+        try:
+            self.size = os.path.getsize(path) if path != "-" else None
+        except OSError:
+            self.size = None
 
 
 class _Progress:
@@ -329,33 +341,24 @@ def extract(stream: StreamArg,
     """Rebuild every RAM block as a sparse file in DIR, plus DIR/manifest.json."""
 
     def go():
-        with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
-            image = None
-            error = None
-            try:
-                for ev in iter_events(source, decoder, prog):
-                    if image is None and isinstance(ev, (RamBlockList, PageRecord, PageRun)):
-                        image = RamImage(str(output), decoder.page_size, only=set(block) if block else None)
-                    if image is not None:
-                        image.apply(ev)
-            except StreamError as exc:
-                error = exc
+        prog = None
+        if progress is not False:
+            # The source is opened inside extract(); report by bytes consumed.
+            prog = _Progress(_SizeOnly(stream), progress)
+        result = do_extract(stream, str(output), blocks=set(block) if block else None, page_size=page_size,
+                            allow_hook=rdma, progress=prog)
+        if prog:
             prog.done()
-            if image is None:
-                image = RamImage(str(output), decoder.page_size or 4096, only=set(block) if block else None)
-            machine = decoder.configuration.machine if decoder.configuration else None
-            complete = error is None and decoder.ram_complete
-            manifest = image.close(machine=machine, complete=complete, error=str(error) if error else None,
-                                   extra={"page_size_source": decoder.page_size_source})
-            _warn_all(decoder)
-            if json_out:
-                print(json.dumps(manifest, indent=2))
-            if error:
-                _err(str(error))
-                _err(f"kept what was decoded before the error in {output} (manifest says complete: false)")
-                raise typer.Exit(1)
-            if not decoder.ram_complete:
-                _err("warning: the stream has no RAM END section; memory may be incomplete")
+        for off, msg in result.warnings:
+            _err(f"warning at offset 0x{off:x}: {msg}")
+        if json_out:
+            print(json.dumps(result.manifest, indent=2))
+        if result.error:
+            _err(str(result.error))
+            _err(f"kept what was decoded before the error in {output} (manifest says complete: false)")
+            raise typer.Exit(1)
+        if not result.manifest["complete"]:
+            _err("warning: the stream has no RAM END section; memory may be incomplete")
 
     _run(go)
 
