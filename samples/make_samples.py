@@ -79,8 +79,10 @@ SAMPLES = [
          transport="unix",
          notes="i440fx, guest dirtying, postcopy-ram on, migrate-start-postcopy "
                "about 1 s after migrate. Captured over a unix socket (return path "
-               "needed); the capture server answers nothing but a final "
-               "MIG_RP_MSG_SHUT(0) so the source can complete."),
+               "needed); the capture server answers nothing but a "
+               "MIG_RP_MSG_SHUT(0) once postcopy is active, so the source can complete. "
+               "With exec:cat QEMU 7.2 accepts postcopy but then stays in "
+               "postcopy-active forever (its return-path thread never gets SHUT/EOF)."),
     dict(name="x86-q35", arch="x86_64", machine="q35", mode="running",
          caps=[], params=dict(RUNNING_PARAMS),
          notes="q35 (ICH9), test guest dirtying pages during migration."),
@@ -93,12 +95,14 @@ SAMPLES = [
          caps=[], params={}, ram_base=0, ram_size=256 * MiB,
          ram_id="ppc_spapr.ram", extra=[],
          notes="ppc64 pseries, paused (-S), RAM preloaded from a generated image "
-               "via memory-backend-file (share=off)."),
+               "via memory-backend-file (share=off). QEMU copies SLOF into RAM at 0, "
+               "so the first ~1 MiB is firmware, not the image."),
     dict(name="s390x-ccw", arch="s390x", machine="s390-ccw-virtio", mode="image",
          caps=[], params={}, ram_base=0, ram_size=64 * MiB,
          ram_id="s390.ram", extra=[],
          notes="s390x s390-ccw-virtio, paused (-S), RAM preloaded from a generated "
-               "image via memory-backend-file (share=off)."),
+               "image via memory-backend-file (share=off). QEMU loads the s390-ccw "
+               "firmware near the top of RAM (0x3e00000)."),
 ]
 
 QEMU_BIN = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64",
@@ -478,8 +482,14 @@ def capture(s, out, workdir, guest_img, do_verify):
             notes.append(f"block name {b['name']} not found in stream")
     if s["mode"] == "image":
         img = open(os.path.join(workdir, f"{name}.img"), "rb").read()
-        if open(truths_raw[0][1], "rb").read() != img:
-            notes.append("pmemsave differs from the generated RAM image")
+        dump = open(truths_raw[0][1], "rb").read()
+        if dump != img:
+            d = [o for o in range(0, len(img), 4096) if img[o:o + 4096] != dump[o:o + 4096]]
+            what = ""
+            if dump[d[0]:d[0] + 4] == b"\xd0\x0d\xfe\xed":
+                what = f" (QEMU wrote a flattened device tree, magic d00dfeed, at {d[0]:#x})"
+            notes.append(f"pmemsave differs from the generated RAM image in {len(d)} pages, "
+                         f"block offsets {[hex(o) for o in d[:16]]}{what}.")
         else:
             notes.append("pmemsave equals the generated RAM image")
 
