@@ -341,11 +341,18 @@ def wait_migration(q, s, server=None, timeout=120):
 
 
 def check_header(path):
+    """Sanity check of the first bytes only: "QEVM", be32 version 3, and (if
+    present) the CONFIGURATION byte 0x07 + be32 length + machine type name.
+    Returns the machine type name or None."""
     with open(path, "rb") as f:
-        head = f.read(8)
-    magic, ver = struct.unpack(">4sI", head)
+        head = f.read(8 + 5 + 256)
+    magic, ver = struct.unpack(">4sI", head[:8])
     if magic != b"QEVM" or ver != 3:
-        raise RuntimeError(f"bad stream header {head!r}")
+        raise RuntimeError(f"bad stream header {head[:8]!r}")
+    if head[8] == 0x07:
+        (n,) = struct.unpack(">I", head[9:13])
+        return head[13:13 + n].decode("ascii", "replace")
+    return None
 
 
 def diff_pages(a_path, b_path, length, exclude):
@@ -474,7 +481,8 @@ def capture(s, out, workdir, guest_img, do_verify):
         if server is not None:
             server.close()
 
-    check_header(raw_stream)
+    machine_type = check_header(raw_stream)
+    log(f"  stream header ok, configuration machine type {machine_type!r}")
     stream_bytes = open(raw_stream, "rb").read()
     for b in blocks:
         nb = b["name"].encode()
@@ -542,6 +550,7 @@ def capture(s, out, workdir, guest_img, do_verify):
         "stream": f"{name}.mig.zst",
         "stream_size": len(stream_bytes),
         "machine": s["machine"],
+        "machine_type_in_stream": machine_type,
         "arch": s["arch"],
         "qemu_version": qemu_version,
         "capabilities": s["caps"],
