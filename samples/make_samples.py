@@ -176,6 +176,13 @@ class Qemu:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
                                      stderr=open(self.errlog, "wb"))
         self.qmp = None
+        try:
+            self._connect()
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self):
         deadline = time.time() + 20
         while True:
             if self.proc.poll() is not None:
