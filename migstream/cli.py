@@ -133,6 +133,9 @@ def _run(fn):
     except BrokenPipeError:
         sys.stderr.close()
         raise typer.Exit(0)
+    except OSError as exc:
+        _err(f"error: {exc}")
+        raise typer.Exit(3)
     except KeyboardInterrupt:
         raise typer.Exit(130)
 

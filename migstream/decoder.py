@@ -24,6 +24,7 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from array import array
 from typing import Any
 
 import numpy as np
@@ -64,10 +65,14 @@ MAX_FOOTER_SCAN = 64 << 20  # largest device section framed by searching its foo
 MAX_PAGE_SIZE = 1 << 16
 MAX_BLOCK_LENGTH = 1 << 50  # 1 PiB; QEMU's guests are far smaller
 
+# Plain ints for the hot path (enum arithmetic costs microseconds).
+_CONTINUE = int(RamFlag.CONTINUE)
+_NOT_CONTINUE = ~_CONTINUE
+_PAGE, _ZERO, _XBZRLE, _EOS = int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE), int(RamFlag.EOS)
+_PAGE_KINDS = frozenset(int(k) for k in g.PAGE_KINDS)
+
 _TOP_TYPES = frozenset({ST.EOF, ST.START, ST.PART, ST.END, ST.FULL, ST.COMMAND})
-_RUN_KINDS = frozenset({RamFlag.PAGE, RamFlag.ZERO})
-_SPECULATE_MIN = 32
-_SPECULATE_MAX = 1 << 14
+_RUN_KINDS = frozenset({_PAGE, _ZERO})
 
 
 class _NeedData(Exception):
@@ -123,7 +128,6 @@ class StreamDecoder:
         self.blocks: dict[str, RamBlock] = {}
         self._last_block: str | None = None  # the CONTINUE context, across sections
         self._postcopy_hugepages = False
-        self._speculate = _SPECULATE_MIN
         self.warnings: list[tuple[int, str]] = []
         self.ram_complete = False  # the RAM END section's EOS was seen
 
@@ -202,7 +206,8 @@ class StreamDecoder:
             raise self._failed
         if self._state == "done":
             return None
-        self._rebase()
+        if self._chunk is not None:
+            self._rebase()
         self._elem = self._pos
         try:
             return getattr(self, "_st_" + self._state)()
@@ -379,6 +384,7 @@ class StreamDecoder:
         head = g.CommandHeader.parse(self._buf[self._pos:self._pos + g.CommandHeader.sizeof()])
         cmd, length = head.cmd, head.length
         self._need(4 + length)
+        self._check_command_length(off, cmd, length)
         try:
             obj = self._construct(g.CommandElement, 4 + length)
         except ConstructError as exc:
@@ -405,8 +411,8 @@ class StreamDecoder:
         g.Command.POSTCOPY_RESUME: 0, g.Command.SWITCHOVER_START: 0,
     }
 
-    def _check_command(self, off: int, cmd: int, length: int, fields: dict) -> None:
-        # loadvm_process_command's checks.
+    def _check_command_length(self, off: int, cmd: int, length: int) -> None:
+        # loadvm_process_command's checks, before the payload is read.
         try:
             name = g.Command(cmd).name
         except ValueError:
@@ -417,10 +423,12 @@ class StreamDecoder:
         if want is not None and length != want:
             raise StreamError(f"{name} received with bad length - expecting {want}, got {length}",
                               off, section="command")
+        if cmd == g.Command.POSTCOPY_ADVISE and length not in (0, 16):
+            raise StreamError(f"POSTCOPY_ADVISE received with bad length - expecting 0 or 16, got {length}",
+                              off, section="command")
+
+    def _check_command(self, off: int, cmd: int, length: int, fields: dict) -> None:
         if cmd == g.Command.POSTCOPY_ADVISE:
-            if length not in (0, 16):
-                raise StreamError(f"POSTCOPY_ADVISE received with bad length - expecting 0 or 16, got {length}",
-                                  off, section="command")
             summary = fields.get("ram_pagesize_summary")
             tps = fields.get("target_page_size")
             if tps is not None:
@@ -546,10 +554,10 @@ class StreamDecoder:
             hdr = self._unpack(RAM_HEADER)
         flags = hdr & self._mask
         addr = hdr - flags
-        kind = flags & ~RamFlag.CONTINUE
-        if kind in g.PAGE_KINDS:
+        kind = flags & _NOT_CONTINUE
+        if kind in _PAGE_KINDS:
             return self._page_record(off, hdr, flags, addr, kind)
-        if kind == RamFlag.EOS:
+        if kind == _EOS:
             self._state = "footer"
             if self._section_type == ST.END:
                 self.ram_complete = True
@@ -586,15 +594,17 @@ class StreamDecoder:
         return RamBlockList(off, total, blocks)
 
     def _page_record(self, off: int, hdr: int, flags: int, addr: int, kind: int):
-        if flags & RamFlag.CONTINUE:
+        if flags & _CONTINUE:
             block = self._last_block
             if block is None:
                 raise StreamError("Ack, bad migration stream! (CONTINUE with no previous block)",
                                   off, section="ram", addr=addr)
             if kind in _RUN_KINDS and not self._packages:
-                run = self._speculate_run(off, hdr, flags, kind, block)
-                if run is not None:
-                    return run
+                info = self.blocks.get(block)
+                if info is None or addr < info.used_length:
+                    run = self._scan_run(hdr, kind, block, addr)
+                    if run is not None:
+                        return run
         else:
             block = self._idstr()
             if self.blocks and block not in self.blocks:
@@ -604,16 +614,16 @@ class StreamDecoder:
         if info is not None and addr >= info.used_length:
             raise StreamError(f"Illegal RAM offset {addr:x}", off, section="ram", block=block, addr=addr)
         payload_off = self.offset
-        if kind == RamFlag.PAGE:
+        if kind == _PAGE:
             n = self.page_size
             self._need(n)
             data = self._buf[self._pos:self._pos + n]
             self._pos += n
             return PageRecord(off, flags, block, addr, payload_off, data)
-        if kind == RamFlag.ZERO:
+        if kind == _ZERO:
             fill = self._u8()
             return PageRecord(off, flags, block, addr, payload_off, memoryview(b""), fill)
-        if kind == RamFlag.XBZRLE:
+        if kind == _XBZRLE:
             encoding = self._u8()
             length = self._unpack(struct.Struct(">H"))
             if encoding != g.XBZRLE_ENCODING_FLAG:
@@ -641,38 +651,65 @@ class StreamDecoder:
         self._pos += length
         return PageRecord(off, flags, block, addr, payload_off, data)
 
-    def _speculate_run(self, off: int, hdr: int, flags: int, kind: int, block: str):
-        """Recognise up to N records like this one at a fixed stride (numpy)."""
-        stride = 8 + self._plans.fixed[kind]
+    def _scan_run(self, hdr: int, kind: int, block: str, addr: int):
+        """Records that continue this one: PAGE or ZERO, CONTINUE, each for the next
+        page.  A scalar scan; stretches of one kind longer than 64 records are
+        checked in bulk with numpy (headers at a fixed stride)."""
         pos = self._pos - 8
-        avail = (len(self._buf) - pos) // stride
-        n_max = min(avail, self._speculate)
-        if n_max < 2:
-            return None
-        heads = np.ndarray((n_max,), dtype=">u8", buffer=self._buf, offset=pos, strides=(stride,))
-        low = heads & np.uint64(self._mask)
-        bad = np.flatnonzero(low != flags)
-        n = int(bad[0]) if len(bad) else n_max
+        buf = self._buf
+        end = len(buf)
+        ps = self.page_size
+        sizes = {_PAGE: 8 + ps, _ZERO: 9}
+        left = end - pos
+        info = self.blocks.get(block)
+        cap = (info.used_length - addr) // ps if info is not None else 1 << 62
+        unpack = RAM_HEADER.unpack_from
+        page_cont, zero_cont = _PAGE | _CONTINUE, _ZERO | _CONTINUE
+        starts = array("q")
+        kinds = bytearray()
+        p = pos
+        a = addr
+        same = 0  # length of the current one-kind stretch
+        last = -1
+        n = 0
+        while n < cap and p + 8 <= end:
+            h = unpack(buf, p)[0]
+            k = h - a
+            if k == page_cont:
+                k = _PAGE
+            elif k == zero_cont:
+                k = _ZERO
+            else:
+                break
+            size = sizes[k]
+            if p + size > end:
+                break
+            starts.append(p - pos)
+            kinds.append(k)
+            p += size
+            a += ps
+            n += 1
+            same = same + 1 if k == last else 1
+            last = k
+            if same == 64:
+                # Speculate that the stretch goes on: compare all headers at once.
+                m = min((end - p) // size, cap - n)
+                if m > 0:
+                    heads = np.ndarray((m,), dtype=">u8", buffer=buf, offset=p, strides=(size,))
+                    want = np.arange(a | (k | _CONTINUE), (a | (k | _CONTINUE)) + m * ps, ps, dtype=np.uint64)
+                    bad = np.flatnonzero(heads != want)
+                    m = int(bad[0]) if len(bad) else m
+                    if m:
+                        starts.extend(range(p - pos, p - pos + m * size, size))
+                        kinds += bytes([k]) * m
+                        p += m * size
+                        a += m * ps
+                        n += m
+                same = 0
         if n < 2:
             return None
-        self._speculate = min(self._speculate * 2, _SPECULATE_MAX) if n == n_max else _SPECULATE_MIN
-        addrs = (heads[:n] - low[:n]).astype(np.uint64)
-        info = self.blocks.get(block)
-        if info is not None and int(addrs.max()) >= info.used_length:
-            first = int(np.flatnonzero(addrs >= info.used_length)[0])
-            if first < 2:
-                return None  # let the scalar path report it
-            n = first
-            addrs = addrs[:n]
-        if kind == RamFlag.PAGE:
-            pages = np.ndarray((n, self.page_size), dtype=np.uint8, buffer=self._buf, offset=pos + 8,
-                               strides=(stride, 1))
-            run = PageRun(off, flags, block, n, stride, addrs, pages=pages)
-        else:
-            fills = np.ndarray((n,), dtype=np.uint8, buffer=self._buf, offset=pos + 8, strides=(stride,))
-            run = PageRun(off, flags, block, n, stride, addrs, fills=fills)
-        self._pos = pos + n * stride
-        return run
+        self._pos = p
+        return PageRun(pos + self._base, block, addr, n, ps, buf[pos:p], starts, bytes(kinds))
 
     # --- after EOF -----------------------------------------------------------------
 

@@ -36,10 +36,16 @@ def find_description(tail: bytes, total_size: int) -> tuple[int, bytes] | None:
 
 def load_description(fileobj, total_size: int, max_size: int = MAX_DESCRIPTION) -> tuple[int, dict] | None:
     """Read the description from a seekable binary file, or None if it has none."""
-    want = min(total_size, max_size + 5)
-    fileobj.seek(total_size - want)
-    tail = fileobj.read(want)
-    found = find_description(tail, total_size)
+    # Descriptions are usually tens of KiB: look at a small tail first.
+    want = 1 << 18
+    while True:
+        want = min(want, total_size, max_size + 5)
+        fileobj.seek(total_size - want)
+        tail = fileobj.read(want)
+        found = find_description(tail, total_size)
+        if found or want >= min(total_size, max_size + 5):
+            break
+        want *= 16
     if not found:
         return None
     offset, text = found

@@ -8,9 +8,7 @@ describes.  Payload fields are memoryviews into the decoder's input; they stay v
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterator
-
-import numpy as np
+from typing import Any, Iterator, Sequence
 
 from .grammar import Command, RamFlag, SectionType
 
@@ -126,36 +124,52 @@ def _payload_wire_size(rec: PageRecord) -> int:
     return len(rec.data)
 
 
+_PAGE = int(RamFlag.PAGE)
+_ZERO = int(RamFlag.ZERO)
+_CONTINUE = int(RamFlag.CONTINUE)
+
+
 @dataclass(frozen=True, slots=True)
 class PageRun:
-    """``count`` consecutive CONTINUE records of one fixed-size kind (PAGE or ZERO).
+    """``count`` consecutive CONTINUE records, each PAGE or ZERO, for consecutive
+    pages of one block: record *i* starts at ``offset + starts[i]``, targets
+    ``addr + i * page_size`` and is of kind ``kinds[i]`` (RamFlag.PAGE or ZERO).
 
-    The fast path reports runs instead of single records; ``records()`` expands them.
-    Record *i* starts at ``offset + i * stride``.
+    This is how the fast path reports the bulk of a stream (the bulk stage sends
+    every page in order, each as ZERO or PAGE); ``records()`` expands it.
     """
 
     offset: int
-    flags: int
     block: str
+    addr: int  # offset inside the block of the first page
     count: int
-    stride: int
-    addrs: np.ndarray  # uint64 offsets inside the block
-    pages: np.ndarray | None = None  # PAGE: (count, page_size) uint8 view
-    fills: np.ndarray | None = None  # ZERO: (count,) uint8 view
+    page_size: int
+    data: memoryview  # the run's bytes in the stream
+    starts: Sequence[int]  # record offsets inside data
+    kinds: bytes  # one RamFlag value per record
 
-    @property
-    def kind(self) -> RamFlag:
-        return RamFlag(self.flags & ~RamFlag.CONTINUE)
+    def page(self, i: int) -> memoryview:
+        """The payload of record i (a PAGE record)."""
+        start = self.starts[i] + 8
+        return self.data[start:start + self.page_size]
+
+    def fill(self, i: int) -> int:
+        """The fill byte of record i (a ZERO record)."""
+        return self.data[self.starts[i] + 8]
+
+    def count_of(self, kind: int) -> int:
+        return self.kinds.count(kind)
 
     def records(self) -> Iterator[PageRecord]:
-        header = self.stride - (self.pages.shape[1] if self.pages is not None else 1)
+        empty = memoryview(b"")
         for i in range(self.count):
-            off = self.offset + i * self.stride
-            addr = int(self.addrs[i])
-            if self.pages is not None:
-                yield PageRecord(off, self.flags, self.block, addr, off + header, memoryview(self.pages[i]))
+            off = self.offset + self.starts[i]
+            addr = self.addr + i * self.page_size
+            kind = self.kinds[i]
+            if kind == _PAGE:
+                yield PageRecord(off, kind | _CONTINUE, self.block, addr, off + 8, self.page(i))
             else:
-                yield PageRecord(off, self.flags, self.block, addr, off + header, memoryview(b""), int(self.fills[i]))
+                yield PageRecord(off, kind | _CONTINUE, self.block, addr, off + 8, empty, self.fill(i))
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,49 +14,69 @@ import os
 import re
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
 from .errors import StreamError, UsageError, XbzrleError
 from .events import PageRecord, PageRun, RamBlockList
 from .grammar import RamFlag
 
+_CONTINUE = int(RamFlag.CONTINUE)
+_PAGE, _ZERO, _XBZRLE, _COMPRESS = (int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE),
+                                    int(RamFlag.COMPRESS_PAGE))
 _CHUNK_PAGES = 1 << 16  # pages per bitmap chunk
-_WRITE_BATCH = 1024  # pages per pwrite when copying runs
+_WRITE_BATCH = 1024  # pages per pwritev (IOV_MAX)
+_HOLE_MIN = 2  # zero pages in a row that are left as a hole rather than written
+# PAGE -> 1 (holds data); ZERO -> 2, resolved by its fill byte.
+_KIND_BITS = bytes.maketrans(bytes([int(RamFlag.PAGE), int(RamFlag.ZERO)]), b"\1\2")
 
 
 class PageBitmap:
-    """Which pages of a block were written: sparse, in chunks, so a hostile block
-    length costs nothing until pages arrive."""
+    """Which pages of a block hold data on disk: sparse chunks of bytes, so a
+    hostile block length costs nothing until pages arrive."""
 
     def __init__(self) -> None:
-        self._chunks: dict[int, np.ndarray] = {}
+        self._chunks: dict[int, bytearray] = {}
 
-    def _chunk(self, c: int) -> np.ndarray:
-        arr = self._chunks.get(c)
-        if arr is None:
-            arr = self._chunks[c] = np.zeros(_CHUNK_PAGES, dtype=bool)
-        return arr
+    def _spans(self, first: int, n: int):
+        while n > 0:
+            c, i = divmod(first, _CHUNK_PAGES)
+            k = min(n, _CHUNK_PAGES - i)
+            yield c, i, k
+            first += k
+            n -= k
 
-    def get(self, pages: np.ndarray) -> np.ndarray:
-        out = np.zeros(len(pages), dtype=bool)
-        chunks = pages // _CHUNK_PAGES
-        for c in np.unique(chunks):
-            arr = self._chunks.get(int(c))
-            if arr is not None:
-                sel = chunks == c
-                out[sel] = arr[pages[sel] % _CHUNK_PAGES]
-        return out
+    def mark(self, first: int, n: int = 1, value: bool = True) -> None:
+        fill = (b"\1" if value else b"\0") * min(n, _CHUNK_PAGES)
+        for c, i, k in self._spans(first, n):
+            arr = self._chunks.get(c)
+            if arr is None:
+                if not value:
+                    continue
+                arr = self._chunks[c] = bytearray(_CHUNK_PAGES)
+            arr[i:i + k] = fill[:k]
 
-    def set(self, pages: np.ndarray, value: bool = True) -> None:
-        chunks = pages // _CHUNK_PAGES
-        for c in np.unique(chunks):
-            sel = chunks == c
-            self._chunk(int(c))[pages[sel] % _CHUNK_PAGES] = value
+    def store(self, first: int, bits: bytes) -> None:
+        """Set pages first.. to the 0/1 values in ``bits``."""
+        done = 0
+        for c, i, k in self._spans(first, len(bits)):
+            arr = self._chunks.get(c)
+            if arr is None:
+                if bits.find(1, done, done + k) < 0:
+                    done += k
+                    continue
+                arr = self._chunks[c] = bytearray(_CHUNK_PAGES)
+            arr[i:i + k] = bits[done:done + k]
+            done += k
+
+    def any(self, first: int, n: int = 1) -> bool:
+        for c, i, k in self._spans(first, n):
+            arr = self._chunks.get(c)
+            if arr is not None and arr.find(1, i, i + k) >= 0:
+                return True
+        return False
 
     def count(self) -> int:
-        return int(sum(int(a.sum()) for a in self._chunks.values()))
+        return sum(arr.count(1) for arr in self._chunks.values())
 
 
 def safe_file_name(name: str, taken: set[str]) -> str:
@@ -122,11 +142,12 @@ class RamImage:
 
     def apply(self, ev) -> None:
         """Apply a PageRecord or PageRun (other events are ignored)."""
-        if isinstance(ev, PageRun):
+        t = type(ev)
+        if t is PageRun:
             self._apply_run(ev)
-        elif isinstance(ev, PageRecord):
+        elif t is PageRecord:
             self._apply_record(ev)
-        elif isinstance(ev, RamBlockList):
+        elif t is RamBlockList:
             self.define_blocks(ev)
 
     def _block(self, name: str) -> BlockFile | None:
@@ -135,7 +156,7 @@ class RamImage:
             blk = self._open(name, None)
         return blk
 
-    def _wrote(self, blk: BlockFile, first_addr: int, end: int) -> None:
+    def _wrote(self, blk: BlockFile, end: int) -> None:
         if end > blk.extent:
             blk.extent = end
 
@@ -144,19 +165,14 @@ class RamImage:
         if blk is None:
             return
         ps = self.page_size
-        kind = rec.flags & ~RamFlag.CONTINUE
-        page_no = np.array([rec.addr // ps], dtype=np.uint64)
-        if kind == RamFlag.PAGE:
+        kind = rec.flags & ~_CONTINUE
+        page_no = rec.addr // ps
+        if kind == _PAGE:
             os.pwrite(blk.fd, rec.data, rec.addr)
-        elif kind == RamFlag.ZERO:
-            if rec.fill:
-                os.pwrite(blk.fd, bytes([rec.fill]) * ps, rec.addr)
-            elif blk.written.get(page_no)[0]:
-                os.pwrite(blk.fd, self._zero_page, rec.addr)
-            else:
-                self._wrote(blk, rec.addr, rec.addr + ps)
-                return  # a hole already reads as zero
-        elif kind == RamFlag.XBZRLE:
+        elif kind == _ZERO:
+            self._zero_fill(blk, page_no, 1, rec.fill)
+            return
+        elif kind == _XBZRLE:
             page = bytearray(os.pread(blk.fd, ps, rec.addr).ljust(ps, b"\0"))
             try:
                 xbzrle_decode_into(rec.data, page)
@@ -164,7 +180,7 @@ class RamImage:
                 raise StreamError(f"Failed to load XBZRLE page - decode error! ({exc})", rec.offset,
                                   section="ram", block=rec.block, addr=rec.addr) from exc
             os.pwrite(blk.fd, page, rec.addr)
-        elif kind == RamFlag.COMPRESS_PAGE:
+        elif kind == _COMPRESS:
             try:
                 page = inflate_page(rec.data, ps)
             except Exception as exc:  # zlib.error
@@ -173,43 +189,82 @@ class RamImage:
             os.pwrite(blk.fd, page, rec.addr)
         else:
             return
-        blk.written.set(page_no)
-        self._wrote(blk, rec.addr, rec.addr + ps)
+        blk.written.mark(page_no)
+        self._wrote(blk, rec.addr + ps)
+
+    def _zero_fill(self, blk: BlockFile, first: int, n: int, fill: int) -> None:
+        # ram_handle_zero: memset only when needed; a hole already reads as zero.
+        ps = self.page_size
+        if fill:
+            page = bytes([fill]) * ps
+            for p in range(first, first + n):
+                os.pwrite(blk.fd, page, p * ps)
+            blk.written.mark(first, n)
+        elif blk.written.any(first, n):
+            for p in range(first, first + n):
+                if blk.written.any(p):
+                    os.pwrite(blk.fd, self._zero_page, p * ps)
+            blk.written.mark(first, n, False)
+        self._wrote(blk, (first + n) * ps)
 
     def _apply_run(self, run: PageRun) -> None:
+        """Write a run with as few system calls as possible: consecutive pages go
+        out in one pwritev, short stretches of zero pages between them are written
+        as zeros (one syscall instead of three); stretches of at least
+        ``_HOLE_MIN`` zero pages stay holes, so block files remain sparse."""
         blk = self._block(run.block)
         if blk is None:
             return
         ps = self.page_size
-        addrs = run.addrs
-        pages_no = addrs // np.uint64(ps)
-        if run.pages is not None:
-            # Split into stretches of consecutive pages; each becomes one pwrite of a
-            # contiguous copy (bounded batch, so memory stays flat).
-            breaks = np.flatnonzero(np.diff(addrs) != ps) + 1
-            starts = np.concatenate(([0], breaks))
-            ends = np.concatenate((breaks, [run.count]))
-            for a, b in zip(starts.tolist(), ends.tolist()):
-                for s in range(a, b, _WRITE_BATCH):
-                    e = min(b, s + _WRITE_BATCH)
-                    os.pwrite(blk.fd, np.ascontiguousarray(run.pages[s:e]), int(addrs[s]))
-            blk.written.set(pages_no)
-        else:
-            fills = run.fills
-            nonzero = fills != 0
-            for i in np.flatnonzero(nonzero).tolist():
-                os.pwrite(blk.fd, bytes([int(fills[i])]) * ps, int(addrs[i]))
-            zero = ~nonzero
-            if zero.any():
-                # Only pages that hold data need zeroing; holes already read as zero.
-                zpages = pages_no[zero]
-                dirty = blk.written.get(zpages)
-                for p in zpages[dirty].tolist():
-                    os.pwrite(blk.fd, self._zero_page, p * ps)
-                blk.written.set(zpages, False)
-            if nonzero.any():
-                blk.written.set(pages_no[nonzero])
-        self._wrote(blk, int(addrs.min()), int(addrs.max()) + ps)
+        first = run.addr // ps
+        kinds = run.kinds
+        n = run.count
+        zero_page = self._zero_page
+        iov: list = []
+        iov_at = 0  # page index (in the run) where iov starts
+        i = 0
+        while i < n:
+            if kinds[i] == _PAGE:
+                j = kinds.find(_ZERO, i)
+                j = n if j < 0 else j
+                if not iov:
+                    iov_at = i
+                iov.extend(run.page(x) for x in range(i, j))
+            else:
+                j = kinds.find(_PAGE, i)
+                j = n if j < 0 else j
+                fills = [run.fill(x) for x in range(i, j)]
+                if iov and j < n and j - i < _HOLE_MIN:
+                    iov.extend(bytes([f]) * ps if f else zero_page for f in fills)
+                else:
+                    self._flush(blk, iov, run.addr + iov_at * ps)
+                    iov = []
+                    if not any(fills):
+                        self._zero_fill(blk, first + i, j - i, 0)
+                    else:
+                        for x, fill in enumerate(fills, i):
+                            self._zero_fill(blk, first + x, 1, fill)
+            if len(iov) >= _WRITE_BATCH:
+                self._flush(blk, iov, run.addr + iov_at * ps)
+                iov = []
+                iov_at = j
+            i = j
+        self._flush(blk, iov, run.addr + iov_at * ps)
+        # What each page holds now: PAGE data, or a fill byte.
+        bits = kinds.translate(_KIND_BITS)
+        if b"\2" in bits:  # ZERO records with a non-zero fill
+            bits = bytes(1 if k == _PAGE or run.fill(x) else 0 for x, k in enumerate(kinds))
+        blk.written.store(first, bits)
+        self._wrote(blk, run.addr + n * ps)
+
+    def _flush(self, blk: BlockFile, iov: list, offset: int) -> None:
+        ps = self.page_size
+        for s in range(0, len(iov), _WRITE_BATCH):
+            part = iov[s:s + _WRITE_BATCH]
+            done = os.pwritev(blk.fd, part, offset + s * ps)
+            if done != len(part) * ps:  # short write: finish it page by page
+                for x, page in enumerate(part):
+                    os.pwrite(blk.fd, page, offset + (s + x) * ps)
 
     # --- finishing -------------------------------------------------------------------
 

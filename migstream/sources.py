@@ -24,7 +24,7 @@ _MAGICS = {
     b"\xfd7zXZ\x00": "xz",
     b"\x28\xb5\x2f\xfd": "zstd",
 }
-WINDOW = 64 << 20  # mmap window handed to the decoder
+WINDOW = 16 << 20  # mmap window handed to the decoder
 READ_CHUNK = 4 << 20  # read size for pipes and decompressors
 
 

@@ -21,6 +21,8 @@ from .events import (
 )
 from .grammar import RamFlag, SectionType
 
+_PAGE = int(RamFlag.PAGE)
+
 ENCODING_NAMES = {
     RamFlag.ZERO: "zero",
     RamFlag.PAGE: "page",
@@ -54,10 +56,17 @@ class StreamSummary:
     def add(self, ev) -> None:
         t = type(ev)
         if t is PageRun:
-            name = ENCODING_NAMES[ev.kind]
-            self.records[name] += ev.count
-            self.record_bytes[name] += ev.count * ev.stride
-            self.pages_by_block[ev.block][name] += ev.count
+            pages = ev.count_of(_PAGE)
+            zeros = ev.count - pages
+            by_block = self.pages_by_block[ev.block]
+            if pages:
+                self.records["page"] += pages
+                self.record_bytes["page"] += pages * (8 + ev.page_size)
+                by_block["page"] += pages
+            if zeros:
+                self.records["zero"] += zeros
+                self.record_bytes["zero"] += zeros * 9
+                by_block["zero"] += zeros
         elif t is PageRecord:
             name = ENCODING_NAMES[ev.kind]
             self.records[name] += 1

@@ -1,0 +1,117 @@
+"""The decoder's fast path (derived readers, numpy runs) equals plain construct."""
+
+import random
+import zlib
+
+from hypothesis import given, settings, strategies as st
+
+from migstream import grammar as g, writer as w
+from migstream.fastpath import RamPlans, FixedField, PrefixedField
+from reference import decoder_records, reference_records
+
+F = g.RamFlag
+BLOCKS = [("pc.ram", 256 * 4096), ("pc.bios", 16 * 4096), ("/rom@etc/acpi/tables", 8 * 4096)]
+
+
+def test_plans_come_from_the_grammar():
+    plans = RamPlans.for_page_size(8192)
+    assert plans.fixed[F.PAGE] == 8192
+    assert plans.fixed[F.ZERO] == 1
+    assert plans.fixed[F.EOS] == 0
+    assert isinstance(plans.plans[F.XBZRLE][0], FixedField)
+    assert isinstance(plans.plans[F.XBZRLE][1], PrefixedField)
+    assert plans.plans[F.XBZRLE][1].prefix.size == 2
+    assert plans.plans[F.COMPRESS_PAGE][0].prefix.size == 4
+
+
+def xbzrle_delta(rnd, page_size):
+    # A valid delta: zero run, data run, ... within one page.
+    out, pos = bytearray(), 0
+    first = True
+    while rnd.random() < 0.8:
+        z = rnd.randint(0 if first else 1, 200)
+        n = rnd.randint(1, 100)
+        if pos + z + n > page_size:
+            break
+        for v in (z,):
+            out += bytes([v]) if v < 0x80 else bytes([(v & 0x7F) | 0x80, v >> 7])
+        out += bytes([n]) if n < 0x80 else bytes([(n & 0x7F) | 0x80, n >> 7])
+        out += rnd.randbytes(n)
+        pos += z + n
+        first = False
+    return bytes(out)
+
+
+def build_stream(ops, seed, page_size=4096):
+    """A stream with a RAM START (MEM_SIZE), PARTs of the given records, END, EOF."""
+    rnd = random.Random(seed)
+    blocks = [(n, l * page_size // 4096) for n, l in BLOCKS]
+    out = bytearray(w.file_header() + w.configuration("pc-i440fx-7.2"))
+    out += w.section_start(1, "ram") + w.mem_size(blocks, page_size=page_size) + w.ram_record(F.EOS) + w.footer(1)
+    last = None
+    for part in ops:
+        out += w.section_part(1)
+        for kind, bidx, page in part:
+            name, length = blocks[bidx]
+            addr = (page % (length // page_size)) * page_size
+            if kind == "flush":
+                out += w.ram_record(F.MULTIFD_FLUSH, page_size=page_size)
+                continue
+            block = None if name == last else name
+            last = name
+            if kind == "page":
+                out += w.ram_record(F.PAGE, addr, block=block, page_size=page_size,
+                                    payload={"data": rnd.randbytes(page_size)})
+            elif kind == "zero":
+                out += w.ram_record(F.ZERO, addr, block=block, page_size=page_size,
+                                    payload={"fill": rnd.choice([0, 0, 0, 0x55])})
+            elif kind == "xbzrle":
+                out += w.ram_record(F.XBZRLE, addr, block=block, page_size=page_size,
+                                    payload={"encoding": 1, "data": xbzrle_delta(rnd, page_size)})
+            elif kind == "compress":
+                out += w.ram_record(F.COMPRESS_PAGE, addr, block=block, page_size=page_size,
+                                    payload={"data": zlib.compress(rnd.randbytes(64) * (page_size // 64))})
+        out += w.ram_record(F.EOS, page_size=page_size) + w.footer(1)
+    out += w.section_part(1, end=True) + w.ram_record(F.EOS, page_size=page_size) + w.footer(1) + w.eof()
+    return bytes(out)
+
+
+record_op = st.tuples(
+    st.sampled_from(["page", "page", "zero", "zero", "zero", "xbzrle", "compress", "flush"]),
+    st.sampled_from([0, 0, 0, 1, 2]),
+    st.integers(0, 300),
+)
+# Runs of consecutive same-kind records are what the fast path batches.
+run_op = st.tuples(st.sampled_from(["page", "zero"]), st.sampled_from([0, 1]), st.integers(0, 200),
+                   st.integers(2, 80)).map(lambda t: [(t[0], t[1], t[2] + i) for i in range(t[3])])
+part = st.lists(st.one_of(record_op.map(lambda r: [r]), run_op), max_size=12).map(
+    lambda groups: [r for grp in groups for r in grp])
+
+
+@settings(max_examples=60, deadline=None)
+@given(ops=st.lists(part, min_size=1, max_size=4), seed=st.integers(0, 2**32), page_size=st.sampled_from([4096, 8192, 1024]))
+def test_decoder_equals_plain_construct(ops, seed, page_size):
+    data = build_stream(ops, seed, page_size)
+    ref = reference_records(data, page_size)
+    assert decoder_records(data, page_size=page_size) == ref
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=st.lists(part, min_size=1, max_size=3), seed=st.integers(0, 2**32), cuts=st.lists(st.integers(1, 10**6), max_size=30))
+def test_chunking_does_not_change_events(ops, seed, cuts):
+    data = build_stream(ops, seed)
+    points = sorted({c % len(data) for c in cuts} - {0})
+    chunks = [data[a:b] for a, b in zip([0] + points, points + [len(data)])]
+    assert decoder_records(data, chunks=chunks) == reference_records(data)
+
+
+def test_long_runs_are_batched():
+    from migstream.decoder import StreamDecoder
+    from migstream.events import PageRun
+    data = build_stream([[("zero", 0, i) for i in range(250)] + [("page", 0, i) for i in range(200)]], 1)
+    dec = StreamDecoder()
+    dec.feed(data)
+    dec.feed(b"")
+    runs = [ev for ev in dec if isinstance(ev, PageRun)]
+    assert sum(r.count for r in runs) >= 440
+    assert max(r.count for r in runs) >= 64
