@@ -1,0 +1,59 @@
+"""Decoder throughput inside one process (no interpreter start-up or imports),
+in GiB/s of guest RAM described: the `info` loop and the `extract` loop.
+
+    python3 benchmarks/bench_inprocess.py [/var/tmp/migstream-bench]
+"""
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+
+from migstream.extract import extract
+from migstream.sources import StreamSource
+from migstream.stream import iter_events, open_decoder
+from migstream.summary import StreamSummary
+
+GUEST = 1 << 30
+
+
+def best(fn, repeat=3):
+    times = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return min(times)
+
+
+def info(path):
+    with StreamSource(path) as src:
+        summary = StreamSummary()
+        for ev in iter_events(src, open_decoder(src)):
+            summary.add(ev)
+
+
+def main():
+    d = sys.argv[1] if len(sys.argv) > 1 else "/var/tmp/migstream-bench"
+    for name in ("zero-1g.mig", "raw-1g.mig", "mixed-1g.mig"):
+        path = os.path.join(d, name)
+        if not os.path.exists(path):
+            print(f"{name}: missing (see benchmarks/README.md)")
+            continue
+        t = best(lambda: info(path))
+        print(f"info loop     {name:<14} {t:6.3f} s  {GUEST / t / 2**30:6.2f} GiB/s of guest RAM")
+    path = os.path.join(d, "mixed-1g.mig")
+    if os.path.exists(path):
+        out = tempfile.mkdtemp(dir=d)
+        def run():
+            shutil.rmtree(out, ignore_errors=True)
+            os.sync()
+            extract(path, out)
+        t = best(run)
+        print(f"extract loop  mixed-1g.mig   {t:6.3f} s  {GUEST / t / 2**30:6.2f} GiB/s of guest RAM")
+        shutil.rmtree(out, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
