@@ -37,7 +37,7 @@ from .events import (
 )
 from .grammar import RamFlag
 from .extract import extract as do_extract
-from .sources import StreamSource
+from .sources import StreamSource, detect_compression
 from .stream import iter_events, open_decoder
 from .summary import ENCODING_NAMES, StreamSummary
 
@@ -62,7 +62,9 @@ class _SizeOnly:
         import os
 
         try:
-            self.size = os.path.getsize(path) if path != "-" else None
+            with open(path, "rb") as f:
+                compressed = detect_compression(f.read(6)) is not None
+            self.size = None if compressed else os.path.getsize(path)
         except OSError:
             self.size = None
 
@@ -273,14 +275,7 @@ def _record_rows(events):
 
 def _page_row(rec: PageRecord, section: str) -> dict:
     kind = rec.kind
-    if kind == RamFlag.ZERO:
-        size = 1
-    elif kind == RamFlag.XBZRLE:
-        size = 3 + len(rec.data)
-    elif kind == RamFlag.COMPRESS_PAGE:
-        size = 4 + len(rec.data)
-    else:
-        size = len(rec.data)
+    size = rec.payload_size
     row = {"offset": rec.offset, "event": "page", "section": section, "block": rec.block, "addr": rec.addr,
            "flags": rec.flags, "flag_names": flag_names(rec.flags), "encoding": ENCODING_NAMES[kind],
            "payload_size": size}

@@ -108,6 +108,11 @@ class PageRecord:
         return RamFlag(self.flags & ~RamFlag.CONTINUE)
 
     @property
+    def payload_size(self) -> int:
+        """Bytes of payload on the wire (length prefixes included)."""
+        return _payload_wire_size(self)
+
+    @property
     def size(self) -> int:
         """Bytes this record occupies in the stream."""
         return self.payload_offset - self.offset + _payload_wire_size(self)

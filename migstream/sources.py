@@ -28,7 +28,7 @@ WINDOW = 16 << 20  # mmap window handed to the decoder
 READ_CHUNK = 4 << 20  # read size for pipes and decompressors
 
 
-def _detect(head: bytes) -> str | None:
+def detect_compression(head: bytes) -> str | None:
     for magic, name in _MAGICS.items():
         if head.startswith(magic):
             return name
@@ -65,7 +65,7 @@ class StreamSource:
             raise UsageError(f"{self.path} is a directory")
         head = f.read(6)
         f.seek(0)
-        if stat.S_ISREG(st.st_mode) and _detect(head) is None:
+        if stat.S_ISREG(st.st_mode) and detect_compression(head) is None:
             self.size = st.st_size
             self.seekable_file = f
             if st.st_size:
@@ -74,7 +74,7 @@ class StreamSource:
         self._wrap(f, head)
 
     def _wrap(self, raw: BinaryIO, head: bytes) -> None:
-        kind = _detect(head)
+        kind = detect_compression(head)
         self.compression = kind
         if kind == "gzip":
             self._reader = gzip.GzipFile(fileobj=raw)

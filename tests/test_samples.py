@@ -15,7 +15,6 @@ SAMPLES_LIST = load_samples()
 def compare_truth(sample, outdir):
     manifest = json.loads((outdir / "manifest.json").read_text())
     files = {b["name"]: b for b in manifest["blocks"]}
-    checked = 0
     for truth in sample["truth"]:
         want = read_zst(SAMPLES / truth["file"])
         assert len(want) == truth["length"]
@@ -30,7 +29,6 @@ def compare_truth(sample, outdir):
                 first = next(i for i in range(start, lo) if got[i] != want[i])
                 pytest.fail(f"{sample['name']}: {truth['block']} differs from truth at 0x{first:x}")
             start = max(start, hi)
-            checked += lo - start if lo > start else 0
     return manifest
 
 
