@@ -74,7 +74,6 @@ class DeviceIndex:
     """(idstr, instance_id) -> the device descriptions, in stream order."""
 
     def __init__(self, description: dict[str, Any]) -> None:
-        self.page_size = description.get("page_size")
         self._devices: dict[tuple[str, int], list[dict]] = {}
         for dev in description.get("devices", ()):
             key = (dev.get("name"), dev.get("instance_id"))

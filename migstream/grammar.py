@@ -253,7 +253,3 @@ RamRecord = Struct(
     "payload" / Switch(this.header.kind, RAM_PAYLOADS, default=Error),
 )
 
-
-def ram_record_header_value(kind: int, addr: int, continue_: bool) -> int:
-    """The be64 that starts a RAM record (offset in block | flags)."""
-    return addr | int(kind) | (RamFlag.CONTINUE if continue_ else 0)

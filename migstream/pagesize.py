@@ -40,24 +40,13 @@ _BLOCKS = [
 _ARCH_PAGE = {"sparc64": 8192, "alpha": 8192, "openrisc": 8192}
 
 
-def arch_of(machine: str | None, block_names=()) -> str | None:
-    if machine:
-        for pattern, _size, arch in _MACHINES:
-            if re.match(pattern, machine):
-                return arch
-    for name, arch in _BLOCKS:
-        if name in block_names:
-            return arch
-    return None
-
-
 def page_size_for(machine: str | None, block_names=()) -> tuple[int | None, str | None]:
     """(page size, architecture) implied by the machine type, else by block names."""
     if machine:
         for pattern, size, arch in _MACHINES:
             if re.match(pattern, machine):
                 return size, arch
-    arch = arch_of(None, block_names)
-    if arch:
-        return _ARCH_PAGE.get(arch, 4096), arch
+    for name, arch in _BLOCKS:
+        if name in block_names:
+            return _ARCH_PAGE.get(arch, 4096), arch
     return None, None

@@ -75,9 +75,6 @@ class PageBitmap:
                 return True
         return False
 
-    def count(self) -> int:
-        return sum(arr.count(1) for arr in self._chunks.values())
-
 
 def safe_file_name(name: str, taken: set[str]) -> str:
     """A relative file name for a block idstr (``/rom@etc/acpi/tables`` ->
