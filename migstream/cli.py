@@ -396,6 +396,11 @@ def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: Progres
     _run(go)
 
 
+# Commands that live in their own modules (cli_<name>.py) register themselves on `app`
+# when imported; one line each, so that adding a command never touches the others.
+from . import cli_plugins  # noqa: E402,F401
+
+
 def main() -> None:
     app()
 

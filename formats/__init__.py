@@ -1,0 +1,1 @@
+"""Language-neutral description of the stream (Kaitai Struct), installed as `migstream.formats`."""

@@ -1,0 +1,7 @@
+"""Imports every command module so that it registers on `migstream.cli.app`.
+
+Each front-end command that is not part of the core four lives in `cli_<name>.py`, does
+`from .cli import app` and decorates its function with `@app.command()`. List it here.
+"""
+
+# One import per line, sorted; keep this file free of anything else.

@@ -1,0 +1,1 @@
+"""The Textual TUI (`migstream tui STREAM`), installed as `migstream.tui`."""
