@@ -17,6 +17,7 @@ import stat
 import sys
 from typing import BinaryIO, Iterator
 
+from .capturedir import is_capture_dir, resolve_capture
 from .errors import UsageError
 
 _MAGICS = {
@@ -47,6 +48,12 @@ class StreamSource:
         self._mmap: mmap.mmap | None = None
         self._reader: BinaryIO | None = None
         self.consumed = 0  # bytes handed out so far (progress)
+        # A capture directory (migstream capture/tap) opens as its main channel.
+        self.capture_dir: str | None = None
+        self.channel_paths: list[str] = []  # its multifd / postcopy-preempt channel files
+        if path != "-" and is_capture_dir(path):
+            self.capture_dir = path
+            self.path, self.channel_paths = resolve_capture(path)
         self._open()
 
     def _open(self) -> None:
@@ -62,7 +69,7 @@ class StreamSource:
             raise UsageError(f"cannot open {self.path}: {exc.strerror}") from exc
         st = os.fstat(f.fileno())
         if stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{self.path} is a directory")
+            raise UsageError(f"{self.path} is a directory (and not a capture: no capture.json)")
         head = f.read(6)
         f.seek(0)
         if stat.S_ISREG(st.st_mode) and detect_compression(head) is None:
