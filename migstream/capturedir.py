@@ -69,3 +69,4 @@ def channel_kinds(directory: str) -> dict[str, str]:
     doc = load_capture(directory)
     return {os.path.join(directory, os.path.basename(str(c["file"]))): c.get("kind")
             for c in doc["channels"] if isinstance(c, dict) and c.get("file")}
+
