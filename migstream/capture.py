@@ -386,6 +386,10 @@ class _Session:
         """Stop listening, cut every open channel, flush the files, write capture.json."""
         self._stopping = True
         try:
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept() (Linux)
+        except OSError:
+            pass
+        try:
             self._listener.close()
         except OSError:
             pass

@@ -63,13 +63,15 @@ class StreamSource:
                 raw = io.BufferedReader(raw)  # type: ignore[arg-type]
             self._wrap(raw, raw.peek(6)[:6])
             return
+        if os.path.isdir(self.path):
+            raise UsageError(f"{self.path} is a directory, and not a capture (no capture.json)")
         try:
             f = open(self.path, "rb")
         except OSError as exc:
             raise UsageError(f"cannot open {self.path}: {exc.strerror}") from exc
         st = os.fstat(f.fileno())
         if stat.S_ISDIR(st.st_mode):
-            raise UsageError(f"{self.path} is a directory (and not a capture: no capture.json)")
+            raise UsageError(f"{self.path} is a directory")
         head = f.read(6)
         f.seek(0)
         if stat.S_ISREG(st.st_mode) and detect_compression(head) is None:
