@@ -15,7 +15,8 @@ round trip per chunk and cannot write files without threads anyway).
 
 Recording never stalls or corrupts forwarding (tap).  Received chunks are forwarded
 first, then handed (the same buffer, no copy) to a writer thread.  The buffers in
-flight are bounded (``max_backlog`` bytes per direction): when the disk falls that
+flight are bounded (``max_backlog`` bytes for the whole session, shared by every
+channel and direction, allocated only while the disk is behind): when it falls that
 far behind, that channel's recording stops at a chunk boundary, the file keeps the
 valid prefix, ``capture.json`` says ``"recording": "stopped"`` with the offset and
 the reason, a warning is reported, and forwarding goes on untouched.  A write error
@@ -50,7 +51,7 @@ MULTIFD_MAGIC = 0x11223344
 UNKNOWN, EMPTY = "unknown", "empty"  # beside MAIN, MULTIFD, POSTCOPY_PREEMPT
 
 CHUNK = 1 << 20  # recv_into buffer size
-DEFAULT_MAX_BACKLOG = 256 << 20  # bytes waiting for the disk, per recorded direction
+DEFAULT_MAX_BACKLOG = 1 << 30  # bytes waiting for the disk, all channels together
 CAPTURE_SCHEMA = 1
 
 
@@ -174,24 +175,48 @@ def _peek_head(sock: socket.socket, n: int = 4, patience: float = 1.0) -> bytes:
 # --- recording -------------------------------------------------------------------------
 
 
+class BacklogBudget:
+    """How many CHUNK buffers all recorders of a session may hold at once (shared, so
+    that one busy channel can use what idle ones do not)."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.limit = max(2, max_bytes // CHUNK)
+        self.in_use = 0
+        self.peak = 0
+        self._lock = threading.Lock()
+
+    def take(self) -> bool:
+        with self._lock:
+            if self.in_use >= self.limit:
+                return False
+            self.in_use += 1
+            self.peak = max(self.peak, self.in_use)
+            return True
+
+    def give(self) -> None:
+        with self._lock:
+            self.in_use -= 1
+
+
 class Recorder:
     """Writes one direction of one channel to a file from a writer thread.
 
     The forwarding thread takes a buffer (``take_buffer``), fills it, forwards it, and
     hands it over (``submit``); the writer writes it and returns it to the pool.  At most
-    ``max_backlog`` bytes of buffers exist.  With ``lossless`` (capture destination),
+    the session's budget allows.  With ``lossless`` (capture destination),
     ``take_buffer`` waits for the disk; otherwise it returns None when the backlog is
     full and the recording is abandoned.
     """
 
-    def __init__(self, path_fn: Callable[[], str], *, max_backlog: int = DEFAULT_MAX_BACKLOG,
+    KEEP_IDLE = 8  # free buffers kept for reuse; more go back to the budget
+
+    def __init__(self, path_fn: Callable[[], str], *, budget: BacklogBudget | None = None,
                  lossless: bool = False, on_warning: Callable[[str], None] | None = None,
                  label: str = "") -> None:
         self._path_fn = path_fn
         self.path: str | None = None
         self.label = label
-        self._max_buffers = max(2, max_backlog // CHUNK)
-        self._allocated = 0
+        self._budget = budget or BacklogBudget(DEFAULT_MAX_BACKLOG)
         self._free: collections.deque[bytearray] = collections.deque()
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
@@ -210,15 +235,18 @@ class Recorder:
             return self._free.pop()
         except IndexError:
             pass
-        if self._allocated < self._max_buffers:
-            self._allocated += 1
+        if self._budget.take():
             return bytearray(CHUNK)
         if not self._lossless:
             return None
         with self._cond:
-            while not self._free and self.active:
-                self._cond.wait(0.5)
-        return self._free.pop() if self._free else None
+            while self.active:
+                if self._free:
+                    return self._free.pop()
+                if self._budget.take():
+                    return bytearray(CHUNK)
+                self._cond.wait(0.05)
+        return None
 
     def submit(self, buf: bytearray, n: int) -> None:
         self.submitted += n
@@ -273,10 +301,16 @@ class Recorder:
                                                  f"write error: {exc}; forwarding continues")
                         else:
                             self.stopped["offset"] = self.written
-                self._free.append(buf)
+                if len(self._free) < self.KEEP_IDLE:
+                    self._free.append(buf)
+                else:
+                    self._budget.give()
                 with self._cond:
                     self._cond.notify_all()
         finally:
+            while self._free:
+                self._free.pop()
+                self._budget.give()
             if f is not None:
                 f.close()
 
@@ -339,6 +373,7 @@ class _Session:
         except OSError as exc:
             raise UsageError(f"cannot create {directory}: {exc.strerror}") from exc
         self.max_backlog = max_backlog
+        self.budget = BacklogBudget(max_backlog)
         self.channels: list[Channel] = []
         self.warnings: list[str] = []
         self.started = time.time()
@@ -580,7 +615,7 @@ class CaptureSession(_Session):
 
     def _run_channel(self, ch: Channel, conn: socket.socket) -> None:
         self._identify(ch, conn)
-        ch.recorder = Recorder(lambda: os.path.join(self.directory, ch.file), max_backlog=self.max_backlog,
+        ch.recorder = Recorder(lambda: os.path.join(self.directory, ch.file), budget=self.budget,
                                lossless=True, on_warning=self._warn, label=f"channel {ch.index} ({ch.kind})")
         self._pump(ch, conn, None, ch.recorder, returning=False)
 
@@ -624,7 +659,7 @@ class TapSession(_Session):
         self._pairs[ch.index] = (conn, dst)
         ch.open_directions = 2
         label = f"channel {ch.index}"
-        ch.return_recorder = Recorder(lambda: self._return_path(ch), max_backlog=self.max_backlog,
+        ch.return_recorder = Recorder(lambda: self._return_path(ch), budget=self.budget,
                                       on_warning=self._warn, label=f"{label} return path")
         self._spawn(self._run_forward, ch, conn, dst, name=f"migstream-tap ch{ch.index}")
         self._spawn(self._pump, ch, dst, conn, ch.return_recorder, True, name=f"migstream-tap ch{ch.index} rp")
@@ -635,7 +670,7 @@ class TapSession(_Session):
 
     def _run_forward(self, ch: Channel, conn: socket.socket, dst: socket.socket) -> None:
         self._identify(ch, conn)
-        ch.recorder = Recorder(lambda: os.path.join(self.directory, ch.file), max_backlog=self.max_backlog,
+        ch.recorder = Recorder(lambda: os.path.join(self.directory, ch.file), budget=self.budget,
                                on_warning=self._warn, label=f"channel {ch.index} ({ch.kind})")
         self._pump(ch, conn, dst, ch.recorder, returning=False)
 

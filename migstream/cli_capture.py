@@ -19,9 +19,9 @@ ListenOpt = Annotated[str, typer.Option("--listen", help="Where QEMU migrates to
                                                           "(tcp:PORT = loopback).")]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="Directory for the channel files and capture.json.")]
 BacklogOpt = Annotated[int, typer.Option("--max-backlog", metavar="MIB",
-                                         help="MiB of recorded data allowed to wait for the disk, per channel "
-                                              "direction; beyond it the tap stops recording that channel and "
-                                              "keeps forwarding.")]
+                                         help="MiB of recorded data allowed to wait for the disk (all channels "
+                                              "together); beyond it the tap stops recording the channel that "
+                                              "overflows and keeps forwarding.")]
 
 
 class _Ticker:
