@@ -132,7 +132,17 @@ def _listen(ep: Endpoint) -> socket.socket:
     return sock
 
 
+SOCKET_BUFFER = 4 << 20
+
+
 def _tune(sock: socket.socket) -> None:
+    # Deep socket buffers let the tap move large chunks per wake-up and let each side
+    # run ahead while the other is not scheduled (the kernel caps them at wmem_max).
+    for opt in (socket.SO_SNDBUF, socket.SO_RCVBUF):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, opt, SOCKET_BUFFER)
+        except OSError:
+            pass
     if sock.family in (socket.AF_INET, socket.AF_INET6):
         # Return-path messages (postcopy page requests) are small and latency-bound.
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

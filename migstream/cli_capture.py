@@ -88,8 +88,16 @@ def _serve(session, *, progress: bool | None, live: bool, json_out: bool) -> Non
                                           if getattr(session, "forward_uri", None) else ""))
     session.start()
     try:
+        last_manifest = time.monotonic()
         while not session.wait(0.25):
             ticker.tick()
+            if time.monotonic() - last_manifest >= 1.0:
+                # Keep capture.json's byte counts fresh for readers that follow the capture.
+                last_manifest = time.monotonic()
+                try:
+                    session.write_manifest()
+                except OSError as exc:
+                    _err(f"warning: cannot update capture.json: {exc}")
     except KeyboardInterrupt:
         interrupted = True
     finally:
