@@ -356,7 +356,7 @@ class Channel:
              "bytes": self.bytes, "start": self.start, "end": self.end, "first_bytes": self.first_bytes}
         rec = self.recorder
         d["recorded_bytes"] = rec.written if rec else 0
-        d["recording"] = "stopped" if rec and rec.stopped else "complete"
+        d["recording"] = "stopped" if rec and rec.stopped else ("complete" if self.closed else "running")
         if rec and rec.stopped:
             d["recording_stopped"] = dict(rec.stopped)
         if self.return_file is not None or self.return_bytes:
@@ -389,6 +389,7 @@ class _Session:
         self.started = time.time()
         self.ended: float | None = None
         self._lock = threading.Lock()
+        self._manifest_lock = threading.Lock()
         self._finished = threading.Event()
         self._stopping = False
         self._threads: list[threading.Thread] = []
@@ -480,14 +481,16 @@ class _Session:
         }
 
     def write_manifest(self) -> dict:
-        doc = self.manifest()
-        path = os.path.join(self.directory, CAPTURE_JSON)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(doc, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-        return doc
+        """Write capture.json atomically (readers never see half a file)."""
+        with self._manifest_lock:
+            doc = self.manifest()
+            path = os.path.join(self.directory, CAPTURE_JSON)
+            tmp = path + ".tmp"
+            with open(tmp, "w") as f:
+                json.dump(doc, f, indent=2)
+                f.write("\n")
+            os.replace(tmp, path)
+            return doc
 
     # internals ------------------------------------------------------------------------
 

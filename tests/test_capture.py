@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +255,39 @@ def test_return_path_truncated():
     with pytest.raises(StreamError) as exc:
         list(return_path_messages(struct.pack(">HHI", 2, 4, 1) + b"\x00\x04"))
     assert exc.value.offset == 8
+
+
+def test_capture_over_tcp_loopback(work):
+    stream = b"QEVM" + os.urandom(1 << 20)
+    with CaptureSession("tcp:127.0.0.1:0", str(work / "rec")) as cap:
+        assert cap.uri.startswith("tcp:127.0.0.1:") and not cap.uri.endswith(":0")
+        s = socket.create_connection(cap.listen_endpoint.address)
+        s.sendall(stream)
+        s.close()
+        assert cap.wait(10)
+    main, channels = resolve_capture(str(work / "rec"))
+    assert Path(main).read_bytes() == stream and channels == []
+
+
+def test_cli_capture_ends_with_the_migration(work):
+    stream = read_zst(SAMPLES / "x86-stopped.mig.zst")
+    sock = work / "cap.sock"
+    proc = subprocess.Popen([sys.executable, "-c", "from migstream.cli import main; main()", "capture",
+                             "--listen", f"unix:{sock}", "-o", str(work / "rec"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        send_and_collect(str(sock), [stream, MULTIFD_HEAD + bytes(64)])
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["complete"] and [(c["kind"], c["bytes"]) for c in doc["channels"]] == [
+        (MAIN, len(stream)), (MULTIFD, 72)]
+    assert "listening on unix:" in err and not sock.exists()
