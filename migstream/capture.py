@@ -30,7 +30,10 @@ No terminal code here: front ends read ``session.channels`` / ``warnings`` and t
 from __future__ import annotations
 
 import collections
+import errno
+import fcntl
 import json
+import mmap
 import os
 import socket
 import stat
@@ -237,6 +240,7 @@ class Recorder:
         self.submitted = 0  # bytes handed over
         self.written = 0  # bytes on disk
         self._closed = False
+        self._write_ok = True
         self._thread = threading.Thread(target=self._run, name=f"migstream-writer {label}", daemon=True)
         self._thread.start()
 
@@ -281,48 +285,142 @@ class Recorder:
         self._thread.join()
 
     def _run(self) -> None:
-        f = None
-        failed = False
+        f: RecordingFile | None = None
         try:
             while True:
                 with self._cond:
                     while not self._queue and not self._closed:
                         self._cond.wait()
                     if not self._queue:
-                        return
+                        break
                     buf, n = self._queue.popleft()
-                if not failed:
+                    idle = not self._queue
+                if self._write_ok:
                     try:
                         if f is None:
                             self.path = self._path_fn()
-                            f = open(self.path, "wb", buffering=0)
-                        view = memoryview(buf)[:n]
-                        while view:
-                            view = view[f.write(view):]
-                        self.written += n
+                            f = RecordingFile(self.path)
+                        f.append(memoryview(buf)[:n])
+                        if idle:
+                            f.flush()  # keep the file current for readers that follow it
+                        self.written = f.written
                     except OSError as exc:
-                        # The file stays a valid prefix: stop at what was written.
-                        failed = True
-                        self.active = False
-                        if self.stopped is None:
-                            self.stopped = {"offset": self.written, "reason": f"write error: {exc}"}
-                            if self._on_warning:
-                                self._on_warning(f"{self.label}: recording stopped at byte {self.written}: "
-                                                 f"write error: {exc}; forwarding continues")
-                        else:
-                            self.stopped["offset"] = self.written
+                        self._write_failed(f, exc)
                 if len(self._free) < self.KEEP_IDLE:
                     self._free.append(buf)
                 else:
                     self._budget.give()
                 with self._cond:
                     self._cond.notify_all()
+            if f is not None and self._write_ok:
+                try:
+                    f.close()
+                except OSError as exc:
+                    self._write_failed(f, exc)
+                self.written = f.written
         finally:
             while self._free:
                 self._free.pop()
                 self._budget.give()
             if f is not None:
-                f.close()
+                f.abort()
+
+    def _write_failed(self, f: "RecordingFile | None", exc: OSError) -> None:
+        # The file stays a valid prefix: the recording ends where the disk stopped.
+        self._write_ok = False
+        self.active = False
+        self.written = f.written if f is not None else 0
+        if self.stopped is None:
+            self.stopped = {"offset": self.written, "reason": f"write error: {exc}"}
+            if self._on_warning:
+                self._on_warning(f"{self.label}: recording stopped at byte {self.written}: "
+                                 f"write error: {exc}; forwarding continues")
+        else:
+            self.stopped["offset"] = min(self.stopped["offset"], self.written)
+
+
+class RecordingFile:
+    """An append-only recording file written with O_DIRECT where the filesystem allows.
+
+    Buffered writes of a whole migration cost the host about a second of CPU per GiB
+    here (page-cache copies and writeback, competing with both QEMUs); O_DIRECT writes
+    DMA from an aligned staging buffer and cost a tenth of that.  Data is staged in an
+    8 MiB page-aligned buffer, written in multiples of 4 KiB, and the last partial
+    block is written without O_DIRECT at close.  ``written`` = bytes in the file.
+    """
+
+    STAGE = 8 << 20
+    ALIGN = 4096
+
+    def __init__(self, path: str) -> None:
+        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+        self.direct = False
+        self.written = 0
+        self.fill = 0
+        self.fd = -1
+        direct = getattr(os, "O_DIRECT", 0)
+        if direct:
+            try:
+                self.fd = os.open(path, flags | direct, 0o644)
+                self.direct = True
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:  # tmpfs, FIFOs, devices: not supported
+                    raise
+        if self.fd < 0:
+            self.fd = os.open(path, flags, 0o644)
+        if self.direct:
+            self._stage: mmap.mmap | None = mmap.mmap(-1, self.STAGE)
+            self._view: memoryview | None = memoryview(self._stage)
+
+    def append(self, data: memoryview) -> None:
+        if not self.direct:
+            while data:
+                k = os.write(self.fd, data)
+                data = data[k:]
+                self.written += k
+            return
+        while data:
+            take = min(len(data), self.STAGE - self.fill)
+            self._view[self.fill:self.fill + take] = data[:take]
+            self.fill += take
+            data = data[take:]
+            if self.fill == self.STAGE:
+                self.flush()
+
+    def flush(self) -> None:
+        """Write every whole 4 KiB block staged; the partial one stays staged."""
+        if not self.direct:
+            return
+        n = self.fill - self.fill % self.ALIGN
+        off = 0
+        while off < n:
+            off += os.write(self.fd, self._view[off:n])
+        self.written += n
+        tail = self.fill - n
+        if n and tail:
+            self._view[0:tail] = self._view[n:self.fill]
+        self.fill = tail
+
+    def close(self) -> None:
+        if self.direct:
+            self.flush()
+            if self.fill:
+                fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
+                fcntl.fcntl(self.fd, fcntl.F_SETFL, fl & ~os.O_DIRECT)
+                data = self._view[:self.fill]
+                while data:
+                    k = os.write(self.fd, data)
+                    data = data[k:]
+                    self.written += k
+                self.fill = 0
+        self.abort()
+
+    def abort(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        # The staging map goes with its last reference (slices may still be alive here).
+        self._view = self._stage = None
 
 
 # --- channels ------------------------------------------------------------------------
