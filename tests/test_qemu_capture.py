@@ -195,7 +195,8 @@ def test_tap_postcopy(work, guest_img):
     # The destination runs during postcopy, so its page faults travel back to the
     # source as page requests on the return path, through the tap.
     src, dst, manifest, rec, st = run_through_tap(
-        work, guest_img, ("postcopy-ram",), {"max-bandwidth": 8 * MiB}, dst_paused=False, postcopy_after=0.5)
+        work, guest_img, ("postcopy-ram",), {"max-bandwidth": 8 * MiB, "max-postcopy-bandwidth": 4 * MiB},
+        dst_paused=False, postcopy_after=0.5)
     with src, dst:
         check_tap_manifest(manifest, rec, ["main"])
         main = manifest["channels"][0]
