@@ -30,6 +30,7 @@ No terminal code here: front ends read ``session.channels`` / ``warnings`` and t
 from __future__ import annotations
 
 import collections
+import ctypes
 import errno
 import fcntl
 import json
@@ -53,7 +54,8 @@ MULTIFD_MAGIC = 0x11223344
 
 UNKNOWN, EMPTY = "unknown", "empty"  # beside MAIN, MULTIFD, POSTCOPY_PREEMPT
 
-CHUNK = 1 << 20  # recv_into buffer size
+CHUNK = 1 << 20  # recording buffer size
+MIN_RECV = 256 << 10  # a buffer with less room than this goes to the writer
 DEFAULT_MAX_BACKLOG = 1 << 30  # bytes waiting for the disk, all channels together
 CAPTURE_SCHEMA = 1
 
@@ -230,6 +232,7 @@ class Recorder:
         self.path: str | None = None
         self.label = label
         self._budget = budget or BacklogBudget(DEFAULT_MAX_BACKLOG)
+        self._addresses: dict[int, tuple[ctypes.c_char, int]] = {}
         self._free: collections.deque[bytearray] = collections.deque()
         self._queue: collections.deque = collections.deque()
         self._cond = threading.Condition()
@@ -244,13 +247,23 @@ class Recorder:
         self._thread = threading.Thread(target=self._run, name=f"migstream-writer {label}", daemon=True)
         self._thread.start()
 
+    def _new_buffer(self) -> bytearray:
+        buf = bytearray(CHUNK)
+        ref = ctypes.c_char.from_buffer(buf)  # the writer copies from it without the GIL
+        self._addresses[id(buf)] = (ref, ctypes.addressof(ref))
+        return buf
+
+    def _drop_buffer(self, buf: bytearray) -> None:
+        self._addresses.pop(id(buf), None)
+        self._budget.give()
+
     def take_buffer(self) -> bytearray | None:
         try:
             return self._free.pop()
         except IndexError:
             pass
         if self._budget.take():
-            return bytearray(CHUNK)
+            return self._new_buffer()
         if not self._lossless:
             return None
         with self._cond:
@@ -258,9 +271,18 @@ class Recorder:
                 if self._free:
                     return self._free.pop()
                 if self._budget.take():
-                    return bytearray(CHUNK)
+                    return self._new_buffer()
                 self._cond.wait(0.05)
         return None
+
+    def give_back(self, buf: bytearray) -> None:
+        """A buffer taken but not used."""
+        self._free.append(buf)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits for the writer."""
+        return not self._queue
 
     def submit(self, buf: bytearray, n: int) -> None:
         self.submitted += n
@@ -300,7 +322,7 @@ class Recorder:
                         if f is None:
                             self.path = self._path_fn()
                             f = RecordingFile(self.path)
-                        f.append(memoryview(buf)[:n])
+                        f.append(memoryview(buf)[:n], self._addresses[id(buf)][1])
                         if idle:
                             f.flush()  # keep the file current for readers that follow it
                         self.written = f.written
@@ -309,7 +331,7 @@ class Recorder:
                 if len(self._free) < self.KEEP_IDLE:
                     self._free.append(buf)
                 else:
-                    self._budget.give()
+                    self._drop_buffer(buf)
                 with self._cond:
                     self._cond.notify_all()
             if f is not None and self._write_ok:
@@ -320,8 +342,7 @@ class Recorder:
                 self.written = f.written
         finally:
             while self._free:
-                self._free.pop()
-                self._budget.give()
+                self._drop_buffer(self._free.pop())
             if f is not None:
                 f.abort()
 
@@ -371,19 +392,28 @@ class RecordingFile:
         if self.direct:
             self._stage: mmap.mmap | None = mmap.mmap(-1, self.STAGE)
             self._view: memoryview | None = memoryview(self._stage)
+            self._stage_ref = ctypes.c_char.from_buffer(self._stage)
+            self._stage_address = ctypes.addressof(self._stage_ref)
 
-    def append(self, data: memoryview) -> None:
+    def append(self, data: memoryview, address: int | None = None) -> None:
+        """Add bytes; ``address`` is where ``data`` lives in memory, if known, so the
+        copy into the staging buffer runs without the GIL (ctypes.memmove) and does not
+        hold up the forwarding threads."""
         if not self.direct:
             while data:
                 k = os.write(self.fd, data)
                 data = data[k:]
                 self.written += k
             return
-        while data:
-            take = min(len(data), self.STAGE - self.fill)
-            self._view[self.fill:self.fill + take] = data[:take]
+        done = 0
+        while done < len(data):
+            take = min(len(data) - done, self.STAGE - self.fill)
+            if address is not None:
+                ctypes.memmove(self._stage_address + self.fill, address + done, take)
+            else:
+                self._view[self.fill:self.fill + take] = data[done:done + take]
             self.fill += take
-            data = data[take:]
+            done += take
             if self.fill == self.STAGE:
                 self.flush()
 
@@ -420,7 +450,7 @@ class RecordingFile:
             os.close(self.fd)
             self.fd = -1
         # The staging map goes with its last reference (slices may still be alive here).
-        self._view = self._stage = None
+        self._view = self._stage = self._stage_ref = None
 
 
 # --- channels ------------------------------------------------------------------------
@@ -641,38 +671,55 @@ class _Session:
 
     def _pump(self, ch: Channel, src: socket.socket, dst: socket.socket | None, rec: Recorder | None,
               returning: bool) -> None:
-        """Copy src -> dst (if any) and into rec until src ends; then half-close dst."""
-        scratch = bytearray(CHUNK) if dst is not None else None
+        """Copy src -> dst (if any) and into rec until src ends; then half-close dst.
+
+        Chunks are forwarded as soon as they arrive.  A recording buffer is handed to
+        the writer when the writer is idle, or when it is nearly full: while the disk
+        is behind, buffers fill up, so the backlog budget counts real bytes.
+        """
+        scratch: bytearray | None = None
         recv_into = src.recv_into
         sendall = dst.sendall if dst is not None else None
         total = 0
+        buf: bytearray | None = None
+        fill = 0
         try:
             while True:
-                buf = rec.take_buffer() if rec is not None and rec.active else None
                 if buf is None:
-                    if rec is not None and rec.active:
-                        rec.abandon(f"the disk fell {self.max_backlog >> 20} MiB behind")
-                    if scratch is None:  # capture with a failed recording: keep draining
-                        scratch = bytearray(CHUNK)
-                    buf = scratch
-                n = recv_into(buf)
+                    fill = 0
+                    buf = rec.take_buffer() if rec is not None and rec.active else None
+                    if buf is None:
+                        if rec is not None and rec.active:
+                            rec.abandon(f"the disk fell {self.max_backlog >> 20} MiB behind")
+                        if scratch is None:
+                            scratch = bytearray(CHUNK)
+                        buf = scratch
+                view = memoryview(buf)
+                n = recv_into(view[fill:])
                 if not n:
-                    if buf is not scratch:
-                        rec._free.append(buf)  # type: ignore[union-attr]
                     break
                 if sendall is not None:
-                    sendall(memoryview(buf)[:n])
+                    sendall(view[fill:fill + n])
+                fill += n
                 total += n
                 if returning:
                     ch.return_bytes = total
                 else:
                     ch.bytes = total
-                if buf is not scratch:
-                    rec.submit(buf, n)  # type: ignore[union-attr]
+                if buf is scratch:
+                    buf = None
+                elif CHUNK - fill < MIN_RECV or rec.idle:  # type: ignore[union-attr]
+                    rec.submit(buf, fill)  # type: ignore[union-attr]
+                    buf = None
         except OSError as exc:
             if not self._stopping and ch.error is None:
                 ch.error = f"{'return path' if returning else 'channel'}: {exc}"
         finally:
+            if buf is not None and buf is not scratch:
+                if fill:
+                    rec.submit(buf, fill)  # type: ignore[union-attr]
+                else:
+                    rec.give_back(buf)  # type: ignore[union-attr]
             if dst is not None:
                 try:
                     dst.shutdown(socket.SHUT_WR)

@@ -3,6 +3,7 @@ what happens when the disk cannot keep up, capture directories as streams."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import socket
@@ -302,12 +303,14 @@ def test_recording_file_keeps_every_byte(where):
     fd, path = tempfile.mkstemp(prefix="mgs-rec-", dir=where)
     os.close(fd)
     try:
-        data = os.urandom(RecordingFile.STAGE * 2 + 12345)
+        data = bytearray(os.urandom(RecordingFile.STAGE * 2 + 12345))
+        base = ctypes.addressof(ctypes.c_char.from_buffer(data))
         f = RecordingFile(path)
         pos = 0
         for i, size in enumerate([1, 4095, 4096, 5000, 1 << 20, RecordingFile.STAGE + 3] * 4):
             piece = memoryview(data)[pos:pos + size]
-            f.append(piece)
+            # Both copy paths: from a known address (GIL released) and from the view.
+            f.append(piece, base + pos if i % 2 else None)
             pos += len(piece)
             if i % 3 == 0:
                 f.flush()  # what the writer does when its queue runs empty
