@@ -132,7 +132,7 @@ def one_run(image: str, size_mib: int, via_tap: bool, multifd: int, rec_dir: str
             res["tap_cpu_s"] = {"user": round(after.ru_utime - before.ru_utime, 3),
                                 "sys": round(after.ru_stime - before.ru_stime, 3)}
             if tap.returncode != 0:
-                raise SystemExit(f"tap failed ({tap.returncode}): {err}")
+                raise SystemExit(f"tap failed ({tap.returncode}): {err}\n{out}")
             doc = json.loads(out)
             res["recorded"] = {c["file"]: c["bytes"] for c in doc["channels"]}
             res["recording_complete"] = doc["complete"]

@@ -474,6 +474,7 @@ class Channel:
     recorder: Recorder | None = field(default=None, repr=False)
     return_recorder: Recorder | None = field(default=None, repr=False)
     open_directions: int = 0
+    resets: list = field(default_factory=list)  # connections reset by a peer (not errors)
 
     @property
     def closed(self) -> bool:
@@ -493,6 +494,8 @@ class Channel:
             d["return_bytes"] = self.return_bytes
             if rr and rr.stopped:
                 d["return_recording_stopped"] = dict(rr.stopped)
+        if self.resets:
+            d["resets"] = list(self.resets)
         if self.error:
             d["error"] = self.error
         return d
@@ -712,8 +715,13 @@ class _Session:
                     rec.submit(buf, fill)  # type: ignore[union-attr]
                     buf = None
         except OSError as exc:
-            if not self._stopping and ch.error is None:
-                ch.error = f"{'return path' if returning else 'channel'}: {exc}"
+            where = "return path" if returning else "channel"
+            if exc.errno in (errno.ECONNRESET, errno.EPIPE):
+                # A peer closed with data in flight (QEMU does so at the end of some
+                # migrations): a direct connection would see the same; pass it on.
+                ch.resets.append(f"{where}: {exc.strerror}")
+            elif not self._stopping and ch.error is None:
+                ch.error = f"{where}: {exc}"
         finally:
             if buf is not None and buf is not scratch:
                 if fill:

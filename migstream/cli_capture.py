@@ -135,6 +135,8 @@ def _report(manifest: dict, directory: str) -> None:
             line += f"  (return path {_human(c['return_bytes'])})"
         if c["recording"] != "complete":
             line += f"  RECORDING STOPPED at byte {c['recording_stopped']['offset']}"
+        if c.get("resets"):
+            line += f"  ({'; '.join(c['resets'])})"
         if c.get("error"):
             line += f"  error: {c['error']}"
         _err(line)

@@ -321,3 +321,32 @@ def test_recording_file_keeps_every_byte(where):
         assert Path(path).read_bytes() == data
     finally:
         os.unlink(path)
+
+
+def test_tap_passes_a_reset_on(work):
+    """The destination hangs up mid-stream: the tap closes the source side too (as a
+    direct connection would), notes the reset, and the recording keeps what came."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(work / "dst.sock"))
+    srv.listen(1)
+
+    def rude():
+        conn, _ = srv.accept()
+        conn.recv(1024)
+        conn.close()  # unread data in flight -> the tap's writes fail
+
+    t = threading.Thread(target=rude, daemon=True)
+    t.start()
+    with TapSession(f"unix:{work / 'tap.sock'}", f"unix:{work / 'dst.sock'}", str(work / "rec")) as tap:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(work / "tap.sock"))
+        with pytest.raises(OSError):
+            for _ in range(64):
+                s.sendall(b"QEVM" + bytes(1 << 20))
+        s.close()
+        assert tap.wait(10)
+    t.join(5)
+    srv.close()
+    ch = json.loads((work / "rec" / "capture.json").read_text())["channels"][0]
+    assert ch["resets"] and "error" not in ch
+    assert ch["recorded_bytes"] == ch["bytes"] > 0
