@@ -50,12 +50,13 @@ class _Ticker:
         kinds = {}
         for c in s.channels:
             kinds[c.kind or "?"] = kinds.get(c.kind or "?", 0) + 1
-        chans = " ".join(f"{k} {n}" for k, n in kinds.items()) or "waiting for QEMU"
-        line = f"{chans} | {_human(total)} {_human(int(rate))}/s"
+        chans = (f"{len(s.channels)} channel{'s' if len(s.channels) > 1 else ''} ("
+                 + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")") if s.channels else "waiting for QEMU"
+        line = f"{chans} | {_human(total)}, {_human(int(rate))}/s"
         if self.live is not None:
             st = self.live.status()
             recs = " ".join(f"{k} {v}" for k, v in st["records"].items())
-            line += f" | iteration {st['ram_iterations']} {recs}"
+            line += f" | iteration {st['ram_iterations']} | {recs}"
             if st["eof"]:
                 line += " | EOF"
             if st["error"]:
