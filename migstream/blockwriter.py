@@ -16,7 +16,7 @@ import threading
 
 IOV_MAX = 1024  # Linux limit on iovecs per pwritev
 _BATCH_WRITES = 256  # single writes gathered before they are handed over
-_QUEUE_DEPTH = 4  # batches in flight
+_QUEUE_DEPTH = 2  # batches in flight (each holds views of up to one 16 MiB window)
 
 
 class BlockWriter:
