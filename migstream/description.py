@@ -14,9 +14,8 @@ import struct
 from typing import Any
 
 from .grammar import SectionType
+from .limits import MAX_DESCRIPTION
 
-#: Larger descriptions are refused (hostile-input bound).
-MAX_DESCRIPTION = 64 << 20
 
 
 def find_description(tail: bytes, total_size: int) -> tuple[int, bytes] | None:

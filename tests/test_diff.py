@@ -36,7 +36,7 @@ def running(raw_sample_dir, tmp_path_factory):
 def memory_after(data: bytes, iterations: int):
     """Block contents after ``iterations`` RAM PART sections, by the reference decoder."""
     mem, parts = {}, 0
-    for item in reference_records(data, stop_at_device=True):
+    for item in reference_records(data):
         if item[0] == "mem_size":
             for name, length in item[2]:
                 mem[name] = bytearray(length)

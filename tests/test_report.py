@@ -49,7 +49,7 @@ def decode_png(data: bytes):
 def last_kinds(data: bytes):
     """Per block: page index -> how it was last sent, and record counts by kind."""
     last, counts, blocks = {}, Counter(), {}
-    for item in reference_records(data, stop_at_device=True):
+    for item in reference_records(data):
         if item[0] == "mem_size":
             blocks = dict(item[2])
         elif isinstance(item[0], int):
