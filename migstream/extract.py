@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .errors import StreamError
-from .events import PageRecord, PageRun, RamBlockList
+from .events import MappedRamBlock, PageRecord, PageRun, RamBlockList
 from .ramimage import RamImage
 from .sources import StreamSource
 from .stream import iter_events, open_decoder
@@ -28,7 +28,7 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         error = None
         try:
             for ev in iter_events(source, decoder, progress):
-                if image is None and isinstance(ev, (RamBlockList, PageRecord, PageRun)):
+                if image is None and isinstance(ev, (RamBlockList, PageRecord, PageRun, MappedRamBlock)):
                     image = RamImage(directory, decoder.page_size, only=blocks)
                 if image is not None:
                     image.apply(ev)
