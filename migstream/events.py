@@ -267,7 +267,13 @@ class MappedRamBlock:
 
     @property
     def pages_written(self) -> int:
-        return sum(bin(b).count("1") for b in self.bitmap)
+        return int.from_bytes(self.bitmap, "little").bit_count()
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "mapped_ram_block", "block": self.name,
+                "length": self.used_length, "version": self.version, "page_size": self.page_size,
+                "bitmap_offset": self.bitmap_offset, "pages_offset": self.pages_offset,
+                "pages_written": self.pages_written}
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,6 +286,10 @@ class MappedRamPages:
     block: str
     addr: int
     data: memoryview
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "mapped_ram_pages", "block": self.block, "addr": self.addr,
+                "length": len(self.data)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -323,3 +333,6 @@ class MultifdSync:
     offset: int  # of the main-stream record
     index: int  # sync points so far, from 1
     packets: int  # packets applied for this sync point
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "multifd_sync", "index": self.index, "packets": self.packets}
