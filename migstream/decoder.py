@@ -798,7 +798,11 @@ class StreamDecoder:
             n -= (off + n - start) % ps  # whole pages only
             if n <= 0:
                 self._elem = self._pos
-                self._need(ps)  # a page split between two chunks: join just that page
+                try:
+                    self._need(ps)  # a page split between two chunks: join just that page
+                except TruncatedStream as exc:
+                    raise TruncatedStream("stream ends inside a mapped-ram page region", off, section="ram",
+                                          block=name, addr=off - start) from exc
                 n = ps
         data = self._buf[self._pos:self._pos + n]
         self._pos += n
