@@ -37,6 +37,7 @@ from .events import (
 )
 from .grammar import RamFlag
 from .extract import extract as do_extract
+from .multifd import with_channels
 from .sources import StreamSource, detect_compression
 from .stream import iter_events, open_decoder
 from .summary import ENCODING_NAMES, StreamSummary
@@ -49,6 +50,8 @@ PageSizeOpt = Annotated[Optional[int], typer.Option("--page-size", help="Target 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
 HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.")]
+ChannelOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--channel", help="A multifd channel capture (repeatable; any order; .gz/.xz/.zst ok).")]
 
 
 def _err(msg: str) -> None:
@@ -147,15 +150,16 @@ def _run(fn):
 
 @app.command()
 def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = None,
-         progress: ProgressOpt = None, rdma: HookOpt = False) -> None:
+         progress: ProgressOpt = None, rdma: HookOpt = False, channel: ChannelOpt = None) -> None:
     """What is in a stream: machine, page size, RAM blocks, sections, records by encoding."""
 
     def go():
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             summary = StreamSummary()
             error = None
+            stats: list = []
             try:
-                for ev in iter_events(source, decoder, prog):
+                for ev in with_channels(iter_events(source, decoder, prog), channel, decoder, stats):
                     summary.add(ev)
             except StreamError as exc:
                 error = exc
@@ -164,6 +168,8 @@ def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = 
             summary.end_offset = decoder.offset
             doc = summary.as_dict()
             doc["ram_complete"] = decoder.ram_complete
+            if stats:
+                doc["multifd_channels"] = stats
             doc["error"] = str(error) if error else None
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
             prog.done()
@@ -271,6 +277,10 @@ def _record_rows(events):
             yield {"offset": ev.offset, "event": "vmdescription", "payload_size": len(ev.json)}
         elif t is Undecoded:
             yield {"offset": ev.offset, "event": "undecoded", "reason": ev.reason}
+        elif hasattr(ev, "row"):  # multifd and mapped-ram events describe themselves
+            row = ev.row()
+            row.setdefault("section", section)
+            yield row
 
 
 def _page_row(rec: PageRecord, section: str) -> dict:
@@ -311,14 +321,15 @@ def _format_row(r: dict) -> str:
 
 @app.command()
 def records(stream: StreamArg, json_out: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
-            page_size: PageSizeOpt = None, progress: ProgressOpt = False, rdma: HookOpt = False) -> None:
+            page_size: PageSizeOpt = None, progress: ProgressOpt = False, rdma: HookOpt = False,
+            channel: ChannelOpt = None) -> None:
     """One line per record and event: offset, section, block, page offset, flags, encoding, payload size."""
 
     def go():
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             out = sys.stdout
             try:
-                for row in _record_rows(iter_events(source, decoder, prog)):
+                for row in _record_rows(with_channels(iter_events(source, decoder, prog), channel, decoder)):
                     out.write((json.dumps(row) if json_out else _format_row(row)) + "\n")
             finally:
                 out.flush()
@@ -335,7 +346,7 @@ def extract(stream: StreamArg,
             output: Annotated[Path, typer.Option("-o", "--output", help="Directory for block files + manifest.json.")],
             block: Annotated[Optional[list[str]], typer.Option("--block", help="Only this RAM block (repeatable).")] = None,
             page_size: PageSizeOpt = None, progress: ProgressOpt = None, rdma: HookOpt = False,
-            json_out: JsonOpt = False) -> None:
+            json_out: JsonOpt = False, channel: ChannelOpt = None) -> None:
     """Rebuild every RAM block as a sparse file in DIR, plus DIR/manifest.json."""
 
     def go():
@@ -344,7 +355,7 @@ def extract(stream: StreamArg,
             # The source is opened inside extract(); report by bytes consumed.
             prog = _Progress(_SizeOnly(stream), progress)
         result = do_extract(stream, str(output), blocks=set(block) if block else None, page_size=page_size,
-                            allow_hook=rdma, progress=prog)
+                            allow_hook=rdma, progress=prog, channels=[str(c) for c in channel or ()])
         if prog:
             prog.done()
         for off, msg in result.warnings:
@@ -366,14 +377,15 @@ def extract(stream: StreamArg,
 
 @app.command()
 def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: ProgressOpt = None,
-             rdma: HookOpt = False, quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False) -> None:
+             rdma: HookOpt = False, quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
+             channel: ChannelOpt = None) -> None:
     """Exit 0 if QEMU's loader would accept the stream, else 1 with the offset of the fault."""
 
     def go():
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             eof = False
             undecoded = None
-            for ev in iter_events(source, decoder, prog):
+            for ev in with_channels(iter_events(source, decoder, prog), channel, decoder):
                 t = type(ev)
                 if t is PageRecord and ev.kind == RamFlag.COMPRESS_PAGE:
                     try:

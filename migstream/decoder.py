@@ -41,6 +41,8 @@ from .events import (
     DeviceState,
     EndOfStream,
     FileHeader,
+    MappedRamBlock,
+    MappedRamPages,
     PackageEnd,
     PageRecord,
     PageRun,
@@ -66,6 +68,7 @@ from .limits import (
     MIN_PAGE_SIZE,
     MIN_TARGET_PAGE_BITS,
 )
+from .mappedram import MappedRamList, check_mapped_ram_header
 from .pagesize import page_size_for
 
 RamFlag = g.RamFlag
@@ -142,6 +145,8 @@ class StreamDecoder:
         self.blocks: dict[str, RamBlock] = {}
         self._last_block: str | None = None  # the CONTINUE context, across sections
         self._postcopy_hugepages = False
+        self._mapped_ram = False  # capability mapped-ram: MEM_SIZE carries page regions
+        self._mapped: MappedRamList | None = None
         self.warnings: list[tuple[int, str]] = []
         self.ram_complete = False  # the RAM END section's EOS was seen
 
@@ -433,10 +438,7 @@ class StreamDecoder:
             elif "uuid" in body:
                 fields["uuid"] = bytes(body.uuid)
         self.configuration = Configuration(off, machine, **fields)
-        caps = set(self.configuration.capabilities)
-        if "mapped-ram" in caps:
-            raise StreamError("mapped-ram streams (QEMU 9.0+ file: migration) are not supported yet",
-                              off, section="configuration")
+        self._mapped_ram = "mapped-ram" in self.configuration.capabilities
         return self.configuration
 
     def _command(self, off: int) -> CommandEvent:
@@ -632,8 +634,12 @@ class StreamDecoder:
                 self.ram_complete = True
             return RamMarker(off, flags)
         if kind == RamFlag.MEM_SIZE:
+            if self._mapped_ram:
+                return self._mapped_mem_size(off, addr)
             return self._mem_size(off, addr)
         if kind == RamFlag.MULTIFD_FLUSH:
+            if self._mapped_ram:
+                raise StreamError(f"Unexpected RAM flags: {flags}", off, section="ram")
             return RamMarker(off, flags)
         if kind == RamFlag.HOOK:
             if not self._allow_hook:
@@ -663,6 +669,9 @@ class StreamDecoder:
         return RamBlockList(off, total, blocks)
 
     def _page_record(self, off: int, hdr: int, flags: int, addr: int, kind: int):
+        if self._mapped_ram and kind != g.RamFlag.COMPRESS_PAGE:
+            # ram_load_precopy: mapped-ram pages live in the block regions only.
+            raise StreamError(f"Unexpected RAM flags: {flags}", off, section="ram", addr=addr)
         if flags & _CONTINUE:
             block = self._last_block
             if block is None:
@@ -779,6 +788,94 @@ class StreamDecoder:
             return None
         self._pos = p
         return PageRun(pos + self._base, block, addr, n, ps, buf[pos:p], starts, bytes(kinds))
+
+    # --- mapped-ram (QEMU 9.0+ file: migration) ---------------------------------------
+    # MEM_SIZE becomes a sequence of events: per block a MappedRamBlock (entry, header,
+    # bitmap), then its page region passed by as MappedRamPages views (never copied, so
+    # holes of an mmap'd file are never touched), then the next entry; RamBlockList last.
+
+    def _mapped_mem_size(self, off: int, total: int):
+        self._mapped = MappedRamList(off, total)
+        self._state = "mapped_block"
+        self._elem = self._pos  # restart point after the MEM_SIZE header
+        return self._st_mapped_block()
+
+    def _st_mapped_block(self):
+        mr = self._mapped
+        if mr.left <= 0:
+            self._state = "ram"
+            return RamBlockList(mr.offset, mr.total, tuple(mr.blocks))
+        off = self.offset
+        name = self._idstr()
+        used = self._unpack(RAM_HEADER)
+        addr = None
+        if self.configuration and "x-ignore-shared" in self.configuration.capabilities:
+            addr = self._unpack(RAM_HEADER)
+        size = g.MappedRamHeader.sizeof()
+        self._need(size)
+        hdr = g.MappedRamHeader.parse(bytes(self._buf[self._pos:self._pos + size]))
+        self._pos += size
+        bitmap_size = check_mapped_ram_header(name, used, hdr, self.offset, self.page_size, mr.left, off)
+        bitmap = b""
+        if hdr.pages_offset:
+            gap = hdr.bitmap_offset - self.offset
+            self._need(gap + bitmap_size)
+            bitmap = bytes(self._buf[self._pos + gap:self._pos + gap + bitmap_size])
+            self._pos += gap + bitmap_size
+        self.blocks[name] = RamBlock(name, used, None, addr)
+        mr.blocks.append(self.blocks[name])
+        mr.left -= used
+        mr.region = (name, hdr.pages_offset, hdr.pages_offset + used) if hdr.pages_offset else None
+        self._state = "mapped_skip" if mr.region else "mapped_block"
+        return MappedRamBlock(off, name, used, addr, hdr.version, hdr.page_size, hdr.bitmap_offset,
+                              hdr.pages_offset, bitmap)
+
+    def _mapped_input(self) -> int:
+        """Bytes available at _pos, switching to the fed chunk when the joined
+        buffer is used up; raises _NeedData (keeping progress) when there are none."""
+        if self._pos >= len(self._buf):
+            self._rebase()
+        avail = len(self._buf) - self._pos
+        if avail <= 0:
+            if self._eof:
+                name = self._mapped.region[0] if self._mapped.region else None
+                raise TruncatedStream("stream ends inside a mapped-ram page region", self.offset,
+                                      section="ram", block=name)
+            self._elem = self._pos
+            raise _NeedData
+        return avail
+
+    def _st_mapped_skip(self):
+        # From the end of the bitmap to pages_offset: alignment padding, skipped unread.
+        target = self._mapped.region[1]
+        while self.offset < target:
+            avail = self._mapped_input()
+            self._pos += min(target - self.offset, avail)
+        self._state = "mapped_pages"
+        return self._st_mapped_pages()
+
+    def _st_mapped_pages(self):
+        name, start, end = self._mapped.region
+        off = self.offset
+        if off >= end:
+            self._state = "mapped_block"
+            return self._st_mapped_block()
+        avail = self._mapped_input()
+        ps = self.page_size
+        n = min(avail, end - off)
+        if off + n < end:
+            n -= (off + n - start) % ps  # whole pages only
+            if n <= 0:
+                self._elem = self._pos
+                try:
+                    self._need(ps)  # a page split between two chunks: join just that page
+                except TruncatedStream as exc:
+                    raise TruncatedStream("stream ends inside a mapped-ram page region", off, section="ram",
+                                          block=name, addr=off - start) from exc
+                n = ps
+        data = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return MappedRamPages(off, name, off - start, data)
 
     # --- after EOF -----------------------------------------------------------------
 

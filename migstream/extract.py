@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Callable
 
 from .errors import StreamError
-from .events import PageRecord, PageRun, RamBlockList, SectionStart
+from .events import MappedRamBlock, MultifdPacket, PageRecord, PageRun, RamBlockList, SectionStart
 from .grammar import SectionType
+from .multifd import with_channels
 from .ramimage import RamImage
 from .sources import StreamSource
 from .stream import iter_events, open_decoder
@@ -21,11 +22,12 @@ class ExtractResult:
 
 def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page_size: int | None = None,
             allow_hook: bool = False, progress: Callable[[int], None] | None = None,
-            until_iteration: int | None = None) -> ExtractResult:
-    """Decode ``stream`` into ``directory``.  A stream error does not raise: what was
-    decoded before it is kept and the manifest says ``"complete": false``.
-    ``until_iteration=N`` stops before the RAM section that follows the N-th RAM
-    PART section: the memory as the destination held it after N iterations."""
+            channels: list[str] | None = None, until_iteration: int | None = None) -> ExtractResult:
+    """Decode ``stream`` (plus its multifd ``channels`` files) into ``directory``.  A
+    stream error does not raise: what was decoded before it is kept and the manifest
+    says ``"complete": false``.  ``until_iteration=N`` stops before the RAM section
+    that follows the N-th RAM PART section: the memory as the destination held it
+    after N iterations."""
     with StreamSource(stream) as source:
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
         image = None
@@ -33,14 +35,14 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         parts = 0
         stopped = False
         try:
-            for ev in iter_events(source, decoder, progress):
+            for ev in with_channels(iter_events(source, decoder, progress), channels, decoder):
                 if until_iteration is not None and type(ev) is SectionStart and ev.idstr == "ram" \
                         and ev.type in (SectionType.PART, SectionType.END):
                     if parts == until_iteration:
                         stopped = True
                         break
                     parts += ev.type == SectionType.PART
-                if image is None and isinstance(ev, (RamBlockList, PageRecord, PageRun)):
+                if image is None and isinstance(ev, (RamBlockList, PageRecord, PageRun, MappedRamBlock, MultifdPacket)):
                     image = RamImage(directory, decoder.page_size, only=blocks)
                 if image is not None:
                     image.apply(ev)

@@ -21,8 +21,9 @@ from .blockwriter import BlockWriter
 from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
 from .errors import StreamError, UsageError, XbzrleError
-from .events import PageRecord, PageRun, RamBlockList
+from .events import MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList
 from .grammar import RamFlag
+from .mappedram import written_runs
 
 _CONTINUE = int(RamFlag.CONTINUE)
 _PAGE, _ZERO, _XBZRLE, _COMPRESS = (int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE),
@@ -99,6 +100,7 @@ class BlockFile:
     fd: int
     written: PageBitmap = field(default_factory=PageBitmap)
     extent: int = 0  # highest byte written
+    mapped_bitmap: bytes | None = None  # mapped-ram: which pages of the region hold data
 
 
 class RamImage:
@@ -146,6 +148,14 @@ class RamImage:
             self._apply_run(ev)
         elif t is PageRecord:
             self._apply_record(ev)
+        elif t is MultifdPacket:
+            self._apply_multifd(ev)
+        elif t is MappedRamPages:
+            self._apply_mapped(ev)
+        elif t is MappedRamBlock:
+            blk = self._open(ev.name, ev.used_length)
+            if blk is not None:
+                blk.mapped_bitmap = ev.bitmap
         elif t is RamBlockList:
             self.define_blocks(ev)
 
@@ -257,6 +267,41 @@ class RamImage:
         blk.written.store(first, is_page.view(np.uint8).tobytes())
         self._wrote(blk, run.addr + n * ps)
         self._writes.submit()
+
+    def _apply_multifd(self, pkt: MultifdPacket) -> None:
+        """A multifd packet (multifd_recv_thread): zero pages are zeroed, normal pages
+        copied; consecutive offsets go out in one pwritev."""
+        blk = self._block(pkt.block)
+        if blk is None:
+            return
+        ps = self.page_size
+        for addr in pkt.zero:
+            self._zero_fill(blk, addr // ps, 1, 0)
+        normal = pkt.normal
+        n = len(normal)
+        i = 0
+        while i < n:
+            j = i + 1
+            while j < n and normal[j] == normal[j - 1] + ps:
+                j += 1
+            self._writes.add(blk.fd, normal[i], [pkt.page(x) for x in range(i, j)])
+            blk.written.mark(normal[i] // ps, j - i)
+            self._wrote(blk, normal[j - 1] + ps)
+            i = j
+
+    def _apply_mapped(self, ev: MappedRamPages) -> None:
+        """Copy the pages of a mapped-ram region stretch whose bitmap bit is set;
+        holes are neither read nor written (read_ramblock_mapped_ram)."""
+        blk = self._block(ev.block)
+        if blk is None or not blk.mapped_bitmap:
+            return
+        ps = self.page_size
+        first = ev.addr // ps
+        for page, count in written_runs(blk.mapped_bitmap, first, len(ev.data) // ps):
+            data = ev.data[(page - first) * ps:(page - first + count) * ps]
+            self._writes.add(blk.fd, page * ps, [data])
+            blk.written.mark(page, count)
+            self._wrote(blk, (page + count) * ps)
 
     # --- finishing -------------------------------------------------------------------
 
