@@ -37,7 +37,15 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         if image is None:
             image = RamImage(directory, decoder.page_size or 4096, only=blocks)
         machine = decoder.configuration.machine if decoder.configuration else None
-        manifest = image.close(machine=machine, complete=error is None and decoder.ram_complete,
-                               error=str(error) if error else None,
-                               extra={"page_size_source": decoder.page_size_source})
-        return ExtractResult(manifest, error, list(decoder.warnings))
+        extra = {"page_size_source": decoder.page_size_source}
+        warnings = list(decoder.warnings)
+        saved = source.save_image
+        if saved is not None:
+            extra["libvirt"] = saved.as_dict()
+            if not saved.complete:
+                warnings.append((0, "libvirt save image is incomplete (LibvirtQemudPart): the save never "
+                                    "finished"))
+        complete = error is None and decoder.ram_complete and (saved is None or saved.complete)
+        manifest = image.close(machine=machine, complete=complete, error=str(error) if error else None,
+                               extra=extra)
+        return ExtractResult(manifest, error, warnings)
