@@ -420,4 +420,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m migstream.cli`: plugins registered on the imported
+    # module `migstream.cli`, not on this __main__ copy; use that one.
+    from migstream.cli import main as _main
+
+    _main()
