@@ -26,9 +26,16 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
         image = None
         error = None
+        block_list: RamBlockList | None = None
+        sent: set[str] = set()  # blocks that had at least one page record
         try:
             for ev in iter_events(source, decoder, progress):
-                if image is None and isinstance(ev, (RamBlockList, PageRecord, PageRun)):
+                t = type(ev)
+                if t is PageRun or t is PageRecord:
+                    sent.add(ev.block)
+                elif t is RamBlockList:
+                    block_list = ev
+                if image is None and t in (RamBlockList, PageRecord, PageRun):
                     image = RamImage(directory, decoder.page_size, only=blocks)
                 if image is not None:
                     image.apply(ev)
@@ -46,6 +53,40 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
                 warnings.append((0, "libvirt save image is incomplete (LibvirtQemudPart): the save never "
                                     "finished"))
         complete = error is None and decoder.ram_complete and (saved is None or saved.complete)
+        ignore_shared = bool(decoder.configuration and "x-ignore-shared" in decoder.configuration.capabilities)
+        absent = _absent_blocks(block_list, sent, complete, ignore_shared, warnings, blocks)
         manifest = image.close(machine=machine, complete=complete, error=str(error) if error else None,
                                extra=extra)
+        _annotate_blocks(manifest, block_list, absent, ignore_shared)
+        if block_list is not None:
+            image.rewrite_manifest(manifest)
         return ExtractResult(manifest, error, warnings)
+
+
+def _absent_blocks(block_list, sent: set[str], complete: bool, ignore_shared: bool, warnings: list,
+                   only: set[str] | None) -> set[str]:
+    """Blocks listed in MEM_SIZE of which no page was sent.  In a complete precopy
+    stream every migrated block has all its pages sent at least once (the first
+    pass sends ZERO records for zero pages), so such a block was not migrated: with
+    x-ignore-shared, a shared block (ramblock_is_ignored, migration/ram.c) whose
+    content stays in the shared memory backend on the destination."""
+    if block_list is None or not complete:
+        return set()
+    absent = {b.name for b in block_list.blocks
+              if b.name not in sent and b.used_length and (only is None or b.name in only)}
+    for name in sorted(absent):
+        why = ("x-ignore-shared: a shared RAM block, its content is in the memory backend shared with the "
+               "destination, not in the stream" if ignore_shared else "no page of it is in the stream")
+        warnings.append((block_list.offset, f"RAM block {name}: {why}; its file holds zeros, not guest data"))
+    return absent
+
+
+def _annotate_blocks(manifest: dict, block_list, absent: set[str], ignore_shared: bool) -> None:
+    addrs = {b.name: b.addr for b in block_list.blocks} if block_list is not None else {}
+    for b in manifest["blocks"]:
+        if addrs.get(b["name"]) is not None:
+            b["addr"] = addrs[b["name"]]  # MemoryRegion address sent with x-ignore-shared
+        if b["name"] in absent:
+            b["absent"] = True
+            if ignore_shared:
+                b["ignored_shared"] = True
