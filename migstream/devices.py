@@ -17,7 +17,13 @@ from .events import Configuration, DeviceState, SectionStart, VmDescription
 from .grammar import SectionType
 from .sources import StreamSource
 from .stream import iter_events, open_decoder
-from .vmstate import DescriptionQueue, VmstateError, decode_spapr_htab, decode_vmstate
+from .vmstate import (
+    DescriptionQueue,
+    VmstateError,
+    decode_s390_storage_attributes,
+    decode_spapr_htab,
+    decode_vmstate,
+)
 
 #: Hostile-input bound on device payload bytes kept while waiting for the description.
 MAX_DEVICE_BYTES = 256 << 20
@@ -88,11 +94,13 @@ def _section(ev: DeviceState, data: bytes, version_id: int, queue: DescriptionQu
     if live:
         # Iterative sections are not in the JSON (only vmstate_save writes it).
         out["iterative"] = True
-        if ev.idstr == "spapr/htab":
-            try:
+        try:
+            if ev.idstr == "spapr/htab":
                 out["state"] = decode_spapr_htab(data, ev.section_type, offset=ev.offset)
-            except VmstateError as exc:
-                out["error"] = str(exc)
+            elif ev.idstr == "s390-storage_attributes":
+                out["state"] = decode_s390_storage_attributes(data, offset=ev.offset)
+        except VmstateError as exc:
+            out["error"] = str(exc)
         return out
     desc = queue.next(ev.idstr, ev.instance_id)
     if desc is None:

@@ -257,3 +257,55 @@ def decode_spapr_htab(payload, section_type: SectionType, *, offset: int = 0) ->
         raise VmstateError(f"{len(data) - pos} bytes after the spapr/htab end marker", offset + pos,
                            device="spapr/htab")
     return {"hpt": True, "chunks": chunks, "valid_hptes": valid, "invalid_hptes": invalid}
+
+
+# hw/s390x/s390-stattrib.c: STATTR_FLAG_* in the low bits of each be64 word.
+STATTR_FLAG_EOS, STATTR_FLAG_MORE, STATTR_FLAG_ERROR, STATTR_FLAG_DONE = 0x01, 0x02, 0x04, 0x08
+S390_PAGE_SIZE = 4096  # TARGET_PAGE_SIZE on s390x
+
+
+def decode_s390_storage_attributes(payload, *, offset: int = 0) -> dict:
+    """s390-storage_attributes (cmma_save / cmma_load): be64 words whose low bits
+    are flags; MORE is followed by be64 count and count attribute bytes, one per
+    page from the word's page address; DONE marks the final pass; EOS ends the
+    section's payload (and is all a START carries)."""
+    data = bytes(payload)
+    pos = 0
+    runs = pages = 0
+    done = False
+    first_gfn = None
+    while True:
+        if pos + 8 > len(data):
+            raise VmstateError("s390-storage_attributes ends without EOS", offset + pos,
+                               device="s390-storage_attributes")
+        (word,) = struct.unpack_from(">Q", data, pos)
+        pos += 8
+        flags = word & (S390_PAGE_SIZE - 1)
+        if flags == STATTR_FLAG_EOS:
+            break
+        if flags == STATTR_FLAG_DONE:
+            done = True
+        elif flags == STATTR_FLAG_MORE:
+            if pos + 8 > len(data):
+                raise VmstateError("s390-storage_attributes count runs past the section", offset + pos,
+                                   device="s390-storage_attributes")
+            (count,) = struct.unpack_from(">Q", data, pos)
+            pos += 8
+            if count > len(data) - pos:
+                raise VmstateError(f"s390-storage_attributes run of {count} bytes runs past the section",
+                                   offset + pos, device="s390-storage_attributes")
+            pos += count
+            runs += 1
+            pages += count
+            gfn = (word - flags) // S390_PAGE_SIZE
+            first_gfn = gfn if first_gfn is None else min(first_gfn, gfn)
+        elif flags == STATTR_FLAG_ERROR:
+            raise VmstateError("Storage attributes data is incomplete (STATTR_FLAG_ERROR)", offset + pos - 8,
+                               device="s390-storage_attributes")
+        else:
+            raise VmstateError(f"Unexpected storage attribute flag data: {flags:#x}", offset + pos - 8,
+                               device="s390-storage_attributes")
+    if pos != len(data):
+        raise VmstateError(f"{len(data) - pos} bytes after the storage attributes EOS", offset + pos,
+                           device="s390-storage_attributes")
+    return {"runs": runs, "pages": pages, "done": done, "first_gfn": first_gfn}

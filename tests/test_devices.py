@@ -15,7 +15,7 @@ import pytest
 from conftest import ROOT, read_zst, sample_by_name
 from migstream.devices import device_states
 from migstream.grammar import SectionType
-from migstream.vmstate import VmstateError, decode_spapr_htab, decode_vmstate
+from migstream.vmstate import VmstateError, decode_s390_storage_attributes, decode_spapr_htab, decode_vmstate
 
 TRUTH = ROOT / "tests" / "data" / "analyze-migration"
 COMPARED = ["x86-fresh-S", "x86-stopped", "x86-running", "x86-q35", "libvirt-raw"]
@@ -132,6 +132,9 @@ def test_where_analyze_migration_fails_s390x(states):
     assert not [s for s in secs if s.get("error")]
     attrs = [s for s in secs if s["idstr"] == "s390-storage_attributes"]
     assert [s["type"] for s in attrs] == ["START", "PART", "END"] and all(s["iterative"] for s in attrs)
+    # TCG has no CMMA: no attribute runs, and the END carries the final DONE marker.
+    assert [a["state"]["done"] for a in attrs] == [False, False, True]
+    assert all(a["state"]["runs"] == 0 for a in attrs)
     cpu = next(s for s in secs if s["idstr"] == "cpu")["state"]
     # The s390-ccw firmware is loaded at 0x3e00000 (samples/README.md): the PSW points into it.
     assert 0x3E00000 <= cpu["env.psw.addr"] < 0x4000000
@@ -223,3 +226,15 @@ def test_spapr_htab_chunks():
     assert decode_spapr_htab(struct.pack(">i", -1), SectionType.END) == {"hpt": False}
     with pytest.raises(VmstateError):
         decode_spapr_htab(part[:-4], SectionType.PART)
+
+
+def test_s390_storage_attribute_runs():
+    more = struct.pack(">QQ", (0x100 << 12) | 2, 3) + b"\x01\x02\x03"
+    data = more + struct.pack(">Q", 8) + struct.pack(">Q", 1)
+    assert decode_s390_storage_attributes(data) == {"runs": 1, "pages": 3, "done": True, "first_gfn": 0x100}
+    with pytest.raises(VmstateError, match="without EOS"):
+        decode_s390_storage_attributes(more)
+    with pytest.raises(VmstateError, match="runs past"):
+        decode_s390_storage_attributes(struct.pack(">QQ", 2, 1 << 60))
+    with pytest.raises(VmstateError, match="incomplete"):
+        decode_s390_storage_attributes(struct.pack(">Q", 4))
