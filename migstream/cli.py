@@ -172,6 +172,8 @@ def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = 
                 doc["multifd_channels"] = stats
             doc["error"] = str(error) if error else None
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
+            if source.save_image is not None:
+                doc["libvirt"] = source.save_image.as_dict()
             prog.done()
             if json_out:
                 print(json.dumps(doc, indent=2))
@@ -195,6 +197,15 @@ def _human(n: int) -> str:
 
 def _print_info(d: dict) -> None:
     out = []
+    lv = d.get("libvirt")
+    if lv:
+        dom = lv["domain"]
+        mem = _human(dom["memory"]) if dom["memory"] is not None else "?"
+        out.append(f"libvirt image    {'complete' if lv['complete'] else 'INCOMPLETE (LibvirtQemudPart)'}, "
+                   f"format {lv['format']}, was running: {'yes' if lv['was_running'] else 'no'}")
+        out.append(f"domain           {dom['name']}  uuid {dom['uuid']}  memory {mem}")
+        out.append(f"QEMU stream at   file offset 0x{lv['stream_offset']:x} "
+                   f"(offsets below are inside the {'decompressed ' if lv['format'] != 'raw' else ''}stream)")
     out.append(f"stream version   {d['version']}")
     out.append(f"machine          {d['machine'] or '(no configuration section)'}")
     out.append(f"page size        {d['page_size']} ({d['page_size_source']})")
@@ -399,6 +410,9 @@ def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: Progres
                     undecoded = ev.reason
             prog.done()
             _warn_all(decoder)
+            if source.save_image is not None and not source.save_image.complete:
+                raise MigstreamError("libvirt save image is incomplete (magic LibvirtQemudPart: the save "
+                                     "never finished; libvirt refuses to restore it)")
             if not eof and undecoded is None:
                 raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
             if not quiet:

@@ -553,9 +553,11 @@ class StreamDecoder:
                    else "its footer was not found")
             return Undecoded(off, f"device section '{sec.idstr}' cannot be framed ({why}); "
                                   "device sections from here on were not decoded")
+        data = self._buf[self._pos:self._pos + size]
         self._pos += size
         self._state = "footer"
-        return DeviceState(off, sec.section_id, sec.idstr, sec.instance_id, size, framing)
+        return DeviceState(off, sec.section_id, sec.idstr, sec.instance_id, size, framing, data,
+                           self._section_type)
 
     def _footer_at(self, stream_off: int, section_id: int) -> bool:
         i = stream_off - self._base

@@ -222,6 +222,10 @@ class DeviceState:
     instance_id: int
     length: int
     framing: str  # "description" (JSON sizes), "footer-scan", "htab"
+    #: The payload bytes (a view into the decoder's input; copy what you keep).
+    data: memoryview = field(default=memoryview(b""), repr=False, compare=False)
+    #: START/PART/END for iterative (live) sections, FULL for the rest.
+    section_type: SectionType = SectionType.FULL
 
 
 @dataclass(frozen=True, slots=True)

@@ -326,10 +326,14 @@ class RamImage:
             manifest["error"] = error
         if extra:
             manifest.update(extra)
+        self.rewrite_manifest(manifest)
+        self.blocks.clear()
+        return manifest
+
+    def rewrite_manifest(self, manifest: dict) -> None:
+        """Write ``manifest.json`` atomically (also after annotations by the caller)."""
         tmp = os.path.join(self.directory, "manifest.json.tmp")
         with open(tmp, "w") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
         os.replace(tmp, os.path.join(self.directory, "manifest.json"))
-        self.blocks.clear()
-        return manifest
