@@ -406,4 +406,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # `python -m migstream.cli`: run the package's module, on whose `app` the
+    # plugin commands (cli_plugins) registered, not this __main__ copy.
+    from migstream.cli import main as _main
+
+    _main()

@@ -68,6 +68,12 @@ _EOS = int(RamFlag.EOS)
 #: Pages per batch of the fast path (64 MiB of 4 KiB pages): bounds the memory
 #: of header buffers and iovec lists.
 BATCH_PAGES = 16384
+#: Section id of the RAM section when no template gives one.  It must not be 0:
+#: QEMU's loader finds the handler of a PART/END by ``se->load_section_id``, which
+#: is 0 for every handler not yet loaded (savevm.c qemu_loadvm_section_part_end),
+#: so id 0 resolves to the first registered handler ("timer" on x86).  QEMU 7.2
+#: itself gives "ram" id 2 on x86 pc/q35.
+DEFAULT_RAM_SECTION_ID = 2
 #: Buffers per writev (IOV_MAX on Linux).
 IOV_MAX = 1024
 
@@ -250,7 +256,9 @@ class Encoder:
                 raise UsageError("template RAM blocks differ from the image's: "
                                  f"{_layout_str(template.ram_blocks)} vs {_layout_str(self.layout)}")
         self.section_id = template.ram_section_id if template is not None else (
-            ram_section_id if ram_section_id is not None else 0)
+            ram_section_id if ram_section_id is not None else DEFAULT_RAM_SECTION_ID)
+        if self.section_id == 0:
+            raise UsageError("RAM section id 0 would be taken for another handler by QEMU's loader")
         self.stats.total = sum(n for _, n in self.layout)
         self.progress = progress
         self.last_sent_block: str | None = None  # ram.c: pss->last_sent_block
