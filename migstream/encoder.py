@@ -45,7 +45,7 @@ Rules and where they come from (QEMU 7.2 migration/ram.c unless stated):
 from __future__ import annotations
 
 import os
-import struct
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -56,6 +56,7 @@ from . import writer
 from .errors import UsageError
 from .fastpath import IDSTR_LENGTH, RAM_HEADER, payload_plan
 from .memimage import MemoryImage
+from .zeropages import zero_page_mask
 
 RamFlag = g.RamFlag
 _CONTINUE = int(RamFlag.CONTINUE)
@@ -107,7 +108,7 @@ class BytesSink:
     def write(self, data) -> None:
         self.buffer += data
 
-    def writev(self, bufs) -> None:
+    def writev(self, bufs, lengths=None) -> None:
         for b in bufs:
             self.buffer += b
 
@@ -117,7 +118,8 @@ class BytesSink:
 
 class FdSink:
     """Writes to a file descriptor with writev, IOV_MAX buffers at a time,
-    finishing short writes (pipes)."""
+    finishing short writes (pipes).  ``lengths`` (a numpy array of the buffer
+    sizes), when given, saves measuring every buffer."""
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
@@ -126,14 +128,17 @@ class FdSink:
     def write(self, data) -> None:
         self.writev([data])
 
-    def writev(self, bufs) -> None:
+    def writev(self, bufs, lengths=None) -> None:
         fd = self.fd
-        for s in range(0, len(bufs), IOV_MAX):
+        n = len(bufs)
+        if lengths is None:
+            lengths = np.fromiter((len(b) for b in bufs), np.int64, n)
+        wants = np.add.reduceat(lengths, np.arange(0, n, IOV_MAX)).tolist() if n else []
+        for k, s in enumerate(range(0, n, IOV_MAX)):
             part = bufs[s:s + IOV_MAX]
-            want = sum(len(b) for b in part)
             done = os.writev(fd, part)
             self.written += done
-            if done < want:
+            if done < wants[k]:
                 self._finish(part, done)
 
     def _finish(self, part, done: int) -> None:
@@ -142,7 +147,7 @@ class FdSink:
             if done >= n:
                 done -= n
                 continue
-            mv = memoryview(b)[done:]
+            mv = memoryview(b).cast("B")[done:]
             done = 0
             while len(mv):
                 k = os.write(self.fd, mv)
@@ -229,9 +234,11 @@ class _Counting:
         self.stats.stream_bytes += len(data)
         self.sink.write(data)
 
-    def writev(self, bufs) -> None:
-        self.stats.stream_bytes += sum(len(b) for b in bufs)
-        self.sink.writev(bufs)
+    def writev(self, bufs, lengths=None) -> None:
+        if lengths is None:
+            lengths = np.fromiter((len(b) for b in bufs), np.int64, len(bufs))
+        self.stats.stream_bytes += int(lengths.sum())
+        self.sink.writev(bufs, lengths)
 
 
 class Encoder:
@@ -448,72 +455,88 @@ class Encoder:
         return total_dirty
 
     def _send_block_pages(self, blk, pages: np.ndarray | None) -> None:
-        """Send ``pages`` (page numbers, ascending; None = all) of one block."""
+        """Send ``pages`` (page numbers, ascending; None = all) of one block.
+        Zero-page detection of the next batch runs in a helper thread while
+        this one writes (numpy reductions and writev release the GIL)."""
         ps = self.page_size
         npages = blk.used_length // ps if pages is None else len(pages)
         if npages == 0:
             return
-        slow = self.xbzrle_enabled or (self.compressor is not None and not self.xbzrle_enabled)
+        slow = self.xbzrle_enabled or self.compressor is not None
+        batches = []
         for s in range(0, npages, BATCH_PAGES):
             if pages is None:
-                batch = np.arange(s, min(npages, s + BATCH_PAGES), dtype=np.int64)
+                batches.append(np.arange(s, min(npages, s + BATCH_PAGES), dtype=np.int64))
             else:
-                batch = pages[s:s + BATCH_PAGES]
-            zero = _zero_mask(blk.data, batch, ps)
-            if slow:
-                self._send_batch_slow(blk, batch, zero)
-            else:
-                self._send_batch_plain(blk, batch, zero)
-            self._tick(len(batch))
+                batches.append(pages[s:s + BATCH_PAGES])
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(_zero_mask, blk.data, batches[0], ps)
+            for k, batch in enumerate(batches):
+                zero = ahead.result()
+                if k + 1 < len(batches):
+                    ahead = pool.submit(_zero_mask, blk.data, batches[k + 1], ps)
+                if slow:
+                    self._send_batch_slow(blk, batch, zero)
+                else:
+                    self._send_batch_plain(blk, batch, zero)
+                self._tick(len(batch))
 
     def _send_batch_plain(self, blk, batch: np.ndarray, zero: np.ndarray) -> None:
         """ZERO and PAGE records only: headers built with numpy, pages written
-        straight from the image with writev (no copy of page data)."""
+        straight from the image with writev (no copy of page data).  The bytes
+        between two page payloads (a PAGE header, preceded by the ZERO records
+        since the last page) form one buffer: two buffers per PAGE record."""
         ps = self.page_size
         data = blk.data
-        iov: list = []
-        first = 0
+        head: list = []
         if blk.name != self.last_sent_block:
             # The first record names the block.
             p = int(batch[0])
             if zero[0]:
-                iov.append(self._head(blk.name, p * ps, _ZERO) + b"\0")
+                head.append(self._head(blk.name, p * ps, _ZERO) + b"\0")
                 self.stats.duplicate += 1
             else:
-                iov.append(self._head(blk.name, p * ps, _PAGE))
-                iov.append(data[p * ps:(p + 1) * ps])
+                head.append(self._head(blk.name, p * ps, _PAGE))
+                head.append(data[p * ps:(p + 1) * ps])
                 self.stats.normal += 1
-            first = 1
-        self._account(sum(len(b) for b in iov))
-        batch = batch[first:]
-        zero = zero[first:]
+            self._account(sum(len(b) for b in head))
+            self.sink.writev(head)
+            batch = batch[1:]
+            zero = zero[1:]
         n = len(batch)
-        if n:
-            flags = np.where(zero, _ZERO | _CONTINUE, _PAGE | _CONTINUE).astype(np.uint64)
-            headers = ((batch.astype(np.uint64) * np.uint64(ps)) | flags).astype(_BE64).view(np.uint8)
-            glue_len = np.where(zero, _ZERO_RECORD, _HEADER_SIZE)
-            ends = np.cumsum(glue_len)
-            glue = np.zeros(int(ends[-1]), np.uint8)
-            starts = ends - glue_len
-            glue[(starts[:, None] + np.arange(_HEADER_SIZE)).reshape(-1)] = headers
-            gv = memoryview(glue)
-            page_idx = np.flatnonzero(~zero)
-            cuts = (starts[page_idx] + _HEADER_SIZE).tolist()
-            offs = (batch[page_idx] * ps).tolist()
-            dv = memoryview(data)
-            prev = 0
-            append = iov.append
-            for cut, off in zip(cuts, offs):
-                append(gv[prev:cut])
-                append(dv[off:off + ps])
-                prev = cut
-            if prev < len(glue):
-                append(gv[prev:])
-            nz = int(zero.sum())
-            self.stats.duplicate += nz
-            self.stats.normal += n - nz
-            self._account(len(glue) + (n - nz) * ps)
-        self.sink.writev(iov)
+        if not n:
+            return
+        flags = np.where(zero, _ZERO | _CONTINUE, _PAGE | _CONTINUE).astype(np.uint64)
+        headers = ((batch.astype(np.uint64) * np.uint64(ps)) | flags).astype(_BE64).view(np.uint8)
+        glue_len = np.where(zero, _ZERO_RECORD, _HEADER_SIZE)
+        ends = np.cumsum(glue_len)
+        glue = np.zeros(int(ends[-1]), np.uint8)
+        starts = ends - glue_len
+        glue[(starts[:, None] + np.arange(_HEADER_SIZE)).reshape(-1)] = headers
+        page_idx = np.flatnonzero(~zero)
+        npage = len(page_idx)
+        cuts = np.empty(npage + 2, np.int64)
+        cuts[0] = 0
+        cuts[1:npage + 1] = starts[page_idx] + _HEADER_SIZE
+        cuts[npage + 1] = len(glue)
+        gv = memoryview(glue)
+        dv = memoryview(data)
+        c = cuts.tolist()
+        offs = (batch[page_idx] * ps).tolist()
+        iov = [None] * (2 * npage + 1)
+        iov[0::2] = [gv[a:b] for a, b in zip(c, c[1:])]
+        iov[1::2] = [dv[o:o + ps] for o in offs]
+        lengths = np.empty(2 * npage + 1, np.int64)
+        lengths[0::2] = np.diff(cuts)
+        lengths[1::2] = ps
+        if not lengths[-1]:
+            iov.pop()
+            lengths = lengths[:-1]
+        nz = n - npage
+        self.stats.duplicate += nz
+        self.stats.normal += npage
+        self._account(len(glue) + npage * ps)
+        self.sink.writev(iov, lengths)
 
     def _send_batch_slow(self, blk, batch: np.ndarray, zero: np.ndarray) -> None:
         """Page by page: XBZRLE against the cache, or compression."""
@@ -570,7 +593,7 @@ class Encoder:
                     continue
             head = self._head(blk.name, addr, _PAGE)
             iov.append(head)
-            iov.append(page.tobytes() if self.xbzrle_enabled else page)
+            iov.append(page)
             st.normal += 1
             self._account(len(head) + ps)
         self.sink.writev(iov)
@@ -589,12 +612,11 @@ class Encoder:
             return None
         st.xbzrle_pages += 1
         prev = cache.get(current_addr)
-        new = page.tobytes()
-        encoded = xbzrle_encode(prev, new, self.page_size)
+        encoded = xbzrle_encode(prev, page, self.page_size)
         if not self.last_stage and encoded != b"":
             # The cache follows what the destination holds, except for
             # skipped (unchanged) pages.
-            prev[:] = new
+            prev[:] = page
         if encoded == b"":
             st.xbzrle_skipped += 1
             return 0
@@ -632,8 +654,7 @@ def _zero_mask(data: np.ndarray, pages: np.ndarray, ps: int) -> np.ndarray:
         return np.zeros(0, bool)
     first, last = int(pages[0]), int(pages[-1])
     if last - first + 1 == len(pages):  # a contiguous stretch: no gather
-        view = data[first * ps:(last + 1) * ps]
-        return ~_rows(view, ps).any(axis=1)
+        return zero_page_mask(data[first * ps:(last + 1) * ps], ps)
     rows = _rows(data, ps)
     return ~rows[pages].any(axis=1)
 
