@@ -106,11 +106,11 @@ class BytesSink:
         self.buffer = bytearray()
 
     def write(self, data) -> None:
-        self.buffer += data
+        self.buffer += memoryview(data)
 
     def writev(self, bufs, lengths=None) -> None:
         for b in bufs:
-            self.buffer += b
+            self.buffer += memoryview(b)
 
     def getvalue(self) -> bytes:
         return bytes(self.buffer)
