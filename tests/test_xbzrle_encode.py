@@ -1,7 +1,9 @@
 """xbzrle_encode is byte-identical to QEMU 7.2's xbzrle_encode_buffer.
 
-Evidence, strongest first: every XBZRLE record of a real QEMU 7.2 capture is
-reproduced from the page before and after it; a C transcription of the
+Evidence, strongest first: every XBZRLE record of two real QEMU 7.2 captures is
+reproduced from the page before and after it, and in the capture with designed
+deltas every page QEMU sent in full although it was cached (an overflow) is one
+our encoder also refuses; a C transcription of the
 word-at-a-time algorithm (written here from its description, compiled with gcc)
 agrees on random pages, including the overflow borders; hand-worked overflow
 cases follow QEMU's check order; decoding restores the new page.
@@ -18,6 +20,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
+from conftest import load_samples
 from migstream.codecs.xbzrle import xbzrle_decode_into, xbzrle_encode
 from migstream.grammar import RamFlag
 from page_history import page_changes
@@ -31,6 +34,44 @@ def test_every_xbzrle_record_of_the_qemu_capture_is_reproduced():
     mismatches = [c.record.offset for c in changes
                   if xbzrle_encode(c.before, c.after, PAGE) != bytes(c.record.data)]
     assert mismatches == []
+
+
+def test_designed_deltas_capture_xbzrle_and_overflow_decisions():
+    """x86-xbzrle-deltas (samples/make_xbzrle_deltas.py): pages driven through qtest
+    with many-run, two-byte-length and limit-border deltas; 64 MiB cache, so no slot
+    ever collides and every page sent once XBZRLE is on stays cached.
+
+    XBZRLE starts after the first full pass (ram.c: xbzrle_enabled), i.e. from the
+    first record for a page already sent.  From then on a PAGE record for a page
+    sent before means QEMU's encoder returned -1 (a miss would have been the
+    page's first send since): ours must return None there."""
+    seen: set = set()
+    cached: set = set()
+    enabled = False
+    xbzrle = overflow = 0
+    sizes = []
+    for c in page_changes("x86-xbzrle-deltas", {int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE)}):
+        rec = c.record
+        key = (rec.block, rec.addr)
+        enabled = enabled or key in seen
+        seen.add(key)
+        kind = rec.flags & ~RamFlag.CONTINUE
+        if kind == RamFlag.XBZRLE:
+            assert key in cached
+            assert xbzrle_encode(c.before, c.after, PAGE) == bytes(rec.data), hex(rec.offset)
+            xbzrle += 1
+            sizes.append(len(rec.data))
+        elif kind == RamFlag.PAGE and key in cached:
+            assert xbzrle_encode(c.before, c.after, PAGE) is None, hex(rec.offset)
+            overflow += 1
+        if enabled:
+            cached.add(key)  # sent as PAGE/XBZRLE or ZERO (xbzrle_cache_zero_page)
+    # The committed capture: 162 XBZRLE records, 66 overflows (= QEMU's own
+    # xbzrle-cache.overflow counter in samples.json).
+    assert xbzrle >= 150 and overflow >= 60
+    sample = next(s for s in load_samples() if s["name"] == "x86-xbzrle-deltas")
+    assert overflow == sample["query_migrate"]["xbzrle-cache"]["overflow"]
+    assert max(sizes) == PAGE and sum(s > 0x7F for s in sizes) > 50
 
 
 # --- hand-worked cases from xbzrle.c's check order -------------------------------------
@@ -238,7 +279,8 @@ def test_agrees_with_the_c_transcription(c_encoder):
     assert borders > 1000  # the overflow side was exercised
 
 
-def test_c_transcription_agrees_on_the_qemu_capture(c_encoder):
+@pytest.mark.parametrize("name", ["x86-xbzrle", "x86-xbzrle-deltas"])
+def test_c_transcription_agrees_on_the_qemu_captures(c_encoder, name):
     """The C transcription itself reproduces QEMU's records (it is a faithful oracle)."""
-    for c in page_changes("x86-xbzrle", {int(RamFlag.XBZRLE)}):
+    for c in page_changes(name, {int(RamFlag.XBZRLE)}):
         assert c_encoder(c.before, c.after, PAGE) == bytes(c.record.data)
