@@ -75,6 +75,8 @@ BATCH_PAGES = 16384
 #: so id 0 resolves to the first registered handler ("timer" on x86).  QEMU 7.2
 #: itself gives "ram" id 2 on x86 pc/q35.
 DEFAULT_RAM_SECTION_ID = 2
+#: Zero-page detection of the next batch in a helper thread.
+PIPELINE = True
 #: Buffers per writev (IOV_MAX on Linux).
 IOV_MAX = 1024
 
@@ -470,11 +472,14 @@ class Encoder:
             else:
                 batches.append(pages[s:s + BATCH_PAGES])
         with ThreadPoolExecutor(max_workers=1) as pool:
-            ahead = pool.submit(_zero_mask, blk.data, batches[0], ps)
+            ahead = pool.submit(_zero_mask, blk.data, batches[0], ps) if PIPELINE else None
             for k, batch in enumerate(batches):
-                zero = ahead.result()
-                if k + 1 < len(batches):
-                    ahead = pool.submit(_zero_mask, blk.data, batches[k + 1], ps)
+                if ahead is not None:
+                    zero = ahead.result()
+                    if k + 1 < len(batches):
+                        ahead = pool.submit(_zero_mask, blk.data, batches[k + 1], ps)
+                else:
+                    zero = _zero_mask(blk.data, batch, ps)
                 if slow:
                     self._send_batch_slow(blk, batch, zero)
                 else:
