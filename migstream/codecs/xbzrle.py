@@ -65,8 +65,11 @@ def xbzrle_decode_into(src, page) -> int:
 # uleb128_encode_small (util/cutils.c) asserts the value fits in 14 bits.
 ULEB128_SMALL_MAX = 0x3FFF
 
-# Up to this many runs a Python loop over slices is cheaper than the numpy scatter.
+# Up to this many runs a Python loop over slices is cheaper than the numpy scatter,
+# and up to this many changed bytes grouping them into runs in Python is cheaper
+# than numpy calls.
 _FEW_RUNS = 16
+_FEW_CHANGED = 48
 
 _ULEB1 = [bytes([v]) for v in range(0x80)]
 
@@ -122,10 +125,24 @@ def xbzrle_encode(old, new, limit: int) -> bytes | None:
         return None if limit < 2 else b""
     if changed + 2 > limit:
         return None  # every changed byte is copied, plus at least two length bytes
+    src = new if isinstance(new, (bytes, bytearray)) else memoryview(b)
+    if changed <= _FEW_CHANGED:
+        # Typical small delta: group the positions in plain Python.
+        starts, ends = [], []
+        prev = -2
+        for i in changed_at.tolist():
+            if i != prev + 1:
+                starts.append(i)
+                ends.append(i)
+            prev = i
+            ends[-1] = i + 1
+        return _encode_runs(starts, ends, src, n, limit)
     # A run ends where the next changed byte is not adjacent.
     cut = np.flatnonzero(changed_at[1:] - changed_at[:-1] != 1)
     if len(cut) < _FEW_RUNS:
-        return _encode_few(changed_at, cut, new, b, n, limit)
+        starts = [int(changed_at[0])] + changed_at[cut + 1].tolist()
+        ends = (changed_at[cut] + 1).tolist() + [int(changed_at[-1]) + 1]
+        return _encode_runs(starts, ends, src, n, limit)
     starts = np.empty(len(cut) + 1, np.int64)
     starts[0] = changed_at[0]
     starts[1:] = changed_at[cut + 1]
@@ -150,11 +167,8 @@ def _run_too_long(n: int) -> ValueError:
     return ValueError(f"XBZRLE run longer than {ULEB128_SMALL_MAX} bytes (page of {n} bytes)")
 
 
-def _encode_few(changed_at, cut, new, b, n: int, limit: int) -> bytes | None:
+def _encode_runs(starts: list, ends: list, src, n: int, limit: int) -> bytes | None:
     """A handful of runs: lengths and slices in plain Python."""
-    starts = [int(changed_at[0])] + changed_at[cut + 1].tolist()
-    ends = (changed_at[cut] + 1).tolist() + [int(changed_at[-1]) + 1]
-    src = new if isinstance(new, (bytes, bytearray)) else memoryview(b)
     parts = []
     total = 0
     prev_end = 0
