@@ -114,8 +114,12 @@ def encode(
                 # never leaves a file that looks like a complete stream.
                 tmp = f"{output}.tmp"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            stats = encode_stream(images, FdSink(fd), xbzrle_cache_size=cache, compress_threads=compress_threads,
-                                  compress_level=compress_level, template=tpl, progress=prog)
+            sink = FdSink(fd)
+            try:
+                stats = encode_stream(images, sink, xbzrle_cache_size=cache, compress_threads=compress_threads,
+                                      compress_level=compress_level, template=tpl, progress=prog)
+            finally:
+                sink.close()
             if tmp is not None:
                 os.close(fd)
                 fd = None

@@ -45,6 +45,8 @@ Rules and where they come from (QEMU 7.2 migration/ram.c unless stated):
 from __future__ import annotations
 
 import os
+import stat
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
@@ -114,36 +116,65 @@ class BytesSink:
         for b in bufs:
             self.buffer += memoryview(b)
 
+    def flush(self) -> None:
+        pass
+
     def getvalue(self) -> bytes:
         return bytes(self.buffer)
 
 
 class FdSink:
-    """Writes to a file descriptor with writev, IOV_MAX buffers at a time,
-    finishing short writes (pipes).  ``lengths`` (a numpy array of the buffer
-    sizes), when given, saves measuring every buffer."""
+    """Writes to a file descriptor.
 
-    def __init__(self, fd: int) -> None:
+    A regular file is written with pwritev at offsets known in advance, by
+    ``threads`` writer threads, so the kernel's copying of one batch overlaps with
+    building the next (the records' sizes, hence their offsets, follow from the
+    zero-page mask alone).  A pipe or socket is written in order with writev.
+    Buffers are IOV_MAX at a time; short writes are finished.  ``lengths`` (a
+    numpy array of the buffer sizes), when given, saves measuring every buffer.
+    Call ``flush()`` at the end: it waits for the writers and raises their errors.
+    """
+
+    def __init__(self, fd: int, *, threads: int = 2, in_flight: int = 4) -> None:
         self.fd = fd
-        self.written = 0
+        self._pool = None
+        if threads and stat.S_ISREG(os.fstat(fd).st_mode):
+            self.offset = os.lseek(fd, 0, os.SEEK_CUR)
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pwritev")
+            self._pending: deque = deque()
+            self._in_flight = in_flight
 
     def write(self, data) -> None:
         self.writev([data])
 
     def writev(self, bufs, lengths=None) -> None:
-        fd = self.fd
         n = len(bufs)
+        if not n:
+            return
         if lengths is None:
             lengths = np.fromiter((len(b) for b in bufs), np.int64, n)
-        wants = np.add.reduceat(lengths, np.arange(0, n, IOV_MAX)).tolist() if n else []
-        for k, s in enumerate(range(0, n, IOV_MAX)):
-            part = bufs[s:s + IOV_MAX]
-            done = os.writev(fd, part)
-            self.written += done
-            if done < wants[k]:
-                self._finish(part, done)
+        wants = np.add.reduceat(lengths, np.arange(0, n, IOV_MAX)).tolist()
+        if self._pool is None:
+            self._write_parts(bufs, wants, None)
+            return
+        off = self.offset
+        self.offset += sum(wants)
+        self._pending.append(self._pool.submit(self._write_parts, bufs, wants, off))
+        while len(self._pending) > self._in_flight:
+            self._pending.popleft().result()
 
-    def _finish(self, part, done: int) -> None:
+    def _write_parts(self, bufs, wants, off) -> None:
+        fd = self.fd
+        for k, want in enumerate(wants):
+            part = bufs[k * IOV_MAX:(k + 1) * IOV_MAX]
+            done = os.writev(fd, part) if off is None else os.pwritev(fd, part, off)
+            if done < want:
+                self._finish(part, done, off)
+            if off is not None:
+                off += want
+
+    def _finish(self, part, done: int, off) -> None:
+        pos = None if off is None else off + done
         for b in part:
             n = len(b)
             if done >= n:
@@ -152,9 +183,25 @@ class FdSink:
             mv = memoryview(b).cast("B")[done:]
             done = 0
             while len(mv):
-                k = os.write(self.fd, mv)
-                self.written += k
+                k = os.write(self.fd, mv) if pos is None else os.pwrite(self.fd, mv, pos)
+                if pos is not None:
+                    pos += k
                 mv = mv[k:]
+
+    def flush(self) -> None:
+        if self._pool is None:
+            return
+        try:
+            while self._pending:
+                self._pending.popleft().result()
+        finally:
+            os.lseek(self.fd, self.offset, os.SEEK_SET)
+
+    def close(self) -> None:
+        """Stop the writers (without waiting for the stream to be complete)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
 
 # --- accounting ------------------------------------------------------------------------
@@ -241,6 +288,11 @@ class _Counting:
             lengths = np.fromiter((len(b) for b in bufs), np.int64, len(bufs))
         self.stats.stream_bytes += int(lengths.sum())
         self.sink.writev(bufs, lengths)
+
+    def flush(self) -> None:
+        flush = getattr(self.sink, "flush", None)
+        if flush is not None:
+            flush()
 
 
 class Encoder:
@@ -363,6 +415,7 @@ class Encoder:
         w(writer.eof())
         if self.template is not None and self.template.vmdescription:
             w(self.template.vmdescription)
+        self.sink.flush()
         self._state = "done"
         if self.compressor is not None:
             self._close_compressor()
