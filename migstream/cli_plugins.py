@@ -8,3 +8,4 @@ Each front-end command that is not part of the core four lives in `cli_<name>.py
 from . import cli_devices  # noqa: F401
 from . import cli_diff  # noqa: F401
 from . import cli_report  # noqa: F401
+from . import cli_encode  # noqa: F401
