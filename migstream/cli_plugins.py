@@ -5,3 +5,4 @@ Each front-end command that is not part of the core four lives in `cli_<name>.py
 """
 
 # One import per line, sorted; keep this file free of anything else.
+from . import cli_tui  # noqa: F401
