@@ -241,7 +241,8 @@ class MigstreamApp(App):
         pagemap.show(block_states, changed, selected)
         counts = np.bincount(block_states, minlength=len(PageState))
         per_cell = 2 * pagemap.pages_per_cell
-        note = f"{int(changed.sum())} pages in this step"
+        n = int(changed.sum())
+        note = f"{n} page{'s' if n != 1 else ''} in this step"
         if selected is not None:
             note += f" · page {selected} ({selected * (ix.page_size or 4096):#x})"
         legend.show(counts, note)
@@ -266,35 +267,46 @@ class MigstreamApp(App):
     def _refresh_summary(self) -> None:
         ix = self.index
         cfg = ix.configuration
-        line1 = Text()
-        line1.append(os.path.basename(self.path), style="bold")
-        line1.append(f" · {cfg.machine if cfg else 'no configuration'} · stream v{ix.version or '?'}"
-                     f" · page {ix.page_size or '?'}")
-        if cfg and cfg.capabilities:
-            line1.append(" · caps " + ",".join(cfg.capabilities))
+        width = max(20, self.size.width - 2)
+        # Most important first; what does not fit on the first line is dropped.
+        facts = [(os.path.basename(self.path), "bold"), (cfg.machine if cfg else "no configuration", ""),
+                 (f"v{ix.version or '?'}", ""), (f"page {ix.page_size or '?'}", "")]
         total = sum(b.used_length for b in ix.blocks)
-        line1.append(f" · {len(ix.blocks)} blocks {human(total)} · {ix.count} rows"
-                     f" · {max(0, len(ix.ram_sections) - 2)} iterations")
+        facts.append((f"{len(ix.blocks)} blocks {human(total)}", ""))
+        facts.append((f"{max(0, len(ix.ram_sections) - 2)} iterations", ""))
+        facts.append((f"{ix.count} rows", ""))
+        if cfg and cfg.capabilities:
+            facts.append(("caps " + ",".join(cfg.capabilities), ""))
         if ix.commands:
-            line1.append(f" · {sum(ix.commands.values())} commands")
+            facts.append((f"{sum(ix.commands.values())} commands", ""))
+        if ix.device_sections:
+            facts.append((f"{ix.device_sections} device sections", ""))
+        line1 = Text()
+        for text, style in facts:
+            sep = " · " if line1.cell_len else ""
+            if line1.cell_len + len(sep) + len(text) > width:
+                continue
+            line1.append(sep)
+            line1.append(text, style=style)
         line2 = Text()
         if ix.complete:
             line2.append("indexed", style="green")
         else:
             pct = 100 * ix.bytes_done / ix.size if ix.size else 0
             line2.append(f"indexing {pct:4.1f}% ({human(ix.bytes_done)})", style="yellow")
-        if ix.error is not None:
-            line2.append(f" · {ix.error}", style="bold red")
-        elif ix.undecoded:
-            line2.append(" · " + ix.undecoded, style="dim")
         if ix.count:
             row = min(self.cursor_row, ix.count - 1)
             sec = ix.section_of_row(row)
             off = int(ix.rows().offset[row])
-            line2.append(f" · row {row} @ {off:#x} · {section_tag(sec)}")
-        line2.append(f" · {'playing' if self.playing else 'paused'} at {SPEEDS[self.speed]} rec/s")
+            line2.append(f" · row {row} @ {off:#x} {section_tag(sec)}")
+        line2.append(f" · {'playing' if self.playing else 'paused'} {SPEEDS[self.speed]}/s")
         if self.filter.active:
-            line2.append(f" · filter: {self.filter.describe(ix)} ({self.table.item_count()} rows)", style="cyan")
+            line2.append(f" · filter {self.filter.describe(ix)} ({self.table.item_count()})", style="cyan")
+        if ix.error is not None:
+            line2.append(f" · {ix.error}", style="bold red")
+        elif ix.undecoded:
+            line2.append(" · " + ix.undecoded, style="dim")
+        line2.truncate(width, overflow="ellipsis")
         self.query_one("#summary", Static).update(Text("\n").join([line1, line2]))
         self.query_one("#records-header", Static).update(
             self.table.header(self.table.scrollable_content_region.width or 60))

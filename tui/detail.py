@@ -167,7 +167,7 @@ class DetailPane(VerticalScroll):
                 o = o[:47] + " …"
                 w = w[:47] + " …"
             text.append(f"  {at:#06x} +{n:<4} ")
-            text.append(o, style="red")
+            text.append(f"{o:<49}", style="red")
             text.append(" -> ")
             text.append(w + "\n", style="green")
         if old is None or new is None:

@@ -23,8 +23,8 @@ KIND_WORDS = {"zero": RamFlag.ZERO, "page": RamFlag.PAGE, "raw": RamFlag.PAGE, "
               "continue": RamFlag.CONTINUE}
 
 #: (title, width) in order of importance; columns that do not fit are dropped.
-COLUMNS = [("offset", 10), ("sect", 4), ("flags", 18), ("block", 10), ("page off", 10), ("enc", 6),
-           ("size", 5)]
+COLUMNS = [("offset", 10), ("flags", 18), ("page off", 10), ("sect", 4), ("block", 10), ("size", 5),
+           ("enc", 6)]
 ORDER = ["offset", "sect", "block", "page off", "flags", "enc", "size"]
 
 
@@ -72,12 +72,16 @@ class RecordTable(LineList):
     def columns(self, width: int) -> list[tuple[str, int]]:
         chosen = []
         used = 0
-        for title, w in COLUMNS:
+        widths = dict(COLUMNS, offset=self._offset_width())
+        for title, w in widths.items():
             if used + w + 1 <= width or not chosen:
                 chosen.append(title)
                 used += w + 1
-        widths = dict(COLUMNS)
         return [(t, widths[t]) for t in ORDER if t in chosen]
+
+    def _offset_width(self) -> int:
+        """Offsets as wide as the stream needs: 0x + hex digits."""
+        return 2 + len(f"{max(self.index.size or 0, self.index.bytes_done, 0xffffff):x}")
 
     def header(self, width: int) -> Text:
         text = Text()
@@ -101,7 +105,7 @@ class RecordTable(LineList):
         kind = RowKind(int(r.kind[row]))
         flags = int(r.flags[row])
         sec = ix.section_of_row(row)
-        cells: dict[str, str] = {"offset": f"{int(r.offset[row]):#010x}", "sect": section_tag(sec),
+        cells: dict[str, str] = {"offset": f"{int(r.offset[row]):#0{self._offset_width()}x}", "sect": section_tag(sec),
                                  "block": "", "page off": "", "flags": "", "enc": "", "size": ""}
         style = "records--other"
         if kind == RowKind.PAGE:
