@@ -20,9 +20,10 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
+from textual.widget import Widget
 from textual.widgets import Footer, Sparkline, Static, TabbedContent, TabPane
 
-from migstream.grammar import RamFlag
+from migstream.grammar import RamFlag, SectionType
 from migstream.index import PageState, RowKind, ScanProgress, StreamIndex
 
 from .detail import DetailPane
@@ -56,6 +57,21 @@ class RowFilter:
         if self.iteration is not None:
             parts.append(f"iter:{self.iteration}")
         return " ".join(parts)
+
+
+class TextLine(Widget):
+    """Fixed-size text (summary, titles): an update repaints without a layout pass."""
+
+    def __init__(self, **kw) -> None:
+        super().__init__(**kw)
+        self.text = Text("")
+
+    def set(self, text: Text) -> None:
+        self.text = text
+        self.refresh()
+
+    def render(self) -> Text:
+        return self.text
 
 
 class IndexProgress(Message):
@@ -110,26 +126,27 @@ class MigstreamApp(App):
         self._timer = None
         self._first_blocks = False
         self.first_screen_at: float | None = None
+        self._shown: dict[str, tuple] = {}
 
     # --- layout ----------------------------------------------------------------------
 
     def compose(self) -> ComposeResult:
         ix = self.index
-        yield Static(id="summary")
+        yield TextLine(id="summary")
         with Horizontal(id="main"):
             with Vertical(id="left"):
-                yield Static(id="records-header")
+                yield TextLine(id="records-header")
                 yield RecordTable(ix, id="records")
             with Vertical(id="right"):
                 yield BlockList(ix, id="blocks")
-                yield Static(id="map-title")
+                yield TextLine(id="map-title")
                 yield PageMap(id="pagemap")
                 yield Legend(id="legend")
         with TabbedContent(id="bottom", initial="detail"):
             with TabPane("Detail", id="detail"):
                 yield DetailPane(ix, id="detail-pane")
             with TabPane("Page history", id="history"):
-                yield Static(id="history-title")
+                yield TextLine(id="history-title")
                 yield PageHistory(ix, id="history-list")
             with TabPane("Timeline", id="timeline"):
                 yield Sparkline([], id="sparkline")
@@ -147,6 +164,13 @@ class MigstreamApp(App):
         import time
 
         self.first_screen_at = time.monotonic()
+
+    def _set(self, selector: str, text: Text) -> None:
+        """Show ``text`` in a TextLine, repainting only when it changed."""
+        key = (text.plain, repr(text.spans), text.style)
+        if self._shown.get(selector) != key:
+            self._shown[selector] = key
+            self.query_one(selector, TextLine).set(text)
 
     @property
     def table(self) -> RecordTable:
@@ -227,9 +251,8 @@ class MigstreamApp(App):
         ix = self.index
         pagemap = self.query_one(PageMap)
         legend = self.query_one(Legend)
-        title = self.query_one("#map-title", Static)
         if self.block is None or self.block >= len(ix.blocks):
-            title.update("page map: no RAM block yet")
+            self._set("#map-title", Text("page map: no RAM block yet"))
             return
         blk = ix.blocks[self.block]
         block_states = states[blk.base:blk.base + blk.pages]
@@ -248,20 +271,19 @@ class MigstreamApp(App):
         legend.show(counts, note)
         text = Text(blk.name, style="bold")
         text.append(f" {blk.pages} pages, {per_cell}/cell, row {self.cursor_row}")
-        title.update(text)
+        self._set("#map-title", text)
 
     def _refresh_history(self) -> None:
         ix = self.index
-        title = self.query_one("#history-title", Static)
         hist = self.query_one(PageHistory)
         if self.block is None or self.page is None or self.block >= len(ix.blocks):
-            title.update("select a page in the map (click, or arrows when the map has focus)")
+            self._set("#history-title", Text("select a page in the map (click, or arrows when the map has focus)"))
             hist.show(np.zeros(0, np.int64), self.cursor_row)
             return
         blk = ix.blocks[self.block]
         rows = ix.rows_touching(self.block, self.page)
-        title.update(f"{blk.name} page {self.page} (offset {self.page * (ix.page_size or 4096):#x}): "
-                     f"{len(rows)} records")
+        self._set("#history-title", Text(f"{blk.name} page {self.page} (offset "
+                                         f"{self.page * (ix.page_size or 4096):#x}): {len(rows)} records"))
         hist.show(rows, self.cursor_row)
 
     def _refresh_summary(self) -> None:
@@ -273,7 +295,8 @@ class MigstreamApp(App):
                  (f"v{ix.version or '?'}", ""), (f"page {ix.page_size or '?'}", "")]
         total = sum(b.used_length for b in ix.blocks)
         facts.append((f"{len(ix.blocks)} blocks {human(total)}", ""))
-        facts.append((f"{max(0, len(ix.ram_sections) - 2)} iterations", ""))
+        parts = sum(1 for i in ix.ram_sections if ix.sections[i].type is SectionType.PART)
+        facts.append((f"{parts} iterations", ""))
         facts.append((f"{ix.count} rows", ""))
         if cfg and cfg.capabilities:
             facts.append(("caps " + ",".join(cfg.capabilities), ""))
@@ -307,9 +330,8 @@ class MigstreamApp(App):
         elif ix.undecoded:
             line2.append(" · " + ix.undecoded, style="dim")
         line2.truncate(width, overflow="ellipsis")
-        self.query_one("#summary", Static).update(Text("\n").join([line1, line2]))
-        self.query_one("#records-header", Static).update(
-            self.table.header(self.table.scrollable_content_region.width or 60))
+        self._set("#summary", Text("\n").join([line1, line2]))
+        self._set("#records-header", self.table.header(self.table.scrollable_content_region.width or 60))
 
     # --- events from the views -------------------------------------------------------
 

@@ -249,7 +249,7 @@ class Legend(Widget):
     def show(self, counts: np.ndarray, note: str) -> None:
         self.counts = counts
         self.note = note
-        self.refresh(layout=True)
+        self.refresh()
 
     def on_resize(self) -> None:
         self.refresh(layout=True)
