@@ -10,3 +10,4 @@ from . import cli_diff  # noqa: F401
 from . import cli_report  # noqa: F401
 from . import cli_encode  # noqa: F401
 from . import cli_tui  # noqa: F401
+from . import cli_capture  # noqa: F401

@@ -201,6 +201,37 @@ CommandElement = Struct(
     "payload" / FixedSized(this.length, Struct("body" / Switch(this._.cmd, COMMAND_PAYLOADS, default=GreedyBytes))),
 )
 
+# --- the return path (destination -> source; migration.c migrate_send_rp_message) --
+
+
+class ReturnPathType(enum.IntEnum):
+    """mig_rp_message_type (migration/migration.c)."""
+
+    INVALID = 0
+    SHUT = 1  # be32 error code (0 = ok): the destination sends nothing more
+    PONG = 2  # be32 value of the PING it answers
+    REQ_PAGES_ID = 3  # postcopy page request naming the RAM block
+    REQ_PAGES = 4  # the same, for the block of the previous request
+    RECV_BITMAP = 5  # postcopy recovery
+    RESUME_ACK = 6
+    SWITCHOVER_ACK = 7  # 8.1+
+
+
+RETURN_PATH_PAYLOADS = {
+    ReturnPathType.SHUT: Struct("value" / Int32ub),
+    ReturnPathType.PONG: Struct("value" / Int32ub),
+    ReturnPathType.REQ_PAGES_ID: Struct("start" / Int64ub, "length" / Int32ub, "idstr" / IdStr),
+    ReturnPathType.REQ_PAGES: Struct("start" / Int64ub, "length" / Int32ub),
+    ReturnPathType.RESUME_ACK: Struct("value" / Int32ub),
+}
+
+ReturnPathMessage = Struct(
+    "type" / Int16ub,
+    "length" / Int16ub,
+    "payload" / FixedSized(this.length, Struct(
+        "body" / Switch(this._.type, RETURN_PATH_PAYLOADS, default=GreedyBytes))),
+)
+
 # --- the RAM section ("ram", instance 0, version 4) -------------------------------
 
 

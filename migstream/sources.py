@@ -24,6 +24,7 @@ import threading
 from typing import BinaryIO, Iterator
 
 from . import grammar_libvirt as gl
+from .capturedir import is_capture_dir, resolve_capture
 from .errors import UsageError
 from .libvirt import SaveImage, is_save_image, read_save_image
 
@@ -121,6 +122,12 @@ class StreamSource:
         self.consumed = 0  # bytes handed out so far (progress)
         self.save_image: SaveImage | None = None
         self.stream_offset = 0
+        # A capture directory (migstream capture/tap) opens as its main channel.
+        self.capture_dir: str | None = None
+        self.channel_paths: list[str] = []  # its multifd / postcopy-preempt channel files
+        if path != "-" and is_capture_dir(path):
+            self.capture_dir = path
+            self.path, self.channel_paths = resolve_capture(path)
         self._open()
 
     def _open(self) -> None:
@@ -130,6 +137,8 @@ class StreamSource:
                 raw = io.BufferedReader(raw)  # type: ignore[arg-type]
             self._wrap(raw, raw.peek(HEAD)[:HEAD])
             return
+        if os.path.isdir(self.path):
+            raise UsageError(f"{self.path} is a directory, and not a capture (no capture.json)")
         try:
             f = open(self.path, "rb")
         except OSError as exc:
