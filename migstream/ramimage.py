@@ -270,7 +270,10 @@ class RamImage:
 
     def _apply_multifd(self, pkt: MultifdPacket) -> None:
         """A multifd packet (multifd_recv_thread): zero pages are zeroed, normal pages
-        copied; consecutive offsets go out in one pwritev."""
+        copied; consecutive offsets go out in one pwritev.  A packet without pages
+        (SYNC) names no block and touches nothing."""
+        if not len(pkt.normal) and not len(pkt.zero):
+            return
         blk = self._block(pkt.block)
         if blk is None:
             return
