@@ -47,6 +47,22 @@ def _print(result: DiffResult, max_ranges: int) -> None:
         more = f" ... and {len(d.ranges) - len(shown)} more" if len(d.ranges) > len(shown) else ""
         print(f"block {d.name}: {d.pages} pages differ in {len(d.ranges)} ranges: "
               + ", ".join(_human_range(s, e) for s, e in shown) + more)
+    for dev in result.devices:
+        head = f"device {dev['device']} instance {dev['instance_id']}"
+        if dev["change"] != "changed":
+            print(f"{head}: {dev['change']}")
+            continue
+        fields = dev["fields"]
+        shown = ", ".join(f"{f['field'] or '(state)'} {_short(f['a'])} -> {_short(f['b'])}" for f in fields[:max_ranges])
+        more = f" ... and {len(fields) - max_ranges} more" if len(fields) > max_ranges else ""
+        print(f"{head}: {len(fields)} fields differ: {shown}{more}")
+    if not result.devices_compared:
+        print("note: device state not compared (a side is an extract directory, STREAM@N or stdin)")
+
+
+def _short(v) -> str:
+    text = f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @app.command("diff")
@@ -54,7 +70,8 @@ def diff_command(side_a: SideArg, side_b: SideArg,
                  json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output (every range).")] = False,
                  max_ranges: Annotated[int, typer.Option("--max-ranges", help="Ranges listed per block in text output.")] = 8,
                  page_size: PageSizeOpt = None) -> None:
-    """Compare two saves: configuration, RAM blocks added/removed/resized, pages that differ.
+    """Compare two saves: configuration, RAM blocks added/removed/resized, pages that differ,
+    device state field by field.
 
     Exit 0 when equal, 1 when different, 2 on unreadable input or an invalid stream."""
     try:
