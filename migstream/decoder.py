@@ -372,6 +372,7 @@ class StreamDecoder:
                 fields["capabilities"] = tuple(body.capabilities)
             elif "uuid" in body:
                 fields["uuid"] = bytes(body.uuid)
+        fields["data"] = bytes(self._buf[off + 1 - self._base:self._pos])
         self.configuration = Configuration(off, machine, **fields)
         caps = set(self.configuration.capabilities)
         if "mapped-ram" in caps:

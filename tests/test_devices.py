@@ -238,3 +238,25 @@ def test_s390_storage_attribute_runs():
         decode_s390_storage_attributes(struct.pack(">QQ", 2, 1 << 60))
     with pytest.raises(VmstateError, match="incomplete"):
         decode_s390_storage_attributes(struct.pack(">Q", 4))
+
+
+def test_configuration_entry_of_newer_qemu(states):
+    """QEMU 8.2+ describes the configuration section in the JSON: decoded like a device,
+    it must say what the grammar read from the same bytes."""
+    cfg = states("x86-qemu10-ignore-shared")["configuration"]
+    assert cfg["machine"] == "pc-i440fx-10.0"
+    state = cfg["state"]
+    assert state["len"] == len(cfg["machine"])
+    assert bytes.fromhex(state["name"]).decode() == cfg["machine"]
+    caps = state["configuration/capabilities"]
+    assert caps["caps_count"] == 1 and caps["capabilities"] == "x-ignore-shared" == cfg["capabilities"][0]
+    # 7.2 has no such entry
+    assert "state" not in states("x86-ignore-shared")["configuration"]
+
+
+def test_qemu10_devices_decode(states):
+    doc = states("x86-qemu10-ignore-shared")
+    assert doc["error"] is None and not [s for s in doc["sections"] if s.get("error")]
+    assert all(s["state"] is not None for s in doc["sections"])
+    cpu = next(s for s in doc["sections"] if s["idstr"] == "cpu")["state"]
+    assert 0x7C00 <= cpu["env.eip"] < 0x9000 and cpu["env.cr[0]"] & 1
