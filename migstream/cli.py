@@ -420,8 +420,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    # Run as `python -m migstream.cli`: plugins registered on the imported
-    # module `migstream.cli`, not on this __main__ copy; use that one.
+    # Run as `python -m migstream.cli`: plugin commands register on the app of the
+    # module `migstream.cli`, not on this `__main__` copy, so start from there.
     from migstream.cli import main as _main
 
     _main()

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Callable
 
 from .errors import StreamError
-from .events import PageRecord, PageRun, RamBlockList
+from .events import PageRecord, PageRun, RamBlockList, SectionStart
+from .grammar import SectionType
 from .ramimage import RamImage
 from .sources import StreamSource
 from .stream import iter_events, open_decoder
@@ -19,18 +20,29 @@ class ExtractResult:
 
 
 def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page_size: int | None = None,
-            allow_hook: bool = False, progress: Callable[[int], None] | None = None) -> ExtractResult:
+            allow_hook: bool = False, progress: Callable[[int], None] | None = None,
+            until_iteration: int | None = None) -> ExtractResult:
     """Decode ``stream`` into ``directory``.  A stream error does not raise: what was
-    decoded before it is kept and the manifest says ``"complete": false``."""
+    decoded before it is kept and the manifest says ``"complete": false``.
+    ``until_iteration=N`` stops before the RAM section that follows the N-th RAM
+    PART section: the memory as the destination held it after N iterations."""
     with StreamSource(stream) as source:
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
         image = None
         error = None
         block_list: RamBlockList | None = None
         sent: set[str] = set()  # blocks that had at least one page record
+        parts = 0
+        stopped = False
         try:
             for ev in iter_events(source, decoder, progress):
                 t = type(ev)
+                if until_iteration is not None and t is SectionStart and ev.idstr == "ram" \
+                        and ev.type in (SectionType.PART, SectionType.END):
+                    if parts == until_iteration:
+                        stopped = True
+                        break
+                    parts += ev.type == SectionType.PART
                 if t is PageRun or t is PageRecord:
                     sent.add(ev.block)
                 elif t is RamBlockList:
@@ -46,15 +58,24 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         machine = decoder.configuration.machine if decoder.configuration else None
         extra = {"page_size_source": decoder.page_size_source}
         warnings = list(decoder.warnings)
+        if until_iteration is not None:
+            extra["until_iteration"] = until_iteration
+            if not stopped and error is None:
+                error = StreamError(f"the stream has only {parts} RAM iterations (PART sections), "
+                                    f"not {until_iteration}", decoder.offset, section="ram")
+        if decoder.configuration is not None:
+            extra["capabilities"] = list(decoder.configuration.capabilities)
+            extra["target_page_bits"] = decoder.configuration.target_page_bits
         saved = source.save_image
         if saved is not None:
             extra["libvirt"] = saved.as_dict()
             if not saved.complete:
                 warnings.append((0, "libvirt save image is incomplete (LibvirtQemudPart): the save never "
                                     "finished"))
-        complete = error is None and decoder.ram_complete and (saved is None or saved.complete)
+        complete = error is None and (stopped or decoder.ram_complete) and (saved is None or saved.complete)
         ignore_shared = bool(decoder.configuration and "x-ignore-shared" in decoder.configuration.capabilities)
-        absent = _absent_blocks(block_list, sent, complete, ignore_shared, warnings, blocks)
+        # Absence can only be told from a stream read to its RAM END.
+        absent = _absent_blocks(block_list, sent, complete and not stopped, ignore_shared, warnings, blocks)
         manifest = image.close(machine=machine, complete=complete, error=str(error) if error else None,
                                extra=extra)
         _annotate_blocks(manifest, block_list, absent, ignore_shared)
