@@ -191,6 +191,10 @@ def decode_vmstate(payload, description: dict, *, offset: int = 0, device: str =
     state: dict[str, Any] = {}
     try:
         _read_vmsd(r, description, "", 0, state)
+    except (AttributeError, TypeError, ValueError) as exc:
+        # A description that is not shaped like QEMU's (hostile or damaged JSON).
+        raise VmstateError(f"unusable description: {exc.__class__.__name__}: {exc}", offset + r.pos,
+                           device=device) from exc
     except Undescribed as exc:
         state["__undescribed__"] = {"offset": exc.offset, "reason": str(exc), "bytes": r.data[r.pos:].hex()}
         return state

@@ -260,3 +260,32 @@ def test_qemu10_devices_decode(states):
     assert all(s["state"] is not None for s in doc["sections"])
     cpu = next(s for s in doc["sections"] if s["idstr"] == "cpu")["state"]
     assert 0x7C00 <= cpu["env.eip"] < 0x9000 and cpu["env.cr[0]"] & 1
+
+
+def test_misshapen_description_is_an_error_not_a_crash():
+    for desc in ({"fields": "abc"}, {"fields": [{"name": "a", "size": "x"}]}, {"subsections": [7]}):
+        with pytest.raises(VmstateError, match="unusable description"):
+            decode_vmstate(b"\x00" * 8, desc)
+
+
+def test_damaged_subsection_marker_in_a_real_stream(raw_sample_dir, tmp_path):
+    """A subsection marker of the CPU broken in a real capture: that section reports the
+    exact offset, the others still decode, the command exits 1."""
+    path = raw_sample_dir / "x86-stopped.mig"
+    doc = device_states(str(path))
+    cpu = next(s for s in doc["sections"] if s["idstr"] == "cpu")
+    data = bytearray(path.read_bytes())
+    first_sub = next(k for k in cpu["state"] if k.startswith("cpu/"))
+    needle = b"\x05" + bytes([len(first_sub)]) + first_sub.encode()
+    at = data.index(needle, cpu["offset"], cpu["offset"] + cpu["size"])
+    data[at] = 0x06
+    bad = tmp_path / "bad.mig"
+    bad.write_bytes(bytes(data))
+    doc = device_states(str(bad))
+    broken = [s for s in doc["sections"] if s.get("error")]
+    assert [s["idstr"] for s in broken] == ["cpu"]
+    assert f"offset 0x{at:x}" in broken[0]["error"] and first_sub in broken[0]["error"]
+    assert sum(1 for s in doc["sections"] if s.get("state")) == len(doc["sections"]) - 1
+    proc = subprocess.run([sys.executable, "-m", "migstream.cli", "devices", str(bad)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and f"offset 0x{at:x}" in proc.stderr and "Traceback" not in proc.stderr
