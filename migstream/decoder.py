@@ -437,6 +437,7 @@ class StreamDecoder:
                 fields["capabilities"] = tuple(body.capabilities)
             elif "uuid" in body:
                 fields["uuid"] = bytes(body.uuid)
+        fields["data"] = bytes(self._buf[off + 1 - self._base:self._pos])
         self.configuration = Configuration(off, machine, **fields)
         self._mapped_ram = "mapped-ram" in self.configuration.capabilities
         return self.configuration
