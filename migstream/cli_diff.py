@@ -11,9 +11,8 @@ from typing import Annotated
 
 import typer
 
-from .cli import PageSizeOpt, _err, app
+from .cli import PageSizeOpt, _run, app
 from .diff import DiffResult, diff as do_diff
-from .errors import MigstreamError, StreamError
 
 SideArg = Annotated[str, typer.Argument(
     metavar="SIDE", help="A stream (file, .gz/.xz/.zst, - for stdin), STREAM@N (after N RAM iterations), "
@@ -74,17 +73,7 @@ def diff_command(side_a: SideArg, side_b: SideArg,
     device state field by field.
 
     Exit 0 when equal, 1 when different, 2 on unreadable input or an invalid stream."""
-    try:
-        result = do_diff(side_a, side_b, page_size=page_size)
-    except StreamError as exc:
-        _err(str(exc))
-        raise typer.Exit(2)
-    except MigstreamError as exc:
-        _err(f"error: {exc}")
-        raise typer.Exit(2)
-    except OSError as exc:
-        _err(f"error: {exc}")
-        raise typer.Exit(2)
+    result = _run(lambda: do_diff(side_a, side_b, page_size=page_size), trouble=2)
     if json_out:
         print(json.dumps(result.as_dict(), indent=2))
     else:
