@@ -1,0 +1,753 @@
+"""Random access to a migration stream: the model behind the TUI (no Textual here).
+
+``StreamIndex`` opens a stream and ``scan()`` (a generator the TUI drives from a
+worker thread, as toolong does for log files) decodes it with ``StreamDecoder``
+and fills columns of numpy arrays, one entry per *row*: a RAM record (page runs
+are expanded), a section header, a command, a device section...  Scanning yields
+a ``ScanProgress`` every ``budget`` seconds, so a front end can show the first
+rows of a 1 GiB stream while the rest is still being indexed.
+
+Memory: about 17 bytes per row (offset, row kind, flags, block, page), plus page
+map checkpoints of one byte per guest page every ``K = max(65536, guest pages)``
+rows, i.e. at most one more byte per row.  A 1 GiB stream of 4 KiB pages has
+262,144 rows: 4.5 MB of index.  Nothing is kept of the stream's bytes: a record's
+details are read back on demand with ``os.pread``.
+
+Sources that cannot be mapped (gzip/xz/zstd files, pipes) are spooled: each
+decompressed chunk is appended to an anonymous temporary file before the decoder
+sees it, and reads go to that file.  The spool costs disk space equal to the
+decompressed stream; plain files are read in place.
+
+"Page map as of row N": the scan keeps one state byte per page (``PageState``:
+how the page was last sent) and saves a copy every K rows.  ``page_states(N)``
+copies the checkpoint at or before N and replays the rows in between with numpy
+(at most K rows), so any cursor position costs one copy and one vectorised pass.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import struct
+import tempfile
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import numpy as np
+
+from .codecs.xbzrle import xbzrle_decode_into
+from .decoder import inflate_page
+from .errors import StreamError, XbzrleError
+from .events import (
+    CommandEvent,
+    Configuration,
+    DeviceState,
+    EndOfStream,
+    FileHeader,
+    PackageEnd,
+    PageRecord,
+    PageRun,
+    RamBlockList,
+    RamMarker,
+    SectionEnd,
+    SectionStart,
+    Undecoded,
+    VmDescription,
+)
+from .grammar import Command, RamFlag, SectionType
+from .sources import StreamSource
+from .stream import open_decoder
+
+_CONTINUE = int(RamFlag.CONTINUE)
+_PAGE, _ZERO, _XBZRLE, _COMPRESS = (int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE),
+                                    int(RamFlag.COMPRESS_PAGE))
+
+
+class RowKind(enum.IntEnum):
+    """What a row of the index is."""
+
+    HEADER = 0
+    CONFIGURATION = 1
+    SECTION = 2  # a section header (START/PART/END/FULL); flags = SectionType
+    MEM_SIZE = 3
+    PAGE = 4  # a RAM record for one page; flags = RAM flags
+    MARKER = 5  # EOS, MULTIFD_FLUSH, HOOK; flags = RAM flags
+    COMMAND = 6  # flags = command number
+    DEVICE = 7  # a device section's payload
+    PACKAGE_END = 8
+    EOF = 9
+    VMDESCRIPTION = 10
+    UNDECODED = 11
+
+
+class PageState(enum.IntEnum):
+    """How a page was last sent: the page map's colours."""
+
+    NEVER = 0
+    ZERO = 1
+    RAW = 2
+    XBZRLE = 3
+    COMPRESSED = 4
+    MULTIFD = 5  # pages on multifd channels (not in a main-channel stream)
+
+
+#: RAM record kind -> PageState.
+_STATE_OF_KIND = np.zeros(0x400, dtype=np.uint8)
+_STATE_OF_KIND[_ZERO] = PageState.ZERO
+_STATE_OF_KIND[_PAGE] = PageState.RAW
+_STATE_OF_KIND[_XBZRLE] = PageState.XBZRLE
+_STATE_OF_KIND[_COMPRESS] = PageState.COMPRESSED
+_STATE_OF_KIND[_ZERO | _CONTINUE] = PageState.ZERO
+_STATE_OF_KIND[_PAGE | _CONTINUE] = PageState.RAW
+_STATE_OF_KIND[_XBZRLE | _CONTINUE] = PageState.XBZRLE
+_STATE_OF_KIND[_COMPRESS | _CONTINUE] = PageState.COMPRESSED
+
+ENCODING_OF_STATE = {PageState.NEVER: "never sent", PageState.ZERO: "zero", PageState.RAW: "raw",
+                     PageState.XBZRLE: "xbzrle", PageState.COMPRESSED: "compressed",
+                     PageState.MULTIFD: "multifd"}
+
+MIN_CHECKPOINT_ROWS = 65536
+_NO_BLOCK = -1
+
+
+@dataclass
+class BlockInfo:
+    index: int
+    name: str
+    used_length: int
+    pages: int
+    base: int  # first slot in the page-state array
+    sent: np.ndarray = field(default_factory=lambda: np.zeros(len(PageState), dtype=np.int64))  # records by state
+
+
+@dataclass
+class SectionInfo:
+    """One section (or command) in stream order: the timeline's lines."""
+
+    row: int
+    offset: int
+    type: SectionType | None  # None for a command
+    section_id: int
+    idstr: str
+    end_offset: int = 0  # after the footer
+    payload_end: int = 0  # where the footer (or the next element) starts
+    end_row: int = 0
+    iteration: int | None = None  # position among the RAM sections: START 0, PARTs 1.., END last
+    pages: np.ndarray = field(default_factory=lambda: np.zeros(len(PageState), dtype=np.int64))
+    page_bytes: int = 0  # bytes of RAM page records
+
+    @property
+    def label(self) -> str:
+        if self.type is None:
+            return f"COMMAND {self.idstr}"
+        return f"{self.type.name} {self.idstr}"
+
+
+@dataclass(frozen=True)
+class ScanProgress:
+    bytes_done: int
+    bytes_total: int | None
+    rows: int
+    complete: bool
+
+
+@dataclass
+class RecordDetail:
+    """One row read back from the stream."""
+
+    row: int
+    kind: RowKind
+    offset: int
+    size: int  # bytes of the element (header + payload)
+    header: bytes  # the bytes before the payload
+    payload: bytes
+    flags: int = 0
+    addr: int | None = None
+    block: str | None = None
+    idstr_in_record: bool = False
+    fill: int | None = None
+    compressed_length: int | None = None
+    description: str = ""
+
+
+class _Column:
+    """A growable numpy column; ``view(n)`` is safe to read while it grows."""
+
+    def __init__(self, dtype) -> None:
+        self.data = np.zeros(1024, dtype=dtype)
+
+    def put(self, at: int, values) -> None:
+        end = at + len(values)
+        if end > len(self.data):
+            grown = np.zeros(max(end, 2 * len(self.data)), dtype=self.data.dtype)
+            grown[:at] = self.data[:at]
+            grown[at:end] = values
+            self.data = grown  # one reference swap: readers see old or new, both valid to `at`
+        else:
+            self.data[at:end] = values
+
+
+@dataclass(frozen=True)
+class Rows:
+    """A consistent snapshot of the index columns (views, do not modify)."""
+
+    count: int
+    offset: np.ndarray
+    kind: np.ndarray
+    flags: np.ndarray
+    block: np.ndarray
+    page: np.ndarray
+
+
+class StreamIndex:
+    """The rows of a stream and the page state of its RAM blocks, built by ``scan()``."""
+
+    def __init__(self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None) -> None:
+        self.path = path
+        self._source = StreamSource(path)
+        self.size = self._source.size  # None until a spooled source is complete
+        if self._source.seekable_file is not None:
+            self._fd = os.open(path, os.O_RDONLY)
+            self._spool = None
+        else:
+            self._spool = tempfile.TemporaryFile(prefix="migstream-spool-")
+            self._fd = self._spool.fileno()
+        self.spooled = self._spool is not None
+        self._decoder = open_decoder(self._source, page_size=page_size)
+        self._checkpoint_rows = checkpoint_rows
+        self._lock = threading.Lock()
+        self._cancel = threading.Event()
+
+        self.count = 0  # rows readers can see
+        self._next_row = 0  # rows added, committed or not
+        self._pending: list[tuple] = []
+        self._offset = _Column(np.int64)
+        self._kind = _Column(np.uint8)
+        self._flags = _Column(np.uint16)
+        self._block = _Column(np.int16)
+        self._page = _Column(np.uint32)
+
+        self.version: int | None = None
+        self.configuration: Configuration | None = None
+        self.page_size: int | None = page_size
+        self.page_size_source: str | None = None
+        self.blocks: list[BlockInfo] = []
+        self._block_by_name: dict[str, int] = {}
+        self.sections: list[SectionInfo] = []
+        self._section_rows: list[int] = []
+        self.ram_sections: list[int] = []  # indexes into sections
+        self.commands: dict[str, int] = {}
+        self.device_sections = 0
+        self.has_description = False
+        self.eof = False
+        self.undecoded: str | None = None
+        self.error: StreamError | None = None
+        self.complete = False
+        self.bytes_done = 0
+        self.ram_complete = False
+
+        self._state = np.zeros(0, dtype=np.uint8)
+        self._checkpoints: list[tuple[int, np.ndarray]] = [(0, self._state.copy())]
+        self._rows_since_checkpoint = 0
+        self._state_cache: tuple[int, np.ndarray] | None = None
+
+    # --- scanning ----------------------------------------------------------------
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    def scan(self, budget: float = 0.1) -> Iterator[ScanProgress]:
+        """Index the whole stream, yielding progress every ``budget`` seconds (and at
+        the end).  Stops early, incomplete, after ``cancel()``."""
+        dec = self._decoder
+        deadline = time.monotonic() + budget
+        spool = self._spool
+        try:
+            from .events import NEED_DATA
+
+            chunks = self._source.chunks()
+            finished = False
+            while not finished:
+                chunk = next(chunks, None)
+                if chunk is None:
+                    dec.feed(b"")
+                else:
+                    if spool is not None:
+                        spool.write(chunk)
+                        spool.flush()
+                    dec.feed(chunk)
+                while True:
+                    ev = dec.next_event()
+                    if ev is NEED_DATA:
+                        break
+                    if ev is None:
+                        finished = True
+                        break
+                    self._add(ev)
+                    if time.monotonic() >= deadline:
+                        self._flush()
+                        self.bytes_done = dec.offset
+                        yield self.progress()
+                        deadline = time.monotonic() + budget
+                    if self._cancel.is_set():
+                        return
+                if chunk is None:
+                    finished = True
+        except StreamError as exc:
+            self.error = exc
+        finally:
+            self._source.close()
+        self.bytes_done = dec.offset
+        if self.size is None:
+            self.size = dec.offset
+        self.page_size = dec.page_size
+        self.page_size_source = dec.page_size_source
+        self.ram_complete = dec.ram_complete
+        self.warnings = list(dec.warnings)
+        self._flush()
+        self._checkpoint()
+        self.complete = True
+        yield self.progress()
+
+    def progress(self) -> ScanProgress:
+        return ScanProgress(self.bytes_done, self.size, self.count, self.complete)
+
+    def _append(self, offsets, kind, flags, block, page) -> None:
+        self._flush()
+        n = len(offsets)
+        at = self.count
+        with self._lock:
+            self._offset.put(at, offsets)
+            self._kind.put(at, np.full(n, kind, np.uint8) if np.isscalar(kind) else kind)
+            self._flags.put(at, np.full(n, flags, np.uint16) if np.isscalar(flags) else flags)
+            self._block.put(at, np.full(n, block, np.int16) if np.isscalar(block) else block)
+            self._page.put(at, np.full(n, page, np.uint32) if np.isscalar(page) else page)
+            self.count = at + n
+        self._next_row = self.count
+
+    def _row(self, offset: int, kind: RowKind, flags: int = 0, block: int = _NO_BLOCK, page: int = 0) -> None:
+        # Single rows wait in a list and are committed in batches (numpy calls per
+        # row would cost more than decoding the record).
+        self._pending.append((offset, kind, flags, block, page))
+        self._next_row += 1
+
+    def _flush(self) -> None:
+        pend = self._pending
+        if not pend:
+            return
+        self._pending = []
+        cols = list(zip(*pend))
+        n = len(pend)
+        at = self.count
+        with self._lock:
+            self._offset.put(at, np.array(cols[0], np.int64))
+            self._kind.put(at, np.array(cols[1], np.uint8))
+            self._flags.put(at, np.array(cols[2], np.uint16))
+            self._block.put(at, np.array(cols[3], np.int16))
+            self._page.put(at, np.array(cols[4], np.uint32))
+            self.count = at + n
+
+    def _block_index(self, name: str) -> int:
+        i = self._block_by_name.get(name)
+        if i is None:  # a block MEM_SIZE did not announce: no page map for it
+            i = len(self.blocks)
+            self.blocks.append(BlockInfo(i, name, 0, 0, len(self._state)))
+            self._block_by_name[name] = i
+        return i
+
+    def _current_section(self) -> SectionInfo | None:
+        return self.sections[-1] if self.sections else None
+
+    def _add(self, ev) -> None:
+        t = type(ev)
+        if t is PageRun:
+            self._add_run(ev)
+        elif t is PageRecord:
+            self._add_page(ev)
+        elif t is RamMarker:
+            self._row(ev.offset, RowKind.MARKER, ev.flags)
+        elif t is SectionStart:
+            self._section_start(ev)
+        elif t is SectionEnd:
+            sec = self._current_section()
+            if sec is not None:
+                sec.payload_end = ev.offset
+                sec.end_offset = ev.offset + (5 if ev.footer else 0)
+                sec.end_row = self._next_row
+        elif t is RamBlockList:
+            self._mem_size(ev)
+        elif t is CommandEvent:
+            self._row(ev.offset, RowKind.COMMAND, ev.cmd)
+            self.commands[ev.name] = self.commands.get(ev.name, 0) + 1
+            info = SectionInfo(self._next_row - 1, ev.offset, None, 0, ev.name, ev.offset + 5 + ev.length,
+                               ev.offset + 5 + ev.length, self._next_row)
+            self.sections.append(info)
+            self._section_rows.append(info.row)
+        elif t is DeviceState:
+            self._row(ev.offset, RowKind.DEVICE)
+            self.device_sections += 1
+        elif t is FileHeader:
+            self.version = ev.version
+            self._row(ev.offset, RowKind.HEADER)
+        elif t is Configuration:
+            self.configuration = ev
+            self._row(ev.offset, RowKind.CONFIGURATION)
+        elif t is PackageEnd:
+            self._row(ev.offset, RowKind.PACKAGE_END)
+        elif t is EndOfStream:
+            self.eof = True
+            self._row(ev.offset, RowKind.EOF)
+        elif t is VmDescription:
+            self.has_description = True
+            self._row(ev.offset, RowKind.VMDESCRIPTION)
+        elif t is Undecoded:
+            self.undecoded = ev.reason
+            self._row(ev.offset, RowKind.UNDECODED)
+
+    def _section_start(self, ev: SectionStart) -> None:
+        self._row(ev.offset, RowKind.SECTION, int(ev.type))
+        info = SectionInfo(self._next_row - 1, ev.offset, ev.type, ev.section_id, ev.idstr)
+        if ev.idstr == "ram":
+            info.iteration = len(self.ram_sections)
+            self.ram_sections.append(len(self.sections))
+        self.sections.append(info)
+        self._section_rows.append(info.row)
+
+    def _mem_size(self, ev: RamBlockList) -> None:
+        self._row(ev.offset, RowKind.MEM_SIZE, int(RamFlag.MEM_SIZE))
+        ps = self._decoder.page_size
+        self.page_size = ps
+        self.page_size_source = self._decoder.page_size_source
+        grow = []
+        for b in ev.blocks:
+            if b.name in self._block_by_name:
+                continue
+            pages = -(-b.used_length // ps)
+            base = len(self._state) + sum(len(g) for g in grow)
+            info = BlockInfo(len(self.blocks), b.name, b.used_length, pages, base)
+            self.blocks.append(info)
+            self._block_by_name[b.name] = info.index
+            grow.append(np.zeros(pages, np.uint8))
+        if grow:
+            self._state = np.concatenate([self._state, *grow])
+
+    def _count_pages(self, block: BlockInfo, states: np.ndarray, nbytes: int) -> None:
+        counts = np.bincount(states, minlength=len(PageState))
+        block.sent += counts
+        sec = self._current_section()
+        if sec is not None:
+            sec.pages += counts
+            sec.page_bytes += nbytes
+
+    def _add_run(self, run: PageRun) -> None:
+        n = run.count
+        ps = run.page_size
+        offsets = np.frombuffer(run.starts, dtype=np.int64, count=n) + run.offset
+        kinds = np.frombuffer(run.kinds, dtype=np.uint8)
+        bi = self._block_index(run.block)
+        first = run.addr // ps
+        pages = np.arange(first, first + n, dtype=np.uint32)
+        self._append(offsets, RowKind.PAGE, kinds.astype(np.uint16) | _CONTINUE, bi, pages)
+        blk = self.blocks[bi]
+        states = _STATE_OF_KIND[kinds]
+        if blk.pages:
+            self._state[blk.base + first:blk.base + first + n] = states
+        self._count_pages(blk, states, len(run.data))
+        self._after_rows(n)
+
+    def _add_page(self, rec: PageRecord) -> None:
+        bi = self._block_index(rec.block)
+        ps = self._decoder.page_size
+        page = rec.addr // ps
+        self._row(rec.offset, RowKind.PAGE, rec.flags, bi, page)
+        blk = self.blocks[bi]
+        state = int(_STATE_OF_KIND[rec.flags])
+        if page < blk.pages:
+            self._state[blk.base + page] = state
+        blk.sent[state] += 1
+        sec = self._current_section()
+        if sec is not None:
+            sec.pages[state] += 1
+            sec.page_bytes += rec.size
+        self._after_rows(1)
+
+    def _after_rows(self, n: int) -> None:
+        self._rows_since_checkpoint += n
+        every = self._checkpoint_rows or max(MIN_CHECKPOINT_ROWS, len(self._state))
+        if self._rows_since_checkpoint >= every:
+            self._checkpoint()
+
+    def _checkpoint(self) -> None:
+        self._flush()
+        with self._lock:
+            if self._checkpoints[-1][0] == self.count and len(self._checkpoints[-1][1]) == len(self._state):
+                return
+            self._checkpoints.append((self.count, self._state.copy()))
+            self._rows_since_checkpoint = 0
+
+    # --- reading -----------------------------------------------------------------
+
+    def rows(self) -> Rows:
+        with self._lock:
+            n = self.count
+            return Rows(n, self._offset.data[:n], self._kind.data[:n], self._flags.data[:n],
+                        self._block.data[:n], self._page.data[:n])
+
+    @property
+    def total_pages(self) -> int:
+        return len(self._state)
+
+    def block_named(self, name: str) -> BlockInfo | None:
+        i = self._block_by_name.get(name)
+        return self.blocks[i] if i is not None else None
+
+    def section_of_row(self, row: int) -> SectionInfo | None:
+        """The section (or command) a row belongs to."""
+        rows = self._section_rows
+        i = int(np.searchsorted(np.asarray(rows[:len(self.sections)], dtype=np.int64), row, side="right")) - 1
+        return self.sections[i] if i >= 0 else None
+
+    def iteration_of_row(self, row: int) -> int | None:
+        sec = self.section_of_row(row)
+        return sec.iteration if sec is not None else None
+
+    def row_at_offset(self, offset: int) -> int:
+        """The row that contains byte ``offset`` (the last row starting at or before it)."""
+        r = self.rows()
+        i = int(np.searchsorted(r.offset, offset, side="right")) - 1
+        return max(i, 0)
+
+    def page_states(self, row: int) -> np.ndarray:
+        """How every page (all blocks, see ``BlockInfo.base``) was last sent as of
+        ``row`` inclusive (-1: before the first row).  A new array, cached for the
+        last row asked."""
+        cached = self._state_cache
+        if cached is not None and cached[0] == row:
+            return cached[1]
+        with self._lock:
+            cps = list(self._checkpoints)
+        target = row + 1  # rows [0, target) applied
+        i = max(k for k, (at, _) in enumerate(cps) if at <= target)
+        at, snap = cps[i]
+        state = np.zeros(self.total_pages, dtype=np.uint8)
+        state[:len(snap)] = snap
+        r = self.rows()
+        target = min(target, r.count)
+        if target > at:
+            kind = r.kind[at:target]
+            sel = np.flatnonzero(kind == RowKind.PAGE)
+            if len(sel):
+                blocks = r.block[at:target][sel]
+                pages = r.page[at:target][sel].astype(np.int64)
+                flags = r.flags[at:target][sel]
+                self._apply(state, blocks, pages, _STATE_OF_KIND[flags])
+        self._state_cache = (row, state)
+        return state
+
+    def _apply(self, state, blocks, pages, values) -> None:
+        bases = np.array([b.base for b in self.blocks] + [0], dtype=np.int64)
+        limits = np.array([b.pages for b in self.blocks] + [0], dtype=np.int64)
+        ok = pages < limits[blocks]
+        slots = (bases[blocks] + pages)[ok]
+        values = values[ok]
+        # The last write to a slot wins: take each slot's last occurrence.
+        rev = slots[::-1]
+        uniq, first = np.unique(rev, return_index=True)
+        state[uniq] = values[::-1][first]
+
+    def rows_touching(self, block: int, page: int, upto: int | None = None) -> np.ndarray:
+        """Rows of the RAM records that sent ``page`` of ``block``, in order."""
+        r = self.rows()
+        n = r.count if upto is None else min(r.count, upto)
+        hits = (r.block[:n] == block) & (r.page[:n] == page) & (r.kind[:n] == RowKind.PAGE)
+        return np.flatnonzero(hits)
+
+    def changed_pages(self, first: int, last: int) -> np.ndarray:
+        """State slots written by rows first..last inclusive."""
+        r = self.rows()
+        last = min(last, r.count - 1)
+        if last < first:
+            return np.zeros(0, np.int64)
+        kind = r.kind[first:last + 1]
+        sel = np.flatnonzero(kind == RowKind.PAGE)
+        blocks = r.block[first:last + 1][sel]
+        pages = r.page[first:last + 1][sel].astype(np.int64)
+        bases = np.array([b.base for b in self.blocks] + [0], dtype=np.int64)
+        limits = np.array([b.pages for b in self.blocks] + [0], dtype=np.int64)
+        ok = pages < limits[blocks]
+        return (bases[blocks] + pages)[ok]
+
+    def read(self, offset: int, n: int) -> bytes:
+        return os.pread(self._fd, n, offset)
+
+    def row_end(self, row: int) -> int:
+        """Where the element of ``row`` ends at the latest (the next row's offset)."""
+        r = self.rows()
+        if row + 1 < r.count:
+            nxt = int(r.offset[row + 1])
+        else:
+            nxt = self.bytes_done
+        sec = self.section_of_row(row)
+        if sec is not None and sec.type is not None and sec.payload_end > int(r.offset[row]):
+            nxt = min(nxt, sec.payload_end)  # the footer is not part of the last element
+        return nxt
+
+    def detail(self, row: int) -> RecordDetail:
+        """The row's element read back from the stream and parsed."""
+        r = self.rows()
+        kind = RowKind(int(r.kind[row]))
+        off = int(r.offset[row])
+        if kind in (RowKind.PAGE, RowKind.MARKER, RowKind.MEM_SIZE):
+            return self._ram_detail(row, kind, off, int(r.flags[row]), int(r.block[row]))
+        end = self.row_end(row)
+        size = max(0, end - off)
+        head_len = {RowKind.HEADER: 8, RowKind.SECTION: 5, RowKind.COMMAND: 5, RowKind.CONFIGURATION: 1,
+                    RowKind.VMDESCRIPTION: 5, RowKind.EOF: 1}.get(kind, 0)
+        if kind == RowKind.SECTION and int(r.flags[row]) in (SectionType.START, SectionType.FULL):
+            idlen = self.read(off + 5, 1)
+            head_len = 5 + 1 + (idlen[0] if idlen else 0) + 8
+            size = head_len  # the payload rows follow
+        data = self.read(off, min(size, 1 << 16))
+        sec = self.section_of_row(row)
+        desc = ""
+        if kind == RowKind.SECTION and sec is not None:
+            desc = f"section {sec.type.name} id {sec.section_id} '{sec.idstr}'"
+        elif kind == RowKind.COMMAND:
+            desc = f"command {command_name(int(r.flags[row]))}"
+        elif kind == RowKind.DEVICE and sec is not None:
+            desc = f"device state of '{sec.idstr}' ({size} bytes)"
+        return RecordDetail(row, kind, off, size, data[:head_len], data[head_len:], int(r.flags[row]),
+                            description=desc)
+
+    def _ram_detail(self, row, kind, off, flags, block) -> RecordDetail:
+        ps = self.page_size or 4096
+        head = self.read(off, 8 + 1 + 255 + 4)
+        (value,) = struct.unpack_from(">Q", head)
+        flags = value & (ps - 1)
+        addr = value - flags
+        base = flags & ~_CONTINUE
+        pos = 8
+        has_idstr = base in (_ZERO, _PAGE, _XBZRLE, _COMPRESS) and not flags & _CONTINUE
+        if has_idstr:
+            pos += 1 + head[8]
+        det = RecordDetail(row, kind, off, 0, b"", b"", flags, addr if kind == RowKind.PAGE else None,
+                           self.blocks[block].name if 0 <= block < len(self.blocks) else None, has_idstr)
+        if kind == RowKind.MEM_SIZE:
+            end = self.row_end(row)
+            det.header = head[:8]
+            det.payload = self.read(off + 8, min(end - off - 8, 1 << 16))
+            det.size = end - off
+            det.addr = None
+            return det
+        if base == _PAGE:
+            plen = ps
+        elif base == _ZERO:
+            plen = 1
+            det.fill = head[pos]
+        elif base == _XBZRLE:
+            (n,) = struct.unpack_from(">H", head, pos + 1)
+            pos += 3
+            plen = n
+        elif base == _COMPRESS:
+            (n,) = struct.unpack_from(">I", head, pos)
+            pos += 4
+            plen = n
+            det.compressed_length = n
+        else:
+            plen = 0
+        det.header = head[:pos]
+        det.payload = self.read(off + pos, plen) if plen else b""
+        det.size = pos + plen
+        return det
+
+    def payload_size(self, row: int) -> int:
+        """Bytes of payload after the record header (length prefixes included), as
+        ``migstream records`` reports it."""
+        d = self.detail(row)
+        if d.kind == RowKind.PAGE:
+            base = d.flags & ~_CONTINUE
+            n = len(d.payload)
+            return n + (3 if base == _XBZRLE else 4 if base == _COMPRESS else 0)
+        return len(d.payload)
+
+    def page_content(self, row: int, before: bool = False) -> bytes | None:
+        """The content of the page that page-record ``row`` targets, right after it
+        is applied (or right ``before``); pages never sent read as zero, as on a fresh
+        destination.  None when it cannot be rebuilt (a corrupt record)."""
+        r = self.rows()
+        if r.kind[row] != RowKind.PAGE:
+            return None
+        ps = self.page_size or 4096
+        hist = self.rows_touching(int(r.block[row]), int(r.page[row]), upto=row + (0 if before else 1))
+        start = 0
+        for i in range(len(hist) - 1, -1, -1):
+            if int(r.flags[hist[i]]) & ~_CONTINUE != _XBZRLE:
+                start = i
+                break
+        page = bytearray(ps)
+        for h in hist[start:]:
+            d = self.detail(int(h))
+            base = d.flags & ~_CONTINUE
+            try:
+                if base == _PAGE:
+                    page[:] = d.payload
+                elif base == _ZERO:
+                    page[:] = bytes([d.fill or 0]) * ps
+                elif base == _COMPRESS:
+                    page[:] = inflate_page(d.payload, ps)
+                elif base == _XBZRLE:
+                    xbzrle_decode_into(d.payload, page)
+            except (XbzrleError, zlib.error, ValueError):
+                return None
+        return bytes(page)
+
+    def close(self) -> None:
+        self.cancel()
+        if self._spool is not None:
+            self._spool.close()
+        else:
+            try:
+                os.close(self._fd)
+            except OSError:
+                pass
+
+
+def command_name(cmd: int) -> str:
+    try:
+        return Command(cmd).name
+    except ValueError:
+        return f"0x{cmd:x}"
+
+
+def xbzrle_runs(delta: bytes) -> list[tuple[int, int, int]]:
+    """(page offset, length, delta offset of the new bytes) for every data run of
+    an XBZRLE delta (migration/xbzrle.c: zero run, data run, ... ULEB128 lengths);
+    stops quietly at the first malformed run (the decoder reports those)."""
+    runs = []
+    i = d = 0
+    n = len(delta)
+
+    def uleb(i):
+        b = delta[i]
+        if b < 0x80:
+            return b, i + 1
+        if i + 1 >= n:
+            raise IndexError
+        return (b & 0x7F) | (delta[i + 1] << 7), i + 2
+
+    try:
+        while i < n:
+            z, i = uleb(i)
+            d += z
+            if i >= n:
+                break
+            nz, i = uleb(i)
+            runs.append((d, nz, i))
+            i += nz
+            d += nz
+    except IndexError:
+        pass
+    return runs

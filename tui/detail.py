@@ -1,0 +1,180 @@
+"""The detail pane: the current record's header bits explained, a hex dump of its
+header and payload, the inflated page of a COMPRESS_PAGE record and, for XBZRLE,
+the delta's runs laid over the page (old bytes against new bytes)."""
+
+from __future__ import annotations
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from migstream.decoder import inflate_page
+from migstream.events import flag_names
+from migstream.grammar import RamFlag
+from migstream.index import RecordDetail, RowKind, StreamIndex, xbzrle_runs
+
+#: What each RAM_SAVE_FLAG bit means (migration/ram.c, ram.h).
+FLAG_MEANING = {
+    RamFlag.FULL: "obsolete since 2009; QEMU rejects it",
+    RamFlag.ZERO: "the page is filled with one byte (a zero page): payload is that byte",
+    RamFlag.MEM_SIZE: "RAM block list: total size in the address bits, then every block",
+    RamFlag.PAGE: "a raw page follows (TARGET_PAGE_SIZE bytes)",
+    RamFlag.EOS: "end of this section's RAM data",
+    RamFlag.CONTINUE: "same block as the previous record on this channel: no block name",
+    RamFlag.XBZRLE: "XBZRLE delta against the destination's copy: u8 encoding, be16 length, delta",
+    RamFlag.HOOK: "RDMA hook (never in a file or socket stream)",
+    RamFlag.COMPRESS_PAGE: "zlib-compressed page: be32 length, one zlib stream (QEMU 2.4-9.0)",
+    RamFlag.MULTIFD_FLUSH: "multifd sync point: pages of this round may arrive on any channel before it",
+}
+
+HEX_LIMIT = 64 << 10  # bytes dumped at most
+_CONTINUE = int(RamFlag.CONTINUE)
+
+
+def hexdump(data: bytes, base: int = 0, *, highlight: set[int] | None = None, style: str = "bold reverse",
+            squeeze: bool = True) -> Text:
+    """``hexdump -C`` style, identical lines folded into ``*``; bytes at offsets in
+    ``highlight`` styled."""
+    text = Text()
+    prev = None
+    folded = False
+    for at in range(0, len(data), 16):
+        line = data[at:at + 16]
+        hit = highlight is not None and any(at + i in highlight for i in range(len(line)))
+        if squeeze and line == prev and not hit and at + 16 < len(data):
+            if not folded:
+                text.append("*\n", style="dim")
+                folded = True
+            continue
+        folded = False
+        prev = line
+        text.append(f"{base + at:08x}  ", style="dim")
+        for i in range(16):
+            if i < len(line):
+                st = style if highlight and at + i in highlight else ""
+                text.append(f"{line[i]:02x}", style=st)
+            else:
+                text.append("  ")
+            text.append("  " if i == 7 else " ")
+        text.append(" |")
+        for i, b in enumerate(line):
+            ch = chr(b) if 32 <= b < 127 else "."
+            text.append(ch, style=style if highlight and at + i in highlight else "")
+        text.append("|\n")
+    return text
+
+
+class DetailPane(VerticalScroll):
+    def __init__(self, index: StreamIndex, **kw) -> None:
+        super().__init__(**kw)
+        self.index = index
+        self.body = Static("", id="detail-body")
+
+    def compose(self):
+        yield self.body
+
+    def show(self, row: int | None) -> None:
+        if row is None or row >= self.index.count:
+            self.body.update("")
+            return
+        try:
+            text = self.describe(row)
+        except Exception as exc:  # a record that cannot be read back: say so, don't crash the UI
+            text = Text(f"cannot show row {row}: {exc}", style="bold red")
+        self.body.update(text)
+        self.scroll_home(animate=False)
+
+    def describe(self, row: int) -> Text:
+        ix = self.index
+        d = ix.detail(row)
+        sec = ix.section_of_row(row)
+        text = Text()
+        text.append(f"row {row}  ", style="bold")
+        text.append(f"offset {d.offset:#x}  {d.size} bytes")
+        if sec is not None:
+            where = sec.label + (f" (iteration {sec.iteration})" if sec.iteration is not None else "")
+            text.append(f"  in {where}")
+        text.append("\n")
+        if d.kind in (RowKind.PAGE, RowKind.MARKER, RowKind.MEM_SIZE):
+            self._ram(text, d)
+        else:
+            text.append(f"{d.kind.name.lower()}: {d.description}\n")
+            text.append("header\n", style="bold underline")
+            text.append_text(hexdump(d.header, d.offset, squeeze=False))
+            if d.payload:
+                text.append("payload\n", style="bold underline")
+                text.append_text(hexdump(d.payload[:HEX_LIMIT], d.offset + len(d.header)))
+        return text
+
+    def _ram(self, text: Text, d: RecordDetail) -> None:
+        ix = self.index
+        value = int.from_bytes(d.header[:8], "big")
+        text.append(f"be64 header {value:#018x} = ")
+        text.append(f"address {value & ~((ix.page_size or 4096) - 1):#x}", style="bold")
+        text.append(" | ")
+        text.append(f"flags {d.flags:#x} {flag_names(d.flags)}\n", style="bold")
+        for bit in RamFlag:
+            if d.flags & bit:
+                text.append(f"  {int(bit):#06x} {bit.name:<14}", style="bold")
+                text.append(f" {FLAG_MEANING[bit]}\n")
+        if d.block is not None:
+            src = "named in this record" if d.idstr_in_record else "from the previous record (CONTINUE)"
+            text.append(f"block {d.block!r} ({src}), page {d.addr // (ix.page_size or 4096)} "
+                        f"at offset {d.addr:#x}\n")
+        kind = d.flags & ~_CONTINUE
+        text.append("header bytes\n", style="bold underline")
+        text.append_text(hexdump(d.header, d.offset, squeeze=False))
+        if kind == RamFlag.ZERO:
+            text.append(f"payload: fill byte {d.fill:#04x}\n")
+        elif kind == RamFlag.PAGE:
+            text.append("payload: the page\n", style="bold underline")
+            text.append_text(hexdump(d.payload, d.offset + len(d.header)))
+        elif kind == RamFlag.COMPRESS_PAGE:
+            self._compressed(text, d)
+        elif kind == RamFlag.XBZRLE:
+            self._xbzrle(text, d)
+        elif d.payload:
+            text.append("payload\n", style="bold underline")
+            text.append_text(hexdump(d.payload[:HEX_LIMIT], d.offset + len(d.header)))
+
+    def _compressed(self, text: Text, d: RecordDetail) -> None:
+        ps = self.index.page_size or 4096
+        text.append(f"payload: {d.compressed_length} bytes of zlib "
+                    f"({100 * (d.compressed_length or 0) / ps:.1f}% of the page)\n", style="bold underline")
+        text.append_text(hexdump(d.payload, d.offset + len(d.header)))
+        try:
+            page = inflate_page(d.payload, ps)
+        except Exception as exc:
+            text.append(f"does not inflate: {exc}\n", style="bold red")
+            return
+        text.append("inflated page\n", style="bold underline")
+        text.append_text(hexdump(page))
+
+    def _xbzrle(self, text: Text, d: RecordDetail) -> None:
+        ix = self.index
+        runs = xbzrle_runs(d.payload)
+        changed = sum(n for _, n, _ in runs)
+        text.append(f"payload: {len(d.payload)}-byte delta, {len(runs)} data runs, {changed} bytes changed\n",
+                    style="bold underline")
+        text.append_text(hexdump(d.payload, d.offset + len(d.header)))
+        old = ix.page_content(d.row, before=True)
+        new = ix.page_content(d.row)
+        text.append("runs (page offset: old bytes -> new bytes)\n", style="bold underline")
+        for at, n, _ in runs[:256]:
+            o = old[at:at + n].hex(" ") if old is not None else "?"
+            w = new[at:at + n].hex(" ") if new is not None else "?"
+            if n > 16:
+                o = o[:47] + " …"
+                w = w[:47] + " …"
+            text.append(f"  {at:#06x} +{n:<4} ")
+            text.append(f"{o:<49}", style="red")
+            text.append(" -> ")
+            text.append(w + "\n", style="green")
+        if old is None or new is None:
+            text.append("the page before this record cannot be rebuilt\n", style="bold red")
+            return
+        marks = {at + i for at, n, _ in runs for i in range(n)}
+        text.append("page before (changed bytes marked)\n", style="bold underline")
+        text.append_text(hexdump(old, highlight=marks, style="bold red reverse"))
+        text.append("page after\n", style="bold underline")
+        text.append_text(hexdump(new, highlight=marks, style="bold green reverse"))
