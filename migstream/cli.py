@@ -160,7 +160,7 @@ def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = 
             error = None
             stats: list = []
             try:
-                for ev in with_channels(iter_events(source, decoder, prog), channel, decoder, stats):
+                for ev in with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder, stats):
                     summary.add(ev)
             except StreamError as exc:
                 error = exc
@@ -341,7 +341,7 @@ def records(stream: StreamArg, json_out: Annotated[bool, typer.Option("--json", 
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             out = sys.stdout
             try:
-                for row in _record_rows(with_channels(iter_events(source, decoder, prog), channel, decoder)):
+                for row in _record_rows(with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder)):
                     out.write((json.dumps(row) if json_out else _format_row(row)) + "\n")
             finally:
                 out.flush()
@@ -397,7 +397,7 @@ def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: Progres
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             eof = False
             undecoded = None
-            for ev in with_channels(iter_events(source, decoder, prog), channel, decoder):
+            for ev in with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder):
                 t = type(ev)
                 if t is PageRecord and ev.kind == RamFlag.COMPRESS_PAGE:
                     try:

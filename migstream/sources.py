@@ -124,7 +124,7 @@ class StreamSource:
         self.stream_offset = 0
         # A capture directory (migstream capture/tap) opens as its main channel.
         self.capture_dir: str | None = None
-        self.channel_paths: list[str] = []  # its multifd / postcopy-preempt channel files
+        self.channel_paths: list[str] = []  # its multifd channel files
         if path != "-" and is_capture_dir(path):
             self.capture_dir = path
             self.path, self.channel_paths = resolve_capture(path)
