@@ -284,3 +284,21 @@ def test_cli_tap_live(work, guest_img):
         assert doc["live"]["records"] == {k: v["count"] for k, v in summary(str(rec))["records"].items()}
         assert doc["live"]["ram_iterations"] >= 2
         check_destination_truth(dst, rec, work)
+
+
+def test_tap_postcopy_preempt(work, guest_img):
+    """postcopy-preempt opens a second channel without magic (QEMU 7.2): the tap
+    forwards it in order, identifies it, and its first bytes are a RAM page record
+    naming its block (ram.c save_page_header on the preempt channel)."""
+    src, dst, manifest, rec, _ = run_through_tap(
+        work, guest_img, ("postcopy-ram", "postcopy-preempt"),
+        {"max-bandwidth": 8 * MiB, "max-postcopy-bandwidth": 4 * MiB}, dst_paused=False, postcopy_after=0.5)
+    with src, dst:
+        check_tap_manifest(manifest, rec, ["main", "postcopy-preempt"])
+        data = (rec / manifest["channels"][1]["file"]).read_bytes()
+        (addr_flags,) = struct.unpack_from(">Q", data)
+        assert addr_flags & 0xFFF == 0x08  # PAGE, no CONTINUE: the block name follows
+        name = data[9:9 + data[8]].decode()
+        assert name in {"pc.ram", "pc.bios", "pc.rom"} or name.startswith("/rom@"), name
+        assert resolve_capture(str(rec))[1] == []  # not a multifd channel
+        assert_keeps_running(dst)
