@@ -69,6 +69,23 @@ class PageBitmap:
             arr[i:i + k] = bits[done:done + k]
             done += k
 
+    def get(self, page: int) -> bool:
+        arr = self._chunks.get(page // _CHUNK_PAGES)
+        return arr is not None and arr[page % _CHUNK_PAGES] == 1
+
+    def set_each(self, pages, value: bool = True) -> None:
+        """Mark single pages (scattered, as multifd packets list them)."""
+        v = 1 if value else 0
+        chunks = self._chunks
+        for page in pages:
+            c, i = divmod(page, _CHUNK_PAGES)
+            arr = chunks.get(c)
+            if arr is None:
+                if not v:
+                    continue
+                arr = chunks[c] = bytearray(_CHUNK_PAGES)
+            arr[i] = v
+
     def any(self, first: int, n: int = 1) -> bool:
         for c, i, k in self._spans(first, n):
             arr = self._chunks.get(c)
@@ -271,19 +288,30 @@ class RamImage:
         if blk is None:
             return
         ps = self.page_size
-        for addr in pkt.zero:
-            self._zero_fill(blk, addr // ps, 1, 0)
+        written = blk.written
+        if pkt.zero:
+            # multifd_recv_zero_page_process: only pages that hold data need zeroing.
+            for addr in pkt.zero:
+                if written.get(addr // ps):
+                    os.pwrite(blk.fd, self._zero_page, addr)
+            written.set_each([addr // ps for addr in pkt.zero], False)
+            self._wrote(blk, max(pkt.zero) + ps)
         normal = pkt.normal
         n = len(normal)
+        if not n:
+            return
         i = 0
         while i < n:
             j = i + 1
             while j < n and normal[j] == normal[j - 1] + ps and j - i < _WRITE_BATCH:
                 j += 1
-            self._flush(blk, [pkt.page(x) for x in range(i, j)], normal[i])
-            blk.written.mark(normal[i] // ps, j - i)
-            self._wrote(blk, normal[j - 1] + ps)
+            if j - i == 1:
+                os.pwrite(blk.fd, pkt.page(i), normal[i])
+            else:
+                self._flush(blk, [pkt.page(x) for x in range(i, j)], normal[i])
             i = j
+        written.set_each([addr // ps for addr in normal])
+        self._wrote(blk, max(normal) + ps)
 
     def _apply_mapped(self, ev: MappedRamPages) -> None:
         """Copy the pages of a mapped-ram region stretch whose bitmap bit is set;
