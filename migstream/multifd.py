@@ -384,7 +384,6 @@ class MultifdChannels:
             raise ChannelError("multifd: channels carry different source uuids (not from one migration)",
                                self.channels[-1].name, 8)
         self.channels.sort(key=lambda c: c.id)
-        self._pending: dict[int, MultifdPacket | None] = {}
         self._expect: int | None = None  # next packet_num, when numbering is contiguous
         self.contiguous: bool | None = None
         self.sync_points = 0
@@ -395,7 +394,7 @@ class MultifdChannels:
         self.sync_points += 1
         heap: list = []
         for ch in self.channels:
-            pkt = self._pending.pop(ch.id, None) or ch.next_packet(blocks)
+            pkt = ch.next_packet(blocks)
             if pkt is None:
                 raise ChannelError(f"channel {ch.id} ends before the SYNC packet of sync point "
                                    f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
@@ -437,7 +436,7 @@ class MultifdChannels:
         """Packets after the last sync point, in packet_num order."""
         rest = []
         for ch in self.channels:
-            pkt = self._pending.pop(ch.id, None) or ch.next_packet(blocks)
+            pkt = ch.next_packet(blocks)
             while pkt is not None:
                 rest.append(pkt)
                 pkt = ch.next_packet(blocks)
