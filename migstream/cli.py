@@ -418,4 +418,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m migstream.cli`: plugin commands register on the app of the
+    # module `migstream.cli`, not on this `__main__` copy, so start from there.
+    from migstream.cli import main as _main
+
+    _main()

@@ -5,3 +5,5 @@ Each front-end command that is not part of the core four lives in `cli_<name>.py
 """
 
 # One import per line, sorted; keep this file free of anything else.
+from . import cli_diff  # noqa: F401
+from . import cli_report  # noqa: F401

@@ -10,9 +10,10 @@ from migstream import grammar as g
 ST = g.SectionType
 
 
-def reference_records(data: bytes, page_size: int = 4096):
+def reference_records(data: bytes, page_size: int = 4096, stop_at_device: bool = False):
     """(offset, flags, block, addr, payload-bytes-or-fill) for every RAM record,
-    plus ('section', type, id) and ('command', cmd, length) items, in order."""
+    plus ('section', type, id) and ('command', cmd, length) items, in order.
+    With ``stop_at_device`` the list ends at the first device (FULL) section."""
     f = io.BytesIO(data)
     g.FileHeader.parse_stream(f)
     out = []
@@ -32,6 +33,8 @@ def reference_records(data: bytes, page_size: int = 4096):
             c = g.CommandElement.parse_stream(f)
             out.append(("command", off, c.cmd, c.length))
             continue
+        if typ == ST.FULL and stop_at_device:
+            return out
         if typ in (ST.START, ST.FULL):
             h = g.SectionStartHeader.parse_stream(f)
             sections[h.section_id] = h.idstr
