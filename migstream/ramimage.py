@@ -288,6 +288,8 @@ class RamImage:
     def _apply_multifd(self, pkt: MultifdPacket) -> None:
         """A multifd packet (multifd_recv_thread): zero pages are zeroed, normal pages
         copied; consecutive offsets go out as one write."""
+        if not pkt.normal and not pkt.zero:
+            return  # a SYNC packet (or an empty one): no block
         blk = self._block(pkt.block)
         if blk is None:
             return
