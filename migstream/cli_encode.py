@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import _err, _run, app
+from .cli import _run, app
 from .encoder import FdSink, encode_stream
 from .errors import UsageError
 from .memimage import MemoryImage

@@ -48,7 +48,7 @@ import os
 import stat
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
@@ -306,7 +306,6 @@ class Encoder:
         self.machine = first.machine
         self.page_size = first.page_size
         self.layout = first.block_layout()
-        self.ram_addr = {b.name: b.ram_addr for b in first.blocks}
         self.template = template
         if template is not None:
             if template.machine and template.machine != self.machine:

@@ -12,10 +12,9 @@ import sys
 import numpy as np
 import pytest
 
-from conftest import SAMPLES, raw_stream, read_zst, sample_by_name
-from images import PAGE, dirty, mixed_image, zero_page_count
-from migstream import (PageRecord, PageRun, RamBlockList, SectionEnd, SectionStart, StreamDecoder,
-                       encode_stream, MemoryImage, BytesSink)
+from conftest import raw_stream, sample_by_name
+from images import PAGE, dirty, mixed_image
+from migstream import BytesSink, MemoryImage, PageRecord, PageRun, SectionStart, StreamDecoder, encode_stream
 from migstream import writer as w
 from migstream.errors import UsageError
 from migstream.grammar import RamFlag, SectionType

@@ -9,15 +9,12 @@ must keep running after `cont`.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
 import time
 
-import pytest
-
-from migstream import PageRecord, PageRun, RamMarker, SectionStart, StreamDecoder
+from migstream import PageRecord, PageRun, SectionStart, StreamDecoder
 from migstream.grammar import RamFlag, SectionType
 
 from conftest import SAMPLES, read_zst, sample_by_name
