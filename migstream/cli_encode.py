@@ -84,6 +84,8 @@ def encode(
                                                         help="Use XBZRLE after the bulk stage with a cache of this size (e.g. 64M).")] = None,
     compress_threads: Annotated[int, typer.Option("--compress-threads", help="COMPRESS_PAGE records from N threads (0: off).")] = 0,
     compress_level: Annotated[int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")] = 1,
+    final_in_end: Annotated[bool, typer.Option("--final-in-end/--no-final-in-end",
+                                               help="Send the last --then image in the END section (stop-and-copy).")] = True,
     stats_json: Annotated[Optional[Path], typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")] = False,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")] = None,
@@ -117,7 +119,8 @@ def encode(
             sink = FdSink(fd)
             try:
                 stats = encode_stream(images, sink, xbzrle_cache_size=cache, compress_threads=compress_threads,
-                                      compress_level=compress_level, template=tpl, progress=prog)
+                                      compress_level=compress_level, template=tpl, final_in_end=final_in_end,
+                                      progress=prog)
             finally:
                 sink.close()
             if tmp is not None:

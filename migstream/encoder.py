@@ -306,6 +306,7 @@ class Encoder:
         self.machine = first.machine
         self.page_size = first.page_size
         self.layout = first.block_layout()
+        self.stats.total = sum(n for _, n in self.layout)
         self.template = template
         if template is not None:
             if template.machine and template.machine != self.machine:
@@ -319,7 +320,6 @@ class Encoder:
             ram_section_id if ram_section_id is not None else DEFAULT_RAM_SECTION_ID)
         if self.section_id == 0:
             raise UsageError("RAM section id 0 would be taken for another handler by QEMU's loader")
-        self.stats.total = sum(n for _, n in self.layout)
         self.progress = progress
         self.last_sent_block: str | None = None  # ram.c: pss->last_sent_block
         self.xbzrle_enabled = False  # ram.c: rs->xbzrle_enabled
@@ -331,6 +331,10 @@ class Encoder:
             if xbzrle_cache_size < self.page_size:
                 raise UsageError(f"XBZRLE cache of {xbzrle_cache_size} bytes is smaller than a page "
                                  f"({self.page_size})")
+            if xbzrle_cache_size > max(self.stats.total, self.page_size):
+                # The cache is allocated up front: never more than the guest's RAM.
+                raise UsageError(f"XBZRLE cache of {xbzrle_cache_size} bytes is larger than the guest's RAM "
+                                 f"({self.stats.total} bytes)")
             self.cache = XbzrleCache(xbzrle_cache_size, self.page_size)
             self.stats.xbzrle_cache_size = xbzrle_cache_size
         self.compressor = None

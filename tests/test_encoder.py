@@ -323,6 +323,31 @@ def test_bad_xbzrle_cache_size(good_dir, tmp_path):
     _bad(tmp_path, good_dir, "--xbzrle-cache", "3000", "--then", good_dir, says="XBZRLE cache")
 
 
+def test_xbzrle_cache_larger_than_ram_refused(good_dir, tmp_path):
+    _bad(tmp_path, good_dir, "--xbzrle-cache", "1T", "--then", good_dir, says="larger than the guest's RAM")
+
+
+def test_no_final_in_end_keeps_end_empty(good_dir, tmp_path):
+    later = tmp_path / "later"
+    later.mkdir()
+    data = bytearray((good_dir / "pc.ram.bin").read_bytes())
+    data[5 * PAGE] ^= 0xFF
+    (later / "pc.ram.bin").write_bytes(data)
+    (later / "manifest.json").write_text((good_dir / "manifest.json").read_text())
+    for flag, end_pages in (("--final-in-end", 1), ("--no-final-in-end", 0)):
+        out = tmp_path / f"{flag}.mig"
+        r = cli("encode", good_dir, "--then", later, flag, "-o", out)
+        assert r.returncode == 0, r.stderr
+        section = None
+        counts = {}
+        for ev in decode(out.read_bytes())[1]:
+            if isinstance(ev, SectionStart):
+                section = ev.type
+            for rec in page_records([ev]):
+                counts[section] = counts.get(section, 0) + 1
+        assert counts.get(SectionType.END, 0) == end_pages
+
+
 def test_failure_midway_leaves_no_output(good_dir, tmp_path, monkeypatch):
     """An error after bytes were written removes OUT.tmp and never creates OUT."""
     from typer.testing import CliRunner
