@@ -109,6 +109,8 @@ def encode(
                 images.append(img)
             tpl = StreamTemplate.load(template) if template else None
             if output == "-":
+                if sys.stdout.isatty():
+                    raise UsageError("refusing to write a binary stream to a terminal (use -o FILE or a pipe)")
                 fd = sys.stdout.fileno()
                 sys.stdout.flush()
             else:
