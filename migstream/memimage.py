@@ -28,10 +28,6 @@ _ALIASES = {"pc": "pc-i440fx-<version>", "q35": "pc-q35-<version>", "pseries": "
             "s390-ccw-virtio": "s390-ccw-virtio-<version>"}
 
 
-#: Block files up to this size are mapped with MAP_POPULATE.
-POPULATE_LIMIT = 8 << 30
-
-
 @dataclass
 class RamBlockImage:
     """One RAM block's content.  ``ram_addr`` is its offset in QEMU's global
@@ -186,12 +182,7 @@ class MemoryImage:
                 raise UsageError(f"block {name}: {fpath} is {size} bytes, the manifest says {length}")
             if length == 0:
                 return np.zeros(0, np.uint8)
-            flags = mmap.MAP_SHARED
-            if length <= POPULATE_LIMIT:
-                # Page-table entries for the whole file in one system call: the
-                # encoder reads every page, and per-page faults cost more.
-                flags |= getattr(mmap, "MAP_POPULATE", 0)
-            m = mmap.mmap(fd, length, flags=flags, prot=mmap.PROT_READ)
+            m = mmap.mmap(fd, length, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
         self._maps.append(m)
