@@ -125,6 +125,13 @@ def test_accounting_equals_qemu_counters_of_stopped_capture(tmp_path):
     theirs = [(p.flags, p.block, p.addr, bytes(p.data), p.fill) for p in page_records(decode(stream.read_bytes())[1])]
     ours = [(p.flags, p.block, p.addr, bytes(p.data), p.fill) for p in page_records(decode((tmp_path / "e.mig").read_bytes())[1])]
     assert ours == theirs
+    # The RAM START section (MEM_SIZE listing every block, EOS, footer) is byte-identical.
+    def start_section(data):
+        evs = decode(data)[1]
+        starts = [e.offset for e in evs if isinstance(e, SectionStart)]
+        return data[starts[0]:starts[1]]
+
+    assert start_section((tmp_path / "e.mig").read_bytes()) == start_section(stream.read_bytes())
 
 
 # --- iterations, XBZRLE, compression (checked by decoding with the project's loader) -----
