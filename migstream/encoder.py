@@ -600,64 +600,72 @@ class Encoder:
         self.sink.writev(iov, lengths)
 
     def _send_batch_slow(self, blk, batch: np.ndarray, zero: np.ndarray) -> None:
-        """Page by page: XBZRLE against the cache, or compression."""
+        """Page by page, in ram_save_target_page's order: compression
+        (save_compress_page), zero page (save_zero_page), then XBZRLE or a normal
+        page (ram_save_page)."""
         ps = self.page_size
         data = blk.data
-        base = blk.ram_addr
-        iov: list = []
-        st = self.stats
+        pages = batch.tolist()
         compress = self.compressor is not None and not self.xbzrle_enabled
-        compressed = iter(())
-        if compress:
-            # Pages that will go to the compression threads: non-zero pages of
-            # the block once it is last_sent_block (the first page of a block
-            # that is not goes out as a normal page, save_compress_page).
-            todo = []
-            named = blk.name == self.last_sent_block
-            for i, p in enumerate(batch.tolist()):
-                if named and not zero[i]:
-                    todo.append(data[p * ps:(p + 1) * ps])
-                named = True
-            compressed = iter(self.compressor.map(todo))
-        age = st.dirty_sync_count
-        for i, p in enumerate(batch.tolist()):
+        compressed = self._compress_ahead(blk, pages, zero) if compress else None
+        age = self.stats.dirty_sync_count
+        iov: list = []
+        for i, p in enumerate(pages):
             addr = p * ps
             if compress and blk.name == self.last_sent_block:
+                # A compression thread's work (do_compress_ram_page): zero pages
+                # stay ZERO records, the rest become one zlib stream each.
                 if zero[i]:
-                    rec = self._head(blk.name, addr, _ZERO) + b"\0"
-                    st.duplicate += 1
-                    iov.append(rec)
+                    self._zero_record(blk, addr, iov)
                 else:
-                    z = next(compressed)
-                    head = self._head(blk.name, addr, _COMPRESS) + _COMPRESS_LEN.pack(len(z))
-                    st.compression_pages += 1
-                    st.compressed_size += len(head) - _HEADER_SIZE + len(z)
-                    iov.append(head)
-                    iov.append(z)
-                    self._account(len(head) + len(z))
-                    continue
-                self._account(len(rec))
-                continue
-            if zero[i]:
-                rec = self._head(blk.name, addr, _ZERO) + b"\0"
-                st.duplicate += 1
-                iov.append(rec)
-                self._account(len(rec))
+                    self._compressed_record(blk, addr, next(compressed), iov)
+            elif zero[i]:
+                self._zero_record(blk, addr, iov)
                 if self.xbzrle_enabled:
                     # xbzrle_cache_zero_page: a stale cached copy must not survive.
-                    self.cache.insert(base + addr, self._zero_page, age)
-                continue
-            page = data[addr:addr + ps]
-            if self.xbzrle_enabled:
-                sent = self._save_xbzrle_page(blk, addr, page, age, iov)
-                if sent is not None:
-                    continue
-            head = self._head(blk.name, addr, _PAGE)
-            iov.append(head)
-            iov.append(page)
-            st.normal += 1
-            self._account(len(head) + ps)
+                    self.cache.insert(blk.ram_addr + addr, self._zero_page, age)
+            else:
+                page = data[addr:addr + ps]
+                if not self.xbzrle_enabled or self._save_xbzrle_page(blk, addr, page, age, iov) is None:
+                    self._normal_record(blk, addr, page, iov)
         self.sink.writev(iov)
+
+    def _compress_ahead(self, blk, pages: list, zero: np.ndarray):
+        """The compressed pages of this batch, in order, from the compression
+        threads: every non-zero page except a block's first one while the block
+        is not last_sent_block (save_compress_page sends that one uncompressed)."""
+        ps = self.page_size
+        data = blk.data
+        todo = []
+        named = blk.name == self.last_sent_block
+        for i, p in enumerate(pages):
+            if named and not zero[i]:
+                todo.append(data[p * ps:(p + 1) * ps])
+            named = True
+        return iter(self.compressor.map(todo))
+
+    def _zero_record(self, blk, addr: int, iov: list) -> None:
+        rec = self._head(blk.name, addr, _ZERO) + b"\0"
+        iov.append(rec)
+        self.stats.duplicate += 1
+        self._account(len(rec))
+
+    def _normal_record(self, blk, addr: int, page, iov: list) -> None:
+        head = self._head(blk.name, addr, _PAGE)
+        iov.append(head)
+        iov.append(page)
+        self.stats.normal += 1
+        self._account(len(head) + self.page_size)
+
+    def _compressed_record(self, blk, addr: int, z: bytes, iov: list) -> None:
+        head = self._head(blk.name, addr, _COMPRESS) + _COMPRESS_LEN.pack(len(z))
+        iov.append(head)
+        iov.append(z)
+        st = self.stats
+        st.compression_pages += 1
+        # update_compress_thread_counts: the record minus its 8-byte header.
+        st.compressed_size += len(head) - _HEADER_SIZE + len(z)
+        self._account(len(head) + len(z))
 
     def _save_xbzrle_page(self, blk, addr: int, page: np.ndarray, age: int, iov: list) -> int | None:
         """save_xbzrle_page: None means "send a normal page"."""
