@@ -68,9 +68,10 @@ _XBZRLE = int(RamFlag.XBZRLE)
 _COMPRESS = int(RamFlag.COMPRESS_PAGE)
 _EOS = int(RamFlag.EOS)
 
-#: Pages per batch of the fast path (64 MiB of 4 KiB pages): bounds the memory
-#: of header buffers and iovec lists.
-BATCH_PAGES = 16384
+#: Pages per batch of the fast path (8 MiB of 4 KiB pages): bounds the memory of
+#: header buffers and iovec lists, and keeps a batch in cache between zero-page
+#: detection and writing (measured: 2048 beat 1024, 4096 and 16384).
+BATCH_PAGES = 2048
 #: Section id of the RAM section when no template gives one.  It must not be 0:
 #: QEMU's loader finds the handler of a PART/END by ``se->load_section_id``, which
 #: is 0 for every handler not yet loaded (savevm.c qemu_loadvm_section_part_end),
