@@ -14,6 +14,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from migstream import PageRecord, PageRun, SectionStart, StreamDecoder
 from migstream.grammar import RamFlag, SectionType
 
@@ -133,17 +135,39 @@ def test_compressed_stream_loads(tmp_path):
     assert differing_pages(dump, img, X86_EXCLUDE) == []
 
 
-def test_running_guest_round_trip(tmp_path):
+def _earlier_state(src, dst, seed):
+    """A plausible earlier image of the same VM: the guest's dirty region
+    (1..5 MiB) partly different (older words, some pages not yet written)."""
+    import shutil
+
+    shutil.copytree(src, dst)
+    ram = bytearray((dst / "pc.ram.bin").read_bytes())
+    old = dirty(dirty(ram, range(256, 1280, 3), "small", seed), range(257, 1280, 50), "zero", seed + 1)
+    (dst / "pc.ram.bin").write_bytes(old)
+
+
+@pytest.mark.parametrize("mode", ["bulk", "iterations+xbzrle"])
+def test_running_guest_round_trip(tmp_path, mode):
     """Extract a capture of a running guest, re-encode its RAM with --template,
     load it into a destination with the source's configuration, `cont`: the
-    guest's dirty loop keeps printing ticks, and it did not boot again."""
+    guest's dirty loop keeps printing ticks, and it did not boot again.  With
+    iterations, an earlier image goes in the bulk stage and the captured RAM
+    follows as XBZRLE rounds (the last one in the END section)."""
     sample = sample_by_name("x86-running")
     stream = tmp_path / "running.mig"
     stream.write_bytes(read_zst(SAMPLES / sample["stream"]))
     r = subprocess.run([sys.executable, "-m", "migstream.cli", "extract", str(stream), "-o", str(tmp_path / "ram")],
                        capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    run_encode(tmp_path / "ram", "--template", stream, "-o", tmp_path / "re.mig")
+    if mode == "bulk":
+        run_encode(tmp_path / "ram", "--template", stream, "-o", tmp_path / "re.mig")
+    else:
+        _earlier_state(tmp_path / "ram", tmp_path / "t0", 1)
+        _earlier_state(tmp_path / "ram", tmp_path / "t1", 3)
+        run_encode(tmp_path / "t0", "--then", tmp_path / "t1", "--then", tmp_path / "ram", "--xbzrle-cache", "4M",
+                   "--template", stream, "-o", tmp_path / "re.mig")
+        kinds = {(r[0], r[1] & ~RamFlag.CONTINUE) for r in records(tmp_path / "re.mig")}
+        assert ("END", RamFlag.XBZRLE) in kinds and ("PART", RamFlag.PAGE) in kinds
     guest = SAMPLES / "guest" / "guest.img"
     with x86_destination(tmp_path, "rt", ["-drive", f"file={guest},format=raw,if=ide,snapshot=on"]) as vm:
         vm.load_stream(tmp_path / "re.mig")
