@@ -129,12 +129,21 @@ class MemoryImage:
                 if os.path.isabs(fname) or ".." in fname.split("/"):
                     raise UsageError(f"{man_path}: block {name}: file name {fname!r} leaves the directory")
                 _check_block(name, length, page_size, man_path)
+                # Optional: the block's offset in QEMU's ram_addr space (HMP `info
+                # ramblock`), so that XBZRLE cache slots collide as in QEMU.
+                at = entry.get("ram_addr", addr)
+                if not isinstance(at, int) or at < 0 or at % page_size:
+                    raise UsageError(f"{man_path}: block {name}: ram_addr {at!r} is not a page-aligned offset")
                 arr = image._map(os.path.join(path, fname), name, length)
-                image.blocks.append(RamBlockImage(name, arr, addr))
-                addr += _align(length, page_size)
+                image.blocks.append(RamBlockImage(name, arr, at))
+                addr = max(addr, at + _align(length, page_size))
             if not image.blocks:
                 raise UsageError(f"{man_path}: no RAM blocks")
             _check_unique([b.name for b in image.blocks], man_path)
+            spans = sorted((b.ram_addr, b.ram_addr + b.used_length, b.name) for b in image.blocks)
+            for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+                if start < end:
+                    raise UsageError(f"{man_path}: blocks {a} and {b} overlap in ram_addr space")
         except BaseException:
             image.close()
             raise

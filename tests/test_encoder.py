@@ -330,6 +330,17 @@ def test_bad_xbzrle_cache_size(good_dir, tmp_path):
     _bad(tmp_path, good_dir, "--xbzrle-cache", "3000", "--then", good_dir, says="XBZRLE cache")
 
 
+def test_manifest_ram_addr(good_dir, tmp_path):
+    man = json.loads((good_dir / "manifest.json").read_text())
+    man["blocks"][0]["ram_addr"] = 0x2000000
+    (good_dir / "manifest.json").write_text(json.dumps(man))
+    with MemoryImage.open(str(good_dir)) as img:
+        assert img.blocks[0].ram_addr == 0x2000000
+    man["blocks"][0]["ram_addr"] = 100
+    (good_dir / "manifest.json").write_text(json.dumps(man))
+    _bad(tmp_path, good_dir, says="not a page-aligned offset")
+
+
 def test_xbzrle_cache_larger_than_ram_refused(good_dir, tmp_path):
     _bad(tmp_path, good_dir, "--xbzrle-cache", "1T", "--then", good_dir, says="larger than the guest's RAM")
 
