@@ -332,9 +332,11 @@ class Encoder:
             if xbzrle_cache_size < self.page_size:
                 raise UsageError(f"XBZRLE cache of {xbzrle_cache_size} bytes is smaller than a page "
                                  f"({self.page_size})")
-            if xbzrle_cache_size > max(self.stats.total, self.page_size):
-                # The cache is allocated up front: never more than the guest's RAM.
-                raise UsageError(f"XBZRLE cache of {xbzrle_cache_size} bytes is larger than the guest's RAM "
+            if xbzrle_cache_size > max(2 * self.stats.total, 64 << 20):
+                # The cache is allocated up front.  QEMU takes any size (its default
+                # is 64 MiB, more than small guests' RAM); beyond twice the guest's
+                # RAM a cache only costs memory.
+                raise UsageError(f"XBZRLE cache of {xbzrle_cache_size} bytes is more than twice the guest's RAM "
                                  f"({self.stats.total} bytes)")
             self.cache = XbzrleCache(xbzrle_cache_size, self.page_size)
             self.stats.xbzrle_cache_size = xbzrle_cache_size
@@ -391,18 +393,20 @@ class Encoder:
         self._destination = image
         self._state = "bulk-done"
 
-    def send_iteration(self, image: MemoryImage) -> int:
+    def send_iteration(self, image: MemoryImage, dirty: dict | None = None) -> int:
         """One more round after a bitmap sync: a PART with the pages of ``image``
-        that differ from what the destination holds.  Returns the dirty page count."""
+        that differ from what the destination holds, or, with ``dirty`` ({block
+        name: page numbers}), exactly those pages, as QEMU's dirty bitmap would
+        list them (written pages, changed or not).  Returns the page count."""
         self._expect("bulk-done", "send_iteration")
         self.stats.dirty_sync_count += 1  # migration_bitmap_sync
         self._open_section(end=False)
-        n = self._send_dirty(image)
+        n = self._send_dirty(image, dirty)
         self._close_section(end=False)
         self._destination = image
         return n
 
-    def complete(self, image: MemoryImage | None = None) -> int:
+    def complete(self, image: MemoryImage | None = None, dirty: dict | None = None) -> int:
         """ram_save_complete: the final bitmap sync, the last dirty pages with
         ``last_stage`` set (no XBZRLE cache updates), EOS; then the template's
         remaining sections, EOF and VMDESCRIPTION.  Returns the dirty page count."""
@@ -410,7 +414,7 @@ class Encoder:
         self.stats.dirty_sync_count += 1
         self.last_stage = True
         self._open_section(end=True)
-        n = self._send_dirty(image) if image is not None else 0
+        n = self._send_dirty(image, dirty) if image is not None else 0
         self._close_section(end=True)
         w = self.sink.write
         if self.template is not None:
@@ -496,14 +500,23 @@ class Encoder:
 
     # --- rounds ------------------------------------------------------------------------
 
-    def _send_dirty(self, image: MemoryImage) -> int:
+    def _send_dirty(self, image: MemoryImage, dirty: dict | None = None) -> int:
         self._check_layout(image)
         dest = self._destination
         ps = self.page_size
         total_dirty = 0
         dirty_sets = []
+        if dirty is not None:
+            unknown = set(dirty) - {b.name for b in image.blocks}
+            if unknown:
+                raise UsageError(f"dirty pages for unknown blocks: {sorted(unknown)}")
         for blk, old in zip(image.blocks, dest.blocks):
-            pages = _differing_pages(old.data, blk.data, ps)
+            if dirty is None:
+                pages = _differing_pages(old.data, blk.data, ps)
+            else:
+                pages = np.unique(np.asarray(dirty.get(blk.name, ()), dtype=np.int64))
+                if len(pages) and (pages[0] < 0 or pages[-1] >= blk.used_length // ps):
+                    raise UsageError(f"dirty page outside block {blk.name}")
             dirty_sets.append(pages)
             total_dirty += len(pages)
         self._pages_total = self._pages_done + total_dirty
