@@ -44,6 +44,7 @@ Rules and where they come from (QEMU 7.2 migration/ram.c unless stated):
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 from collections import deque
@@ -139,7 +140,8 @@ class FdSink:
     def __init__(self, fd: int, *, threads: int = 2, in_flight: int = 4) -> None:
         self.fd = fd
         self._pool = None
-        if threads and stat.S_ISREG(os.fstat(fd).st_mode):
+        # O_APPEND (`>> file`) makes Linux ignore pwritev's offset: write in order.
+        if threads and stat.S_ISREG(os.fstat(fd).st_mode) and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
             self.offset = os.lseek(fd, 0, os.SEEK_CUR)
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pwritev")
             self._pending: deque = deque()

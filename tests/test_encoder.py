@@ -401,6 +401,12 @@ def test_file_output_equals_pipe_output(good_dir, tmp_path, monkeypatch):
             encode_stream([img], sink)
         sink.close()
     assert (tmp_path / "g.mig").read_bytes() == p.stdout
+    # Appending to a file (`>> file`): in order, after what was there.
+    (tmp_path / "h.mig").write_bytes(b"x")
+    with open(tmp_path / "h.mig", "ab") as f:
+        q = subprocess.run([sys.executable, "-m", "migstream.cli", "encode", str(good_dir), "-o", "-"], stdout=f)
+    assert q.returncode == 0
+    assert (tmp_path / "h.mig").read_bytes() == b"x" + p.stdout
 
 
 @pytest.mark.parametrize("name", ["x86-stopped", "x86-q35", "aarch64-virt", "ppc64-pseries", "s390x-ccw"])
