@@ -233,6 +233,9 @@ def _print_info(d: dict) -> None:
         out.append(f"  {name:<12} {n:>10}")
     if d["commands"]:
         out.append("commands         " + ", ".join(f"{k} {v}" for k, v in d["commands"].items()))
+    for c in d.get("multifd_channels", ()):
+        out.append(f"multifd channel  {c['id']}: {c['packets']} packets ({c['sync_packets']} SYNC), "
+                   f"{c['normal_pages']} pages, {c['zero_pages']} zero pages, {c['compression']}  {c['file']}")
     out.append(f"device sections  {d['device_sections']}")
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:
