@@ -24,11 +24,11 @@ CONT = int(RamFlag.CONTINUE)
 
 async def indexed(pilot, app):
     for _ in range(200):
-        if app.index.complete:
+        if app.indexed:
             break
         await pilot.pause(0.02)
     await pilot.pause()
-    assert app.index.complete
+    assert app.indexed
 
 
 async def type_text(pilot, text):

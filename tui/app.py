@@ -127,6 +127,7 @@ class MigstreamApp(App):
         self._first_blocks = False
         self.first_screen_at: float | None = None
         self._shown: dict[str, tuple] = {}
+        self.indexed = False  # the UI has taken in the complete index
 
     # --- layout ----------------------------------------------------------------------
 
@@ -199,6 +200,8 @@ class MigstreamApp(App):
         self._refresh_summary()
         if message.progress.complete or self.cursor_row >= ix.count - 1 or ix.count < 200:
             self.refresh_views(scroll=False)
+        if message.progress.complete:
+            self.indexed = True
 
     def _update_sparkline(self) -> None:
         ix = self.index
