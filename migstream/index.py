@@ -238,6 +238,7 @@ class StreamIndex:
         self._block_by_name: dict[str, int] = {}
         self.sections: list[SectionInfo] = []
         self._section_rows: list[int] = []
+        self._section_starts = np.zeros(0, np.int64)
         self.ram_sections: list[int] = []  # indexes into sections
         self.commands: dict[str, int] = {}
         self.device_sections = 0
@@ -259,11 +260,12 @@ class StreamIndex:
     def cancel(self) -> None:
         self._cancel.set()
 
-    def scan(self, budget: float = 0.1) -> Iterator[ScanProgress]:
-        """Index the whole stream, yielding progress every ``budget`` seconds (and at
-        the end).  Stops early, incomplete, after ``cancel()``."""
+    def scan(self, budget: float = 0.1, first_budget: float = 0.02) -> Iterator[ScanProgress]:
+        """Index the whole stream, yielding progress after ``first_budget`` seconds,
+        then every ``budget`` seconds and at the end.  Stops early, incomplete,
+        after ``cancel()``."""
         dec = self._decoder
-        deadline = time.monotonic() + budget
+        deadline = time.monotonic() + first_budget
         spool = self._spool
         try:
             from .events import NEED_DATA
@@ -506,8 +508,11 @@ class StreamIndex:
 
     def section_of_row(self, row: int) -> SectionInfo | None:
         """The section (or command) a row belongs to."""
-        rows = self._section_rows
-        i = int(np.searchsorted(np.asarray(rows[:len(self.sections)], dtype=np.int64), row, side="right")) - 1
+        n = len(self.sections)
+        starts = self._section_starts
+        if len(starts) != n:
+            starts = self._section_starts = np.asarray(self._section_rows[:n], dtype=np.int64)
+        i = int(np.searchsorted(starts, row, side="right")) - 1
         return self.sections[i] if i >= 0 else None
 
     def iteration_of_row(self, row: int) -> int | None:
