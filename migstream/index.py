@@ -618,12 +618,31 @@ class StreamIndex:
         data = self.read(off, min(size, 1 << 16))
         sec = self.section_of_row(row)
         desc = ""
-        if kind == RowKind.SECTION and sec is not None:
+        if kind == RowKind.HEADER:
+            desc = f"file header: magic {data[:4]!r}, stream version {self.version}"
+        elif kind == RowKind.CONFIGURATION and self.configuration is not None:
+            cfg = self.configuration
+            desc = f"configuration: machine {cfg.machine!r}"
+            if cfg.target_page_bits:
+                desc += f", target page bits {cfg.target_page_bits}"
+            if cfg.capabilities:
+                desc += f", capabilities {', '.join(cfg.capabilities)}"
+        elif kind == RowKind.SECTION and sec is not None:
             desc = f"section {sec.type.name} id {sec.section_id} '{sec.idstr}'"
+            if sec.iteration is not None:
+                desc += f" (RAM iteration {sec.iteration}: {int(sec.pages.sum())} pages, {sec.page_bytes} bytes)"
         elif kind == RowKind.COMMAND:
-            desc = f"command {command_name(int(r.flags[row]))}"
+            desc = f"command {command_name(int(r.flags[row]))}, {max(0, size - 5)} bytes of arguments"
         elif kind == RowKind.DEVICE and sec is not None:
-            desc = f"device state of '{sec.idstr}' ({size} bytes)"
+            desc = f"device state of '{sec.idstr}' ({size} bytes, not interpreted)"
+        elif kind == RowKind.EOF:
+            desc = "QEMU_VM_EOF: end of the device state"
+        elif kind == RowKind.VMDESCRIPTION:
+            desc = f"VMDESCRIPTION: {max(0, size - 5)} bytes of JSON describing the device sections"
+        elif kind == RowKind.PACKAGE_END:
+            desc = "end of a PACKAGED command's nested stream"
+        elif kind == RowKind.UNDECODED:
+            desc = self.undecoded or "not decoded"
         return RecordDetail(row, kind, off, size, data[:head_len], data[head_len:], int(r.flags[row]),
                             description=desc)
 

@@ -98,7 +98,7 @@ class DetailPane(VerticalScroll):
         if d.kind in (RowKind.PAGE, RowKind.MARKER, RowKind.MEM_SIZE):
             self._ram(text, d)
         else:
-            text.append(f"{d.kind.name.lower()}: {d.description}\n")
+            text.append(f"{d.description or d.kind.name.lower()}\n")
             text.append("header\n", style="bold underline")
             text.append_text(hexdump(d.header, d.offset, squeeze=False))
             if d.payload:
@@ -124,7 +124,13 @@ class DetailPane(VerticalScroll):
         kind = d.flags & ~_CONTINUE
         text.append("header bytes\n", style="bold underline")
         text.append_text(hexdump(d.header, d.offset, squeeze=False))
-        if kind == RamFlag.ZERO:
+        if d.kind == RowKind.MEM_SIZE:
+            text.append("RAM blocks (idstr, used_length)\n", style="bold underline")
+            for blk in ix.blocks:
+                text.append(f"  {blk.name:<28} {blk.used_length:#12x}  {blk.pages} pages\n")
+            text.append("payload\n", style="bold underline")
+            text.append_text(hexdump(d.payload[:HEX_LIMIT], d.offset + len(d.header)))
+        elif kind == RamFlag.ZERO:
             text.append(f"payload: fill byte {d.fill:#04x}\n")
         elif kind == RamFlag.PAGE:
             text.append("payload: the page\n", style="bold underline")
