@@ -146,7 +146,7 @@ def test_index_memory_is_numpy_columns(mixed):
     ix = build(path)
     r = ix.rows()
     per_row = sum(a.itemsize for a in (r.offset, r.kind, r.flags, r.block, r.page))
-    assert per_row == 17
+    assert per_row == 21
 
 
 def test_corrupt_stream_keeps_rows_before_the_error(mixed, tmp_path):
@@ -225,3 +225,22 @@ def test_sample_iterations_and_block_counts(raw_sample_dir):
     ram = [ix.sections[i] for i in ix.ram_sections]
     assert [s.type.name for s in ram] == ["START"] + ["PART"] * 6 + ["END"]
     assert sum(int(s.pages[PageState.XBZRLE]) for s in ram) == 87
+
+
+def test_hostile_block_size_gets_no_page_map(tmp_path):
+    from migstream import writer as w
+
+    huge = 1 << 49  # 512 TiB: the decoder accepts it (below its 1 PiB limit)
+    data = (w.file_header() + w.section_start(2, "ram", 0, 4) + w.mem_size([("pc.ram", 64 * PS), ("big", huge)])
+            + w.ram_record(RamFlag.EOS) + w.footer(2) + w.section_part(2)
+            + w.ram_record(RamFlag.ZERO, huge - PS, block="big", payload={"fill": 0})
+            + w.ram_record(RamFlag.ZERO, PS, block="pc.ram", payload={"fill": 0})
+            + w.ram_record(RamFlag.EOS) + w.footer(2) + w.eof())
+    path = tmp_path / "huge.mig"
+    path.write_bytes(data)
+    ix = build(path)
+    assert ix.error is None
+    assert ix.block_named("big").pages == 0 and ix.total_pages == 64
+    states = ix.page_states(ix.count - 1)
+    assert states[1] == PageState.ZERO
+    assert len(ix.rows_touching(ix.block_named("big").index, (huge - PS) // PS)) == 1
