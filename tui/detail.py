@@ -31,36 +31,43 @@ HEX_LIMIT = 64 << 10  # bytes dumped at most
 _CONTINUE = int(RamFlag.CONTINUE)
 
 
+def _hex_line(base: int, line: bytes) -> str:
+    cells = [f"{b:02x}" for b in line] + ["  "] * (16 - len(line))
+    ascii_ = "".join(chr(b) if 32 <= b < 127 else "." for b in line)
+    return f"{base:08x}  {' '.join(cells[:8])}  {' '.join(cells[8:])}  |{ascii_}|\n"
+
+
+def _hex_col(i: int) -> int:
+    """Column of byte i's two hex digits in a _hex_line."""
+    return 10 + 3 * i + (1 if i >= 8 else 0)
+
+
 def hexdump(data: bytes, base: int = 0, *, highlight: set[int] | None = None, style: str = "bold reverse",
             squeeze: bool = True) -> Text:
     """``hexdump -C`` style, identical lines folded into ``*``; bytes at offsets in
-    ``highlight`` styled."""
+    ``highlight`` styled.  One string per line (styles as spans): a 4 KiB page is
+    256 appends, not 4096."""
     text = Text()
     prev = None
     folded = False
     for at in range(0, len(data), 16):
         line = data[at:at + 16]
-        hit = highlight is not None and any(at + i in highlight for i in range(len(line)))
-        if squeeze and line == prev and not hit and at + 16 < len(data):
+        marked = [i for i in range(len(line)) if at + i in highlight] if highlight else []
+        if squeeze and line == prev and not marked and at + 16 < len(data):
             if not folded:
                 text.append("*\n", style="dim")
                 folded = True
             continue
         folded = False
         prev = line
-        text.append(f"{base + at:08x}  ", style="dim")
-        for i in range(16):
-            if i < len(line):
-                st = style if highlight and at + i in highlight else ""
-                text.append(f"{line[i]:02x}", style=st)
-            else:
-                text.append("  ")
-            text.append("  " if i == 7 else " ")
-        text.append(" |")
-        for i, b in enumerate(line):
-            ch = chr(b) if 32 <= b < 127 else "."
-            text.append(ch, style=style if highlight and at + i in highlight else "")
-        text.append("|\n")
+        start = len(text)
+        text.append(_hex_line(base + at, line))
+        text.stylize("dim", start, start + 10)  # address and its gap: one segment
+        for i in marked:
+            col = start + _hex_col(i)
+            text.stylize(style, col, col + 2)
+            asc = start + _hex_col(15) + 2 + 3 + i
+            text.stylize(style, asc, asc + 1)
     return text
 
 
@@ -166,14 +173,16 @@ class DetailPane(VerticalScroll):
         old = ix.page_content(d.row, before=True)
         new = ix.page_content(d.row)
         text.append("runs (page offset: old bytes -> new bytes)\n", style="bold underline")
-        for at, n, _ in runs[:256]:
+        shown = runs[:256]
+        width = min(49, max((3 * n - 1 for _, n, _ in shown), default=0))
+        for at, n, _ in shown:
             o = old[at:at + n].hex(" ") if old is not None else "?"
             w = new[at:at + n].hex(" ") if new is not None else "?"
             if n > 16:
                 o = o[:47] + " …"
                 w = w[:47] + " …"
             text.append(f"  {at:#06x} +{n:<4} ")
-            text.append(f"{o:<49}", style="red")
+            text.append(f"{o:<{width}}", style="red")
             text.append(" -> ")
             text.append(w + "\n", style="green")
         if old is None or new is None:
