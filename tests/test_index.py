@@ -244,3 +244,20 @@ def test_hostile_block_size_gets_no_page_map(tmp_path):
     states = ix.page_states(ix.count - 1)
     assert states[1] == PageState.ZERO
     assert len(ix.rows_touching(ix.block_named("big").index, (huge - PS) // PS)) == 1
+
+
+@pytest.mark.parametrize("name", SAMPLE_NAMES)
+def test_every_sample_indexes_to_a_fully_sent_ram_block(name):
+    """Each committed capture (read from its .zst, spooled) indexes without error,
+    with RAM sections from START to END, and by the end every page of the main RAM
+    block was sent (QEMU's bulk stage sends every page once)."""
+    sample = sample_by_name(name)
+    ix = build(SAMPLES / sample["stream"])
+    assert ix.error is None and ix.eof and ix.ram_complete
+    ram = [ix.sections[i].type.name for i in ix.ram_sections]
+    assert ram[0] == "START" and ram[-1] == "END" and set(ram[1:-1]) <= {"PART"}
+    blk = ix.block_named(sample["ram_block"])
+    assert blk.used_length == sample["ram_size"]
+    st = ix.page_states(ix.count - 1)[blk.base:blk.base + blk.pages]
+    assert not np.any(st == PageState.NEVER)
+    ix.close()

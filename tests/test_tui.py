@@ -199,7 +199,7 @@ async def test_record_table_click_moves_cursor():
         await pilot.pause()
         from migstream.tui.detail import DetailPane
 
-        text = str(app.query_one(DetailPane).body.render())
+        text = app.query_one(DetailPane).text.plain
         assert "inflated page" in text
         assert "COMPRESS_PAGE" in text
 

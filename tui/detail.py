@@ -5,8 +5,10 @@ the delta's runs laid over the page (old bytes against new bytes)."""
 from __future__ import annotations
 
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from migstream.decoder import inflate_page
 from migstream.events import flag_names
@@ -71,25 +73,52 @@ def hexdump(data: bytes, base: int = 0, *, highlight: set[int] | None = None, st
     return text
 
 
-class DetailPane(VerticalScroll):
+class DetailPane(ScrollView, can_focus=True):
+    """The description of one record as lines of text, Line API: a 4 KiB page's
+    hex dumps are built once per record and only visible lines are rendered."""
+
     def __init__(self, index: StreamIndex, **kw) -> None:
         super().__init__(**kw)
         self.index = index
-        self.body = Static("", id="detail-body")
+        self.lines: list[Text] = []
+        self._strips: LRUCache[tuple, Strip] = LRUCache(256)
+        self._version = 0
 
-    def compose(self):
-        yield self.body
+    @property
+    def text(self) -> Text:
+        """Everything shown, as one Text (for tests and copying)."""
+        return Text("\n").join(self.lines)
 
     def show(self, row: int | None) -> None:
         if row is None or row >= self.index.count:
-            self.body.update("")
-            return
-        try:
-            text = self.describe(row)
-        except Exception as exc:  # a record that cannot be read back: say so, don't crash the UI
-            text = Text(f"cannot show row {row}: {exc}", style="bold red")
-        self.body.update(text)
-        self.scroll_home(animate=False)
+            text = Text("")
+        else:
+            try:
+                text = self.describe(row)
+            except Exception as exc:  # a record that cannot be read back: say so, don't crash the UI
+                text = Text(f"cannot show row {row}: {exc}", style="bold red")
+        self.lines = text.split("\n")
+        self._version += 1
+        width = max((line.cell_len for line in self.lines), default=0)
+        self.virtual_size = Size(width, len(self.lines))
+        self.scroll_to(0, 0, animate=False, immediate=True)
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        index = int(self.scroll_y) + y
+        x = int(self.scroll_x)
+        key = (self._version, index, x, width)
+        strip = self._strips.get(key)
+        if strip is None:
+            base = self.rich_style
+            if index >= len(self.lines):
+                strip = Strip.blank(width, base)
+            else:
+                segments = list(self.lines[index].render(self.app.console))
+                strip = Strip(segments).apply_style(base).crop_extend(x, x + width, base)
+            self._strips[key] = strip
+        return strip
 
     def describe(self, row: int) -> Text:
         ix = self.index
