@@ -165,8 +165,10 @@ class MigstreamApp(App):
         sys.setswitchinterval(0.0005)
         self.title = f"migstream · {os.path.basename(self.path)}"
         self.table.focus()
-        self.scan()
         self._refresh_summary()
+        # Start indexing once the (empty) screen is up: the scan thread would
+        # otherwise compete for the GIL with Textual's start-up.
+        self.call_after_refresh(self.scan)
 
     def _mark_first_screen(self) -> None:
         if self.first_screen_at is None:
