@@ -22,10 +22,14 @@ from .events import (
     flag_names,
 )
 from .grammar import Command, RamFlag, SectionType
+from .encoder import BytesSink, Encoder, FdSink, RamStats, encode_stream
+from .memimage import MemoryImage, RamBlockImage
+from .template import StreamTemplate
 
 __all__ = [
     "StreamDecoder", "NEED_DATA", "MigstreamError", "StreamError", "TruncatedStream", "UsageError",
     "CommandEvent", "Configuration", "DeviceState", "EndOfStream", "FileHeader", "PackageEnd",
     "PageRecord", "PageRun", "RamBlock", "RamBlockList", "RamMarker", "SectionEnd", "SectionStart",
     "Undecoded", "VmDescription", "flag_names", "Command", "RamFlag", "SectionType",
+    "Encoder", "encode_stream", "RamStats", "BytesSink", "FdSink", "MemoryImage", "RamBlockImage", "StreamTemplate",
 ]

@@ -37,6 +37,7 @@ from .events import (
 )
 from .grammar import RamFlag
 from .extract import extract as do_extract
+from .multifd import with_channels
 from .sources import StreamSource, detect_compression
 from .stream import iter_events, open_decoder
 from .summary import ENCODING_NAMES, StreamSummary
@@ -49,6 +50,8 @@ PageSizeOpt = Annotated[Optional[int], typer.Option("--page-size", help="Target 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
 HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.")]
+ChannelOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--channel", help="A multifd channel capture (repeatable; any order; .gz/.xz/.zst ok).")]
 
 
 def _err(msg: str) -> None:
@@ -147,15 +150,16 @@ def _run(fn):
 
 @app.command()
 def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = None,
-         progress: ProgressOpt = None, rdma: HookOpt = False) -> None:
+         progress: ProgressOpt = None, rdma: HookOpt = False, channel: ChannelOpt = None) -> None:
     """What is in a stream: machine, page size, RAM blocks, sections, records by encoding."""
 
     def go():
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             summary = StreamSummary()
             error = None
+            stats: list = []
             try:
-                for ev in iter_events(source, decoder, prog):
+                for ev in with_channels(iter_events(source, decoder, prog), channel, decoder, stats):
                     summary.add(ev)
             except StreamError as exc:
                 error = exc
@@ -164,8 +168,12 @@ def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = 
             summary.end_offset = decoder.offset
             doc = summary.as_dict()
             doc["ram_complete"] = decoder.ram_complete
+            if stats:
+                doc["multifd_channels"] = stats
             doc["error"] = str(error) if error else None
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
+            if source.save_image is not None:
+                doc["libvirt"] = source.save_image.as_dict()
             prog.done()
             if json_out:
                 print(json.dumps(doc, indent=2))
@@ -189,6 +197,15 @@ def _human(n: int) -> str:
 
 def _print_info(d: dict) -> None:
     out = []
+    lv = d.get("libvirt")
+    if lv:
+        dom = lv["domain"]
+        mem = _human(dom["memory"]) if dom["memory"] is not None else "?"
+        out.append(f"libvirt image    {'complete' if lv['complete'] else 'INCOMPLETE (LibvirtQemudPart)'}, "
+                   f"format {lv['format']}, was running: {'yes' if lv['was_running'] else 'no'}")
+        out.append(f"domain           {dom['name']}  uuid {dom['uuid']}  memory {mem}")
+        out.append(f"QEMU stream at   file offset 0x{lv['stream_offset']:x} "
+                   f"(offsets below are inside the {'decompressed ' if lv['format'] != 'raw' else ''}stream)")
     out.append(f"stream version   {d['version']}")
     out.append(f"machine          {d['machine'] or '(no configuration section)'}")
     out.append(f"page size        {d['page_size']} ({d['page_size_source']})")
@@ -271,6 +288,10 @@ def _record_rows(events):
             yield {"offset": ev.offset, "event": "vmdescription", "payload_size": len(ev.json)}
         elif t is Undecoded:
             yield {"offset": ev.offset, "event": "undecoded", "reason": ev.reason}
+        elif hasattr(ev, "row"):  # multifd and mapped-ram events describe themselves
+            row = ev.row()
+            row.setdefault("section", section)
+            yield row
 
 
 def _page_row(rec: PageRecord, section: str) -> dict:
@@ -311,14 +332,15 @@ def _format_row(r: dict) -> str:
 
 @app.command()
 def records(stream: StreamArg, json_out: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
-            page_size: PageSizeOpt = None, progress: ProgressOpt = False, rdma: HookOpt = False) -> None:
+            page_size: PageSizeOpt = None, progress: ProgressOpt = False, rdma: HookOpt = False,
+            channel: ChannelOpt = None) -> None:
     """One line per record and event: offset, section, block, page offset, flags, encoding, payload size."""
 
     def go():
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             out = sys.stdout
             try:
-                for row in _record_rows(iter_events(source, decoder, prog)):
+                for row in _record_rows(with_channels(iter_events(source, decoder, prog), channel, decoder)):
                     out.write((json.dumps(row) if json_out else _format_row(row)) + "\n")
             finally:
                 out.flush()
@@ -335,7 +357,7 @@ def extract(stream: StreamArg,
             output: Annotated[Path, typer.Option("-o", "--output", help="Directory for block files + manifest.json.")],
             block: Annotated[Optional[list[str]], typer.Option("--block", help="Only this RAM block (repeatable).")] = None,
             page_size: PageSizeOpt = None, progress: ProgressOpt = None, rdma: HookOpt = False,
-            json_out: JsonOpt = False) -> None:
+            json_out: JsonOpt = False, channel: ChannelOpt = None) -> None:
     """Rebuild every RAM block as a sparse file in DIR, plus DIR/manifest.json."""
 
     def go():
@@ -344,7 +366,7 @@ def extract(stream: StreamArg,
             # The source is opened inside extract(); report by bytes consumed.
             prog = _Progress(_SizeOnly(stream), progress)
         result = do_extract(stream, str(output), blocks=set(block) if block else None, page_size=page_size,
-                            allow_hook=rdma, progress=prog)
+                            allow_hook=rdma, progress=prog, channels=[str(c) for c in channel or ()])
         if prog:
             prog.done()
         for off, msg in result.warnings:
@@ -366,14 +388,15 @@ def extract(stream: StreamArg,
 
 @app.command()
 def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: ProgressOpt = None,
-             rdma: HookOpt = False, quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False) -> None:
+             rdma: HookOpt = False, quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
+             channel: ChannelOpt = None) -> None:
     """Exit 0 if QEMU's loader would accept the stream, else 1 with the offset of the fault."""
 
     def go():
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             eof = False
             undecoded = None
-            for ev in iter_events(source, decoder, prog):
+            for ev in with_channels(iter_events(source, decoder, prog), channel, decoder):
                 t = type(ev)
                 if t is PageRecord and ev.kind == RamFlag.COMPRESS_PAGE:
                     try:
@@ -387,6 +410,9 @@ def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: Progres
                     undecoded = ev.reason
             prog.done()
             _warn_all(decoder)
+            if source.save_image is not None and not source.save_image.complete:
+                raise MigstreamError("libvirt save image is incomplete (magic LibvirtQemudPart: the save "
+                                     "never finished; libvirt refuses to restore it)")
             if not eof and undecoded is None:
                 raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
             if not quiet:
@@ -406,4 +432,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    # Run as `python -m migstream.cli`: plugin commands register on the app of the
+    # module `migstream.cli`, not on this `__main__` copy, so start from there.
+    from migstream.cli import main as _main
+
+    _main()

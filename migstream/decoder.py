@@ -32,7 +32,7 @@ from construct import ConstructError, StreamError as ConstructStreamError
 
 from . import grammar as g
 from .codecs.xbzrle import xbzrle_decode_into
-from .description import MAX_DESCRIPTION, DeviceIndex
+from .description import DeviceIndex
 from .errors import StreamError, TruncatedStream, XbzrleError
 from .events import (
     NEED_DATA,
@@ -41,6 +41,8 @@ from .events import (
     DeviceState,
     EndOfStream,
     FileHeader,
+    MappedRamBlock,
+    MappedRamPages,
     PackageEnd,
     PageRecord,
     PageRun,
@@ -53,17 +55,26 @@ from .events import (
     VmDescription,
 )
 from .fastpath import IDSTR_LENGTH, RAM_HEADER, SECTION_ID, RamPlans
+from .limits import (
+    MAX_BLOCK_LENGTH,
+    MAX_BLOCK_LIST,
+    MAX_CONFIG_SUBSECTION,
+    MAX_DESCRIPTION,
+    MAX_FOOTER_SCAN,
+    MAX_MACHINE_NAME,
+    MAX_PACKAGE_DEPTH,
+    MAX_PAGE_SIZE,
+    MAX_TARGET_PAGE_BITS,
+    MIN_PAGE_SIZE,
+    MIN_TARGET_PAGE_BITS,
+)
+from .mappedram import MappedRamList, check_mapped_ram_header
 from .pagesize import page_size_for
 
 RamFlag = g.RamFlag
 ST = g.SectionType
 
-#: Limits on hostile input.
-MAX_MACHINE_NAME = 4096
-MAX_PACKAGE_DEPTH = 4
-MAX_FOOTER_SCAN = 64 << 20  # largest device section framed by searching its footer
-MAX_PAGE_SIZE = 1 << 16
-MAX_BLOCK_LENGTH = 1 << 50  # 1 PiB; QEMU's guests are far smaller
+# Limits on hostile input live in limits.py (imported above, re-exported here).
 
 # Plain ints for the hot path (enum arithmetic costs microseconds).
 _CONTINUE = int(RamFlag.CONTINUE)
@@ -103,9 +114,15 @@ class StreamDecoder:
         self._pos = 0  # parse position in _buf
         self._base = 0  # stream offset of _buf[0]
         self._elem = 0  # start in _buf of the element being parsed
-        self._chunk: memoryview | None = None  # a fed chunk that _buf does not reach yet
+        self._chunk: memoryview | None = None  # the first fed chunk that _buf does not reach yet
         self._chunk_base = 0  # its stream offset
         self._chunk_used = 0  # how much of it was joined into _buf
+        # Chunks fed after it, joined only when an element needs them: joining on
+        # every feed would copy a large element once per chunk (quadratic time).
+        self._queued: list[memoryview] = []
+        self._queued_bytes = 0
+        self._retry: tuple[int, int] = (-1, 0)  # (offset, input then) of a grammar parse that needed more
+        self._scan: tuple[int, int] = (-1, 0)  # (offset, bytes searched) of an unfinished footer scan
         self._eof = False
         self._failed: StreamError | None = None
 
@@ -128,6 +145,8 @@ class StreamDecoder:
         self.blocks: dict[str, RamBlock] = {}
         self._last_block: str | None = None  # the CONTINUE context, across sections
         self._postcopy_hugepages = False
+        self._mapped_ram = False  # capability mapped-ram: MEM_SIZE carries page regions
+        self._mapped: MappedRamList | None = None
         self.warnings: list[tuple[int, str]] = []
         self.ram_complete = False  # the RAM END section's EOS was seen
 
@@ -151,28 +170,56 @@ class StreamDecoder:
             view = view.cast("B")
         self._rebase()
         if self._chunk is not None:
-            # Fed again before the last chunk was used up: keep one chunk.
-            self._chunk = memoryview(bytes(self._chunk) + bytes(view))
+            # Fed again before the last chunk was used up: queue this one.
+            self._queued.append(view)
+            self._queued_bytes += len(view)
         elif self._pos >= len(self._buf):
             self._base += len(self._buf)
             self._buf, self._pos, self._elem = view, 0, 0
         else:
             self._chunk, self._chunk_base, self._chunk_used = view, self._base + len(self._buf), 0
 
+    def _pending(self) -> int:
+        """Fed bytes that _buf does not hold yet."""
+        if self._chunk is None:
+            return 0
+        return len(self._chunk) - self._chunk_used + self._queued_bytes
+
+    def _next_chunk(self) -> None:
+        # The current chunk is used up (all of it is in _buf, or _buf moved onto it):
+        # the next queued one takes its place.
+        self._chunk_base += len(self._chunk)
+        self._chunk_used = 0
+        if self._queued:
+            self._chunk = self._queued.pop(0)
+            self._queued_bytes -= len(self._chunk)
+        else:
+            self._chunk = None
+
     def _grow(self) -> bool:
-        """Join the current element's bytes with more of the fed chunk (a copy of
+        """Join the current element's bytes with more of the fed chunks (a copy of
         the element only).  False when there is nothing more to join."""
+        if self._chunk is not None and self._chunk_used >= len(self._chunk):
+            self._next_chunk()
         chunk = self._chunk
-        if chunk is None or self._chunk_used >= len(chunk):
+        if chunk is None:
             return False
         tail = self._buf[self._elem:]
-        take = max(65536, 2 * len(tail))
-        piece = chunk[self._chunk_used:self._chunk_used + take]
-        self._chunk_used += len(piece)
+        take = max(65536, 2 * len(tail))  # geometric growth: linear copying in total
+        pieces = [tail]
+        while take > 0 and self._chunk is not None:
+            piece = self._chunk[self._chunk_used:self._chunk_used + take]
+            pieces.append(piece)
+            self._chunk_used += len(piece)
+            take -= len(piece)
+            if take > 0 and self._queued:
+                self._next_chunk()
+            else:
+                break
         self._base += self._elem
         self._pos -= self._elem
         self._elem = 0
-        self._buf = memoryview(bytes(tail) + bytes(piece))
+        self._buf = memoryview(b"".join(pieces))
         return True
 
     def _rebase(self) -> None:
@@ -180,7 +227,9 @@ class StreamDecoder:
         if self._chunk is not None and self.offset >= self._chunk_base:
             self._pos = self.offset - self._chunk_base
             self._base = self._chunk_base
-            self._buf, self._chunk = self._chunk, None
+            self._buf = self._chunk
+            self._chunk_used = len(self._chunk)
+            self._next_chunk()
             self._elem = self._pos
 
     def _need(self, n: int) -> None:
@@ -192,6 +241,8 @@ class StreamDecoder:
                     f"element runs past the end of the PACKAGED data at 0x{end:x}", self.offset,
                     section=self._section.idstr if self._section else None)
         while self._pos + n > len(self._buf):
+            if not self._eof and self._pos + n > len(self._buf) + self._pending():
+                raise _NeedData  # wait for enough input before joining anything
             if not self._grow():
                 if self._eof:
                     raise TruncatedStream(f"stream ends inside an element (needs {n} bytes, "
@@ -249,17 +300,24 @@ class StreamDecoder:
 
     def _construct(self, con, limit: int, **params) -> Any:
         """Parse a rare, variable-size element with the grammar itself."""
+        if self._packages:
+            limit = min(limit, self._packages[-1][0] - self.offset)
         avail = len(self._buf) - self._pos
+        if avail < limit and not self._eof:
+            # An earlier attempt at this element needed more input: try again only
+            # once the input has doubled, so small feeds cost linear time in total.
+            have = avail + self._pending()
+            if self._retry[0] == self.offset and have < 2 * self._retry[1]:
+                raise _NeedData
+            self._retry = (self.offset, have)
         while avail < limit and not self._eof and self._grow():
             avail = len(self._buf) - self._pos
-        if self._packages:
-            avail = min(avail, self._packages[-1][0] - self.offset)
         view = self._buf[self._pos:self._pos + min(avail, limit)]
         stream = io.BytesIO(view)
         try:
             obj = con.parse_stream(stream, **params)
         except ConstructStreamError as exc:
-            if avail < limit and not self._eof and not self._packages:
+            if avail < limit and not self._eof:
                 raise _NeedData from exc
             raise TruncatedStream(f"stream ends inside an element ({exc.__class__.__name__})",
                                   self.offset) from exc
@@ -359,7 +417,7 @@ class StreamDecoder:
                 break
             sub_off = self.offset
             try:
-                sub = self._construct(g.ConfigSubsection, 1 << 20)
+                sub = self._construct(g.ConfigSubsection, MAX_CONFIG_SUBSECTION)
             except ConstructError as exc:
                 self._pos += 1
                 name = self._idstr()
@@ -367,16 +425,20 @@ class StreamDecoder:
                                   section="configuration") from exc
             body = sub.body
             if "target_page_bits" in body:
-                fields["target_page_bits"] = body.target_page_bits
+                bits = body.target_page_bits
+                if not MIN_TARGET_PAGE_BITS <= bits <= MAX_TARGET_PAGE_BITS:
+                    # The loader compares with its own TARGET_PAGE_BITS (savevm.c
+                    # configuration_post_load); outside this range no target matches.
+                    raise StreamError(f"Received TARGET_PAGE_BITS is {bits}, outside "
+                                      f"{MIN_TARGET_PAGE_BITS}..{MAX_TARGET_PAGE_BITS}", sub_off,
+                                      section="configuration")
+                fields["target_page_bits"] = bits
             elif "capabilities" in body:
                 fields["capabilities"] = tuple(body.capabilities)
             elif "uuid" in body:
                 fields["uuid"] = bytes(body.uuid)
         self.configuration = Configuration(off, machine, **fields)
-        caps = set(self.configuration.capabilities)
-        if "mapped-ram" in caps:
-            raise StreamError("mapped-ram streams (QEMU 9.0+ file: migration) are not supported yet",
-                              off, section="configuration")
+        self._mapped_ram = "mapped-ram" in self.configuration.capabilities
         return self.configuration
 
     def _command(self, off: int) -> CommandEvent:
@@ -491,9 +553,11 @@ class StreamDecoder:
                    else "its footer was not found")
             return Undecoded(off, f"device section '{sec.idstr}' cannot be framed ({why}); "
                                   "device sections from here on were not decoded")
+        data = self._buf[self._pos:self._pos + size]
         self._pos += size
         self._state = "footer"
-        return DeviceState(off, sec.section_id, sec.idstr, sec.instance_id, size, framing)
+        return DeviceState(off, sec.section_id, sec.idstr, sec.instance_id, size, framing, data,
+                           self._section_type)
 
     def _footer_at(self, stream_off: int, section_id: int) -> bool:
         i = stream_off - self._base
@@ -506,21 +570,30 @@ class StreamDecoder:
         0x7e + be32 section id, followed by a byte that can start the next
         top-level element.  Section ids are unique, which makes false hits rare."""
         needle = bytes([ST.FOOTER]) + SECTION_ID.pack(section_id)
-        searched = 0
+        # Resume an attempt that needed more input: every position before
+        # ``searched - 5`` is decided (no footer there).
+        searched = self._scan[1] if self._scan[0] == self.offset else 0
         while True:
-            hay = bytes(self._buf[self._pos:self._pos + MAX_FOOTER_SCAN + 6])
-            at = hay.find(needle, max(0, searched - 5))
-            while 0 <= at and at + 5 < len(hay):
+            end = min(len(self._buf) - self._pos, MAX_FOOTER_SCAN + 6)
+            lo = max(0, searched - 5)
+            hay = bytes(self._buf[self._pos + lo:self._pos + end])
+            at = hay.find(needle)
+            while 0 <= at and lo + at + 5 < end:
                 if hay[at + 5] in _TOP_TYPES:
-                    return at
+                    self._scan = (-1, 0)
+                    return lo + at
                 at = hay.find(needle, at + 1)
-            if len(hay) > MAX_FOOTER_SCAN:
+            if end > MAX_FOOTER_SCAN:
                 raise StreamError(f"no footer for section '{self._section.idstr}' within "
                                   f"{MAX_FOOTER_SCAN} bytes", self.offset, section=self._section.idstr)
-            searched = len(hay)
+            searched = end
+            self._scan = (self.offset, searched)
+            # Join more only once it at least doubles what was searched (linear total).
+            if not self._eof and self._pending() < searched:
+                raise _NeedData
             if not self._grow():
                 if self._eof:
-                    return at if at >= 0 else None
+                    return lo + at if at >= 0 else None
                 raise _NeedData
 
     # --- the RAM section -----------------------------------------------------------
@@ -538,7 +611,7 @@ class StreamDecoder:
             else:
                 self.page_size, self.page_size_source = 4096, "default"
                 self.warnings.append((off, "target page size unknown; assuming 4096 (use --page-size)"))
-        if self.page_size & (self.page_size - 1) or not 512 <= self.page_size <= MAX_PAGE_SIZE:
+        if self.page_size & (self.page_size - 1) or not MIN_PAGE_SIZE <= self.page_size <= MAX_PAGE_SIZE:
             raise StreamError(f"unusable target page size {self.page_size}", off, section="ram")
         self._plans = RamPlans.for_page_size(self.page_size)
         self._mask = self.page_size - 1
@@ -563,8 +636,12 @@ class StreamDecoder:
                 self.ram_complete = True
             return RamMarker(off, flags)
         if kind == RamFlag.MEM_SIZE:
+            if self._mapped_ram:
+                return self._mapped_mem_size(off, addr)
             return self._mem_size(off, addr)
         if kind == RamFlag.MULTIFD_FLUSH:
+            if self._mapped_ram:
+                raise StreamError(f"Unexpected RAM flags: {flags}", off, section="ram")
             return RamMarker(off, flags)
         if kind == RamFlag.HOOK:
             if not self._allow_hook:
@@ -577,7 +654,7 @@ class StreamDecoder:
         ignore_shared = bool(self.configuration and "x-ignore-shared" in self.configuration.capabilities)
         self._pos = off - self._base
         try:
-            rec = self._construct(g.RamRecord, 1 << 20, page_size=self.page_size,
+            rec = self._construct(g.RamRecord, MAX_BLOCK_LIST, page_size=self.page_size,
                                   ignore_shared=ignore_shared, postcopy_hugepages=self._postcopy_hugepages)
         except ConstructError as exc:
             raise StreamError(f"malformed RAM block list: {exc}", off, section="ram") from exc
@@ -594,6 +671,9 @@ class StreamDecoder:
         return RamBlockList(off, total, blocks)
 
     def _page_record(self, off: int, hdr: int, flags: int, addr: int, kind: int):
+        if self._mapped_ram and kind != g.RamFlag.COMPRESS_PAGE:
+            # ram_load_precopy: mapped-ram pages live in the block regions only.
+            raise StreamError(f"Unexpected RAM flags: {flags}", off, section="ram", addr=addr)
         if flags & _CONTINUE:
             block = self._last_block
             if block is None:
@@ -710,6 +790,94 @@ class StreamDecoder:
             return None
         self._pos = p
         return PageRun(pos + self._base, block, addr, n, ps, buf[pos:p], starts, bytes(kinds))
+
+    # --- mapped-ram (QEMU 9.0+ file: migration) ---------------------------------------
+    # MEM_SIZE becomes a sequence of events: per block a MappedRamBlock (entry, header,
+    # bitmap), then its page region passed by as MappedRamPages views (never copied, so
+    # holes of an mmap'd file are never touched), then the next entry; RamBlockList last.
+
+    def _mapped_mem_size(self, off: int, total: int):
+        self._mapped = MappedRamList(off, total)
+        self._state = "mapped_block"
+        self._elem = self._pos  # restart point after the MEM_SIZE header
+        return self._st_mapped_block()
+
+    def _st_mapped_block(self):
+        mr = self._mapped
+        if mr.left <= 0:
+            self._state = "ram"
+            return RamBlockList(mr.offset, mr.total, tuple(mr.blocks))
+        off = self.offset
+        name = self._idstr()
+        used = self._unpack(RAM_HEADER)
+        addr = None
+        if self.configuration and "x-ignore-shared" in self.configuration.capabilities:
+            addr = self._unpack(RAM_HEADER)
+        size = g.MappedRamHeader.sizeof()
+        self._need(size)
+        hdr = g.MappedRamHeader.parse(bytes(self._buf[self._pos:self._pos + size]))
+        self._pos += size
+        bitmap_size = check_mapped_ram_header(name, used, hdr, self.offset, self.page_size, mr.left, off)
+        bitmap = b""
+        if hdr.pages_offset:
+            gap = hdr.bitmap_offset - self.offset
+            self._need(gap + bitmap_size)
+            bitmap = bytes(self._buf[self._pos + gap:self._pos + gap + bitmap_size])
+            self._pos += gap + bitmap_size
+        self.blocks[name] = RamBlock(name, used, None, addr)
+        mr.blocks.append(self.blocks[name])
+        mr.left -= used
+        mr.region = (name, hdr.pages_offset, hdr.pages_offset + used) if hdr.pages_offset else None
+        self._state = "mapped_skip" if mr.region else "mapped_block"
+        return MappedRamBlock(off, name, used, addr, hdr.version, hdr.page_size, hdr.bitmap_offset,
+                              hdr.pages_offset, bitmap)
+
+    def _mapped_input(self) -> int:
+        """Bytes available at _pos, switching to the fed chunk when the joined
+        buffer is used up; raises _NeedData (keeping progress) when there are none."""
+        if self._pos >= len(self._buf):
+            self._rebase()
+        avail = len(self._buf) - self._pos
+        if avail <= 0:
+            if self._eof:
+                name = self._mapped.region[0] if self._mapped.region else None
+                raise TruncatedStream("stream ends inside a mapped-ram page region", self.offset,
+                                      section="ram", block=name)
+            self._elem = self._pos
+            raise _NeedData
+        return avail
+
+    def _st_mapped_skip(self):
+        # From the end of the bitmap to pages_offset: alignment padding, skipped unread.
+        target = self._mapped.region[1]
+        while self.offset < target:
+            avail = self._mapped_input()
+            self._pos += min(target - self.offset, avail)
+        self._state = "mapped_pages"
+        return self._st_mapped_pages()
+
+    def _st_mapped_pages(self):
+        name, start, end = self._mapped.region
+        off = self.offset
+        if off >= end:
+            self._state = "mapped_block"
+            return self._st_mapped_block()
+        avail = self._mapped_input()
+        ps = self.page_size
+        n = min(avail, end - off)
+        if off + n < end:
+            n -= (off + n - start) % ps  # whole pages only
+            if n <= 0:
+                self._elem = self._pos
+                try:
+                    self._need(ps)  # a page split between two chunks: join just that page
+                except TruncatedStream as exc:
+                    raise TruncatedStream("stream ends inside a mapped-ram page region", off, section="ram",
+                                          block=name, addr=off - start) from exc
+                n = ps
+        data = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return MappedRamPages(off, name, off - start, data)
 
     # --- after EOF -----------------------------------------------------------------
 

@@ -14,9 +14,8 @@ import struct
 from typing import Any
 
 from .grammar import SectionType
+from .limits import MAX_DESCRIPTION
 
-#: Larger descriptions are refused (hostile-input bound).
-MAX_DESCRIPTION = 64 << 20
 
 
 def find_description(tail: bytes, total_size: int) -> tuple[int, bytes] | None:
@@ -70,13 +69,21 @@ def vmsd_payload_size(desc: dict[str, Any]) -> int:
     return total
 
 
+def device_key(dev: dict[str, Any]) -> tuple[str, int]:
+    """(idstr, instance_id) as the stream carries them.  The JSON writes the
+    instance id as a signed int (ppc64's spapr devices: -2147483648 for the
+    stream's 0x80000000), the section header as be32: compare them unsigned."""
+    iid = dev.get("instance_id")
+    return dev.get("name"), (int(iid) & 0xFFFFFFFF) if isinstance(iid, int) else iid
+
+
 class DeviceIndex:
     """(idstr, instance_id) -> the device descriptions, in stream order."""
 
     def __init__(self, description: dict[str, Any]) -> None:
         self._devices: dict[tuple[str, int], list[dict]] = {}
         for dev in description.get("devices", ()):
-            key = (dev.get("name"), dev.get("instance_id"))
+            key = device_key(dev)
             self._devices.setdefault(key, []).append(dev)
 
     def next_size(self, idstr: str, instance_id: int) -> int | None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from .grammar import Command, RamFlag, SectionType
+from .grammar import MULTIFD_COMPRESSION_MASK, MULTIFD_COMPRESSION_NAMES, Command, RamFlag, SectionType
 
 
 class _Sentinel:
@@ -222,6 +222,10 @@ class DeviceState:
     instance_id: int
     length: int
     framing: str  # "description" (JSON sizes), "footer-scan", "htab"
+    #: The payload bytes (a view into the decoder's input; copy what you keep).
+    data: memoryview = field(default=memoryview(b""), repr=False, compare=False)
+    #: START/PART/END for iterative (live) sections, FULL for the rest.
+    section_type: SectionType = SectionType.FULL
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,3 +248,95 @@ class Undecoded:
 
     offset: int
     reason: str
+
+
+# --- mapped-ram and multifd (QEMU 9.0+ file: migration; multifd channels) ----------
+
+
+@dataclass(frozen=True, slots=True)
+class MappedRamBlock:
+    """A MEM_SIZE block entry of a mapped-ram stream: the block and its
+    MappedRamHeader.  ``bitmap`` (host-long words, little-endian bit order) says which
+    pages of the region ``pages_offset .. pages_offset + used_length`` hold data."""
+
+    offset: int
+    name: str
+    used_length: int
+    addr: int | None  # x-ignore-shared guest-physical address
+    version: int
+    page_size: int
+    bitmap_offset: int
+    pages_offset: int  # 0 for an x-ignore-shared block (no region)
+    bitmap: bytes
+
+    @property
+    def pages_written(self) -> int:
+        return int.from_bytes(self.bitmap, "little").bit_count()
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "mapped_ram_block", "block": self.name,
+                "length": self.used_length, "version": self.version, "page_size": self.page_size,
+                "bitmap_offset": self.bitmap_offset, "pages_offset": self.pages_offset,
+                "pages_written": self.pages_written}
+
+
+@dataclass(frozen=True, slots=True)
+class MappedRamPages:
+    """A stretch of a block's page region as it passes by: block offsets
+    ``addr .. addr + len(data)``.  ``data`` is a view into the input (an mmap for
+    files); only pages whose bitmap bit is set may be read, the rest are holes."""
+
+    offset: int
+    block: str
+    addr: int
+    data: memoryview
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "mapped_ram_pages", "block": self.block, "addr": self.addr,
+                "length": len(self.data)}
+
+
+@dataclass(frozen=True, slots=True)
+class MultifdPacket:
+    """One RAM packet of a multifd channel, decoded: ``pages`` holds the normal
+    pages (decompressed) in ``normal`` offset order; ``zero`` lists pages to zero.
+    ``offset`` is the packet's offset in its channel file."""
+
+    offset: int
+    channel: int
+    file: str
+    packet_num: int
+    flags: int
+    block: str
+    normal: Sequence[int]
+    zero: Sequence[int]
+    pages: memoryview | bytes
+    page_size: int
+    payload_size: int  # bytes of payload on the wire
+
+    @property
+    def sync(self) -> bool:
+        return bool(self.flags & 0x01)
+
+    def page(self, i: int):
+        return self.pages[i * self.page_size:(i + 1) * self.page_size]
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "multifd_packet", "channel": self.channel, "file": self.file,
+                "packet_num": self.packet_num, "flags": self.flags, "sync": self.sync,
+                "compression": MULTIFD_COMPRESSION_NAMES.get(self.flags & MULTIFD_COMPRESSION_MASK, "?"),
+                "block": self.block, "normal_pages": len(self.normal), "zero_pages": len(self.zero),
+                "payload_size": self.payload_size}
+
+
+@dataclass(frozen=True, slots=True)
+class MultifdSync:
+    """Every channel reached its SYNC packet for one sync point of the main stream
+    (a MULTIFD_FLUSH record, or a RAM EOS for QEMU < 8.0 / flush-after-each-section)."""
+
+    offset: int  # of the main-stream record
+    index: int  # sync points so far, from 1
+    packets: int  # packets applied for this sync point
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "multifd_sync", "index": self.index, "packets": self.packets}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import enum
 
 from construct import (
+    Array,
     Bytes,
     Computed,
     Const,
@@ -200,6 +201,37 @@ CommandElement = Struct(
     "payload" / FixedSized(this.length, Struct("body" / Switch(this._.cmd, COMMAND_PAYLOADS, default=GreedyBytes))),
 )
 
+# --- the return path (destination -> source; migration.c migrate_send_rp_message) --
+
+
+class ReturnPathType(enum.IntEnum):
+    """mig_rp_message_type (migration/migration.c)."""
+
+    INVALID = 0
+    SHUT = 1  # be32 error code (0 = ok): the destination sends nothing more
+    PONG = 2  # be32 value of the PING it answers
+    REQ_PAGES_ID = 3  # postcopy page request naming the RAM block
+    REQ_PAGES = 4  # the same, for the block of the previous request
+    RECV_BITMAP = 5  # postcopy recovery
+    RESUME_ACK = 6
+    SWITCHOVER_ACK = 7  # 8.1+
+
+
+RETURN_PATH_PAYLOADS = {
+    ReturnPathType.SHUT: Struct("value" / Int32ub),
+    ReturnPathType.PONG: Struct("value" / Int32ub),
+    ReturnPathType.REQ_PAGES_ID: Struct("start" / Int64ub, "length" / Int32ub, "idstr" / IdStr),
+    ReturnPathType.REQ_PAGES: Struct("start" / Int64ub, "length" / Int32ub),
+    ReturnPathType.RESUME_ACK: Struct("value" / Int32ub),
+}
+
+ReturnPathMessage = Struct(
+    "type" / Int16ub,
+    "length" / Int16ub,
+    "payload" / FixedSized(this.length, Struct(
+        "body" / Switch(this._.type, RETURN_PATH_PAYLOADS, default=GreedyBytes))),
+)
+
 # --- the RAM section ("ram", instance 0, version 4) -------------------------------
 
 
@@ -253,3 +285,123 @@ RamRecord = Struct(
     "payload" / Switch(this.header.kind, RAM_PAYLOADS, default=Error),
 )
 
+
+# --- multifd channels (migration/multifd.h, multifd.c, multifd-nocomp.c) -----------
+# Each multifd connection starts with MultiFDInit_t, then carries packets: a fixed
+# header, an offset table, and (when the packet has normal pages) a payload.  All
+# big-endian.  The layout is the same from QEMU 4.0 to 10.x (version 1); 9.0 put
+# ``zero_pages`` into what was the first unused word, 10.0 added device-state packets.
+
+MULTIFD_MAGIC = 0x11223344
+MULTIFD_VERSION = 1
+#: MULTIFD_PACKET_SIZE: a RAM packet describes at most this many bytes of pages, so
+#: its offset table has MULTIFD_PACKET_SIZE / TARGET_PAGE_SIZE entries (128 for 4 KiB).
+MULTIFD_PACKET_SIZE = 512 * 1024
+
+
+class MultifdFlag(enum.IntFlag):
+    """MULTIFD_FLAG_* in a packet header's ``flags``."""
+
+    SYNC = 0x01
+    ZLIB = 0x02  # the compression method occupies bits 1..5 (mask 0x3e)
+    ZSTD = 0x04
+    QPL = 0x08  # 9.1
+    UADK = 0x10  # 9.1
+    QATZIP = 0x20  # 9.2
+    DEVICE_STATE = 0x40  # 10.0: VFIO device state, not RAM
+
+
+#: MULTIFD_FLAG_COMPRESSION_MASK (was 7 << 1 before QPL).
+MULTIFD_COMPRESSION_MASK = 0x3E
+MULTIFD_COMPRESSION_NAMES = {0: "nocomp", MultifdFlag.ZLIB: "zlib", MultifdFlag.ZSTD: "zstd",
+                             MultifdFlag.QPL: "qpl", MultifdFlag.UADK: "uadk", MultifdFlag.QATZIP: "qatzip"}
+
+#: MultiFDInit_t: the 64-byte handshake at the start of every multifd channel.
+MultiFDInit = Struct(
+    "magic" / Int32ub,
+    "version" / Int32ub,
+    "uuid" / Bytes(16),  # qemu_uuid of the source; the destination compares it with its own
+    "id" / Int8ub,  # channel number
+    "unused1" / Bytes(7),
+    "unused2" / Bytes(32),  # u64 unused2[4]
+)
+
+#: MultiFDPacketHdr_t (named so in 10.0; the same first three words since 4.0).
+MultiFDPacketHdr = Struct(
+    "magic" / Int32ub,
+    "version" / Int32ub,
+    "flags" / Int32ub,
+)
+
+#: The fixed part of a RAM packet (MultiFDPacket_t without its offset table).
+MultiFDPacketFixed = Struct(
+    *MultiFDPacketHdr.subcons,
+    "pages_alloc" / Int32ub,  # entries used of the offset table (0 in 10.0's SYNC packets)
+    "normal_pages" / Int32ub,  # "pages_used" in QEMU <= 5.x
+    "next_packet_size" / Int32ub,  # payload bytes that follow (compressed size); stale in 7.2 SYNCs
+    "packet_num" / Int64ub,
+    "zero_pages" / Int32ub,  # 9.0+; part of unused[] before, always 0 there
+    "unused32" / Int32ub,
+    "unused64" / Bytes(24),
+    "ramblock" / Bytes(256),  # NUL-padded idstr
+)
+
+
+def multifd_page_count(page_size: int) -> int:
+    """Entries in every RAM packet's offset table (multifd_ram_page_count)."""
+    return MULTIFD_PACKET_SIZE // page_size
+
+
+#: A whole RAM packet on the wire.  The offset table always has
+#: multifd_page_count() entries (the receiver reads a fixed packet_len), whatever
+#: ``pages_alloc`` says: normal page offsets first, then zero page offsets.
+#: Followed by the payload: NOCOMP the normal pages in table order (normal_pages *
+#: page size bytes); zlib/zstd ``next_packet_size`` bytes of one per-channel stream.
+#: No payload when normal_pages is 0.  Parse parameter: ``page_size``.
+MultiFDPacket = Struct(
+    *MultiFDPacketFixed.subcons,
+    "offset" / Array(lambda ctx: multifd_page_count(ctx._params.page_size), Int64ub),
+)
+
+#: MultiFDPacketDeviceState_t (10.0, flags has DEVICE_STATE), then next_packet_size
+#: opaque bytes of device state.
+MultiFDPacketDeviceState = Struct(
+    *MultiFDPacketHdr.subcons,
+    "idstr" / Bytes(256),
+    "instance_id" / Int32ub,
+    "next_packet_size" / Int32ub,
+)
+
+# --- mapped-ram (QEMU 9.0+, migration/ram.c mapped_ram_setup_ramblock) -------------
+# With capability mapped-ram every MEM_SIZE block entry is followed by a
+# MappedRamHeader; the writer then seeks to pages_offset + used_length, where the
+# next entry (or the rest of the stream) continues.  Page i of the block lives at
+# pages_offset + i * page_size when bit i of the bitmap is set; clear bits are holes.
+
+MAPPED_RAM_HDR_VERSION = 1
+MAPPED_RAM_FILE_OFFSET_ALIGNMENT = 0x100000  # pages_offset is rounded up to this
+#: The bitmap is an array of host ``unsigned long`` (8 bytes on 64-bit hosts), each
+#: word in host byte order: on x86/arm64 hosts, page i is bit i % 8 of byte i // 8.
+MAPPED_RAM_BITMAP_WORD = 8
+
+MappedRamHeader = Struct(
+    "version" / Int32ub,
+    "page_size" / Int64ub,
+    "bitmap_offset" / Int64ub,  # file offset of the bitmap
+    "pages_offset" / Int64ub,  # file offset of page 0; 0 for an x-ignore-shared block
+)
+
+
+def mapped_ram_bitmap_size(used_length: int, page_size: int) -> int:
+    """BITS_TO_LONGS(used_length / page_size) * sizeof(unsigned long)."""
+    pages = used_length // page_size
+    words = -(-pages // (8 * MAPPED_RAM_BITMAP_WORD))
+    return words * MAPPED_RAM_BITMAP_WORD
+
+
+#: A MEM_SIZE block entry under mapped-ram (the optional page_size/addr extras of
+#: RamBlockEntry come before the header).  Parse parameters as for RamBlockEntry.
+MappedRamBlockEntry = Struct(
+    *RamBlockEntry.subcons,
+    "mapped_ram" / MappedRamHeader,
+)

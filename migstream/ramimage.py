@@ -3,8 +3,9 @@
 This is the one place where a page is applied (ram_load_precopy semantics):
 ZERO fills the page with its byte, PAGE copies it, XBZRLE patches the current
 content in place, COMPRESS_PAGE inflates one zlib stream.  Files are written with
-pwrite/pwritev, never mapped, so memory use does not grow with the guest; pages
-never sent stay holes.
+pwritev on a background thread (``BlockWriter``), never mapped, so memory use does
+not grow with the guest and the kernel's copies overlap with decoding; pages never
+sent stay holes.
 """
 
 from __future__ import annotations
@@ -14,20 +15,21 @@ import os
 import re
 from dataclasses import dataclass, field
 
+import numpy as np
+
+from .blockwriter import BlockWriter
 from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
 from .errors import StreamError, UsageError, XbzrleError
-from .events import PageRecord, PageRun, RamBlockList
+from .events import MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList
 from .grammar import RamFlag
+from .mappedram import written_runs
 
 _CONTINUE = int(RamFlag.CONTINUE)
 _PAGE, _ZERO, _XBZRLE, _COMPRESS = (int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE),
                                     int(RamFlag.COMPRESS_PAGE))
 _CHUNK_PAGES = 1 << 16  # pages per bitmap chunk
-_WRITE_BATCH = 1024  # pages per pwritev (IOV_MAX)
 _HOLE_MIN = 2  # zero pages in a row that are left as a hole rather than written
-# PAGE -> 1 (holds data); ZERO -> 2, resolved by its fill byte.
-_KIND_BITS = bytes.maketrans(bytes([int(RamFlag.PAGE), int(RamFlag.ZERO)]), b"\1\2")
 
 
 class PageBitmap:
@@ -98,6 +100,7 @@ class BlockFile:
     fd: int
     written: PageBitmap = field(default_factory=PageBitmap)
     extent: int = 0  # highest byte written
+    mapped_bitmap: bytes | None = None  # mapped-ram: which pages of the region hold data
 
 
 class RamImage:
@@ -111,6 +114,7 @@ class RamImage:
         self._names: set[str] = {"manifest.json"}
         self._zero_page = bytes(page_size)
         os.makedirs(directory, exist_ok=True)
+        self._writes = BlockWriter()
 
     # --- blocks ------------------------------------------------------------------
 
@@ -144,6 +148,14 @@ class RamImage:
             self._apply_run(ev)
         elif t is PageRecord:
             self._apply_record(ev)
+        elif t is MultifdPacket:
+            self._apply_multifd(ev)
+        elif t is MappedRamPages:
+            self._apply_mapped(ev)
+        elif t is MappedRamBlock:
+            blk = self._open(ev.name, ev.used_length)
+            if blk is not None:
+                blk.mapped_bitmap = ev.bitmap
         elif t is RamBlockList:
             self.define_blocks(ev)
 
@@ -165,25 +177,26 @@ class RamImage:
         kind = rec.flags & ~_CONTINUE
         page_no = rec.addr // ps
         if kind == _PAGE:
-            os.pwrite(blk.fd, rec.data, rec.addr)
+            self._writes.add(blk.fd, rec.addr, [rec.data])
         elif kind == _ZERO:
             self._zero_fill(blk, page_no, 1, rec.fill)
             return
         elif kind == _XBZRLE:
+            self._writes.wait()  # the page on disk must be current before it is patched
             page = bytearray(os.pread(blk.fd, ps, rec.addr).ljust(ps, b"\0"))
             try:
                 xbzrle_decode_into(rec.data, page)
             except XbzrleError as exc:
                 raise StreamError(f"Failed to load XBZRLE page - decode error! ({exc})", rec.offset,
                                   section="ram", block=rec.block, addr=rec.addr) from exc
-            os.pwrite(blk.fd, page, rec.addr)
+            self._writes.add(blk.fd, rec.addr, [page])
         elif kind == _COMPRESS:
             try:
                 page = inflate_page(rec.data, ps)
             except Exception as exc:  # zlib.error
                 raise StreamError(f"decompress data failed: {exc}", rec.offset, section="ram",
                                   block=rec.block, addr=rec.addr) from exc
-            os.pwrite(blk.fd, page, rec.addr)
+            self._writes.add(blk.fd, rec.addr, [page])
         else:
             return
         blk.written.mark(page_no)
@@ -195,79 +208,111 @@ class RamImage:
         if fill:
             page = bytes([fill]) * ps
             for p in range(first, first + n):
-                os.pwrite(blk.fd, page, p * ps)
+                self._writes.add(blk.fd, p * ps, [page])
             blk.written.mark(first, n)
         elif blk.written.any(first, n):
             for p in range(first, first + n):
                 if blk.written.any(p):
-                    os.pwrite(blk.fd, self._zero_page, p * ps)
+                    self._writes.add(blk.fd, p * ps, [self._zero_page])
             blk.written.mark(first, n, False)
         self._wrote(blk, (first + n) * ps)
 
     def _apply_run(self, run: PageRun) -> None:
-        """Write a run with as few system calls as possible: consecutive pages go
-        out in one pwritev, short stretches of zero pages between them are written
-        as zeros (one syscall instead of three); stretches of at least
-        ``_HOLE_MIN`` zero pages stay holes, so block files remain sparse."""
+        """Write a run with few system calls: pages go out in pwritev batches;
+        a zero page between data pages is written as zeros (one syscall instead of
+        three), while stretches of at least ``_HOLE_MIN`` zero pages stay holes,
+        so block files remain sparse.  The stretches are found with numpy."""
         blk = self._block(run.block)
         if blk is None:
             return
         ps = self.page_size
-        first = run.addr // ps
-        kinds = run.kinds
         n = run.count
-        zero_page = self._zero_page
+        first = run.addr // ps
+        data = run.data
+        kinds = np.frombuffer(run.kinds, dtype=np.uint8)
+        starts = np.asarray(run.starts, dtype=np.int64)
+        is_page = kinds == _PAGE
+        fills = np.frombuffer(data, dtype=np.uint8)[starts[~is_page] + 8] if n > is_page.sum() else None
+        if fills is not None and fills.any():
+            # ZERO records with a non-zero fill byte are rare: apply them one by one.
+            for rec in run.records():
+                self._apply_record(rec)
+            return
+        # Stretches: [edges[k], edges[k+1]) hold one kind.
+        edges = np.concatenate(([0], np.flatnonzero(kinds[1:] != kinds[:-1]) + 1, [n]))
+        page_first = bool(is_page[0])
+        zp = self._zero_page
+        pages = [data[s:s + ps] for s in (starts[is_page] + 8).tolist()]
+        at = 0  # next unused entry of pages
         iov: list = []
-        iov_at = 0  # page index (in the run) where iov starts
-        i = 0
-        while i < n:
-            if kinds[i] == _PAGE:
-                j = kinds.find(_ZERO, i)
-                j = n if j < 0 else j
+        iov_at = 0
+        bounds = edges.tolist()
+        for k in range(len(bounds) - 1):
+            i, j = bounds[k], bounds[k + 1]
+            if (k % 2 == 0) == page_first:  # a stretch of PAGE records
                 if not iov:
                     iov_at = i
-                iov.extend(run.page(x) for x in range(i, j))
+                iov.extend(pages[at:at + j - i])
+                at += j - i
+            elif iov and j < n and j - i < _HOLE_MIN:
+                iov.extend([zp] * (j - i))
             else:
-                j = kinds.find(_PAGE, i)
-                j = n if j < 0 else j
-                fills = [run.fill(x) for x in range(i, j)]
-                if iov and j < n and j - i < _HOLE_MIN:
-                    iov.extend(bytes([f]) * ps if f else zero_page for f in fills)
-                else:
-                    self._flush(blk, iov, run.addr + iov_at * ps)
+                if iov:
+                    self._writes.add(blk.fd, run.addr + iov_at * ps, iov)
                     iov = []
-                    if not any(fills):
-                        self._zero_fill(blk, first + i, j - i, 0)
-                    else:
-                        for x, fill in enumerate(fills, i):
-                            self._zero_fill(blk, first + x, 1, fill)
-            if len(iov) >= _WRITE_BATCH:
-                self._flush(blk, iov, run.addr + iov_at * ps)
-                iov = []
-                iov_at = j
-            i = j
-        self._flush(blk, iov, run.addr + iov_at * ps)
-        # What each page holds now: PAGE data, or a fill byte.
-        bits = kinds.translate(_KIND_BITS)
-        if b"\2" in bits:  # ZERO records with a non-zero fill
-            bits = bytes(1 if k == _PAGE or run.fill(x) else 0 for x, k in enumerate(kinds))
-        blk.written.store(first, bits)
+                self._zero_fill(blk, first + i, j - i, 0)
+        if iov:
+            self._writes.add(blk.fd, run.addr + iov_at * ps, iov)
+        # What each page holds now: PAGE data (1) or zeros (0).
+        blk.written.store(first, is_page.view(np.uint8).tobytes())
         self._wrote(blk, run.addr + n * ps)
+        self._writes.submit()
 
-    def _flush(self, blk: BlockFile, iov: list, offset: int) -> None:
+    def _apply_multifd(self, pkt: MultifdPacket) -> None:
+        """A multifd packet (multifd_recv_thread): zero pages are zeroed, normal pages
+        copied; consecutive offsets go out in one pwritev."""
+        blk = self._block(pkt.block)
+        if blk is None:
+            return
         ps = self.page_size
-        for s in range(0, len(iov), _WRITE_BATCH):
-            part = iov[s:s + _WRITE_BATCH]
-            done = os.pwritev(blk.fd, part, offset + s * ps)
-            if done != len(part) * ps:  # short write: finish it page by page
-                for x, page in enumerate(part):
-                    os.pwrite(blk.fd, page, offset + (s + x) * ps)
+        for addr in pkt.zero:
+            self._zero_fill(blk, addr // ps, 1, 0)
+        normal = pkt.normal
+        n = len(normal)
+        i = 0
+        while i < n:
+            j = i + 1
+            while j < n and normal[j] == normal[j - 1] + ps:
+                j += 1
+            self._writes.add(blk.fd, normal[i], [pkt.page(x) for x in range(i, j)])
+            blk.written.mark(normal[i] // ps, j - i)
+            self._wrote(blk, normal[j - 1] + ps)
+            i = j
+
+    def _apply_mapped(self, ev: MappedRamPages) -> None:
+        """Copy the pages of a mapped-ram region stretch whose bitmap bit is set;
+        holes are neither read nor written (read_ramblock_mapped_ram)."""
+        blk = self._block(ev.block)
+        if blk is None or not blk.mapped_bitmap:
+            return
+        ps = self.page_size
+        first = ev.addr // ps
+        for page, count in written_runs(blk.mapped_bitmap, first, len(ev.data) // ps):
+            data = ev.data[(page - first) * ps:(page - first + count) * ps]
+            self._writes.add(blk.fd, page * ps, [data])
+            blk.written.mark(page, count)
+            self._wrote(blk, (page + count) * ps)
 
     # --- finishing -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Wait until every page applied so far is in the block files."""
+        self._writes.wait()
 
     def close(self, *, machine: str | None, complete: bool, error: str | None = None,
               extra: dict | None = None) -> dict:
         """Close the files and write ``manifest.json``; returns the manifest."""
+        self._writes.close()
         blocks = []
         for blk in self.blocks.values():
             length = blk.length if blk.length is not None else blk.extent
@@ -281,10 +326,14 @@ class RamImage:
             manifest["error"] = error
         if extra:
             manifest.update(extra)
+        self.rewrite_manifest(manifest)
+        self.blocks.clear()
+        return manifest
+
+    def rewrite_manifest(self, manifest: dict) -> None:
+        """Write ``manifest.json`` atomically (also after annotations by the caller)."""
         tmp = os.path.join(self.directory, "manifest.json.tmp")
         with open(tmp, "w") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
         os.replace(tmp, os.path.join(self.directory, "manifest.json"))
-        self.blocks.clear()
-        return manifest

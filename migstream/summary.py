@@ -11,6 +11,9 @@ from .events import (
     DeviceState,
     EndOfStream,
     FileHeader,
+    MappedRamBlock,
+    MultifdPacket,
+    MultifdSync,
     PageRecord,
     PageRun,
     RamBlockList,
@@ -52,6 +55,8 @@ class StreamSummary:
         self.page_size: int | None = None
         self.page_size_source: str | None = None
         self.end_offset = 0
+        self.multifd_packets = 0
+        self.multifd_syncs = 0
 
     def add(self, ev) -> None:
         t = type(ev)
@@ -72,6 +77,24 @@ class StreamSummary:
             self.records[name] += 1
             self.record_bytes[name] += ev.size
             self.pages_by_block[ev.block][name] += 1
+        elif t is MultifdPacket:
+            self.multifd_packets += 1
+            by_block = self.pages_by_block[ev.block] if ev.block else None
+            if ev.normal:
+                self.records["multifd-page"] += len(ev.normal)
+                self.record_bytes["multifd-page"] += ev.payload_size
+                by_block["multifd-page"] += len(ev.normal)
+            if ev.zero:
+                self.records["multifd-zero"] += len(ev.zero)
+                by_block["multifd-zero"] += len(ev.zero)
+        elif t is MultifdSync:
+            self.multifd_syncs += 1
+        elif t is MappedRamBlock:
+            n = ev.pages_written
+            if n:
+                self.records["mapped-ram"] += n
+                self.record_bytes["mapped-ram"] += n * ev.page_size
+                self.pages_by_block[ev.name]["mapped-ram"] += n
         elif t is RamMarker:
             self.markers[ev.kind.name] += 1
         elif t is SectionStart:
@@ -122,4 +145,6 @@ class StreamSummary:
             "eof": self.eof,
             "undecoded": self.undecoded,
             "stream_bytes": self.end_offset,
+            "multifd_packets": self.multifd_packets,
+            "multifd_sync_points": self.multifd_syncs,
         }

@@ -86,6 +86,12 @@ SAMPLES = [
     dict(name="x86-q35", arch="x86_64", machine="q35", mode="running",
          caps=[], params=dict(RUNNING_PARAMS),
          notes="q35 (ICH9), test guest dirtying pages during migration."),
+    dict(name="x86-ignore-shared", arch="x86_64", machine="pc", mode="stopped",
+         caps=["x-ignore-shared"], params={}, shared_ram=True,
+         notes="i440fx whose pc.ram is a shared memory-backend-file (share=on), capability "
+               "x-ignore-shared on both sides: MEM_SIZE carries each block's guest address and "
+               "pc.ram's pages are not in the stream (a destination maps the same file). The "
+               "truth covers pc.bios only; pc.ram's content lives in the shared file, not here."),
     dict(name="aarch64-virt", arch="aarch64", machine="virt", mode="image",
          caps=[], params={}, ram_base=0x40000000, ram_size=64 * MiB,
          ram_id="mach-virt.ram", extra=["-cpu", "max"],
@@ -287,6 +293,11 @@ def qemu_args(s, workdir, guest_img, incoming=False):
     if s["arch"] == "x86_64":
         args += ["-m", "32M",
                  "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
+        if s.get("shared_ram"):
+            # Source and destination map the same file: what x-ignore-shared is for.
+            args += ["-machine", "memory-backend=pc.ram",
+                     "-object", f"memory-backend-file,id=pc.ram,size=32M,"
+                                f"mem-path={os.path.join(workdir, s['name'] + '.shared')},share=on"]
     else:
         img = os.path.join(workdir, f"{s['name']}.img")
         args += ["-m", f"{s['ram_size'] // MiB}M",
@@ -470,7 +481,8 @@ def capture(s, out, workdir, guest_img, do_verify):
         base = s.get("ram_base", 0)
         size = main["used"]
         excl = X86_EXCLUDE if s["arch"] == "x86_64" else []
-        specs = [(main["name"], base, size, excl)]
+        # A shared block is not in an x-ignore-shared stream: no truth for it.
+        specs = [] if s.get("shared_ram") else [(main["name"], base, size, excl)]
         bios = next((b for b in blocks if b["name"] == "pc.bios"), None)
         if bios is not None:
             specs.append(("pc.bios", (1 << 32) - bios["used"], bios["used"], []))

@@ -10,20 +10,53 @@ from migstream import grammar as g
 ST = g.SectionType
 
 
+_TOP_TYPES = {ST.EOF, ST.START, ST.PART, ST.END, ST.FULL, ST.COMMAND}
+
+
+def _device_payload_size(data: bytes, start: int, section_id: int) -> int | None:
+    """Bytes before the section's footer: 0x7e + be32 id followed by a byte that can
+    start the next element (or the end of the data).  Device sections are opaque
+    without the JSON description; this is the framing rule the decoder uses."""
+    needle = bytes([ST.FOOTER]) + section_id.to_bytes(4, "big")
+    at = data.find(needle, start)
+    while at >= 0:
+        if at + 5 >= len(data) or data[at + 5] in _TOP_TYPES:
+            return at - start
+        at = data.find(needle, at + 1)
+    return None
+
+
 def reference_records(data: bytes, page_size: int = 4096):
     """(offset, flags, block, addr, payload-bytes-or-fill) for every RAM record,
-    plus ('section', type, id) and ('command', cmd, length) items, in order."""
+    plus ('section', type, id), ('command', cmd, length), ('device', payload
+    offset, id, size), ('package_end', end), ('vmdescription', json) items, in order."""
     f = io.BytesIO(data)
     g.FileHeader.parse_stream(f)
     out = []
-    sections = {}
-    last_block = None
-    while True:
+    state = {"sections": {}, "last_block": None}
+    if _elements(f, data, out, state, page_size, end=None):
+        return out
+    if f.read(1) == bytes([ST.VMDESCRIPTION]):
+        f.seek(f.tell() - 1)
+        off = f.tell()
+        f.read(1)
+        out.append(("vmdescription", off, bytes(g.VmDescription.parse_stream(f).json)))
+    return out
+
+
+def _elements(f, data, out, state, page_size, end):
+    """Parse elements up to EOF (or ``end`` inside a package); True when decoding
+    stopped at a device section that cannot be framed."""
+    sections = state["sections"]
+    while end is None or f.tell() < end:
         off = f.tell()
         typ = f.read(1)[0]
         if typ == ST.EOF:
-            out.append(("eof", off))
-            return out
+            if end is None:
+                out.append(("eof", off))
+            else:
+                f.seek(end)  # the loader ignores the rest of a package after its EOF
+            return False
         if typ == ST.CONFIGURATION:
             cfg = g.Configuration.parse_stream(f)
             out.append(("configuration", off, cfg.machine))
@@ -31,43 +64,64 @@ def reference_records(data: bytes, page_size: int = 4096):
         if typ == ST.COMMAND:
             c = g.CommandElement.parse_stream(f)
             out.append(("command", off, c.cmd, c.length))
+            if c.cmd == g.Command.PACKAGED:
+                pkg_end = f.tell() + c.payload.body.length
+                if _elements(f, data, out, state, page_size, pkg_end):
+                    return True
+                assert f.tell() == pkg_end, "element runs past the end of the package"
+                out.append(("package_end", pkg_end))
             continue
         if typ in (ST.START, ST.FULL):
             h = g.SectionStartHeader.parse_stream(f)
-            sections[h.section_id] = h.idstr
+            sections[h.section_id] = (h.idstr, h.instance_id, typ)
         elif typ in (ST.PART, ST.END):
             h = g.SectionPartHeader.parse_stream(f)
         else:
             raise ValueError(f"type {typ} at {off}")
         out.append(("section", off, typ, h.section_id))
-        assert sections[h.section_id] == "ram"
-        while True:
-            roff = f.tell()
-            rec = g.RamRecord.parse_stream(f, page_size=page_size, ignore_shared=False, postcopy_hugepages=False)
-            hdr = rec.header
-            if hdr.kind in g.PAGE_KINDS:
-                if hdr.idstr is not None:
-                    last_block = hdr.idstr
-                p = rec.payload
-                value = p.fill if hdr.kind == g.RamFlag.ZERO else bytes(p.data)
-                out.append((roff, hdr.flags, last_block, hdr.addr, value))
-            elif hdr.kind == g.RamFlag.MEM_SIZE:
-                out.append(("mem_size", roff, tuple((b.idstr, b.used_length) for b in rec.payload.blocks or ())))
-            else:
-                out.append(("marker", roff, hdr.flags))
-            if hdr.kind == g.RamFlag.EOS:
-                break
+        idstr, instance_id, first_typ = sections[h.section_id]
+        if idstr == "ram" and instance_id == 0 and first_typ == ST.START:
+            _ram_payload(f, out, state, page_size)
+        else:
+            start = f.tell()
+            size = _device_payload_size(data, start, h.section_id)
+            if size is None:
+                out.append(("undecoded", start))
+                return True
+            out.append(("device", start, h.section_id, size))
+            f.seek(start + size)
         if f.read(1) == bytes([ST.FOOTER]):
             g.SectionFooter.parse_stream(f)
         else:
             f.seek(f.tell() - 1)
+    return False
+
+
+def _ram_payload(f, out, state, page_size):
+    while True:
+        roff = f.tell()
+        rec = g.RamRecord.parse_stream(f, page_size=page_size, ignore_shared=False, postcopy_hugepages=False)
+        hdr = rec.header
+        if hdr.kind in g.PAGE_KINDS:
+            if hdr.idstr is not None:
+                state["last_block"] = hdr.idstr
+            p = rec.payload
+            value = p.fill if hdr.kind == g.RamFlag.ZERO else bytes(p.data)
+            out.append((roff, hdr.flags, state["last_block"], hdr.addr, value))
+        elif hdr.kind == g.RamFlag.MEM_SIZE:
+            out.append(("mem_size", roff, tuple((b.idstr, b.used_length) for b in rec.payload.blocks or ())))
+        else:
+            out.append(("marker", roff, hdr.flags))
+        if hdr.kind == g.RamFlag.EOS:
+            return
 
 
 def decoder_records(data: bytes, chunks=None, page_size=None):
     """The same list from StreamDecoder (runs expanded), fed in ``chunks``."""
     from migstream.decoder import StreamDecoder
-    from migstream.events import (NEED_DATA, CommandEvent, Configuration, EndOfStream, PageRecord, PageRun,
-                                  RamBlockList, RamMarker, SectionStart)
+    from migstream.events import (NEED_DATA, CommandEvent, Configuration, DeviceState, EndOfStream, PackageEnd,
+                                  PageRecord, PageRun, RamBlockList, RamMarker, SectionStart, Undecoded,
+                                  VmDescription)
 
     dec = StreamDecoder(page_size=page_size)
     out = []
@@ -92,6 +146,14 @@ def decoder_records(data: bytes, chunks=None, page_size=None):
             out.append(("configuration", ev.offset, ev.machine))
         elif t is EndOfStream:
             out.append(("eof", ev.offset))
+        elif t is DeviceState:
+            out.append(("device", ev.offset, ev.section_id, ev.length))
+        elif t is PackageEnd:
+            out.append(("package_end", ev.offset))
+        elif t is VmDescription:
+            out.append(("vmdescription", ev.offset, bytes(ev.json)))
+        elif t is Undecoded:
+            out.append(("undecoded", ev.offset))
 
     for c in (chunks if chunks is not None else [data]):
         dec.feed(c)

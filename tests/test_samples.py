@@ -36,10 +36,19 @@ def test_samples_exist():
     assert len(SAMPLES_LIST) >= 5, "samples/samples.json lists the committed captures"
 
 
+def channel_files(sample):
+    """Multifd channel captures of a sample (samples.json "channels")."""
+    return [str(SAMPLES / c["file"]) for c in sample.get("channels", ())]
+
+
+def channel_args(sample):
+    return [a for f in channel_files(sample) for a in ("--channel", f)]
+
+
 @pytest.mark.parametrize("name", sample_ids())
 def test_extract_matches_truth(name, tmp_path):
     sample = next(s for s in SAMPLES_LIST if s["name"] == name)
-    result = extract(str(SAMPLES / sample["stream"]), str(tmp_path))
+    result = extract(str(SAMPLES / sample["stream"]), str(tmp_path), channels=channel_files(sample))
     assert result.error is None, str(result.error)
     manifest = compare_truth(sample, tmp_path)
     assert manifest["complete"] is True
@@ -54,7 +63,8 @@ def test_extract_cli_from_stdin_plain(name, tmp_path, raw_sample_dir):
     sample = next(s for s in SAMPLES_LIST if s["name"] == name)
     raw = raw_sample_dir / (name + ".mig")
     with open(raw, "rb") as f:
-        proc = subprocess.run([sys.executable, "-m", "migstream.cli", "extract", "-", "-o", str(tmp_path)],
+        proc = subprocess.run([sys.executable, "-m", "migstream.cli", "extract", "-", "-o", str(tmp_path),
+                               *channel_args(sample)],
                               stdin=f, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     compare_truth(sample, tmp_path)
@@ -62,7 +72,9 @@ def test_extract_cli_from_stdin_plain(name, tmp_path, raw_sample_dir):
 
 @pytest.mark.parametrize("name", sample_ids())
 def test_validate_accepts_sample(name, raw_sample_dir):
-    proc = subprocess.run([sys.executable, "-m", "migstream.cli", "validate", str(raw_sample_dir / (name + ".mig"))],
+    sample = next(s for s in SAMPLES_LIST if s["name"] == name)
+    proc = subprocess.run([sys.executable, "-m", "migstream.cli", "validate", str(raw_sample_dir / (name + ".mig")),
+                           *channel_args(sample)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("ok:")

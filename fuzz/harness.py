@@ -1,0 +1,72 @@
+"""The fuzzing contract, shared by the atheris harness, the structure-aware
+fuzzer and the regression tests (importable without atheris).
+
+For any input, decoding either succeeds or raises the library's own StreamError
+carrying a byte offset inside the input; nothing else may escape.
+"""
+
+from __future__ import annotations
+
+from migstream.decoder import StreamDecoder
+from migstream.errors import StreamError
+from migstream.events import NEED_DATA, PageRecord, PageRun
+
+PAGE_SIZE_OPTIONS = (None, 4096, 1024, 65536)
+
+
+def decode(data: bytes, mode: int = 0) -> list:
+    """Feed ``data`` as ``mode`` says (bits 0-1: whole, in two or three pieces, or
+    in chunks whose size bits 2-5 pick; bits 6-7: a --page-size option) and return every event."""
+    dec = StreamDecoder(page_size=PAGE_SIZE_OPTIONS[(mode >> 6) & 3])
+    size = len(data)
+    if mode & 3 == 0 or size < 2:
+        chunks = [data]
+    elif mode & 3 == 1:  # two pieces
+        cut = (mode * 7919) % size
+        chunks = [data[:cut], data[cut:]]
+    elif mode & 3 == 2:  # pieces of 1 B .. 32 KiB, at most 512 of them (fuzzing speed)
+        step = max(1 << ((mode >> 2) & 15), size // 512)
+        chunks = [data[i:i + step] for i in range(0, size, step)]
+    else:  # three pieces
+        a, b = sorted(((mode * 7919) % size, (mode * 104729) % size))
+        chunks = [data[:a], data[a:b], data[b:]]
+    events = []
+    for chunk in chunks:
+        if chunk:
+            dec.feed(chunk)
+        while (ev := dec.next_event()) is not NEED_DATA and ev is not None:
+            events.append(_checked(ev))
+    dec.feed(b"")
+    while (ev := dec.next_event()) is not None:
+        assert ev is not NEED_DATA, "NEED_DATA after the end of input"
+        events.append(_checked(ev))
+    return events
+
+
+def _checked(ev):
+    # Derived properties must hold for anything the decoder emits.
+    if type(ev) is PageRun:
+        for rec in ev.records():
+            _checked(rec)
+    elif type(ev) is PageRecord:
+        assert ev.size > 0 and ev.payload_offset > ev.offset
+    return ev
+
+
+def check(data: bytes, mode: int = 0) -> StreamError | None:
+    """Decode under the contract; returns the StreamError (or None on success).
+    Any other exception propagates: that is a finding."""
+    try:
+        decode(data, mode)
+    except StreamError as exc:
+        if not (isinstance(exc.offset, int) and 0 <= exc.offset <= len(data)):
+            raise AssertionError(f"StreamError offset {exc.offset!r} outside the input "
+                                 f"of {len(data)} bytes") from exc
+        return exc
+    return None
+
+
+def one_input(raw: bytes) -> None:
+    """libFuzzer entry point: the first byte is the feeding mode."""
+    if raw:
+        check(raw[1:], raw[0])

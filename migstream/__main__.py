@@ -1,0 +1,5 @@
+"""`python -m migstream`: the `migstream` command."""
+
+from migstream.cli import main
+
+main()

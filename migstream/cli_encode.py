@@ -1,0 +1,148 @@
+"""``migstream encode``: memory images -> a stream QEMU loads with -incoming."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli import _err, _run, app
+from .encoder import FdSink, encode_stream
+from .errors import UsageError
+from .memimage import MemoryImage
+from .template import StreamTemplate
+
+
+def parse_size(text: str) -> int:
+    """``67108864``, ``64M``, ``64MiB``, ``1G`` -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMGT]?)(i?B)?\s*", text, re.IGNORECASE)
+    if not m:
+        raise UsageError(f"not a size: {text!r} (e.g. 67108864, 64M, 1G)")
+    return int(m.group(1)) << (10 * " KMGT".index((m.group(2) or " ").upper()))
+
+
+class _EncodeProgress:
+    def __init__(self, enabled: bool | None) -> None:
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self._last = 0.0
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        now = time.monotonic()
+        if now - self._last < 0.2 and done < total:
+            return
+        self._last = now
+        pct = 100.0 * done / total if total else 100.0
+        sys.stderr.write(f"\r{pct:5.1f}%  {done:,} / {total:,} pages ")
+        sys.stderr.flush()
+
+    def done(self) -> None:
+        if self.enabled and self._last:
+            sys.stderr.write("\r\033[K")
+            sys.stderr.flush()
+
+
+def _print_stats(doc: dict, out) -> None:
+    ram = doc["ram"]
+    lines = [
+        f"transferred      {ram['transferred']:,} bytes (stream {doc['stream-bytes']:,} bytes)",
+        f"pages            normal {ram['normal']:,} ({ram['normal-bytes']:,} bytes), duplicate (zero) "
+        f"{ram['duplicate']:,}",
+        f"iterations       {doc['iterations']} (PART sections {doc['part-sections']}), "
+        f"dirty-sync-count {ram['dirty-sync-count']}",
+    ]
+    if "xbzrle-cache" in doc:
+        x = doc["xbzrle-cache"]
+        lines.append(f"xbzrle           pages {x['pages']:,}, bytes {x['bytes']:,}, cache-miss {x['cache-miss']:,}, "
+                     f"cache-miss-rate {x['cache-miss-rate']:.4f}, overflow {x['overflow']:,}")
+    if "compression" in doc:
+        c = doc["compression"]
+        lines.append(f"compression      pages {c['pages']:,}, compressed-size {c['compressed-size']:,}, "
+                     f"rate {c['compression-rate']:.2f}")
+    print("\n".join(lines), file=out)
+
+
+@app.command()
+def encode(
+    source: Annotated[str, typer.Argument(metavar="DIR|IMAGE",
+                                          help="Extract layout directory (manifest.json + block files) or a raw block image.")],
+    output: Annotated[str, typer.Option("-o", "--output", help="Stream file to write, or - for stdout.")],
+    block: Annotated[Optional[str], typer.Option("--block", help="Block name of a raw image (e.g. pc.ram).")] = None,
+    machine: Annotated[Optional[str], typer.Option("--machine", help="Machine type as QEMU sends it (e.g. pc-i440fx-7.2).")] = None,
+    then: Annotated[Optional[list[str]], typer.Option("--then", metavar="DIR|IMAGE",
+                                                      help="A later image of the same VM: one more iteration (repeatable).")] = None,
+    template: Annotated[Optional[str], typer.Option("--template", metavar="STREAM",
+                                                    help="Copy configuration, device sections and VMDESCRIPTION from this capture.")] = None,
+    xbzrle_cache: Annotated[Optional[str], typer.Option("--xbzrle-cache", metavar="BYTES",
+                                                        help="Use XBZRLE after the bulk stage with a cache of this size (e.g. 64M).")] = None,
+    compress_threads: Annotated[int, typer.Option("--compress-threads", help="COMPRESS_PAGE records from N threads (0: off).")] = 0,
+    compress_level: Annotated[int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")] = 1,
+    stats_json: Annotated[Optional[Path], typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")] = False,
+    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")] = None,
+) -> None:
+    """Encode memory images into a migration stream that QEMU loads with -incoming."""
+
+    def go():
+        if compress_threads < 0:
+            raise UsageError("--compress-threads must be >= 0")
+        cache = parse_size(xbzrle_cache) if xbzrle_cache is not None else 0
+        images = []
+        tmp = None
+        fd = None
+        prog = _EncodeProgress(progress)
+        try:
+            first = MemoryImage.open(source, block=block, machine=machine)
+            images.append(first)
+            for later in then or []:
+                img = MemoryImage.open(later, block=block if not os.path.isdir(later) else None,
+                                       machine=machine or first.machine)
+                images.append(img)
+            tpl = StreamTemplate.load(template) if template else None
+            if output == "-":
+                fd = sys.stdout.fileno()
+                sys.stdout.flush()
+            else:
+                # Written beside the target and renamed at the end: a failed run
+                # never leaves a file that looks like a complete stream.
+                tmp = f"{output}.tmp"
+                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            sink = FdSink(fd)
+            try:
+                stats = encode_stream(images, sink, xbzrle_cache_size=cache, compress_threads=compress_threads,
+                                      compress_level=compress_level, template=tpl, progress=prog)
+            finally:
+                sink.close()
+            if tmp is not None:
+                os.close(fd)
+                fd = None
+                os.replace(tmp, output)
+                tmp = None
+        finally:
+            prog.done()
+            if tmp is not None:
+                if fd is not None:
+                    os.close(fd)
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+            for img in images:
+                img.close()
+        doc = stats.as_dict()
+        if stats_json:
+            stats_json.write_text(json.dumps(doc, indent=2) + "\n")
+        out = sys.stderr if output == "-" else sys.stdout
+        if json_out:
+            print(json.dumps(doc, indent=2), file=out)
+        else:
+            _print_stats(doc, out)
+
+    _run(go)

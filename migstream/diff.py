@@ -1,0 +1,217 @@
+"""Comparing the guest memory (and configuration) two saves describe.
+
+A side is an extract directory (``manifest.json`` + block files), a stream, or
+``STREAM@N``: the memory a stream has delivered after its first N RAM PART
+sections (iterations).  Streams are decoded into a temporary extract directory
+first (sparse files), then block files are compared page by page in chunks, so
+memory stays flat whatever the guest size.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .errors import UsageError
+from .extract import extract
+
+_CHUNK = 16 << 20  # bytes compared per step
+_CONFIG_KEYS = ("capabilities", "target_page_bits")  # manifest keys compared when both sides have them
+
+
+@dataclass
+class Side:
+    label: str
+    page_size: int
+    machine: str | None
+    blocks: dict[str, tuple[str, int]]  # name -> (file path, length)
+    complete: bool = True
+    config: dict = field(default_factory=dict)
+    absent: set[str] = field(default_factory=set)  # blocks listed but not present in the data
+
+
+@dataclass
+class BlockDiff:
+    name: str
+    pages: int  # pages that differ
+    ranges: list[tuple[int, int]]  # [start, end) byte offsets of differing stretches
+
+    def as_dict(self) -> dict:
+        return {"block": self.name, "pages": self.pages,
+                "ranges": [{"start": s, "end": e} for s, e in self.ranges]}
+
+
+@dataclass
+class DiffResult:
+    a: Side
+    b: Side
+    config: list[dict]  # {"field", "a", "b"}
+    added: list[str]  # blocks only in b
+    removed: list[str]  # blocks only in a
+    resized: list[dict]  # {"block", "a", "b"}
+    pages: list[BlockDiff]
+
+    @property
+    def equal(self) -> bool:
+        return not (self.config or self.added or self.removed or self.resized or self.pages)
+
+    def as_dict(self) -> dict:
+        return {
+            "equal": self.equal,
+            "a": {"label": self.a.label, "machine": self.a.machine, "page_size": self.a.page_size,
+                  "complete": self.a.complete},
+            "b": {"label": self.b.label, "machine": self.b.machine, "page_size": self.b.page_size,
+                  "complete": self.b.complete},
+            "configuration": self.config,
+            "blocks_added": self.added,
+            "blocks_removed": self.removed,
+            "blocks_resized": self.resized,
+            "pages": [d.as_dict() for d in self.pages],
+        }
+
+
+_AT = re.compile(r"^(?P<path>.+)@(?P<n>\d+)$")
+
+
+def open_side(spec: str, workdir: str, *, page_size: int | None = None) -> Side:
+    """Resolve a side: an extract directory, a stream, or STREAM@N (the memory
+    after N RAM PART sections).  Streams are decoded under ``workdir``."""
+    if os.path.isdir(spec):
+        return _side_from_dir(spec, spec)
+    until = None
+    m = _AT.match(spec)
+    if m and not os.path.exists(spec):
+        spec, until = m.group("path"), int(m.group("n"))
+    if spec != "-" and not os.path.exists(spec):
+        raise UsageError(f"{spec}: no such file or directory")
+    out = tempfile.mkdtemp(prefix="side-", dir=workdir)
+    result = extract(spec, out, page_size=page_size, until_iteration=until)
+    if result.error is not None:
+        raise result.error
+    label = spec if until is None else f"{spec}@{until}"
+    return _side_from_dir(out, label)
+
+
+def _side_from_dir(directory: str, label: str) -> Side:
+    path = os.path.join(directory, "manifest.json")
+    try:
+        with open(path) as f:
+            manifest = json.load(f)
+        blocks = {b["name"]: (os.path.join(directory, b["file"]), int(b["length"]))
+                  for b in manifest["blocks"]}
+        page_size = int(manifest["page_size"])
+    except FileNotFoundError:
+        raise UsageError(f"{directory}: not an extract directory (no manifest.json)") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(f"{path}: not a migstream manifest ({exc})") from None
+    for name, (file, length) in blocks.items():
+        if not os.path.isfile(file):
+            raise UsageError(f"{directory}: block {name}: file {file} is missing")
+        if os.path.getsize(file) != length:
+            raise UsageError(f"{directory}: block {name}: file is {os.path.getsize(file)} bytes, "
+                             f"manifest says {length}")
+    absent = {b["name"] for b in manifest["blocks"] if b.get("absent")}
+    config = {k: manifest[k] for k in _CONFIG_KEYS if manifest.get(k) is not None}
+    return Side(label, page_size, manifest.get("machine"), blocks, bool(manifest.get("complete", True)),
+                config=config, absent=absent)
+
+
+def differing_pages(file_a: str, file_b: str, length: int, page_size: int) -> BlockDiff:
+    """Pages of two equally long block files that differ, as byte ranges."""
+    ranges: list[tuple[int, int]] = []
+    count = 0
+    chunk = max(page_size, _CHUNK - _CHUNK % page_size)
+    buf_a = np.empty(chunk, dtype=np.uint8)
+    buf_b = np.empty(chunk, dtype=np.uint8)
+    with open(file_a, "rb") as fa, open(file_b, "rb") as fb:
+        pos = 0
+        while pos < length:
+            n = min(chunk, length - pos)
+            if _both_holes(fa.fileno(), fb.fileno(), pos, n):
+                pos += n
+                continue
+            ra = os.preadv(fa.fileno(), [memoryview(buf_a)[:n]], pos)
+            rb = os.preadv(fb.fileno(), [memoryview(buf_b)[:n]], pos)
+            if ra != n or rb != n:
+                raise UsageError(f"short read at offset {pos:#x} of {file_a if ra != n else file_b}")
+            full = n - n % page_size
+            a = buf_a[:full].reshape(-1, page_size)
+            b = buf_b[:full].reshape(-1, page_size)
+            differ = (a != b).any(axis=1)
+            if full < n and not np.array_equal(buf_a[full:n], buf_b[full:n]):
+                differ = np.append(differ, True)
+            idx = np.flatnonzero(differ)
+            if len(idx):
+                count += len(idx)
+                # Consecutive pages -> one range.
+                breaks = np.flatnonzero(np.diff(idx) != 1)
+                firsts = np.concatenate(([idx[0]], idx[breaks + 1]))
+                lasts = np.concatenate((idx[breaks], [idx[-1]]))
+                for s, e in zip(firsts.tolist(), lasts.tolist()):
+                    start, end = pos + s * page_size, min(length, pos + (e + 1) * page_size)
+                    if ranges and ranges[-1][1] == start:
+                        ranges[-1] = (ranges[-1][0], end)
+                    else:
+                        ranges.append((start, end))
+            pos += n
+    return BlockDiff(os.path.basename(file_a), count, ranges)
+
+
+def _both_holes(fd_a: int, fd_b: int, pos: int, n: int) -> bool:
+    """True when [pos, pos+n) is a hole in both files (reads as zeros in both)."""
+    for fd in (fd_a, fd_b):
+        try:
+            if os.lseek(fd, pos, os.SEEK_DATA) < pos + n:
+                return False
+        except OSError:  # ENXIO: no data after pos; EINVAL: no SEEK_DATA support
+            if not _no_data_after(fd, pos):
+                return False
+    return True
+
+
+def _no_data_after(fd: int, pos: int) -> bool:
+    try:
+        os.lseek(fd, pos, os.SEEK_DATA)
+    except OSError as exc:
+        return exc.errno == 6  # ENXIO
+    return False
+
+
+def compare(a: Side, b: Side) -> DiffResult:
+    config = []
+    for name, va, vb in (("machine", a.machine, b.machine), ("page_size", a.page_size, b.page_size)):
+        if va != vb:
+            config.append({"field": name, "a": va, "b": vb})
+    for key in sorted(set(a.config) & set(b.config)):  # an older manifest may lack them
+        if a.config[key] != b.config[key]:
+            config.append({"field": key, "a": a.config.get(key), "b": b.config.get(key)})
+    added = [n for n in b.blocks if n not in a.blocks]
+    removed = [n for n in a.blocks if n not in b.blocks]
+    resized, pages = [], []
+    for name, (file_a, len_a) in a.blocks.items():
+        if name not in b.blocks:
+            continue
+        file_b, len_b = b.blocks[name]
+        if len_a != len_b:
+            resized.append({"block": name, "a": len_a, "b": len_b})
+            continue
+        d = differing_pages(file_a, file_b, len_a, a.page_size)
+        if d.pages:
+            d.name = name
+            pages.append(d)
+    return DiffResult(a, b, config, added, removed, resized, pages)
+
+
+def diff(spec_a: str, spec_b: str, *, page_size: int | None = None) -> DiffResult:
+    """Compare two sides (see ``open_side``)."""
+    if spec_a == "-" and spec_b == "-":
+        raise UsageError("only one side can be read from stdin")
+    with tempfile.TemporaryDirectory(prefix="migstream-diff-") as work:
+        a = open_side(spec_a, work, page_size=page_size)
+        b = open_side(spec_b, work, page_size=page_size)
+        return compare(a, b)

@@ -1,0 +1,48 @@
+"""Bounds on hostile input, all in one place.
+
+A stream is untrusted input: every length or count it carries is checked against
+one of these before anything is allocated, searched or looped over.  Each bound is
+far above what QEMU produces (the QEMU source that sets the real value is cited) so
+that real streams never hit it.  README.md ("Limits") lists them; tests/test_limits.py
+holds the decoder to each one.
+"""
+
+from __future__ import annotations
+
+#: PACKAGED commands inside PACKAGED data.  QEMU sends one level (postcopy wraps the
+#: device state once, savevm.c qemu_savevm_send_packaged); the loader recurses
+#: without a limit (loadvm_handle_cmd_packaged -> qemu_loadvm_state_main).
+MAX_PACKAGE_DEPTH = 4
+
+#: An idstr is u8 length + bytes (qemu_get_counted_string, migration/qemu-file.c):
+#: the wire format itself bounds it; the constant names the bound.
+MAX_IDSTR_LENGTH = 255
+
+#: The configuration section's machine name (be32 length, savevm.c
+#: vmstate_configuration).  Real names are like "pc-q35-9.1".
+MAX_MACHINE_NAME = 4096
+
+#: Bytes read to parse one configuration subsection or one MEM_SIZE block list.
+#: A block list holds at most a few dozen (idstr, be64) entries.
+MAX_CONFIG_SUBSECTION = 1 << 20
+MAX_BLOCK_LIST = 1 << 20
+
+#: The VMDESCRIPTION JSON (be32 length after EOF, savevm.c).  Real ones are tens
+#: to hundreds of KiB.
+MAX_DESCRIPTION = 64 << 20
+
+#: Largest device section framed by searching for its footer (no JSON description).
+MAX_FOOTER_SCAN = 64 << 20
+
+#: Target page size: TARGET_PAGE_BITS is 10..16 on QEMU's targets (target/*/cpu-param.h;
+#: arm's minimum is 10).  Values outside [MIN, MAX] are refused, both as
+#: configuration/target-page-bits and as a page size from any other source.
+MIN_TARGET_PAGE_BITS = 9
+MAX_TARGET_PAGE_BITS = 16
+MIN_PAGE_SIZE = 1 << MIN_TARGET_PAGE_BITS
+MAX_PAGE_SIZE = 1 << MAX_TARGET_PAGE_BITS
+
+#: A RAM block's used_length (MEM_SIZE).  Blocks become sparse files (ramimage.py
+#: ftruncate), so a large block reserves address space in a file, not memory or
+#: disk; the bound keeps that within what file systems accept.
+MAX_BLOCK_LENGTH = 1 << 50

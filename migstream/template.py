@@ -1,0 +1,156 @@
+"""The non-RAM parts of a captured stream, to wrap generated RAM in.
+
+A template is decoded once to find the byte range of every top-level element
+(an element runs from its first byte to the first byte of the next one); the
+second pass copies the wanted ranges verbatim, so device state is never
+re-encoded.  What is kept, in the order the encoder writes it:
+
+* ``configuration``: the CONFIGURATION element (machine name + subsections);
+* ``before_ram``: sections before the RAM START (early-setup FULL sections);
+* ``during_ram``: non-RAM START/PART/END sections between the RAM START and the
+  RAM END (other iterative handlers, e.g. ``spapr/htab``), copied in order;
+* ``after_ram``: everything after the RAM END up to EOF (device FULL sections,
+  END sections of other handlers);
+* ``vmdescription``: the VMDESCRIPTION element after EOF.
+
+QEMU_VM_COMMAND elements (return path, postcopy) are dropped; a PACKAGED
+(postcopy) template is refused because its device state lives inside the
+package.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import StreamError, UsageError
+from .events import (
+    CommandEvent,
+    Configuration,
+    EndOfStream,
+    FileHeader,
+    RamBlockList,
+    SectionStart,
+    Undecoded,
+    VmDescription,
+)
+from .grammar import Command, SectionType
+from .sources import StreamSource
+from .stream import iter_events, open_decoder
+
+
+@dataclass
+class StreamTemplate:
+    path: str
+    machine: str | None
+    page_size: int
+    ram_section_id: int
+    ram_blocks: tuple  # (name, used_length) from the template's MEM_SIZE
+    configuration: bytes = b""
+    before_ram: list[bytes] = field(default_factory=list)
+    during_ram: list[bytes] = field(default_factory=list)
+    after_ram: list[bytes] = field(default_factory=list)
+    vmdescription: bytes = b""
+    device_sections: int = 0
+
+    @classmethod
+    def load(cls, path: str) -> "StreamTemplate":
+        try:
+            return _load(path)
+        except StreamError as exc:
+            raise UsageError(f"template {path}: {exc}") from None
+        except FileNotFoundError:
+            raise UsageError(f"template {path}: no such file") from None
+
+
+def _load(path: str) -> StreamTemplate:
+    # Pass 1: element boundaries and what each element is.
+    starts: list[tuple[int, str, object]] = []  # (offset, role, event)
+    machine = None
+    ram_sid = None
+    ram_blocks: tuple = ()
+    page_size = None
+    saw_eof = False
+    with StreamSource(path) as source:
+        dec = open_decoder(source)
+        for ev in iter_events(source, dec):
+            t = type(ev)
+            if t is FileHeader:
+                starts.append((ev.offset, "header", ev))
+            elif t is Configuration:
+                machine = ev.machine
+                starts.append((ev.offset, "configuration", ev))
+            elif t is SectionStart:
+                is_ram = ev.idstr == "ram" and ev.instance_id == 0 and ev.type != SectionType.FULL
+                if is_ram:
+                    ram_sid = ev.section_id
+                starts.append((ev.offset, "ram" if is_ram else "device", ev))
+            elif t is CommandEvent:
+                if ev.cmd == Command.PACKAGED:
+                    raise UsageError(f"template {path}: a postcopy stream (PACKAGED device state at offset "
+                                     f"0x{ev.offset:x}) cannot be used as a template; capture it without postcopy")
+                starts.append((ev.offset, "command", ev))
+            elif t is EndOfStream:
+                saw_eof = True
+                starts.append((ev.offset, "eof", ev))
+            elif t is VmDescription:
+                starts.append((ev.offset, "vmdescription", ev))
+            elif t is RamBlockList:
+                ram_blocks = tuple((b.name, b.used_length) for b in ev.blocks)
+            elif t is Undecoded:
+                raise UsageError(f"template {path}: {ev.reason} (at offset 0x{ev.offset:x})")
+        page_size = dec.page_size
+        end = dec.offset
+    if ram_sid is None:
+        raise UsageError(f"template {path}: no RAM section")
+    if not saw_eof:
+        raise UsageError(f"template {path}: the stream has no QEMU_VM_EOF (truncated capture?)")
+
+    ranges = []
+    for i, (off, role, ev) in enumerate(starts):
+        stop = starts[i + 1][0] if i + 1 < len(starts) else end
+        ranges.append((off, stop, role, ev))
+
+    # Which ranges go where.
+    tpl = StreamTemplate(path, machine, page_size or 4096, ram_sid, ram_blocks)
+    wanted: list[tuple[int, int, str]] = []  # (start, stop, bucket)
+    phase = "before"
+    for off, stop, role, ev in ranges:
+        if role == "configuration":
+            wanted.append((off, stop, "configuration"))
+        elif role == "ram":
+            if ev.type == SectionType.START:
+                phase = "during"
+            elif ev.type == SectionType.END:
+                phase = "after"
+        elif role == "device":
+            tpl.device_sections += 1
+            wanted.append((off, stop, {"before": "before_ram", "during": "during_ram", "after": "after_ram"}[phase]))
+        elif role == "vmdescription":
+            wanted.append((off, stop, "vmdescription"))
+
+    # Pass 2: copy the wanted ranges.
+    pieces: dict[int, bytearray] = {i: bytearray() for i in range(len(wanted))}
+    with StreamSource(path) as source:
+        pos = 0
+        w = 0
+        for chunk in source.chunks():
+            cend = pos + len(chunk)
+            while w < len(wanted) and wanted[w][1] <= pos:
+                w += 1
+            k = w
+            while k < len(wanted) and wanted[k][0] < cend:
+                a, b, _ = wanted[k]
+                lo, hi = max(a, pos), min(b, cend)
+                if lo < hi:
+                    pieces[k] += chunk[lo - pos:hi - pos]
+                k += 1
+            pos = cend
+    for i, (a, b, bucket) in enumerate(wanted):
+        data = bytes(pieces[i])
+        if len(data) != b - a:
+            raise UsageError(f"template {path}: could not re-read bytes 0x{a:x}..0x{b:x}")
+        if bucket in ("configuration", "vmdescription"):
+            setattr(tpl, bucket, data)
+        else:
+            getattr(tpl, bucket).append(data)
+    return tpl

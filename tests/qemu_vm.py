@@ -1,0 +1,170 @@
+"""Small helpers for tests that run real QEMU (x86, TCG): start VMs, QMP, serial.
+
+Every VM is killed on close(), and tests use them as context managers, so no QEMU
+outlives a failing test.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+GUEST_ASM = ROOT / "samples" / "guest" / "guest.asm"
+QEMU = "qemu-system-x86_64"
+MiB = 1 << 20
+X86_EXCLUDE = (0xA0000, 0x100000)  # VGA window / BIOS alias: pmemsave does not read pc.ram there
+
+
+def require_qemu() -> None:
+    missing = [b for b in (QEMU, "nasm") if shutil.which(b) is None]
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (.ci/run installs them)")
+    try:
+        import qemu.qmp  # noqa: F401
+    except ImportError:
+        pytest.skip("the qemu.qmp package is missing (pip install -e '.[test]')")
+
+
+def build_guest(directory: Path) -> Path:
+    img = directory / "guest.img"
+    subprocess.run(["nasm", "-f", "bin", "-o", str(img), str(GUEST_ASM)], check=True)
+    with open(img, "r+b") as f:
+        f.truncate(MiB)  # SeaBIOS wants more than one sector
+    return img
+
+
+class Vm:
+    """One QEMU with a QMP socket and a serial log."""
+
+    def __init__(self, workdir: Path, tag: str, args: list[str]) -> None:
+        from qemu.qmp.legacy import QEMUMonitorProtocol
+
+        self.tag = tag
+        self.qmp_path = str(workdir / f"{tag}.qmp")
+        self.serial = workdir / f"{tag}.serial"
+        self.errlog = workdir / f"{tag}.stderr"
+        cmd = [QEMU, "-accel", "tcg", "-display", "none", "-nodefaults",
+               "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.qmp_path},server=on,wait=off"] + args
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.errlog, "wb"))
+        self.qmp = None
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"{tag}: QEMU exited: {self.errlog.read_text()}")
+                if os.path.exists(self.qmp_path):
+                    try:
+                        q = QEMUMonitorProtocol(self.qmp_path)
+                        q.connect()
+                        self.qmp = q
+                        break
+                    except OSError:
+                        pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{tag}: QMP did not come up")
+                time.sleep(0.05)
+        except BaseException:
+            self.close()
+            raise
+
+    def cmd(self, name: str, **args):
+        r = self.qmp.cmd_raw(name, args or None)
+        if "error" in r:
+            raise RuntimeError(f"{self.tag}: QMP {name} {args}: {r['error']}")
+        return r.get("return")
+
+    def caps(self, *names: str) -> None:
+        if names:
+            self.cmd("migrate-set-capabilities", capabilities=[{"capability": c, "state": True} for c in names])
+
+    def serial_text(self) -> str:
+        try:
+            return self.serial.read_bytes().decode("latin-1")
+        except FileNotFoundError:
+            return ""
+
+    def wait_serial(self, needle: str, timeout: float = 30, after: int = 0) -> int:
+        """Position just after the first `needle` at or after `after` in the serial log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.serial_text()
+            i = text.find(needle, after)
+            if i >= 0:
+                return i + len(needle)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.tag}: QEMU exited: {self.errlog.read_text()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.tag}: {needle!r} not on the serial port within {timeout} s")
+
+    def status(self) -> str:
+        return self.cmd("query-status")["status"]
+
+    def wait_migration(self, timeout: float = 60, postcopy_after: float | None = None) -> dict:
+        """Poll query-migrate until completed (failed raises)."""
+        t0 = time.monotonic()
+        started_postcopy = False
+        while True:
+            st = self.cmd("query-migrate")
+            status = st.get("status")
+            if status == "completed":
+                return st
+            if status in ("failed", "cancelled"):
+                raise AssertionError(f"{self.tag}: migration {status}: {st.get('error-desc', st)}")
+            if postcopy_after is not None and not started_postcopy and status == "active" \
+                    and time.monotonic() - t0 >= postcopy_after:
+                self.cmd("migrate-start-postcopy")
+                started_postcopy = True
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"{self.tag}: migration not completed in {timeout} s: {st}")
+            time.sleep(0.05)
+
+    def pmemsave(self, path: Path, base: int, size: int) -> bytes:
+        self.cmd("pmemsave", val=base, size=size, filename=str(path))
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if path.exists() and path.stat().st_size == size:
+                return path.read_bytes()
+            time.sleep(0.05)
+        raise AssertionError(f"{self.tag}: pmemsave did not write {size} bytes")
+
+    def close(self) -> None:
+        if self.qmp is not None:
+            try:
+                self.qmp.cmd_raw("quit")
+            except Exception:
+                pass
+            try:
+                self.qmp.close()
+            except Exception:
+                pass
+            self.qmp = None
+        try:
+            self.proc.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def __enter__(self) -> "Vm":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def guest_args(guest_img: Path, ram_mib: int = 64) -> list[str]:
+    return ["-M", "pc", "-m", f"{ram_mib}M", "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
+
+
+def differing_pages(decoded: bytes, truth: bytes, page: int = 4096, exclude=X86_EXCLUDE) -> list[int]:
+    """Page offsets where two RAM images differ, outside the x86 VGA/BIOS window."""
+    assert len(decoded) == len(truth), (len(decoded), len(truth))
+    lo, hi = exclude
+    return [off for off in range(0, len(truth), page)
+            if not lo <= off < hi and decoded[off:off + page] != truth[off:off + page]]
