@@ -43,6 +43,7 @@ from .decoder import inflate_page
 from .errors import StreamError, XbzrleError
 from .events import (
     CommandEvent,
+    MappedRamBlock,
     Configuration,
     DeviceState,
     EndOfStream,
@@ -254,6 +255,7 @@ class StreamIndex:
         self.bytes_done = 0
         self.ram_complete = False
 
+        self._mapped: list[MappedRamBlock] = []
         self._state = np.zeros(0, dtype=np.uint8)
         self._checkpoints: list[tuple[int, np.ndarray]] = [(0, self._state.copy())]
         self._rows_since_checkpoint = 0
@@ -385,6 +387,10 @@ class StreamIndex:
                 sec.end_row = self._next_row
         elif t is RamBlockList:
             self._mem_size(ev)
+        elif t is MappedRamBlock:
+            # mapped-ram (QEMU 9.0+): the pages sit at fixed places in the file and
+            # the block's bitmap says which were written; applied at the MEM_SIZE row.
+            self._mapped.append(ev)
         elif t is CommandEvent:
             self._row(ev.offset, RowKind.COMMAND, ev.cmd)
             self.commands[ev.name] = self.commands.get(ev.name, 0) + 1
@@ -441,6 +447,22 @@ class StreamIndex:
             grow.append(np.zeros(pages, np.uint8))
         if grow:
             self._state = np.concatenate([self._state, *grow])
+        if self._mapped:
+            self._apply_mapped_ram()
+
+    def _apply_mapped_ram(self) -> None:
+        """Mark the pages of each mapped-ram block's bitmap as sent (raw), as of the
+        MEM_SIZE row, and checkpoint right there: rows cannot replay a bitmap."""
+        for ev in self._mapped:
+            blk = self.block_named(ev.name)
+            if blk is None or not blk.pages:
+                continue
+            bits = np.unpackbits(np.frombuffer(ev.bitmap, np.uint8), bitorder="little")[:blk.pages]
+            written = np.flatnonzero(bits)
+            self._state[blk.base + written] = PageState.RAW
+            blk.sent[PageState.RAW] += len(written)
+        self._mapped = []
+        self._checkpoint()
 
     def _count_pages(self, block: BlockInfo, states: np.ndarray, nbytes: int) -> None:
         counts = np.bincount(states, minlength=len(PageState))
