@@ -122,25 +122,26 @@ def _warn_all(decoder: StreamDecoder) -> None:
         _err(f"warning at offset 0x{off:x}: {msg}")
 
 
-def _run(fn):
-    """Turn library errors into one line and an exit code."""
+def _run(fn, *, trouble: int | None = None):
+    """Turn library errors into one line and an exit code.  ``trouble`` replaces
+    every error code for commands whose 1 means something else (diff: cmp's 2)."""
     try:
         return fn()
     except StreamError as exc:
         _err(str(exc))
-        raise typer.Exit(1)
+        raise typer.Exit(trouble or 1)
     except UsageError as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(trouble or 2)
     except MigstreamError as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(1)
+        raise typer.Exit(trouble or 1)
     except BrokenPipeError:
         sys.stderr.close()
         raise typer.Exit(0)
     except OSError as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(3)
+        raise typer.Exit(trouble or 3)
     except KeyboardInterrupt:
         raise typer.Exit(130)
 
@@ -232,6 +233,9 @@ def _print_info(d: dict) -> None:
         out.append(f"  {name:<12} {n:>10}")
     if d["commands"]:
         out.append("commands         " + ", ".join(f"{k} {v}" for k, v in d["commands"].items()))
+    for c in d.get("multifd_channels", ()):
+        out.append(f"multifd channel  {c['id']}: {c['packets']} packets ({c['sync_packets']} SYNC), "
+                   f"{c['normal_pages']} pages, {c['zero_pages']} zero pages, {c['compression']}  {c['file']}")
     out.append(f"device sections  {d['device_sections']}")
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:

@@ -11,9 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import PageSizeOpt, _err, app
-from .diff import DiffResult, diff as do_diff
-from .errors import MigstreamError, StreamError
+from .cli import PageSizeOpt, _run, app
 
 SideArg = Annotated[str, typer.Argument(
     metavar="SIDE", help="A stream (file, .gz/.xz/.zst, - for stdin), STREAM@N (after N RAM iterations), "
@@ -24,7 +22,7 @@ def _human_range(start: int, end: int) -> str:
     return f"{start:#x}-{end:#x}"
 
 
-def _print(result: DiffResult, max_ranges: int) -> None:
+def _print(result, max_ranges: int) -> None:
     a, b = result.a, result.b
     print(f"a: {a.label}  ({a.machine or '?'}, page size {a.page_size})")
     print(f"b: {b.label}  ({b.machine or '?'}, page size {b.page_size})")
@@ -47,6 +45,22 @@ def _print(result: DiffResult, max_ranges: int) -> None:
         more = f" ... and {len(d.ranges) - len(shown)} more" if len(d.ranges) > len(shown) else ""
         print(f"block {d.name}: {d.pages} pages differ in {len(d.ranges)} ranges: "
               + ", ".join(_human_range(s, e) for s, e in shown) + more)
+    for dev in result.devices:
+        head = f"device {dev['device']} instance {dev['instance_id']}"
+        if dev["change"] != "changed":
+            print(f"{head}: {dev['change']}")
+            continue
+        fields = dev["fields"]
+        shown = ", ".join(f"{f['field'] or '(state)'} {_short(f['a'])} -> {_short(f['b'])}" for f in fields[:max_ranges])
+        more = f" ... and {len(fields) - max_ranges} more" if len(fields) > max_ranges else ""
+        print(f"{head}: {len(fields)} fields differ: {shown}{more}")
+    if not result.devices_compared:
+        print("note: device state not compared (a side is an extract directory, STREAM@N or stdin)")
+
+
+def _short(v) -> str:
+    text = f"{v:#x}" if isinstance(v, int) and not isinstance(v, bool) else repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 @app.command("diff")
@@ -54,20 +68,13 @@ def diff_command(side_a: SideArg, side_b: SideArg,
                  json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output (every range).")] = False,
                  max_ranges: Annotated[int, typer.Option("--max-ranges", help="Ranges listed per block in text output.")] = 8,
                  page_size: PageSizeOpt = None) -> None:
-    """Compare two saves: configuration, RAM blocks added/removed/resized, pages that differ.
+    """Compare two saves: configuration, RAM blocks added/removed/resized, pages that differ,
+    device state field by field.
 
     Exit 0 when equal, 1 when different, 2 on unreadable input or an invalid stream."""
-    try:
-        result = do_diff(side_a, side_b, page_size=page_size)
-    except StreamError as exc:
-        _err(str(exc))
-        raise typer.Exit(2)
-    except MigstreamError as exc:
-        _err(f"error: {exc}")
-        raise typer.Exit(2)
-    except OSError as exc:
-        _err(f"error: {exc}")
-        raise typer.Exit(2)
+    from .diff import diff as do_diff  # engine imported on use: the CLI starts faster
+
+    result = _run(lambda: do_diff(side_a, side_b, page_size=page_size), trouble=2)
     if json_out:
         print(json.dumps(result.as_dict(), indent=2))
     else:

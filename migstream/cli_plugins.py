@@ -10,4 +10,5 @@ from . import cli_devices  # noqa: F401
 from . import cli_diff  # noqa: F401
 from . import cli_encode  # noqa: F401
 from . import cli_report  # noqa: F401
+from . import cli_rewrite  # noqa: F401
 from . import cli_tui  # noqa: F401

@@ -1,10 +1,11 @@
-"""Comparing the guest memory (and configuration) two saves describe.
+"""Comparing the guest memory, configuration and device state two saves describe.
 
 A side is an extract directory (``manifest.json`` + block files), a stream, or
 ``STREAM@N``: the memory a stream has delivered after its first N RAM PART
 sections (iterations).  Streams are decoded into a temporary extract directory
 first (sparse files), then block files are compared page by page in chunks, so
-memory stays flat whatever the guest size.
+memory stays flat whatever the guest size.  Device sections of whole streams are
+decoded with their VMDESCRIPTION and compared field by field.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .devices import device_states
 from .errors import UsageError
 from .extract import extract
 
@@ -33,6 +35,7 @@ class Side:
     complete: bool = True
     config: dict = field(default_factory=dict)
     absent: set[str] = field(default_factory=set)  # blocks listed but not present in the data
+    devices: dict | None = None  # (idstr, instance_id, n) -> decoded state; None: not known
 
 
 @dataclass
@@ -55,10 +58,12 @@ class DiffResult:
     removed: list[str]  # blocks only in a
     resized: list[dict]  # {"block", "a", "b"}
     pages: list[BlockDiff]
+    devices: list[dict] = field(default_factory=list)  # {"device", "instance_id", "change", "fields"}
+    devices_compared: bool = False
 
     @property
     def equal(self) -> bool:
-        return not (self.config or self.added or self.removed or self.resized or self.pages)
+        return not (self.config or self.added or self.removed or self.resized or self.pages or self.devices)
 
     def as_dict(self) -> dict:
         return {
@@ -72,6 +77,8 @@ class DiffResult:
             "blocks_removed": self.removed,
             "blocks_resized": self.resized,
             "pages": [d.as_dict() for d in self.pages],
+            "devices_compared": self.devices_compared,
+            "devices": self.devices,
         }
 
 
@@ -94,7 +101,58 @@ def open_side(spec: str, workdir: str, *, page_size: int | None = None) -> Side:
     if result.error is not None:
         raise result.error
     label = spec if until is None else f"{spec}@{until}"
-    return _side_from_dir(out, label)
+    side = _side_from_dir(out, label)
+    if until is None and spec != "-":
+        # Device state is the final one: only whole streams have it (stdin cannot be read twice).
+        side.devices = _device_map(device_states(spec, page_size=page_size))
+    return side
+
+
+def _device_map(doc: dict) -> dict:
+    """(idstr, instance_id, occurrence) -> decoded state (or the payload size when
+    a section could not be decoded)."""
+    out: dict = {}
+    for sec in doc["sections"]:
+        key = (sec["idstr"], sec["instance_id"])
+        n = sum(1 for k in out if k[:2] == key)
+        state = sec.get("state")
+        out[key + (n,)] = state if state is not None else {"__size__": sec["size"], "__undecoded__": True}
+    return out
+
+
+def _field_changes(a, b, path: str, out: list, limit: int = 10000) -> None:
+    """Leaves that differ between two decoded states, as {"field", "a", "b"}."""
+    if len(out) >= limit:
+        return
+    if isinstance(a, dict) and isinstance(b, dict):
+        for k in list(a) + [k for k in b if k not in a]:
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in a or k not in b:
+                out.append({"field": sub, "a": a.get(k), "b": b.get(k)})
+            else:
+                _field_changes(a[k], b[k], sub, out, limit)
+    elif isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b)):
+            _field_changes(x, y, f"{path}[{i}]", out, limit)
+    elif a != b:
+        out.append({"field": path, "a": a, "b": b})
+
+
+def compare_devices(a: dict, b: dict) -> list[dict]:
+    changes = []
+    for key in list(a) + [k for k in b if k not in a]:
+        name, instance, n = key
+        entry = {"device": name, "instance_id": instance, **({"occurrence": n} if n else {})}
+        if key not in b:
+            changes.append({**entry, "change": "removed"})
+        elif key not in a:
+            changes.append({**entry, "change": "added"})
+        else:
+            fields: list = []
+            _field_changes(a[key], b[key], "", fields)
+            if fields:
+                changes.append({**entry, "change": "changed", "fields": fields})
+    return changes
 
 
 def _side_from_dir(directory: str, label: str) -> Side:
@@ -204,7 +262,11 @@ def compare(a: Side, b: Side) -> DiffResult:
         if d.pages:
             d.name = name
             pages.append(d)
-    return DiffResult(a, b, config, added, removed, resized, pages)
+    result = DiffResult(a, b, config, added, removed, resized, pages)
+    if a.devices is not None and b.devices is not None:
+        result.devices = compare_devices(a.devices, b.devices)
+        result.devices_compared = True
+    return result
 
 
 def diff(spec_a: str, spec_b: str, *, page_size: int | None = None) -> DiffResult:

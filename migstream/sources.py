@@ -223,9 +223,11 @@ class StreamSource:
             for start in range(0, len(view), WINDOW):
                 yield view[start:start + WINDOW]
                 self.consumed = min(len(view), start + WINDOW)
-                if prev is not None and not self.save_image:
-                    # The decoder has moved on past the previous window.
-                    mm.madvise(mmap.MADV_DONTNEED, prev, WINDOW)
+                if prev is not None:
+                    # The decoder has moved on past the previous window (file offsets:
+                    # a save image's stream starts inside the map; madvise wants pages).
+                    at = (self.stream_offset + prev) // mmap.PAGESIZE * mmap.PAGESIZE
+                    mm.madvise(mmap.MADV_DONTNEED, at, min(WINDOW, len(mm) - at))
                 prev = start
             return
         if self._reader is None:

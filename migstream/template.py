@@ -13,9 +13,10 @@ re-encoded.  What is kept, in the order the encoder writes it:
   END sections of other handlers);
 * ``vmdescription``: the VMDESCRIPTION element after EOF.
 
-QEMU_VM_COMMAND elements (return path, postcopy) are dropped; a PACKAGED
-(postcopy) template is refused because its device state lives inside the
-package.
+QEMU_VM_COMMAND elements (return path, postcopy) are dropped.  In a postcopy
+capture the device state travels inside the PACKAGED command (LISTEN, the
+device FULL sections, PING, RUN): those FULL sections are taken out of the
+package and kept with ``after_ram``, which makes a precopy stream of it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from .events import (
     Configuration,
     EndOfStream,
     FileHeader,
+    PackageEnd,
     RamBlockList,
     SectionStart,
     Undecoded,
@@ -70,6 +72,7 @@ def _load(path: str) -> StreamTemplate:
     ram_blocks: tuple = ()
     page_size = None
     saw_eof = False
+    packages = 0  # PACKAGED nesting at the current event
     with StreamSource(path) as source:
         dec = open_decoder(source)
         for ev in iter_events(source, dec):
@@ -83,12 +86,14 @@ def _load(path: str) -> StreamTemplate:
                 is_ram = ev.idstr == "ram" and ev.instance_id == 0 and ev.type != SectionType.FULL
                 if is_ram:
                     ram_sid = ev.section_id
-                starts.append((ev.offset, "ram" if is_ram else "device", ev))
+                role = "ram" if is_ram else "packaged-device" if packages else "device"
+                starts.append((ev.offset, role, ev))
             elif t is CommandEvent:
-                if ev.cmd == Command.PACKAGED:
-                    raise UsageError(f"template {path}: a postcopy stream (PACKAGED device state at offset "
-                                     f"0x{ev.offset:x}) cannot be used as a template; capture it without postcopy")
+                packages += ev.cmd == Command.PACKAGED
                 starts.append((ev.offset, "command", ev))
+            elif t is PackageEnd:
+                packages -= 1
+                starts.append((ev.offset, "package-end", ev))
             elif t is EndOfStream:
                 saw_eof = True
                 starts.append((ev.offset, "eof", ev))
@@ -122,6 +127,9 @@ def _load(path: str) -> StreamTemplate:
                 phase = "during"
             elif ev.type == SectionType.END:
                 phase = "after"
+        elif role == "packaged-device":
+            tpl.device_sections += 1
+            wanted.append((off, stop, "after_ram"))
         elif role == "device":
             tpl.device_sections += 1
             wanted.append((off, stop, {"before": "before_ram", "during": "during_ram", "after": "after_ram"}[phase]))

@@ -140,3 +140,26 @@ def test_compressed_sample_and_stdin(running):
         r = subprocess.run([sys.executable, "-m", "migstream.cli", "diff", "-", str(out)], stdin=f,
                            capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+
+
+def _analyze_state(name):
+    from conftest import ROOT, read_zst
+
+    return json.loads(read_zst(ROOT / "tests" / "data" / "analyze-migration" / f"{name}.state.json.zst"))
+
+
+def test_device_fields_that_differ_match_analyze_migration(raw_sample_dir):
+    """x86-running vs x86-stopped: the timer fields that differ, and their values,
+    are those QEMU's own analyze-migration.py reports for the two captures."""
+    a, b = _analyze_state("x86-running")["timer (0)"], _analyze_state("x86-stopped")["timer (0)"]
+    expected = {k: (int(a[k], 16), int(b[k], 16)) for k in a if a[k] != b[k]}
+    assert expected  # the clocks moved between the two captures
+    r = cli("diff", str(raw_sample_dir / "x86-running.mig"), str(raw_sample_dir / "x86-stopped.mig"), "--json")
+    assert r.returncode == 1
+    d = json.loads(r.stdout)
+    assert d["devices_compared"] is True
+    timer = next(x for x in d["devices"] if x["device"] == "timer")
+    assert {f["field"]: (f["a"], f["b"]) for f in timer["fields"]} == expected
+    assert any(x["device"] == "cpu" and x["change"] == "changed" for x in d["devices"])
+    same = cli("diff", str(raw_sample_dir / "x86-stopped.mig"), str(raw_sample_dir / "x86-stopped.mig"), "--json")
+    assert same.returncode == 0 and json.loads(same.stdout)["devices"] == []

@@ -1,0 +1,126 @@
+"""``migstream transcode`` and ``migstream rewrite``: re-emit a capture with its
+own device state, memory re-encoded (and patched)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli import _run, app
+from .cli_encode import _EncodeProgress, _print_stats, parse_size
+from .errors import UsageError
+
+InArg = Annotated[str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")]
+OutOpt = Annotated[str, typer.Option("-o", "--output", help="Stream file to write, or - for stdout.")]
+ChannelOpt = Annotated[Optional[list[str]], typer.Option("--channel", metavar="FILE", help="A multifd channel file of the input (repeatable).")]
+XbzrleOpt = Annotated[Optional[str], typer.Option("--xbzrle-cache", metavar="BYTES",
+                                                  help="Send XBZRLE deltas (cache size, e.g. 64M): the input's iterations become rounds.")]
+CompressOpt = Annotated[int, typer.Option("--compress-threads", help="COMPRESS_PAGE records from N threads (0: off).")]
+LevelOpt = Annotated[int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")]
+StatsOpt = Annotated[Optional[Path], typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")]
+ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
+PlainOpt = Annotated[bool, typer.Option("--plain", help="ZERO and PAGE records only (the default).")]
+MappedOpt = Annotated[bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9+); not available yet.")]
+
+
+@contextmanager
+def output_fd(output: str):
+    """A file descriptor for OUTPUT; a file is written beside the target and renamed
+    when the block succeeds, so a failed run never leaves a complete-looking stream."""
+    if output == "-":
+        sys.stdout.flush()
+        yield sys.stdout.fileno()
+        return
+    tmp = f"{output}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        yield fd
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, output)
+
+
+def _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_threads, compress_level,
+                   stats_json, json_out, progress, plain, mapped_ram):
+    def go():
+        from .encoder import FdSink  # engine imported on use: the CLI starts faster
+        from .rewrite import transcode
+
+        if mapped_ram:
+            raise UsageError("--mapped-ram output is not implemented yet (the encoder writes precopy streams)")
+        if plain and (xbzrle_cache or compress_threads):
+            raise UsageError("--plain excludes --xbzrle-cache and --compress-threads")
+        if compress_threads < 0:
+            raise UsageError("--compress-threads must be >= 0")
+        cache = parse_size(xbzrle_cache) if xbzrle_cache is not None else 0
+        prog = _EncodeProgress(progress)
+        try:
+            with output_fd(output) as fd:
+                sink = FdSink(fd)
+                try:
+                    stats = transcode(stream, sink, patches=patches, channels=channel or None,
+                                      xbzrle_cache_size=cache, compress_threads=compress_threads,
+                                      compress_level=compress_level, progress=prog)
+                finally:
+                    sink.close()
+        finally:
+            prog.done()
+        doc = stats.as_dict()
+        if stats_json:
+            stats_json.write_text(json.dumps(doc, indent=2) + "\n")
+        out = sys.stderr if output == "-" else sys.stdout
+        if json_out:
+            print(json.dumps(doc, indent=2), file=out)
+        else:
+            _print_stats(doc, out)
+
+    _run(go)
+
+
+@app.command("transcode")
+def transcode_command(stream: InArg, output: OutOpt, channel: ChannelOpt = None, xbzrle_cache: XbzrleOpt = None,
+                      compress_threads: CompressOpt = 0, compress_level: LevelOpt = 1, stats_json: StatsOpt = None,
+                      json_out: JsonOpt = False, progress: ProgressOpt = None, plain: PlainOpt = False,
+                      mapped_ram: MappedOpt = False) -> None:
+    """Re-encode a capture (XBZRLE, compressed, multifd, postcopy...) as another encoding
+    of the same final memory and device state."""
+    _run_transcode(stream, output, [], channel, xbzrle_cache, compress_threads, compress_level, stats_json,
+                   json_out, progress, plain, mapped_ram)
+
+
+@app.command("rewrite")
+def rewrite_command(stream: InArg, output: OutOpt,
+                    patch: Annotated[Optional[list[str]], typer.Option(
+                        "--patch", metavar="BLOCK:OFFSET=FILE", help="Write FILE's bytes at OFFSET of RAM block BLOCK (repeatable).")] = None,
+                    patch_hex: Annotated[Optional[list[str]], typer.Option(
+                        "--patch-hex", metavar="BLOCK:OFFSET=HEX", help="Write these hex bytes at OFFSET of BLOCK (repeatable).")] = None,
+                    channel: ChannelOpt = None, xbzrle_cache: XbzrleOpt = None, compress_threads: CompressOpt = 0,
+                    compress_level: LevelOpt = 1, stats_json: StatsOpt = None, json_out: JsonOpt = False,
+                    progress: ProgressOpt = None, plain: PlainOpt = False, mapped_ram: MappedOpt = False) -> None:
+    """Patch guest memory of a capture and re-emit it with its own device state and
+    configuration, ready for `-incoming`."""
+
+    def parse():
+        from .rewrite import Patch
+
+        patches = [Patch.parse(p) for p in patch or []] + [Patch.parse(p, hex_data=True) for p in patch_hex or []]
+        if not patches:
+            raise UsageError("nothing to patch: give --patch or --patch-hex (or use transcode)")
+        return patches
+
+    patches = _run(parse)
+    _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_threads, compress_level, stats_json,
+                   json_out, progress, plain, mapped_ram)
