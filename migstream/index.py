@@ -40,10 +40,12 @@ import numpy as np
 
 from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
-from .errors import StreamError, XbzrleError
+from .errors import MigstreamError, StreamError, XbzrleError
 from .events import (
+    NEED_DATA,
     CommandEvent,
     MappedRamBlock,
+    MultifdPacket,
     Configuration,
     DeviceState,
     EndOfStream,
@@ -95,8 +97,12 @@ class PageState(enum.IntEnum):
     MULTIFD = 5  # pages on multifd channels (not in a main-channel stream)
 
 
+#: Rows for pages that came in multifd packets (channel files) carry RAM kind bits
+#: plus this bit, above every real RAM flag (those stay below 0x400).
+MULTIFD_ROW = 0x400
+
 #: RAM record kind -> PageState.
-_STATE_OF_KIND = np.zeros(0x400, dtype=np.uint8)
+_STATE_OF_KIND = np.zeros(0x800, dtype=np.uint8)
 _STATE_OF_KIND[_ZERO] = PageState.ZERO
 _STATE_OF_KIND[_PAGE] = PageState.RAW
 _STATE_OF_KIND[_XBZRLE] = PageState.XBZRLE
@@ -105,6 +111,8 @@ _STATE_OF_KIND[_ZERO | _CONTINUE] = PageState.ZERO
 _STATE_OF_KIND[_PAGE | _CONTINUE] = PageState.RAW
 _STATE_OF_KIND[_XBZRLE | _CONTINUE] = PageState.XBZRLE
 _STATE_OF_KIND[_COMPRESS | _CONTINUE] = PageState.COMPRESSED
+_STATE_OF_KIND[MULTIFD_ROW | _PAGE] = PageState.MULTIFD
+_STATE_OF_KIND[MULTIFD_ROW | _ZERO] = PageState.ZERO
 
 ENCODING_OF_STATE = {PageState.NEVER: "never sent", PageState.ZERO: "zero", PageState.RAW: "raw",
                      PageState.XBZRLE: "xbzrle", PageState.COMPRESSED: "compressed",
@@ -159,6 +167,19 @@ class ScanProgress:
     complete: bool
 
 
+@dataclass(frozen=True)
+class MultifdPacketInfo:
+    channel: int
+    file: str
+    offset: int  # in the channel file
+    packet_num: int
+    flags: int
+    block: str
+    normal_pages: int
+    zero_pages: int
+    payload_size: int
+
+
 @dataclass
 class RecordDetail:
     """One row read back from the stream."""
@@ -176,6 +197,7 @@ class RecordDetail:
     fill: int | None = None
     compressed_length: int | None = None
     description: str = ""
+    multifd: "MultifdPacketInfo | None" = None
 
 
 class _Column:
@@ -210,8 +232,13 @@ class Rows:
 class StreamIndex:
     """The rows of a stream and the page state of its RAM blocks, built by ``scan()``."""
 
-    def __init__(self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None) -> None:
+    def __init__(self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None,
+                 channels=()) -> None:
         self.path = path
+        self.channels = [str(c) for c in channels]  # multifd channel files
+        self.packets: list[tuple[int, int, MultifdPacketInfo]] = []  # (first row, rows, packet)
+        self._packet_rows = np.zeros(0, np.int64)
+        self._last_marker = 0
         self._source = StreamSource(path)
         self.size = self._source.size  # None until a spooled source is complete
         if self._source.seekable_file is not None:
@@ -272,39 +299,22 @@ class StreamIndex:
         after ``cancel()``."""
         dec = self._decoder
         deadline = time.monotonic() + first_budget
-        spool = self._spool
         try:
-            from .events import NEED_DATA
+            events = self._events()
+            if self.channels:
+                from .multifd import with_channels
 
-            chunks = self._source.chunks()
-            finished = False
-            while not finished:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    dec.feed(b"")
-                else:
-                    if spool is not None:
-                        spool.write(chunk)
-                        spool.flush()
-                    dec.feed(chunk)
-                while True:
-                    ev = dec.next_event()
-                    if ev is NEED_DATA:
-                        break
-                    if ev is None:
-                        finished = True
-                        break
-                    self._add(ev)
-                    if time.monotonic() >= deadline:
-                        self._flush()
-                        self.bytes_done = dec.offset
-                        yield self.progress()
-                        deadline = time.monotonic() + budget
-                    if self._cancel.is_set():
-                        return
-                if chunk is None:
-                    finished = True
-        except StreamError as exc:
+                events = with_channels(events, self.channels, dec)
+            for ev in events:
+                self._add(ev)
+                if time.monotonic() >= deadline:
+                    self._flush()
+                    self.bytes_done = dec.offset
+                    yield self.progress()
+                    deadline = time.monotonic() + budget
+                if self._cancel.is_set():
+                    return
+        except MigstreamError as exc:  # StreamError (with its offset), unreadable input
             self.error = exc
         finally:
             self._source.close()
@@ -319,6 +329,23 @@ class StreamIndex:
         self._checkpoint()
         self.complete = True
         yield self.progress()
+
+    def _events(self):
+        """The decoder's events; spooled sources are written out before decoding."""
+        dec = self._decoder
+        spool = self._spool
+        for chunk in self._source.chunks():
+            if spool is not None:
+                spool.write(chunk)
+                spool.flush()
+            dec.feed(chunk)
+            while (ev := dec.next_event()) is not NEED_DATA:
+                if ev is None:
+                    return
+                yield ev
+        dec.feed(b"")
+        while (ev := dec.next_event()) is not None and ev is not NEED_DATA:
+            yield ev
 
     def progress(self) -> ScanProgress:
         return ScanProgress(self.bytes_done, self.size, self.count, self.complete)
@@ -377,6 +404,9 @@ class StreamIndex:
             self._add_page(ev)
         elif t is RamMarker:
             self._row(ev.offset, RowKind.MARKER, ev.flags)
+            self._last_marker = ev.offset
+        elif t is MultifdPacket:
+            self._add_packet(ev)
         elif t is SectionStart:
             self._section_start(ev)
         elif t is SectionEnd:
@@ -487,6 +517,42 @@ class StreamIndex:
             self._state[blk.base + first:blk.base + first + n] = states
         self._count_pages(blk, states, len(run.data))
         self._after_rows(n)
+
+    def _add_packet(self, pkt: MultifdPacket) -> None:
+        """A multifd packet's pages become rows (normal pages, then zero pages) at
+        the offset of the main-stream record of its sync point, where they apply."""
+        ps = self._decoder.page_size
+        normal = np.asarray(pkt.normal, dtype=np.uint64) // ps
+        zero = np.asarray(pkt.zero, dtype=np.uint64) // ps
+        n = len(normal) + len(zero)
+        info = MultifdPacketInfo(pkt.channel, pkt.file, pkt.offset, pkt.packet_num, pkt.flags, pkt.block,
+                                 len(normal), len(zero), pkt.payload_size)
+        if not n:
+            return
+        bi = self._block_index(pkt.block)
+        first_row = self._next_row
+        self._flush()
+        flags = np.concatenate([np.full(len(normal), MULTIFD_ROW | _PAGE, np.uint16),
+                                np.full(len(zero), MULTIFD_ROW | _ZERO, np.uint16)])
+        pages = np.concatenate([normal, zero])
+        self._append(np.full(n, self._last_marker, np.int64), RowKind.PAGE, flags, bi, pages)
+        self.packets.append((first_row, n, info))
+        blk = self.blocks[bi]
+        states = _STATE_OF_KIND[flags]
+        ok = pages < blk.pages
+        self._state[blk.base + pages[ok].astype(np.int64)] = states[ok]
+        self._count_pages(blk, states, pkt.payload_size)
+        self._after_rows(n)
+
+    def packet_of_row(self, row: int):
+        """(first row, rows, MultifdPacketInfo) of the packet a multifd row came from."""
+        if len(self._packet_rows) != len(self.packets):
+            self._packet_rows = np.asarray([p[0] for p in self.packets], dtype=np.int64)
+        i = int(np.searchsorted(self._packet_rows, row, side="right")) - 1
+        if i < 0:
+            return None
+        first, n, info = self.packets[i]
+        return (first, n, info) if row < first + n else None
 
     def _add_page(self, rec: PageRecord) -> None:
         bi = self._block_index(rec.block)
@@ -676,6 +742,21 @@ class StreamIndex:
 
     def _ram_detail(self, row, kind, off, flags, block) -> RecordDetail:
         ps = self.page_size or 4096
+        if flags & MULTIFD_ROW:
+            r = self.rows()
+            found = self.packet_of_row(row)
+            name = self.blocks[block].name if 0 <= block < len(self.blocks) else None
+            det = RecordDetail(row, kind, off, 0, b"", b"", flags, int(r.page[row]) * ps, name)
+            if found is not None:
+                first, n, info = found
+                det.multifd = info
+                what = "normal page" if flags & _PAGE else "zero page"
+                det.description = (f"{what} {row - first + 1} of {n} in multifd packet {info.packet_num} on channel "
+                                   f"{info.channel} ({os.path.basename(info.file)} at offset {info.offset:#x}; "
+                                   f"{info.normal_pages} normal + {info.zero_pages} zero pages, "
+                                   f"{info.payload_size} payload bytes); applied at the sync point at "
+                                   f"main-stream offset {off:#x}")
+            return det
         head = self.read(off, 8 + 1 + 255 + 4)
         (value,) = struct.unpack_from(">Q", head)
         flags = value & (ps - 1)
@@ -719,6 +800,8 @@ class StreamIndex:
         """Bytes of payload after the record header (length prefixes included), as
         ``migstream records`` reports it."""
         d = self.detail(row)
+        if d.multifd is not None:
+            return (self.page_size or 4096) if d.flags & _PAGE else 0
         if d.kind == RowKind.PAGE:
             base = d.flags & ~_CONTINUE
             n = len(d.payload)
@@ -735,6 +818,8 @@ class StreamIndex:
         ps = self.page_size or 4096
         hist = self.rows_touching(int(r.block[row]), int(r.page[row]), upto=row + (0 if before else 1))
         start = 0
+        if any(int(r.flags[h]) & MULTIFD_ROW for h in hist):
+            return None  # the page data is in a channel file
         for i in range(len(hist) - 1, -1, -1):
             if int(r.flags[hist[i]]) & ~_CONTINUE != _XBZRLE:
                 start = i

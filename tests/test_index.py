@@ -272,3 +272,35 @@ def test_every_sample_indexes(name):
         for p in unwritten:
             assert want[p * PS:(p + 1) * PS] == bytes(PS), f"unwritten page {p} is not zero"
     ix.close()
+
+
+MULTIFD_SAMPLES = [s["name"] for s in load_samples() if s.get("channels")]
+
+
+@pytest.mark.parametrize("name", MULTIFD_SAMPLES)
+def test_multifd_channels_fill_the_page_map(name):
+    """With its channel files, a multifd capture's pages come from the packets:
+    every page of the RAM block is sent, pages that arrived as zero are zero in the
+    guest's RAM, and each multifd row says which packet it came from."""
+    sample = sample_by_name(name)
+    channels = [SAMPLES / c["file"] for c in sample["channels"]]
+    ix = build(SAMPLES / sample["stream"], channels=channels)
+    assert ix.error is None and ix.eof
+    blk = ix.block_named(sample["ram_block"])
+    st = ix.page_states(ix.count - 1)[blk.base:blk.base + blk.pages]
+    if "mapped-ram" not in (sample.get("capabilities") or ()):
+        assert not np.any(st == PageState.NEVER)
+        assert np.count_nonzero(st == PageState.MULTIFD) > 0
+    truth = next(t for t in sample["truth"] if t["block"] == sample["ram_block"])
+    want = read_zst(SAMPLES / truth["file"])
+    first = truth["block_offset"] // PS
+    blind = [(lo // PS, -(-hi // PS)) for lo, hi in truth["exclude"]]
+    for p in np.flatnonzero(st[first:first + truth["length"] // PS] == PageState.ZERO):
+        if not any(lo <= p < hi for lo, hi in blind):
+            assert want[p * PS:(p + 1) * PS] == bytes(PS), f"page {p} arrived as zero"
+    r = ix.rows()
+    row = int(np.flatnonzero(r.flags & 0x400)[0])
+    first_row, n, info = ix.packet_of_row(row)
+    assert first_row <= row < first_row + n and info.block == ix.blocks[int(r.block[row])].name
+    assert "multifd packet" in ix.detail(row).description
+    ix.close()

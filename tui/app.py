@@ -113,10 +113,11 @@ class MigstreamApp(App):
         Binding("t", "tab('timeline')", "Timeline", show=False),
     ]
 
-    def __init__(self, path: str, *, index: StreamIndex | None = None, scan_budget: float = 0.1) -> None:
+    def __init__(self, path: str, *, index: StreamIndex | None = None, scan_budget: float = 0.1,
+                 channels=()) -> None:
         super().__init__()
         self.path = path
-        self.index = index if index is not None else StreamIndex(path)
+        self.index = index if index is not None else StreamIndex(path, channels=channels)
         self.scan_budget = scan_budget
         self.cursor_row = 0
         self.step_from = 0

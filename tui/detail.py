@@ -144,6 +144,12 @@ class DetailPane(ScrollView, can_focus=True):
 
     def _ram(self, text: Text, d: RecordDetail) -> None:
         ix = self.index
+        if d.multifd is not None:
+            text.append(f"block {d.block!r}, page {d.addr // (ix.page_size or 4096)} at offset {d.addr:#x}\n")
+            text.append(d.description + "\n")
+            text.append("(the page itself is in the channel file; `migstream records --channel` lists the packets)\n",
+                        style="dim")
+            return
         value = int.from_bytes(d.header[:8], "big")
         text.append(f"be64 header {value:#018x} = ")
         text.append(f"address {value & ~((ix.page_size or 4096) - 1):#x}", style="bold")
