@@ -12,16 +12,17 @@ from migstream.tui.records import RecordTable
 
 async def test_first_screen_before_index_completes(tmp_path):
     path = tmp_path / "large.mig"
-    # 64 MiB of XBZRLE records: indexing takes seconds (every delta is checked),
-    # far longer than the first screen.
-    parts = write_large_stream(path, 64 << 20)
+    # 192 MiB of XBZRLE records: indexing takes several seconds (every delta is
+    # checked), far longer than the first screen, even on a loaded machine.  The
+    # test leaves right after the first screen, so the rest is never indexed.
+    parts = write_large_stream(path, 192 << 20)
     started = time.monotonic()
     app = MigstreamApp(str(path))
     async with app.run_test(size=(100, 30)) as pilot:
         table = app.query_one(RecordTable)
         while table.item_count() == 0:
             await pilot.pause(0.01)
-            assert time.monotonic() - started < 10
+            assert time.monotonic() - started < 20
         await pilot.pause()
         first_screen = time.monotonic() - started
         assert not app.index.complete, "the whole index was built before the first screen"
@@ -33,7 +34,7 @@ async def test_first_screen_before_index_completes(tmp_path):
         # It answers keys while the scan goes on.
         await pilot.press("full_stop")
         assert app.cursor_row == 1
-        assert first_screen < 5
+        assert first_screen < 10  # benchmarks/bench_tui_open.py measures it properly
     # Leaving the app stops the scan.
     app.index.close()
     assert app.index.count < parts * 1026
