@@ -7,11 +7,11 @@ import os
 import signal
 import sys
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .capture import DEFAULT_MAX_BACKLOG, MAIN, CaptureSession, TapSession
+from .capture import DEFAULT_MAX_BACKLOG, CaptureSession, TapSession
 from .cli import JsonOpt, ProgressOpt, _err, _human, _run, app
 from .live import LiveDecoder, Throughput
 

@@ -11,7 +11,6 @@ migration delivered), or the stopped source's for postcopy and capture.
 from __future__ import annotations
 
 import json
-import os
 import struct
 import subprocess
 import sys
