@@ -46,8 +46,10 @@ def decode(data: bytes, mode: int = 0) -> list:
 def _checked(ev):
     # Derived properties must hold for anything the decoder emits.
     if type(ev) is PageRun:
-        for rec in ev.records():
-            _checked(rec)
+        assert ev.count == len(ev.starts) == len(ev.kinds) >= 2
+        last = next(iter(PageRun(ev.offset + ev.starts[-1], ev.block, ev.addr, 1, ev.page_size,
+                                 ev.data[ev.starts[-1]:], [0], ev.kinds[-1:]).records()))
+        assert last.offset + last.size == ev.offset + len(ev.data)
     elif type(ev) is PageRecord:
         assert ev.size > 0 and ev.payload_offset > ev.offset
     return ev
