@@ -205,6 +205,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class CmdPackaged(KaitaiStruct):
+        """MIG_CMD_PACKAGED (savevm.c qemu_savevm_send_packaged)."""
         def __init__(self, _io, _parent=None, _root=None):
             super(QemuMigration.CmdPackaged, self).__init__(_io)
             self._parent = _parent
@@ -220,6 +221,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class CmdPing(KaitaiStruct):
+        """MIG_CMD_PING (savevm.c qemu_savevm_send_ping / loadvm_process_command)."""
         def __init__(self, _io, _parent=None, _root=None):
             super(QemuMigration.CmdPing, self).__init__(_io)
             self._parent = _parent
@@ -396,6 +398,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def block_after(self):
+            """The CONTINUE context after this command (PACKAGED data may carry RAM records)."""
             if hasattr(self, '_m_block_after'):
                 return self._m_block_after
 
@@ -413,6 +416,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def ram_section_id_after(self):
+            """The RAM section id after this command (PACKAGED data may open it)."""
             if hasattr(self, '_m_ram_section_id_after'):
                 return self._m_ram_section_id_after
 
@@ -630,6 +634,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class DiscardRange(KaitaiStruct):
+        """One range of a POSTCOPY_RAM_DISCARD (savevm.c qemu_savevm_send_postcopy_ram_discard)."""
         def __init__(self, _io, _parent=None, _root=None):
             super(QemuMigration.DiscardRange, self).__init__(_io)
             self._parent = _parent
@@ -700,6 +705,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def is_section(self):
+            """The tag introduces a section (START, PART, END, FULL)."""
             if hasattr(self, '_m_is_section'):
                 return self._m_is_section
 
@@ -717,6 +723,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class FooterLookahead(KaitaiStruct):
+        """The 5 bytes after a 0x7e candidate (fewer at the end of the stream)."""
         def __init__(self, _io, _parent=None, _root=None):
             super(QemuMigration.FooterLookahead, self).__init__(_io)
             self._parent = _parent
@@ -745,6 +752,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def has_id(self):
+            """At least 4 bytes remain."""
             if hasattr(self, '_m_has_id'):
                 return self._m_has_id
 
@@ -753,6 +761,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def has_next(self):
+            """At least 5 bytes remain."""
             if hasattr(self, '_m_has_next'):
                 return self._m_has_next
 
@@ -806,6 +815,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class FooterSearchPiece(KaitaiStruct):
+        """Payload bytes up to a 0x7e byte, and whether that byte starts the section footer."""
         def __init__(self, section_id, _io, _parent=None, _root=None):
             super(QemuMigration.FooterSearchPiece, self).__init__(_io)
             self._parent = _parent
@@ -836,6 +846,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def footer_found(self):
+            """0x7e + this section's id + a byte that can start the next element (or the end): the footer."""
             if hasattr(self, '_m_footer_found'):
                 return self._m_footer_found
 
@@ -844,6 +855,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def footer_pos(self):
+            """Position of this piece's 0x7e byte."""
             if hasattr(self, '_m_footer_pos'):
                 return self._m_footer_pos
 
@@ -852,6 +864,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def lookahead(self):
+            """The bytes after the 0x7e, read without moving on."""
             if hasattr(self, '_m_lookahead'):
                 return self._m_lookahead
 
@@ -906,6 +919,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def block_after(self):
+            """The CONTINUE context after the package."""
             if hasattr(self, '_m_block_after'):
                 return self._m_block_after
 
@@ -914,6 +928,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def ram_section_id_after(self):
+            """The RAM section id after the package."""
             if hasattr(self, '_m_ram_section_id_after'):
                 return self._m_ram_section_id_after
 
@@ -922,6 +937,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class RamBlockEntry(KaitaiStruct):
+        """One RAM block in the MEM_SIZE list (ram.c ram_save_setup)."""
         def __init__(self, remaining, _io, _parent=None, _root=None):
             super(QemuMigration.RamBlockEntry, self).__init__(_io)
             self._parent = _parent
@@ -954,6 +970,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def remaining_after(self):
+            """The part of the total left for the blocks after this one."""
             if hasattr(self, '_m_remaining_after'):
                 return self._m_remaining_after
 
@@ -1053,6 +1070,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def has_idstr(self):
+            """A page record without CONTINUE: the block name follows the header."""
             if hasattr(self, '_m_has_idstr'):
                 return self._m_has_idstr
 
@@ -1079,6 +1097,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def kind(self):
+            """The record kind as a RAM_SAVE_FLAG_* name."""
             if hasattr(self, '_m_kind'):
                 return self._m_kind
 
@@ -1126,6 +1145,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def block_after(self):
+            """The CONTINUE context after the last record (EOS passes it on)."""
             if hasattr(self, '_m_block_after'):
                 return self._m_block_after
 
@@ -1229,6 +1249,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def block_after(self):
+            """The CONTINUE context after this section's RAM records."""
             if hasattr(self, '_m_block_after'):
                 return self._m_block_after
 
@@ -1281,6 +1302,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def ram_section_id_after(self):
+            """This section's id if it opens the RAM section, else the one passed in."""
             if hasattr(self, '_m_ram_section_id_after'):
                 return self._m_ram_section_id_after
 
@@ -1388,6 +1410,7 @@ class QemuMigration(KaitaiStruct):
 
     @property
     def has_vmdescription(self):
+        """Whether a VMDESCRIPTION follows EOF."""
         if hasattr(self, '_m_has_vmdescription'):
             return self._m_has_vmdescription
 
