@@ -7,17 +7,20 @@ carrying a byte offset inside the input; nothing else may escape.
 
 from __future__ import annotations
 
+import io
+
 from migstream.decoder import StreamDecoder
+from migstream.description import load_description
 from migstream.errors import StreamError
 from migstream.events import NEED_DATA, PageRecord, PageRun
 
 PAGE_SIZE_OPTIONS = (None, 4096, 1024, 65536)
 
 
-def decode(data: bytes, mode: int = 0) -> list:
+def decode(data: bytes, mode: int = 0, description: dict | None = None) -> list:
     """Feed ``data`` as ``mode`` says (bits 0-1: whole, in two or three pieces, or
     in chunks whose size bits 2-5 pick; bits 6-7: a --page-size option) and return every event."""
-    dec = StreamDecoder(page_size=PAGE_SIZE_OPTIONS[(mode >> 6) & 3])
+    dec = StreamDecoder(page_size=PAGE_SIZE_OPTIONS[(mode >> 6) & 3], description=description)
     size = len(data)
     if mode & 3 == 0 or size < 2:
         chunks = [data]
@@ -57,9 +60,19 @@ def _checked(ev):
 
 def check(data: bytes, mode: int = 0) -> StreamError | None:
     """Decode under the contract; returns the StreamError (or None on success).
-    Any other exception propagates: that is a finding."""
+    Any other exception propagates: that is a finding.  When the input ends with
+    a VMDESCRIPTION, it is decoded a second time the way front ends read seekable
+    files: with that (untrusted) JSON framing the device sections."""
+    err = _check(data, mode, None)
+    found = load_description(io.BytesIO(data), len(data))
+    if found is not None:
+        _check(data, mode, found[1])
+    return err
+
+
+def _check(data: bytes, mode: int, description: dict | None) -> StreamError | None:
     try:
-        decode(data, mode)
+        decode(data, mode, description)
     except StreamError as exc:
         if not (isinstance(exc.offset, int) and 0 <= exc.offset <= len(data)):
             raise AssertionError(f"StreamError offset {exc.offset!r} outside the input "

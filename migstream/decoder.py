@@ -32,7 +32,7 @@ from construct import ConstructError, StreamError as ConstructStreamError
 
 from . import grammar as g
 from .codecs.xbzrle import xbzrle_decode_into
-from .description import DeviceIndex
+from .description import DeviceIndex, description_page_size
 from .errors import StreamError, TruncatedStream, XbzrleError
 from .events import (
     NEED_DATA,
@@ -132,8 +132,8 @@ class StreamDecoder:
         self.page_size_source = "option" if page_size else None
         self._plans: RamPlans | None = None
         self._devices = DeviceIndex(description) if description else None
-        if description and not page_size and description.get("page_size"):
-            self.page_size = int(description["page_size"])
+        if description and not page_size and description_page_size(description):
+            self.page_size = description_page_size(description)
             self.page_size_source = "description"
         self._allow_hook = allow_hook
         self._max_description = max_description

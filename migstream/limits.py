@@ -31,6 +31,10 @@ MAX_BLOCK_LIST = 1 << 20
 #: to hundreds of KiB.
 MAX_DESCRIPTION = 64 << 20
 
+#: Nesting of subsections in a device's JSON description (QEMU nests a few levels;
+#: vmstate.c vmstate_subsection_save recurses per level).
+MAX_SUBSECTION_DEPTH = 32
+
 #: Largest device section framed by searching for its footer (no JSON description).
 MAX_FOOTER_SCAN = 64 << 20
 

@@ -152,3 +152,36 @@ def test_damage_sweeps_on_a_real_sample():
     assert proc.returncode == 0
     assert summary["inputs"] == 3500
     assert summary["stream_error"] > 3000  # the damage was seen
+
+
+# Found by review of the description path (then fuzzed through harness.check):
+# the JSON after EOF is read from the stream itself to frame device sections,
+# and malformed JSON escaped as RecursionError, TypeError, AttributeError,
+# ValueError or OverflowError.
+HOSTILE_DESCRIPTIONS = {
+    "deep-nesting": b'{"a":' + b"[" * 100000 + b"]" * 100000 + b"}",
+    "devices-not-a-list": b'{"devices": 5}',
+    "device-not-an-object": b'{"devices": [5]}',
+    "size-not-a-number": b'{"devices": [{"name": "timer", "instance_id": 0, "fields": [{"size": "abc"}]}]}',
+    "size-infinite": b'{"devices": [{"name": "timer", "instance_id": 0, "fields": [{"size": Infinity}]}]}',
+    "size-negative": b'{"devices": [{"name": "timer", "instance_id": 0, "fields": [{"size": -18}]}]}',
+    "page-size-string": b'{"page_size": "x"}',
+    "page-size-list": b'{"page_size": [1]}',
+    "subsections-too-deep": b'{"devices": [{"name": "timer", "instance_id": 0, "subsections": '
+                            + b'[{"subsections": ' * 100 + b"[]" + b"}]" * 100 + b"}]}",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE_DESCRIPTIONS)
+def test_hostile_description_frames_by_footer(name, tmp_path):
+    from migstream.sources import StreamSource
+    from migstream.stream import iter_events, open_decoder
+    body = (w.file_header() + w.section_start(3, "timer", full=True, version_id=2) + bytes(8) + w.footer(3)
+            + w.eof())
+    path = tmp_path / "s.mig"
+    path.write_bytes(body + w.vmdescription(HOSTILE_DESCRIPTIONS[name]))
+    with StreamSource(str(path)) as src:
+        events = list(iter_events(src, open_decoder(src)))
+    device = next(e for e in events if type(e).__name__ == "DeviceState")
+    assert (device.length, device.framing) == (8, "footer-scan")
+    harness.check(path.read_bytes())
