@@ -670,7 +670,7 @@ class StreamDecoder:
                                   off, section="ram", addr=addr)
             if kind in _RUN_KINDS and not self._packages:
                 info = self.blocks.get(block)
-                if info is None or addr < info.used_length:
+                if addr < (info.used_length if info is not None else MAX_BLOCK_LENGTH):
                     run = self._scan_run(hdr, kind, block, addr)
                     if run is not None:
                         return run
@@ -682,6 +682,10 @@ class StreamDecoder:
         info = self.blocks.get(block)
         if info is not None and addr >= info.used_length:
             raise StreamError(f"Illegal RAM offset {addr:x}", off, section="ram", block=block, addr=addr)
+        if info is None and addr >= MAX_BLOCK_LENGTH:
+            # No MEM_SIZE told the block's length: no block is this large (limits.py).
+            raise StreamError(f"Illegal RAM offset {addr:x} (beyond the largest block accepted, "
+                              f"0x{MAX_BLOCK_LENGTH:x})", off, section="ram", block=block, addr=addr)
         payload_off = self.offset
         if kind == _PAGE:
             n = self.page_size
@@ -731,7 +735,7 @@ class StreamDecoder:
         sizes = {_PAGE: 8 + ps, _ZERO: 9}
         left = end - pos
         info = self.blocks.get(block)
-        cap = (info.used_length - addr) // ps if info is not None else 1 << 62
+        cap = ((info.used_length if info is not None else MAX_BLOCK_LENGTH) - addr) // ps
         unpack = RAM_HEADER.unpack_from
         page_cont, zero_cont = _PAGE | _CONTINUE, _ZERO | _CONTINUE
         starts = array("q")

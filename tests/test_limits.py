@@ -124,3 +124,25 @@ def test_large_blocks_only_reserve_sparse_space(tmp_path):
     with open(tmp_path / "out" / result.manifest["blocks"][0]["file"], "rb") as f:
         f.seek(big - 4096)
         assert f.read() == b"\x5a" * 4096
+
+
+@pytest.mark.parametrize("addr", [limits.MAX_BLOCK_LENGTH, 1 << 63])
+@pytest.mark.parametrize("kind", [F.PAGE, F.ZERO])
+def test_page_offset_without_block_list(addr, kind, tmp_path):
+    """Found by review: with no MEM_SIZE record (QEMU does not require one) block
+    lengths are unknown, and extract wrote a page at offset 2^63 (OverflowError,
+    a traceback).  Offsets past the largest block accepted are refused."""
+    from migstream.extract import extract
+    payload = {"data": bytes(4096)} if kind == F.PAGE else {"fill": 7}
+    first = w.ram_record(kind, 0, block="pc.ram", payload=payload)
+    recs = first + w.ram_record(kind, addr, payload=payload)  # CONTINUE
+    data = (w.file_header() + w.configuration("pc-i440fx-7.2") + w.section_start(2, "ram")
+            + w.ram_record(F.EOS) + w.footer(2) + w.section_part(2) + recs + w.ram_record(F.EOS)
+            + w.footer(2) + w.eof())
+    with pytest.raises(StreamError, match="Illegal RAM offset") as info:
+        decode(data)
+    assert info.value.offset == data.index(recs) + len(first) and info.value.addr == addr
+    src = tmp_path / "s.mig"
+    src.write_bytes(data)
+    result = extract(str(src), str(tmp_path / "out"))  # the StreamError, not an exception from pwrite
+    assert result.error is not None and "Illegal RAM offset" in result.error.message
