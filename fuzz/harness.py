@@ -85,3 +85,28 @@ def one_input(raw: bytes) -> None:
     """libFuzzer entry point: the first byte is the feeding mode."""
     if raw:
         check(raw[1:], raw[0])
+
+
+def check_extract(data: bytes, workdir) -> None:
+    """The extract job on ``data`` (a seekable file, so with its own description)
+    into ``workdir``: a stream fault ends up in the result, bad local conditions
+    are UsageError; only a file system refusing a huge sparse offset (EFBIG) may
+    surface as OSError (the CLI's exit code 3).  Anything else is a finding."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    from migstream.errors import UsageError
+    from migstream.extract import extract
+
+    workdir = Path(workdir)
+    src, out = workdir / "input.mig", workdir / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    src.write_bytes(data)
+    try:
+        extract(str(src), str(out))
+    except UsageError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EFBIG:
+            raise

@@ -23,7 +23,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
-from harness import check  # noqa: E402
+from harness import check, check_extract  # noqa: E402
 from test_fuzz import mutate  # noqa: E402
 from test_kaitai import BLOCKS, build_full_stream  # noqa: E402
 
@@ -58,12 +58,15 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=3600)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--pool", type=int, default=300, help="valid streams to mutate")
+    ap.add_argument("--extract-every", type=int, default=10, help="also run the extract job on every Nth input")
     args = ap.parse_args(argv)
     rnd = random.Random(args.seed)
     pool = [build_full_stream([random_element(rnd) for _ in range(rnd.randint(0, 6))], rnd.getrandbits(32),
                               rnd.choice([4096, 1024, 8192]), rnd.random() < 0.5) for _ in range(args.pool)]
     t0 = time.monotonic()
-    stats = {"inputs": 0, "ok": 0, "stream_error": 0, "violations": 0}
+    stats = {"inputs": 0, "ok": 0, "stream_error": 0, "violations": 0, "extracts": 0}
+    import tempfile
+    workdir = tempfile.mkdtemp(prefix="migstream-fuzz-")
     while stats["inputs"] < args.inputs and time.monotonic() - t0 < args.seconds:
         muts = [(rnd.choice(MUTATIONS), rnd.random(), rnd.randrange(256), rnd.randint(1, 64))
                 for _ in range(rnd.randint(1, 4))]
@@ -71,6 +74,9 @@ def main(argv=None) -> int:
         stats["inputs"] += 1
         try:
             stats["stream_error" if check(data, mode) else "ok"] += 1
+            if args.extract_every and stats["inputs"] % args.extract_every == 0:
+                stats["extracts"] += 1
+                check_extract(data, workdir)
         except Exception as exc:  # noqa: BLE001 - a finding
             stats["violations"] += 1
             out = HERE / "artifacts" / f"structured-{args.seed}-{stats['inputs']}.bin"
@@ -78,6 +84,8 @@ def main(argv=None) -> int:
             out.write_bytes(bytes([mode]) + data)
             print(f"violation: {type(exc).__name__}: {exc} -> {out}", file=sys.stderr)
     stats["seconds"] = round(time.monotonic() - t0, 1)
+    import shutil
+    shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(stats))
     return 1 if stats["violations"] else 0
 

@@ -116,9 +116,14 @@ def mutate(data: bytes, mutations) -> bytes:
        page_size=st.sampled_from([4096, 1024]), vmdesc=st.booleans(),
        mutations=st.lists(mutation, min_size=1, max_size=4), mode=st.integers(0, 255))
 def test_structure_aware_fuzz(elements, seed, page_size, vmdesc, mutations, mode):
-    """Valid streams of every element kind, then damaged: the contract holds."""
+    """Valid streams of every element kind, then damaged: the contract holds, for
+    the decoder and for the extract job (RAM image files)."""
+    import tempfile
     data = mutate(build_full_stream(elements, seed, page_size, vmdesc), mutations)
     harness.check(data, mode)
+    if mode % 4 == 0:
+        with tempfile.TemporaryDirectory() as work:
+            harness.check_extract(data, work)
 
 
 # --- bounded runs of the long-run tools --------------------------------------------
