@@ -51,8 +51,9 @@ doc: |
     spec frames them like migstream's decoder does without a description: by
     searching for the section footer (0x7e + be32 section id followed by a byte
     that can start the next element).  Streams without section footers (machine
-    types of QEMU 2.3 and older) therefore cannot be framed past their first
-    device section; migstream's decoder frames those with the JSON description.
+    types of QEMU 2.3 and older, hw/core/machine.c hw_compat_2_3, and Xen) therefore
+    cannot be framed past their first device section; migstream's decoder frames
+    those with the JSON description.
   * Checked here: magic, version 3, element tags, RAM section version 4, footer
     section ids, RAM flag combinations, XBZRLE encoding byte and length, the
     COMPRESS_PAGE length bound, MEM_SIZE lengths adding up to the total, command
@@ -219,8 +220,9 @@ types:
         if: footer_tag == section_type::footer.to_i
         doc: |
           QEMU_VM_SECTION_FOOTER after every section payload when the machine type sends
-          footers (savevm.c save_section_footer / check_section_footer; property
-          send-section-footer, on since QEMU 2.4 machine types).
+          footers (savevm.c save_section_footer / check_section_footer; migration
+          property send-section-footer, off for machine types 2.3 and older via
+          hw_compat_2_3 and under Xen).
     instances:
       has_header:
         value: tag == section_type::section_start or tag == section_type::section_full
