@@ -62,6 +62,7 @@ from .limits import (
     MAX_MACHINE_NAME,
     MAX_PACKAGE_DEPTH,
     MAX_PAGE_SIZE,
+    MAX_RAM_BLOCKS,
     MAX_TARGET_PAGE_BITS,
     MIN_PAGE_SIZE,
     MIN_TARGET_PAGE_BITS,
@@ -652,6 +653,8 @@ class StreamDecoder:
             raise StreamError(f"malformed RAM block list: {exc}", off, section="ram") from exc
         blocks = tuple(RamBlock(b.idstr, b.used_length, b.page_size, b.addr)
                        for b in (rec.payload.blocks or ()))
+        if len(blocks) >= MAX_RAM_BLOCKS and sum(b.used_length for b in blocks) < total:
+            raise StreamError(f"MEM_SIZE lists more than {MAX_RAM_BLOCKS} RAM blocks", off, section="ram")
         if sum(b.used_length for b in blocks) != total:
             raise StreamError(f"RAM block lengths add up to 0x{sum(b.used_length for b in blocks):x}, "
                               f"MEM_SIZE announced 0x{total:x}", off, section="ram")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import time
 
 import pytest
 
@@ -146,3 +147,20 @@ def test_page_offset_without_block_list(addr, kind, tmp_path):
     src.write_bytes(data)
     result = extract(str(src), str(tmp_path / "out"))  # the StreamError, not an exception from pwrite
     assert result.error is not None and "Illegal RAM offset" in result.error.message
+
+
+def test_block_list_entries():
+    """Found by fuzzing review: a MEM_SIZE list whose lengths never cover the total
+    was summed from scratch after every entry (quadratic: 1 MiB of empty entries ran
+    for minutes).  At most MAX_RAM_BLOCKS entries are read."""
+    n = limits.MAX_RAM_BLOCKS
+    ok = [(f"b{i}", 4096) for i in range(n)]
+    data = w.file_header() + w.section_start(2, "ram") + w.mem_size(ok) + w.ram_record(F.EOS)
+    assert len(decode(data + w.footer(2) + w.eof())[2].blocks) == n
+    entries = (b"\x00" + bytes(8)) * ((1 << 20) // 9)  # empty names, zero lengths
+    data = w.file_header() + w.section_start(2, "ram") + (4096 | F.MEM_SIZE).to_bytes(8, "big") + entries
+    t = time.process_time()
+    with pytest.raises(StreamError, match=f"more than {n} RAM blocks") as info:
+        decode(data)
+    assert info.value.offset == 25
+    assert time.process_time() - t < 2
