@@ -546,6 +546,11 @@ class StreamDecoder:
         if size is None and self._footers is not False:
             size = self._scan_footer(sec.section_id)
             framing = "footer-scan"
+            if size is None and self._footers:
+                # Earlier sections had footers, so this one has one too, unless the
+                # input was cut (QEMU: "Missing section footer" / an early end).
+                raise TruncatedStream(f"stream ends inside device section '{sec.idstr}' (no section "
+                                      "footer before the end of the input)", off, section=sec.idstr)
         if size is None:
             self._state = "done"
             why = ("no JSON description and no section footers" if self._footers is False

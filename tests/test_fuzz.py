@@ -148,15 +148,34 @@ def test_damage_sweeps_on_a_real_sample():
     records) and the end (device sections, EOF, VMDESCRIPTION) of a real capture,
     and bit flips in its headers, lengths and flags, under a 768 MiB address-space
     cap with 5 s per input.  (fuzz/sweeps.py --truncate all does every byte.)"""
+    from conftest import raw_stream, sample_by_name
+    from migstream.events import DeviceState
+    devices = next(ev.offset for ev in harness.decode(raw_stream(sample_by_name("x86-fresh-S")))
+                   if type(ev) is DeviceState)
     proc = subprocess.run(
         [sys.executable, str(ROOT / "fuzz" / "sweeps.py"), "--sample", "x86-fresh-S",
-         "--truncate", "0:2000,-1200:", "--flips", "300", "--seed", "5", "--mem-mb", "768"],
+         "--truncate", f"0:2000,{devices - 100}:{devices + 700},-1200:", "--flips", "300", "--seed", "5",
+         "--mem-mb", "768"],
         capture_output=True, text=True, timeout=600)
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["violation_count"] == 0, summary["violations"][:5]
     assert proc.returncode == 0
-    assert summary["inputs"] == 3500
-    assert summary["stream_error"] > 3000  # the damage was seen
+    assert summary["inputs"] == 4300
+    assert summary["stream_error"] > 3800  # the damage was seen
+
+
+def test_cut_inside_device_sections_is_truncation():
+    # Found by the full truncation sweep of x86-fresh-S: a cut inside the device
+    # sections (after the RAM END) was reported as "cannot be framed" and the
+    # stream passed `validate` (exit 0) and `extract` said complete.
+    from conftest import raw_stream, sample_by_name
+    from migstream.errors import TruncatedStream
+    data = raw_stream(sample_by_name("x86-fresh-S"))
+    from migstream.events import DeviceState
+    dev = next(ev for ev in harness.decode(data) if type(ev) is DeviceState)
+    for cut in (dev.offset, dev.offset + dev.length // 2, dev.offset + dev.length + 3):
+        err = harness.check(data[:cut])
+        assert isinstance(err, TruncatedStream) and err.offset <= cut, (cut, err)
 
 
 # Found by review of the description path (then fuzzed through harness.check):
