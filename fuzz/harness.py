@@ -64,10 +64,28 @@ def check(data: bytes, mode: int = 0) -> StreamError | None:
     a VMDESCRIPTION, it is decoded a second time the way front ends read seekable
     files: with that (untrusted) JSON framing the device sections."""
     err = _check(data, mode, None)
+    if mode & 3:
+        # However the input is cut into chunks, the outcome is the same.
+        whole = _outcome(data, mode & ~3)
+        assert _outcome(data, mode) == whole, "chunked feeding changed the outcome"
     found = load_description(io.BytesIO(data), len(data))
     if found is not None:
         _check(data, mode, found[1])
     return err
+
+
+def _outcome(data: bytes, mode: int) -> list:
+    """Record-level events (runs expanded) and the error, comparable across feedings."""
+    out: list = []
+    try:
+        for ev in decode(data, mode):
+            if type(ev) is PageRun:
+                out += [("PageRecord", r.offset) for r in ev.records()]
+            else:
+                out.append((type(ev).__name__, ev.offset))
+    except StreamError as exc:
+        out.append(("error", exc.offset, exc.message))
+    return out
 
 
 def _check(data: bytes, mode: int, description: dict | None) -> StreamError | None:

@@ -306,7 +306,7 @@ class StreamDecoder:
             if self._retry[0] == self.offset and have < 2 * self._retry[1]:
                 raise _NeedData
             self._retry = (self.offset, have)
-        while avail < limit and not self._eof and self._grow():
+        while avail < limit and self._grow():  # at the end of input too: join what is pending
             avail = len(self._buf) - self._pos
         view = self._buf[self._pos:self._pos + min(avail, limit)]
         stream = io.BytesIO(view)
