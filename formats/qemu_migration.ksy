@@ -51,8 +51,9 @@ doc: |
     spec frames them like migstream's decoder does without a description: by
     searching for the section footer (0x7e + be32 section id followed by a byte
     that can start the next element).  Streams without section footers (machine
-    types of QEMU 2.3 and older) therefore cannot be framed past their first
-    device section; migstream's decoder frames those with the JSON description.
+    types of QEMU 2.3 and older, hw/core/machine.c hw_compat_2_3, and Xen) therefore
+    cannot be framed past their first device section; migstream's decoder frames
+    those with the JSON description.
   * Checked here: magic, version 3, element tags, RAM section version 4, footer
     section ids, RAM flag combinations, XBZRLE encoding byte and length, the
     COMPRESS_PAGE length bound, MEM_SIZE lengths adding up to the total, command
@@ -115,6 +116,7 @@ instances:
     if: not _io.eof
     doc: A peek at the byte after EOF.
   has_vmdescription:
+    doc: 'Whether a VMDESCRIPTION follows EOF.'
     value: not _io.eof and after_eof == section_type::vmdescription.to_i
 
 types:
@@ -145,16 +147,20 @@ types:
             - section_type::command
         doc: QEMU_VM_* (savevm.h).  Anything else is "Unknown savevm section type %d".
       - id: section
+        doc: 'START, PART, END or FULL.'
         type: section(tag, ram_section_id, last_block)
         if: is_section
       - id: configuration
+        doc: 'QEMU_VM_CONFIGURATION (first element when the machine sends it).'
         type: configuration
         if: tag == section_type::configuration
       - id: command
+        doc: 'QEMU_VM_COMMAND.'
         type: command(ram_section_id, last_block)
         if: tag == section_type::command
     instances:
       is_section:
+        doc: 'The tag introduces a section (START, PART, END, FULL).'
         value: >-
           tag == section_type::section_start or tag == section_type::section_part
           or tag == section_type::section_end or tag == section_type::section_full
@@ -220,8 +226,9 @@ types:
         if: footer_tag == section_type::footer.to_i
         doc: |
           QEMU_VM_SECTION_FOOTER after every section payload when the machine type sends
-          footers (savevm.c save_section_footer / check_section_footer; property
-          send-section-footer, on since QEMU 2.4 machine types).
+          footers (savevm.c save_section_footer / check_section_footer; migration
+          property send-section-footer, off for machine types 2.3 and older via
+          hw_compat_2_3 and under Xen).
     instances:
       has_header:
         value: tag == section_type::section_start or tag == section_type::section_full
@@ -242,8 +249,10 @@ types:
         type: u1
         doc: A peek at the byte after the payload (0x7e when a footer follows).
       ram_section_id_after:
+        doc: 'This section''s id if it opens the RAM section, else the one passed in.'
         value: 'tag == section_type::section_start and is_ram ? section_id : ram_section_id'
       block_after:
+        doc: 'The CONTINUE context after this section''s RAM records.'
         value: 'is_ram ? ram.block_after : last_block'
 
   section_footer:
@@ -253,6 +262,7 @@ types:
         type: u4
     seq:
       - id: tag
+        doc: 'QEMU_VM_SECTION_FOOTER (savevm.h).'
         contents: [0x7e]
       - id: section_id
         type: u4
@@ -276,6 +286,7 @@ types:
         doc: Stream offset of the payload.
     seq:
       - id: pieces
+        doc: 'Payload pieces, each ending at a 0x7e byte; the last one''s 0x7e starts the footer.'
         type: footer_search_piece(section_id)
         repeat: until
         repeat-until: _.footer_found
@@ -285,6 +296,7 @@ types:
         doc: Payload bytes before the footer.
 
   footer_search_piece:
+    doc: 'Payload bytes up to a 0x7e byte, and whether that byte starts the section footer.'
     params:
       - id: section_id
         type: u4
@@ -297,11 +309,14 @@ types:
         value: _io.pos
         doc: Position after the 0x7e; first read by footer_found, right after `data`.
       footer_pos:
+        doc: 'Position of this piece''s 0x7e byte.'
         value: after - 1
       lookahead:
+        doc: 'The bytes after the 0x7e, read without moving on.'
         pos: after
         type: footer_lookahead
       footer_found:
+        doc: '0x7e + this section''s id + a byte that can start the next element (or the end): the footer.'
         value: >-
           lookahead.has_id and lookahead.section_id == section_id
           and (not lookahead.has_next or lookahead.next_tag == 0 or lookahead.next_tag == 1
@@ -309,17 +324,22 @@ types:
           or lookahead.next_tag == 8)
 
   footer_lookahead:
+    doc: 'The 5 bytes after a 0x7e candidate (fewer at the end of the stream).'
     seq:
       - id: section_id
+        doc: 'A footer''s be32 section id, if 4 bytes remain.'
         type: u4
         if: has_id
       - id: next_tag
+        doc: 'The byte after it: the next element''s tag for a real footer.'
         type: u1
         if: has_next
     instances:
       has_id:
+        doc: 'At least 4 bytes remain.'
         value: _io.size - _io.pos >= 4
       has_next:
+        doc: 'At least 5 bytes remain.'
         value: _io.size - _io.pos >= 5
 
   configuration:
@@ -329,6 +349,7 @@ types:
       ("Configuration section missing").  No section id, no footer.
     seq:
       - id: len_machine
+        doc: 'be32 length of the machine name (vmstate_configuration''s VMSTATE_VBUFFER_ALLOC_UINT32, savevm.c).'
         type: u4
       - id: machine
         type: str
@@ -353,8 +374,10 @@ types:
     doc: QEMU_VM_SUBSECTION, u8 name length, name, be32 version, fields (vmstate.c vmstate_subsection_save).
     seq:
       - id: tag
+        doc: 'QEMU_VM_SUBSECTION (savevm.h).'
         contents: [0x05]
       - id: len_name
+        doc: 'u8 length of the subsection name (vmstate.c vmstate_subsection_save).'
         type: u1
       - id: name
         type: str
@@ -370,6 +393,7 @@ types:
         type: u4
         doc: 1 for all three.
       - id: body
+        doc: 'The subsection''s fields.'
         type:
           switch-on: name
           cases:
@@ -397,8 +421,10 @@ types:
       should_validate_capability: x-ignore-shared and mapped-ram).
     seq:
       - id: num_caps
+        doc: 'be32 number of capability names (savevm.c vmstate_capabilites, caps_count).'
         type: u4
       - id: caps
+        doc: 'Capability names as u8-length strings (savevm.c vmstate_info_capability).'
         type: counted_string
         repeat: expr
         repeat-expr: num_caps
@@ -407,6 +433,7 @@ types:
     doc: The VM's UUID, sent with capability validate-uuid (savevm.c vmstate_uuid).
     seq:
       - id: uuid
+        doc: 'QemuUUID bytes (savevm.c vmstate_uuid, "UUID received is %s and local is %s").'
         size: 16
 
   command:
@@ -434,6 +461,7 @@ types:
           ("%s received with bad length - expecting %zu, got %d", savevm.c
           mig_cmd_args); POSTCOPY_ADVISE is 0 or 16.
       - id: payload
+        doc: 'The command''s arguments; commands without a type here carry none or raw bytes.'
         size: len
         type:
           switch-on: cmd
@@ -458,11 +486,14 @@ types:
           : (cmd == command_type::ping or cmd == command_type::packaged ? 4 : -1)
         doc: The fixed length of this command, -1 when it varies.
       ram_section_id_after:
+        doc: 'The RAM section id after this command (PACKAGED data may open it).'
         value: 'cmd == command_type::packaged ? package.ram_section_id_after : ram_section_id'
       block_after:
+        doc: 'The CONTINUE context after this command (PACKAGED data may carry RAM records).'
         value: 'cmd == command_type::packaged ? package.block_after : last_block'
 
   cmd_ping:
+    doc: 'MIG_CMD_PING (savevm.c qemu_savevm_send_ping / loadvm_process_command).'
     seq:
       - id: value
         type: u4
@@ -500,13 +531,17 @@ types:
         doc: Ranges of the block the destination must discard (be64 start, be64 length).
 
   discard_range:
+    doc: 'One range of a POSTCOPY_RAM_DISCARD (savevm.c qemu_savevm_send_postcopy_ram_discard).'
     seq:
       - id: start
+        doc: 'be64 first byte of the range inside the block.'
         type: u8
       - id: length
+        doc: 'be64 length of the range in bytes.'
         type: u8
 
   cmd_packaged:
+    doc: 'MIG_CMD_PACKAGED (savevm.c qemu_savevm_send_packaged).'
     seq:
       - id: length
         type: u4
@@ -516,6 +551,7 @@ types:
     doc: Postcopy recovery (savevm.c qemu_savevm_send_recv_bitmap / loadvm_handle_recv_bitmap).
     seq:
       - id: block
+        doc: 'RAM block whose dirty bitmap the destination sends back (len must equal name length + 1).'
         type: counted_string
 
   package:
@@ -536,6 +572,7 @@ types:
         type: str
     seq:
       - id: elements
+        doc: 'The nested elements, up to a nested EOF or the end of the package.'
         type: 'element(_index == 0 ? ram_section_id : elements[_index - 1].ram_section_id_after, _index == 0 ? last_block : elements[_index - 1].block_after, _io.pos)'
         repeat: until
         repeat-until: _.tag == section_type::eof or _io.pos >= start + length
@@ -545,8 +582,10 @@ types:
         doc: Bytes after a nested EOF; a negative size (an element ran past the end) is an error.
     instances:
       ram_section_id_after:
+        doc: 'The RAM section id after the package.'
         value: 'length > 0 ? elements.last.ram_section_id_after.as<s8> : ram_section_id'
       block_after:
+        doc: 'The CONTINUE context after the package.'
         value: 'length > 0 ? elements.last.block_after.as<str> : last_block'
 
   ram_records:
@@ -559,11 +598,13 @@ types:
         doc: The CONTINUE context on entry (it survives section boundaries).
     seq:
       - id: records
+        doc: 'RAM records; each is told the block of the record before it.'
         type: 'ram_record(_index == 0 ? block_before : records[_index - 1].block, _io.pos)'
         repeat: until
         repeat-until: _.kind == ram_flag::eos
     instances:
       block_after:
+        doc: 'The CONTINUE context after the last record (EOS passes it on).'
         value: records.last.block
 
   ram_record:
@@ -620,12 +661,14 @@ types:
         value: flags - (flags & 0x20)
         doc: 'The flags without CONTINUE: what the loader switches on.'
       kind:
+        doc: 'The record kind as a RAM_SAVE_FLAG_* name.'
         value: kind_value
         enum: ram_flag
       is_page:
         value: kind_value == 0x02 or kind_value == 0x08 or kind_value == 0x40 or kind_value == 0x100
         doc: ZERO, PAGE, XBZRLE, COMPRESS_PAGE target one page of one block.
       has_idstr:
+        doc: 'A page record without CONTINUE: the block name follows the header.'
         value: is_page and not is_continue
       block:
         value: 'has_idstr ? idstr.value : prev_block'
@@ -640,6 +683,7 @@ types:
         type: u8
     seq:
       - id: blocks
+        doc: '(idstr, used_length[, page size][, address]) per block, until the lengths cover the total.'
         type: 'ram_block_entry(_index == 0 ? total : blocks[_index - 1].remaining_after)'
         repeat: until
         repeat-until: _.used_length >= _.remaining
@@ -652,6 +696,7 @@ types:
           read past the list (it compares with the block sizes it has).
 
   ram_block_entry:
+    doc: 'One RAM block in the MEM_SIZE list (ram.c ram_save_setup).'
     params:
       - id: remaining
         type: u8
@@ -684,6 +729,7 @@ types:
           x-ignore-shared has pages_offset 0 and no region.
     instances:
       remaining_after:
+        doc: 'The part of the total left for the blocks after this one.'
         value: remaining - used_length
 
   mapped_ram_header:
@@ -713,6 +759,7 @@ types:
     doc: RAM_SAVE_FLAG_PAGE, ram.c save_normal_page.
     seq:
       - id: data
+        doc: 'The page, TARGET_PAGE_SIZE bytes (ram.c save_normal_page).'
         size: _root.page_size
 
   xbzrle_page:
@@ -747,8 +794,10 @@ types:
     doc: u8 length + bytes, no NUL (qemu-file.c qemu_get_counted_string).
     seq:
       - id: len
+        doc: 'u8 length.'
         type: u1
       - id: value
+        doc: 'The bytes (QEMU uses ASCII names; read as ISO-8859-1 so any byte decodes).'
         type: str
         size: len
         encoding: ISO-8859-1
@@ -760,8 +809,10 @@ types:
       vmstate.c vmsd_desc_field_start/end).
     seq:
       - id: tag
+        doc: 'QEMU_VM_VMDESCRIPTION (savevm.h).'
         contents: [0x06]
       - id: len_json
+        doc: 'be32 length of the JSON (savevm.c: qemu_put_be32(f, json_len)).'
         type: u4
       - id: json
         size: len_json

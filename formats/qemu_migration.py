@@ -53,8 +53,9 @@ class QemuMigration(KaitaiStruct):
       spec frames them like migstream's decoder does without a description: by
       searching for the section footer (0x7e + be32 section id followed by a byte
       that can start the next element).  Streams without section footers (machine
-      types of QEMU 2.3 and older) therefore cannot be framed past their first
-      device section; migstream's decoder frames those with the JSON description.
+      types of QEMU 2.3 and older, hw/core/machine.c hw_compat_2_3, and Xen) therefore
+      cannot be framed past their first device section; migstream's decoder frames
+      those with the JSON description.
     * Checked here: magic, version 3, element tags, RAM section version 4, footer
       section ids, RAM flag combinations, XBZRLE encoding byte and length, the
       COMPRESS_PAGE length bound, MEM_SIZE lengths adding up to the total, command
@@ -206,6 +207,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class CmdPackaged(KaitaiStruct):
+        """MIG_CMD_PACKAGED (savevm.c qemu_savevm_send_packaged)."""
         def __init__(self, _io, _parent=None, _root=None):
             super(QemuMigration.CmdPackaged, self).__init__(_io)
             self._parent = _parent
@@ -221,6 +223,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class CmdPing(KaitaiStruct):
+        """MIG_CMD_PING (savevm.c qemu_savevm_send_ping / loadvm_process_command)."""
         def __init__(self, _io, _parent=None, _root=None):
             super(QemuMigration.CmdPing, self).__init__(_io)
             self._parent = _parent
@@ -397,6 +400,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def block_after(self):
+            """The CONTINUE context after this command (PACKAGED data may carry RAM records)."""
             if hasattr(self, '_m_block_after'):
                 return self._m_block_after
 
@@ -414,6 +418,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def ram_section_id_after(self):
+            """The RAM section id after this command (PACKAGED data may open it)."""
             if hasattr(self, '_m_ram_section_id_after'):
                 return self._m_ram_section_id_after
 
@@ -631,6 +636,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class DiscardRange(KaitaiStruct):
+        """One range of a POSTCOPY_RAM_DISCARD (savevm.c qemu_savevm_send_postcopy_ram_discard)."""
         def __init__(self, _io, _parent=None, _root=None):
             super(QemuMigration.DiscardRange, self).__init__(_io)
             self._parent = _parent
@@ -701,6 +707,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def is_section(self):
+            """The tag introduces a section (START, PART, END, FULL)."""
             if hasattr(self, '_m_is_section'):
                 return self._m_is_section
 
@@ -718,6 +725,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class FooterLookahead(KaitaiStruct):
+        """The 5 bytes after a 0x7e candidate (fewer at the end of the stream)."""
         def __init__(self, _io, _parent=None, _root=None):
             super(QemuMigration.FooterLookahead, self).__init__(_io)
             self._parent = _parent
@@ -746,6 +754,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def has_id(self):
+            """At least 4 bytes remain."""
             if hasattr(self, '_m_has_id'):
                 return self._m_has_id
 
@@ -754,6 +763,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def has_next(self):
+            """At least 5 bytes remain."""
             if hasattr(self, '_m_has_next'):
                 return self._m_has_next
 
@@ -807,6 +817,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class FooterSearchPiece(KaitaiStruct):
+        """Payload bytes up to a 0x7e byte, and whether that byte starts the section footer."""
         def __init__(self, section_id, _io, _parent=None, _root=None):
             super(QemuMigration.FooterSearchPiece, self).__init__(_io)
             self._parent = _parent
@@ -837,6 +848,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def footer_found(self):
+            """0x7e + this section's id + a byte that can start the next element (or the end): the footer."""
             if hasattr(self, '_m_footer_found'):
                 return self._m_footer_found
 
@@ -845,6 +857,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def footer_pos(self):
+            """Position of this piece's 0x7e byte."""
             if hasattr(self, '_m_footer_pos'):
                 return self._m_footer_pos
 
@@ -853,6 +866,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def lookahead(self):
+            """The bytes after the 0x7e, read without moving on."""
             if hasattr(self, '_m_lookahead'):
                 return self._m_lookahead
 
@@ -926,6 +940,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def block_after(self):
+            """The CONTINUE context after the package."""
             if hasattr(self, '_m_block_after'):
                 return self._m_block_after
 
@@ -934,6 +949,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def ram_section_id_after(self):
+            """The RAM section id after the package."""
             if hasattr(self, '_m_ram_section_id_after'):
                 return self._m_ram_section_id_after
 
@@ -942,6 +958,7 @@ class QemuMigration(KaitaiStruct):
 
 
     class RamBlockEntry(KaitaiStruct):
+        """One RAM block in the MEM_SIZE list (ram.c ram_save_setup)."""
         def __init__(self, remaining, _io, _parent=None, _root=None):
             super(QemuMigration.RamBlockEntry, self).__init__(_io)
             self._parent = _parent
@@ -989,6 +1006,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def remaining_after(self):
+            """The part of the total left for the blocks after this one."""
             if hasattr(self, '_m_remaining_after'):
                 return self._m_remaining_after
 
@@ -1088,6 +1106,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def has_idstr(self):
+            """A page record without CONTINUE: the block name follows the header."""
             if hasattr(self, '_m_has_idstr'):
                 return self._m_has_idstr
 
@@ -1114,6 +1133,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def kind(self):
+            """The record kind as a RAM_SAVE_FLAG_* name."""
             if hasattr(self, '_m_kind'):
                 return self._m_kind
 
@@ -1161,6 +1181,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def block_after(self):
+            """The CONTINUE context after the last record (EOS passes it on)."""
             if hasattr(self, '_m_block_after'):
                 return self._m_block_after
 
@@ -1264,6 +1285,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def block_after(self):
+            """The CONTINUE context after this section's RAM records."""
             if hasattr(self, '_m_block_after'):
                 return self._m_block_after
 
@@ -1316,6 +1338,7 @@ class QemuMigration(KaitaiStruct):
 
         @property
         def ram_section_id_after(self):
+            """This section's id if it opens the RAM section, else the one passed in."""
             if hasattr(self, '_m_ram_section_id_after'):
                 return self._m_ram_section_id_after
 
@@ -1423,6 +1446,7 @@ class QemuMigration(KaitaiStruct):
 
     @property
     def has_vmdescription(self):
+        """Whether a VMDESCRIPTION follows EOF."""
         if hasattr(self, '_m_has_vmdescription'):
             return self._m_has_vmdescription
 

@@ -7,17 +7,20 @@ carrying a byte offset inside the input; nothing else may escape.
 
 from __future__ import annotations
 
+import io
+
 from migstream.decoder import StreamDecoder
+from migstream.description import load_description
 from migstream.errors import StreamError
 from migstream.events import NEED_DATA, PageRecord, PageRun
 
 PAGE_SIZE_OPTIONS = (None, 4096, 1024, 65536)
 
 
-def decode(data: bytes, mode: int = 0) -> list:
+def decode(data: bytes, mode: int = 0, description: dict | None = None) -> list:
     """Feed ``data`` as ``mode`` says (bits 0-1: whole, in two or three pieces, or
     in chunks whose size bits 2-5 pick; bits 6-7: a --page-size option) and return every event."""
-    dec = StreamDecoder(page_size=PAGE_SIZE_OPTIONS[(mode >> 6) & 3])
+    dec = StreamDecoder(page_size=PAGE_SIZE_OPTIONS[(mode >> 6) & 3], description=description)
     size = len(data)
     if mode & 3 == 0 or size < 2:
         chunks = [data]
@@ -46,8 +49,10 @@ def decode(data: bytes, mode: int = 0) -> list:
 def _checked(ev):
     # Derived properties must hold for anything the decoder emits.
     if type(ev) is PageRun:
-        for rec in ev.records():
-            _checked(rec)
+        assert ev.count == len(ev.starts) == len(ev.kinds) >= 2
+        last = next(iter(PageRun(ev.offset + ev.starts[-1], ev.block, ev.addr, 1, ev.page_size,
+                                 ev.data[ev.starts[-1]:], [0], ev.kinds[-1:]).records()))
+        assert last.offset + last.size == ev.offset + len(ev.data)
     elif type(ev) is PageRecord:
         assert ev.size > 0 and ev.payload_offset > ev.offset
     return ev
@@ -55,9 +60,37 @@ def _checked(ev):
 
 def check(data: bytes, mode: int = 0) -> StreamError | None:
     """Decode under the contract; returns the StreamError (or None on success).
-    Any other exception propagates: that is a finding."""
+    Any other exception propagates: that is a finding.  When the input ends with
+    a VMDESCRIPTION, it is decoded a second time the way front ends read seekable
+    files: with that (untrusted) JSON framing the device sections."""
+    err = _check(data, mode, None)
+    if mode & 3:
+        # However the input is cut into chunks, the outcome is the same.
+        whole = _outcome(data, mode & ~3)
+        assert _outcome(data, mode) == whole, "chunked feeding changed the outcome"
+    found = load_description(io.BytesIO(data), len(data))
+    if found is not None:
+        _check(data, mode, found[1])
+    return err
+
+
+def _outcome(data: bytes, mode: int) -> list:
+    """Record-level events (runs expanded) and the error, comparable across feedings."""
+    out: list = []
     try:
-        decode(data, mode)
+        for ev in decode(data, mode):
+            if type(ev) is PageRun:
+                out += [("PageRecord", r.offset) for r in ev.records()]
+            else:
+                out.append((type(ev).__name__, ev.offset))
+    except StreamError as exc:
+        out.append(("error", exc.offset, exc.message))
+    return out
+
+
+def _check(data: bytes, mode: int, description: dict | None) -> StreamError | None:
+    try:
+        decode(data, mode, description)
     except StreamError as exc:
         if not (isinstance(exc.offset, int) and 0 <= exc.offset <= len(data)):
             raise AssertionError(f"StreamError offset {exc.offset!r} outside the input "
@@ -70,3 +103,28 @@ def one_input(raw: bytes) -> None:
     """libFuzzer entry point: the first byte is the feeding mode."""
     if raw:
         check(raw[1:], raw[0])
+
+
+def check_extract(data: bytes, workdir) -> None:
+    """The extract job on ``data`` (a seekable file, so with its own description)
+    into ``workdir``: a stream fault ends up in the result, bad local conditions
+    are UsageError; only a file system refusing a huge sparse offset (EFBIG) may
+    surface as OSError (the CLI's exit code 3).  Anything else is a finding."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    from migstream.errors import UsageError
+    from migstream.extract import extract
+
+    workdir = Path(workdir)
+    src, out = workdir / "input.mig", workdir / "out"
+    shutil.rmtree(out, ignore_errors=True)
+    src.write_bytes(data)
+    try:
+        extract(str(src), str(out))
+    except UsageError:
+        pass
+    except OSError as exc:
+        if exc.errno != errno.EFBIG:
+            raise

@@ -32,7 +32,7 @@ from construct import ConstructError, StreamError as ConstructStreamError
 
 from . import grammar as g
 from .codecs.xbzrle import xbzrle_decode_into
-from .description import DeviceIndex
+from .description import DeviceIndex, description_page_size
 from .errors import StreamError, TruncatedStream, XbzrleError
 from .events import (
     NEED_DATA,
@@ -64,6 +64,7 @@ from .limits import (
     MAX_MACHINE_NAME,
     MAX_PACKAGE_DEPTH,
     MAX_PAGE_SIZE,
+    MAX_RAM_BLOCKS,
     MAX_TARGET_PAGE_BITS,
     MIN_PAGE_SIZE,
     MIN_TARGET_PAGE_BITS,
@@ -135,8 +136,8 @@ class StreamDecoder:
         self.page_size_source = "option" if page_size else None
         self._plans: RamPlans | None = None
         self._devices = DeviceIndex(description) if description else None
-        if description and not page_size and description.get("page_size"):
-            self.page_size = int(description["page_size"])
+        if description and not page_size and description_page_size(description):
+            self.page_size = description_page_size(description)
             self.page_size_source = "description"
         self._allow_hook = allow_hook
         self._max_description = max_description
@@ -548,6 +549,11 @@ class StreamDecoder:
         if size is None and self._footers is not False:
             size = self._scan_footer(sec.section_id)
             framing = "footer-scan"
+            if size is None and self._footers:
+                # Earlier sections had footers, so this one has one too, unless the
+                # input was cut (QEMU: "Missing section footer" / an early end).
+                raise TruncatedStream(f"stream ends inside device section '{sec.idstr}' (no section "
+                                      "footer before the end of the input)", off, section=sec.idstr)
         if size is None:
             self._state = "done"
             why = ("no JSON description and no section footers" if self._footers is False
@@ -661,6 +667,8 @@ class StreamDecoder:
             raise StreamError(f"malformed RAM block list: {exc}", off, section="ram") from exc
         blocks = tuple(RamBlock(b.idstr, b.used_length, b.page_size, b.addr)
                        for b in (rec.payload.blocks or ()))
+        if len(blocks) >= MAX_RAM_BLOCKS and sum(b.used_length for b in blocks) < total:
+            raise StreamError(f"MEM_SIZE lists more than {MAX_RAM_BLOCKS} RAM blocks", off, section="ram")
         if sum(b.used_length for b in blocks) != total:
             raise StreamError(f"RAM block lengths add up to 0x{sum(b.used_length for b in blocks):x}, "
                               f"MEM_SIZE announced 0x{total:x}", off, section="ram")
@@ -682,7 +690,7 @@ class StreamDecoder:
                                   off, section="ram", addr=addr)
             if kind in _RUN_KINDS and not self._packages:
                 info = self.blocks.get(block)
-                if info is None or addr < info.used_length:
+                if addr < (info.used_length if info is not None else MAX_BLOCK_LENGTH):
                     run = self._scan_run(hdr, kind, block, addr)
                     if run is not None:
                         return run
@@ -694,6 +702,10 @@ class StreamDecoder:
         info = self.blocks.get(block)
         if info is not None and addr >= info.used_length:
             raise StreamError(f"Illegal RAM offset {addr:x}", off, section="ram", block=block, addr=addr)
+        if info is None and addr >= MAX_BLOCK_LENGTH:
+            # No MEM_SIZE told the block's length: no block is this large (limits.py).
+            raise StreamError(f"Illegal RAM offset {addr:x} (beyond the largest block accepted, "
+                              f"0x{MAX_BLOCK_LENGTH:x})", off, section="ram", block=block, addr=addr)
         payload_off = self.offset
         if kind == _PAGE:
             n = self.page_size
@@ -743,7 +755,7 @@ class StreamDecoder:
         sizes = {_PAGE: 8 + ps, _ZERO: 9}
         left = end - pos
         info = self.blocks.get(block)
-        cap = (info.used_length - addr) // ps if info is not None else 1 << 62
+        cap = ((info.used_length if info is not None else MAX_BLOCK_LENGTH) - addr) // ps
         unpack = RAM_HEADER.unpack_from
         page_cont, zero_cont = _PAGE | _CONTINUE, _ZERO | _CONTINUE
         starts = array("q")

@@ -14,7 +14,7 @@ import struct
 from typing import Any
 
 from .grammar import SectionType
-from .limits import MAX_DESCRIPTION
+from .limits import MAX_DESCRIPTION, MAX_SUBSECTION_DEPTH
 
 
 
@@ -49,9 +49,27 @@ def load_description(fileobj, total_size: int, max_size: int = MAX_DESCRIPTION) 
         return None
     offset, text = found
     try:
-        return offset, json.loads(text)
-    except (ValueError, UnicodeDecodeError):
+        desc = json.loads(text)
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
         return None
+    # The description comes from the stream: anything but a JSON object is unusable.
+    return (offset, desc) if isinstance(desc, dict) else None
+
+
+def _count(value: Any, default: int) -> int:
+    """A non-negative JSON integer, or ValueError (the description is untrusted)."""
+    if value is None:
+        return default
+    if type(value) is not int or value < 0:
+        raise ValueError(f"not a size: {value!r}")
+    return value
+
+
+def description_page_size(desc: dict[str, Any]) -> int | None:
+    """The description's ``page_size`` if it is a positive integer (the decoder
+    checks the range), else None."""
+    value = desc.get("page_size")
+    return value if type(value) is int and value > 0 else None
 
 
 def vmsd_payload_size(desc: dict[str, Any]) -> int:
@@ -61,11 +79,26 @@ def vmsd_payload_size(desc: dict[str, Any]) -> int:
     (vmsd_desc_field_end); compressed arrays give it once with ``array_len``.
     Each subsection costs its header (0x05, u8 name length, name, be32 version).
     """
+    return _payload_size(desc, 0)
+
+
+def _payload_size(desc: Any, depth: int) -> int:
+    # Raises ValueError for anything QEMU's JSON writer would not produce.
+    if not isinstance(desc, dict) or depth > MAX_SUBSECTION_DEPTH:
+        raise ValueError("malformed device description")
+    fields, subs = desc.get("fields", []), desc.get("subsections", [])
+    if not isinstance(fields, list) or not isinstance(subs, list):
+        raise ValueError("malformed device description")
     total = 0
-    for f in desc.get("fields", ()):
-        total += int(f.get("size", 0)) * int(f.get("array_len", 1))
-    for sub in desc.get("subsections", ()):
-        total += 1 + 1 + len(sub.get("vmsd_name", "").encode()) + 4 + vmsd_payload_size(sub)
+    for f in fields:
+        if not isinstance(f, dict):
+            raise ValueError("malformed field description")
+        total += _count(f.get("size"), 0) * _count(f.get("array_len"), 1)
+    for sub in subs:
+        name = sub.get("vmsd_name", "") if isinstance(sub, dict) else None
+        if not isinstance(name, str):
+            raise ValueError("malformed subsection description")
+        total += 1 + 1 + len(name.encode()) + 4 + _payload_size(sub, depth + 1)
     return total
 
 
@@ -82,13 +115,17 @@ class DeviceIndex:
 
     def __init__(self, description: dict[str, Any]) -> None:
         self._devices: dict[tuple[str, int], list[dict]] = {}
-        for dev in description.get("devices", ()):
-            key = device_key(dev)
-            self._devices.setdefault(key, []).append(dev)
+        devices = description.get("devices") if isinstance(description, dict) else None
+        for dev in devices if isinstance(devices, list) else ():
+            if isinstance(dev, dict) and isinstance(dev.get("name"), str) and type(dev.get("instance_id")) is int:
+                self._devices.setdefault(device_key(dev), []).append(dev)
 
     def next_size(self, idstr: str, instance_id: int) -> int | None:
         """Payload size of the next FULL section of this device, if described."""
         queue = self._devices.get((idstr, instance_id))
         if not queue:
             return None
-        return vmsd_payload_size(queue.pop(0))
+        try:
+            return vmsd_payload_size(queue.pop(0))
+        except ValueError:
+            return None  # a malformed entry: frame the section without it

@@ -44,6 +44,8 @@ from construct import (
     this,
 )
 
+from .limits import MAX_RAM_BLOCKS
+
 # --- constants (migration/savevm.h) -------------------------------------------------
 
 QEMU_VM_FILE_MAGIC = 0x5145564D  # "QEVM"
@@ -252,8 +254,12 @@ RamBlockEntry = Struct(
 
 def _block_list_done(obj, blocks, ctx) -> bool:
     # The loader subtracts each used_length from the announced total until it
-    # reaches zero (ram_load_precopy, RAM_SAVE_FLAG_MEM_SIZE).
-    return sum(b.used_length for b in blocks) >= ctx._.addr
+    # reaches zero (ram_load_precopy, RAM_SAVE_FLAG_MEM_SIZE).  The running sum
+    # lives in the context (summing the list each time is quadratic), and a
+    # hostile list stops at MAX_RAM_BLOCKS entries (the decoder then reports it).
+    covered = (ctx.get("_covered", 0) if len(blocks) > 1 else 0) + blocks[-1].used_length
+    ctx["_covered"] = covered
+    return covered >= ctx._.addr or len(blocks) >= MAX_RAM_BLOCKS
 
 
 RAM_PAYLOADS: dict[int, Construct] = {

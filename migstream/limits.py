@@ -27,9 +27,18 @@ MAX_MACHINE_NAME = 4096
 MAX_CONFIG_SUBSECTION = 1 << 20
 MAX_BLOCK_LIST = 1 << 20
 
+#: Entries of one MEM_SIZE block list.  A VM has a few dozen RAM blocks (RAM,
+#: firmware, option ROMs, ACPI tables); the loader reads entries until their lengths
+#: cover the announced total (ram.c ram_load_precopy), which a hostile list avoids.
+MAX_RAM_BLOCKS = 4096
+
 #: The VMDESCRIPTION JSON (be32 length after EOF, savevm.c).  Real ones are tens
 #: to hundreds of KiB.
 MAX_DESCRIPTION = 64 << 20
+
+#: Nesting of subsections in a device's JSON description (QEMU nests a few levels;
+#: vmstate.c vmstate_subsection_save recurses per level).
+MAX_SUBSECTION_DEPTH = 32
 
 #: Largest device section framed by searching for its footer (no JSON description).
 MAX_FOOTER_SCAN = 64 << 20

@@ -267,3 +267,33 @@ def test_committed_parser_matches_the_spec(tmp_path):
     fresh = (tmp_path / "qemu_migration.py").read_text()
     assert fresh == (FORMATS / "qemu_migration.py").read_text(), \
         "formats/qemu_migration.py is stale: run `node formats/build.mjs` and commit it"
+
+
+@pytest.mark.parametrize("ignore_shared,hugepages", [(True, False), (False, True), (True, True)])
+def test_block_list_parameters(ignore_shared, hugepages):
+    """MEM_SIZE entries with block addresses (x-ignore-shared) and per-block page
+    sizes (postcopy with huge pages): the Kaitai parameters and what the decoder
+    derives from the configuration capabilities and POSTCOPY_ADVISE agree."""
+    from migstream.decoder import StreamDecoder
+    from migstream.events import RamBlockList
+    blocks = [("pc.ram", 1 << 21, 0x2000_0000, 1 << 21), ("pc.bios", 1 << 18, 0xFFFC_0000, 4096)]
+    entries = b"".join(bytes([len(n)]) + n.encode() + ln.to_bytes(8, "big")
+                       + (ps.to_bytes(8, "big") if hugepages else b"")
+                       + (gpa.to_bytes(8, "big") if ignore_shared else b"") for n, ln, gpa, ps in blocks)
+    total = sum(b[1] for b in blocks)
+    data = w.file_header() + w.configuration("pc-q35-7.2", capabilities=["x-ignore-shared"] if ignore_shared else None)
+    if hugepages:
+        data += w.command(C.POSTCOPY_ADVISE, {"ram_pagesize_summary": (1 << 21) | 4096, "target_page_size": 4096})
+    data += w.section_start(2, "ram") + (total | F.MEM_SIZE).to_bytes(8, "big") + entries
+    data += w.ram_record(F.EOS) + w.footer(2) + w.eof()
+
+    m = K(4096, ignore_shared, hugepages, KaitaiStream(BytesIO(data)))
+    rec = next(e for e in m.elements if e.is_section).section.ram.records[0]
+    got = [(b.idstr.value, b.used_length, getattr(b, "gpa", None), getattr(b, "page_size", None))
+           for b in rec.body.blocks]
+    dec = StreamDecoder()
+    dec.feed(data)
+    dec.feed(b"")
+    ev = next(e for e in dec if isinstance(e, RamBlockList))
+    assert got == [(b.name, b.used_length, b.addr, b.page_size) for b in ev.blocks]
+    assert got == [(n, ln, gpa if ignore_shared else None, ps if hugepages else None) for n, ln, gpa, ps in blocks]
