@@ -88,8 +88,12 @@ def seed_streams(sample_head: int = 16384) -> dict[str, bytes]:
     if (SAMPLES / "samples.json").exists():
         import zstandard
         for s in json.loads((SAMPLES / "samples.json").read_text()):
+            if not s["stream"].endswith(".zst"):
+                continue  # not a zstd-compressed QEMU stream (e.g. a libvirt save image)
             with open(SAMPLES / s["stream"], "rb") as f:
                 head = zstandard.ZstdDecompressor().stream_reader(f).read(sample_head)
+            if not head.startswith(b"QEVM"):
+                continue  # a libvirt save image wraps the stream: the decoder's seeds are streams
             seeds["head-" + s["name"]] = head
             tail = _device_tail(SAMPLES / s["stream"])
             if tail:

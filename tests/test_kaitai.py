@@ -287,7 +287,7 @@ def test_block_list_parameters(ignore_shared, hugepages):
     data += w.section_start(2, "ram") + (total | F.MEM_SIZE).to_bytes(8, "big") + entries
     data += w.ram_record(F.EOS) + w.footer(2) + w.eof()
 
-    m = K(4096, ignore_shared, hugepages, KaitaiStream(BytesIO(data)))
+    m = K(4096, ignore_shared, hugepages, False, KaitaiStream(BytesIO(data)))
     rec = next(e for e in m.elements if e.is_section).section.ram.records[0]
     got = [(b.idstr.value, b.used_length, getattr(b, "gpa", None), getattr(b, "page_size", None))
            for b in rec.body.blocks]
