@@ -118,20 +118,12 @@ def mapped_ram_configuration(machine: str, *, template_configuration: bytes = b"
     caps: list[str] = []
     uuid = None
     if template_configuration:
-        if template_configuration[0] != g.SectionType.CONFIGURATION:
-            raise UsageError("template configuration element does not start with QEMU_VM_CONFIGURATION")
         try:
-            cfg = g.Configuration.parse(template_configuration[1:])
-        except Exception as exc:  # construct errors: a subsection we do not know
+            cfg = writer.parse_configuration(template_configuration)
+        except ValueError as exc:
             raise UsageError(f"template configuration cannot be re-built: {exc}") from None
-        machine = cfg.machine
-        for sub in cfg.subsections:
-            if sub.name == "configuration/target-page-bits":
-                target_page_bits = sub.body.target_page_bits
-            elif sub.name == "configuration/capabilities":
-                caps = list(sub.body.capabilities)
-            elif sub.name == "configuration/uuid":
-                uuid = bytes(sub.body.uuid)
+        machine, target_page_bits = cfg["machine"], cfg["target_page_bits"]
+        caps, uuid = cfg["capabilities"], cfg["uuid"]
     for cap in caps:
         if cap in _UNSUPPORTED_CAPABILITIES:
             raise UsageError(f"the template has capability {cap}: {_UNSUPPORTED_CAPABILITIES[cap]} are not "
