@@ -77,6 +77,12 @@ params:
     doc: |
       POSTCOPY_ADVISE announced a RAM page size summary different from the target
       page size (MEM_SIZE entries carry each block's page size; ram.c ram_load_precopy).
+  - id: mapped_ram
+    type: bool
+    doc: |
+      Capability mapped-ram (QEMU 9.0+, `file:` URIs): every MEM_SIZE entry is followed
+      by a MappedRamHeader and the block's page region at a fixed file offset
+      (ram.c mapped_ram_setup_ramblock; docs/devel/migration/mapped-ram.rst).
 
 seq:
   - id: magic
@@ -665,9 +671,36 @@ types:
         type: u8
         if: _root.ignore_shared
         doc: The block's guest-physical address, with x-ignore-shared (ram.c ram_save_setup, "Mismatched GPAs").
+      - id: mapped_ram_header
+        type: mapped_ram_header
+        if: _root.mapped_ram
+        doc: Where this block's bitmap and pages lie in the file (ram.c mapped_ram_setup_ramblock).
+      - id: mapped_ram_region
+        size: mapped_ram_header.pages_offset + used_length - _io.pos
+        if: _root.mapped_ram and mapped_ram_header.pages_offset != 0
+        doc: |
+          The bitmap, alignment padding and page region: the writer seeks to
+          pages_offset + used_length before the next entry.  A shared block under
+          x-ignore-shared has pages_offset 0 and no region.
     instances:
       remaining_after:
         value: remaining - used_length
+
+  mapped_ram_header:
+    doc: MappedRamHeader (packed, big-endian), ram.c mapped_ram_setup_ramblock.
+    seq:
+      - id: version
+        type: u4
+        doc: MAPPED_RAM_HDR_VERSION, 1 ("Migration mapped-ram capability version not supported").
+      - id: page_size
+        type: u8
+        doc: TARGET_PAGE_SIZE of the source.
+      - id: bitmap_offset
+        type: u8
+        doc: File offset of the bitmap of written pages (host unsigned longs, written at completion).
+      - id: pages_offset
+        type: u8
+        doc: File offset of page 0, aligned to 1 MiB (MAPPED_RAM_FILE_OFFSET_ALIGNMENT); 0 for a shared block.
 
   zero_page:
     doc: RAM_SAVE_FLAG_ZERO (once RAM_SAVE_FLAG_COMPRESS), ram.c save_zero_page.

@@ -112,13 +112,14 @@ class QemuMigration(KaitaiStruct):
         configuration = 7
         command = 8
         footer = 126
-    def __init__(self, page_size, ignore_shared, postcopy_hugepages, _io, _parent=None, _root=None):
+    def __init__(self, page_size, ignore_shared, postcopy_hugepages, mapped_ram, _io, _parent=None, _root=None):
         super(QemuMigration, self).__init__(_io)
         self._parent = _parent
         self._root = _root or self
         self.page_size = page_size
         self.ignore_shared = ignore_shared
         self.postcopy_hugepages = postcopy_hugepages
+        self.mapped_ram = mapped_ram
         self._read()
 
     def _read(self):
@@ -862,6 +863,25 @@ class QemuMigration(KaitaiStruct):
             return getattr(self, '_m_lookahead', None)
 
 
+    class MappedRamHeader(KaitaiStruct):
+        """MappedRamHeader (packed, big-endian), ram.c mapped_ram_setup_ramblock."""
+        def __init__(self, _io, _parent=None, _root=None):
+            super(QemuMigration.MappedRamHeader, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._read()
+
+        def _read(self):
+            self.version = self._io.read_u4be()
+            self.page_size = self._io.read_u8be()
+            self.bitmap_offset = self._io.read_u8be()
+            self.pages_offset = self._io.read_u8be()
+
+
+        def _fetch_instances(self):
+            pass
+
+
     class Package(KaitaiStruct):
         """The data of a PACKAGED command: a nested stream of sections and commands
         without file header (postcopy sends the device state this way, with no EOF
@@ -940,6 +960,14 @@ class QemuMigration(KaitaiStruct):
                 pass
                 self.gpa = self._io.read_u8be()
 
+            if self._root.mapped_ram:
+                pass
+                self.mapped_ram_header = QemuMigration.MappedRamHeader(self._io, self, self._root)
+
+            if  ((self._root.mapped_ram) and (self.mapped_ram_header.pages_offset != 0)) :
+                pass
+                self.mapped_ram_region = self._io.read_bytes((self.mapped_ram_header.pages_offset + self.used_length) - self._io.pos())
+
 
 
         def _fetch_instances(self):
@@ -949,6 +977,13 @@ class QemuMigration(KaitaiStruct):
                 pass
 
             if self._root.ignore_shared:
+                pass
+
+            if self._root.mapped_ram:
+                pass
+                self.mapped_ram_header._fetch_instances()
+
+            if  ((self._root.mapped_ram) and (self.mapped_ram_header.pages_offset != 0)) :
                 pass
 
 

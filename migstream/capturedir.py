@@ -38,11 +38,9 @@ def load_capture(directory: str) -> dict:
 
 
 def resolve_capture(directory: str) -> tuple[str, list[str]]:
-    """(main channel file, other channel files in accept order) of a capture directory.
-
-    The other files are the multifd and postcopy-preempt channels (source to
-    destination direction); return-path recordings are not listed.
-    """
+    """(main channel file, multifd channel files in accept order) of a capture directory:
+    what ``--channel`` takes.  Postcopy-preempt channels (RAM records without a header,
+    not multifd packets) and return-path recordings are listed in capture.json only."""
     doc = load_capture(directory)
     main = None
     others = []
@@ -53,7 +51,7 @@ def resolve_capture(directory: str) -> tuple[str, list[str]]:
         if ch.get("kind") == MAIN:
             if main is None:
                 main = path
-        elif ch.get("kind") in (MULTIFD, POSTCOPY_PREEMPT):
+        elif ch.get("kind") == MULTIFD:
             if os.path.exists(path):
                 others.append(path)
     if main is None:

@@ -122,25 +122,26 @@ def _warn_all(decoder: StreamDecoder) -> None:
         _err(f"warning at offset 0x{off:x}: {msg}")
 
 
-def _run(fn):
-    """Turn library errors into one line and an exit code."""
+def _run(fn, *, trouble: int | None = None):
+    """Turn library errors into one line and an exit code.  ``trouble`` replaces
+    every error code for commands whose 1 means something else (diff: cmp's 2)."""
     try:
         return fn()
     except StreamError as exc:
         _err(str(exc))
-        raise typer.Exit(1)
+        raise typer.Exit(trouble or 1)
     except UsageError as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(2)
+        raise typer.Exit(trouble or 2)
     except MigstreamError as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(1)
+        raise typer.Exit(trouble or 1)
     except BrokenPipeError:
         sys.stderr.close()
         raise typer.Exit(0)
     except OSError as exc:
         _err(f"error: {exc}")
-        raise typer.Exit(3)
+        raise typer.Exit(trouble or 3)
     except KeyboardInterrupt:
         raise typer.Exit(130)
 
@@ -159,7 +160,7 @@ def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = 
             error = None
             stats: list = []
             try:
-                for ev in with_channels(iter_events(source, decoder, prog), channel, decoder, stats):
+                for ev in with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder, stats):
                     summary.add(ev)
             except StreamError as exc:
                 error = exc
@@ -232,6 +233,9 @@ def _print_info(d: dict) -> None:
         out.append(f"  {name:<12} {n:>10}")
     if d["commands"]:
         out.append("commands         " + ", ".join(f"{k} {v}" for k, v in d["commands"].items()))
+    for c in d.get("multifd_channels", ()):
+        out.append(f"multifd channel  {c['id']}: {c['packets']} packets ({c['sync_packets']} SYNC), "
+                   f"{c['normal_pages']} pages, {c['zero_pages']} zero pages, {c['compression']}  {c['file']}")
     out.append(f"device sections  {d['device_sections']}")
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:
@@ -340,7 +344,7 @@ def records(stream: StreamArg, json_out: Annotated[bool, typer.Option("--json", 
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             out = sys.stdout
             try:
-                for row in _record_rows(with_channels(iter_events(source, decoder, prog), channel, decoder)):
+                for row in _record_rows(with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder)):
                     out.write((json.dumps(row) if json_out else _format_row(row)) + "\n")
             finally:
                 out.flush()
@@ -396,7 +400,7 @@ def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: Progres
         with _opened(stream, page_size, rdma, progress) as (source, decoder, prog):
             eof = False
             undecoded = None
-            for ev in with_channels(iter_events(source, decoder, prog), channel, decoder):
+            for ev in with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder):
                 t = type(ev)
                 if t is PageRecord and ev.kind == RamFlag.COMPRESS_PAGE:
                     try:

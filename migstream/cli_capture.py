@@ -7,11 +7,11 @@ import os
 import signal
 import sys
 import time
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
-from .capture import DEFAULT_MAX_BACKLOG, MAIN, CaptureSession, TapSession
+from .capture import DEFAULT_MAX_BACKLOG, CaptureSession, TapSession
 from .cli import JsonOpt, ProgressOpt, _err, _human, _run, app
 from .live import LiveDecoder, Throughput
 
@@ -19,9 +19,9 @@ ListenOpt = Annotated[str, typer.Option("--listen", help="Where QEMU migrates to
                                                           "(tcp:PORT = loopback).")]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="Directory for the channel files and capture.json.")]
 BacklogOpt = Annotated[int, typer.Option("--max-backlog", metavar="MIB",
-                                         help="MiB of recorded data allowed to wait for the disk, per channel "
-                                              "direction; beyond it the tap stops recording that channel and "
-                                              "keeps forwarding.")]
+                                         help="MiB of recorded data allowed to wait for the disk (all channels "
+                                              "together); beyond it the tap stops recording the channel that "
+                                              "overflows and keeps forwarding.")]
 
 
 class _Ticker:
@@ -50,12 +50,13 @@ class _Ticker:
         kinds = {}
         for c in s.channels:
             kinds[c.kind or "?"] = kinds.get(c.kind or "?", 0) + 1
-        chans = " ".join(f"{k} {n}" for k, n in kinds.items()) or "waiting for QEMU"
-        line = f"{chans} | {_human(total)} {_human(int(rate))}/s"
+        chans = (f"{len(s.channels)} channel{'s' if len(s.channels) > 1 else ''} ("
+                 + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")") if s.channels else "waiting for QEMU"
+        line = f"{chans} | {_human(total)}, {_human(int(rate))}/s"
         if self.live is not None:
             st = self.live.status()
             recs = " ".join(f"{k} {v}" for k, v in st["records"].items())
-            line += f" | iteration {st['ram_iterations']} {recs}"
+            line += f" | iteration {st['ram_iterations']} | {recs}"
             if st["eof"]:
                 line += " | EOF"
             if st["error"]:
@@ -88,8 +89,16 @@ def _serve(session, *, progress: bool | None, live: bool, json_out: bool) -> Non
                                           if getattr(session, "forward_uri", None) else ""))
     session.start()
     try:
+        last_manifest = time.monotonic()
         while not session.wait(0.25):
             ticker.tick()
+            if time.monotonic() - last_manifest >= 1.0:
+                # Keep capture.json's byte counts fresh for readers that follow the capture.
+                last_manifest = time.monotonic()
+                try:
+                    session.write_manifest()
+                except OSError as exc:
+                    _err(f"warning: cannot update capture.json: {exc}")
     except KeyboardInterrupt:
         interrupted = True
     finally:
@@ -127,6 +136,8 @@ def _report(manifest: dict, directory: str) -> None:
             line += f"  (return path {_human(c['return_bytes'])})"
         if c["recording"] != "complete":
             line += f"  RECORDING STOPPED at byte {c['recording_stopped']['offset']}"
+        if c.get("resets"):
+            line += f"  ({'; '.join(c['resets'])})"
         if c.get("error"):
             line += f"  error: {c['error']}"
         _err(line)

@@ -11,9 +11,7 @@ from typing import Annotated
 
 import typer
 
-from .cli import PageSizeOpt, _err, app
-from .diff import DiffResult, diff as do_diff
-from .errors import MigstreamError, StreamError
+from .cli import PageSizeOpt, _run, app
 
 SideArg = Annotated[str, typer.Argument(
     metavar="SIDE", help="A stream (file, .gz/.xz/.zst, - for stdin), STREAM@N (after N RAM iterations), "
@@ -24,7 +22,7 @@ def _human_range(start: int, end: int) -> str:
     return f"{start:#x}-{end:#x}"
 
 
-def _print(result: DiffResult, max_ranges: int) -> None:
+def _print(result, max_ranges: int) -> None:
     a, b = result.a, result.b
     print(f"a: {a.label}  ({a.machine or '?'}, page size {a.page_size})")
     print(f"b: {b.label}  ({b.machine or '?'}, page size {b.page_size})")
@@ -74,17 +72,9 @@ def diff_command(side_a: SideArg, side_b: SideArg,
     device state field by field.
 
     Exit 0 when equal, 1 when different, 2 on unreadable input or an invalid stream."""
-    try:
-        result = do_diff(side_a, side_b, page_size=page_size)
-    except StreamError as exc:
-        _err(str(exc))
-        raise typer.Exit(2)
-    except MigstreamError as exc:
-        _err(f"error: {exc}")
-        raise typer.Exit(2)
-    except OSError as exc:
-        _err(f"error: {exc}")
-        raise typer.Exit(2)
+    from .diff import diff as do_diff  # engine imported on use: the CLI starts faster
+
+    result = _run(lambda: do_diff(side_a, side_b, page_size=page_size), trouble=2)
     if json_out:
         print(json.dumps(result.as_dict(), indent=2))
     else:

@@ -12,10 +12,9 @@ from typing import Annotated, Optional
 
 import typer
 
-from .cli import _err, _run, app
+from .cli import _run, app
 from .encoder import FdSink, encode_stream
 from .errors import UsageError
-from .mappedram_writer import encode_mapped_ram
 from .memimage import MemoryImage
 from .template import StreamTemplate
 
@@ -104,6 +103,8 @@ def encode(
                                                         help="Use XBZRLE after the bulk stage with a cache of this size (e.g. 64M).")] = None,
     compress_threads: Annotated[int, typer.Option("--compress-threads", help="COMPRESS_PAGE records from N threads (0: off).")] = 0,
     compress_level: Annotated[int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")] = 1,
+    final_in_end: Annotated[bool, typer.Option("--final-in-end/--no-final-in-end",
+                                               help="Send the last --then image in the END section (stop-and-copy).")] = True,
     stats_json: Annotated[Optional[Path], typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")] = False,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")] = None,
@@ -130,6 +131,8 @@ def encode(
                 images.append(img)
             tpl = StreamTemplate.load(template) if template else None
             if output == "-":
+                if sys.stdout.isatty():
+                    raise UsageError("refusing to write a binary stream to a terminal (use -o FILE or a pipe)")
                 fd = sys.stdout.fileno()
                 sys.stdout.flush()
             else:
@@ -138,12 +141,15 @@ def encode(
                 tmp = f"{output}.tmp"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
             if mapped_ram:
+                from .mappedram_writer import encode_mapped_ram
+
                 stats = encode_mapped_ram(images, fd, template=tpl, progress=prog)
             else:
                 sink = FdSink(fd)
                 try:
                     stats = encode_stream(images, sink, xbzrle_cache_size=cache, compress_threads=compress_threads,
-                                          compress_level=compress_level, template=tpl, progress=prog)
+                                          compress_level=compress_level, template=tpl, final_in_end=final_in_end,
+                                          progress=prog)
                 finally:
                     sink.close()
             if tmp is not None:

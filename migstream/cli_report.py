@@ -8,7 +8,6 @@ from typing import Annotated
 import typer
 
 from .cli import PageSizeOpt, ProgressOpt, StreamArg, _Progress, _run, _SizeOnly, app
-from .report import collect, render
 
 
 @app.command("report")
@@ -20,6 +19,8 @@ def report_command(stream: StreamArg,
     An invalid stream still gets a report (showing the error); the exit code is then 1."""
 
     def go():
+        from .report import collect, render  # imported on use: the CLI starts faster
+
         prog = _Progress(_SizeOnly(stream), progress)
         try:
             data = collect(stream, page_size=page_size, progress=prog)

@@ -14,9 +14,7 @@ import typer
 
 from .cli import _run, app
 from .cli_encode import _EncodeProgress, _print_stats, check_mapped_ram_options, file_allocation, parse_size
-from .encoder import FdSink
 from .errors import UsageError
-from .rewrite import Patch, transcode
 
 InArg = Annotated[str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="Stream file to write, or - for stdout.")]
@@ -58,6 +56,9 @@ def output_fd(output: str):
 def _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_threads, compress_level,
                    stats_json, json_out, progress, plain, mapped_ram):
     def go():
+        from .encoder import FdSink  # engine imported on use: the CLI starts faster
+        from .rewrite import transcode
+
         if plain and (xbzrle_cache or compress_threads):
             raise UsageError("--plain excludes --xbzrle-cache and --compress-threads")
         if plain and mapped_ram:
@@ -118,6 +119,8 @@ def rewrite_command(stream: InArg, output: OutOpt,
     configuration, ready for `-incoming`."""
 
     def parse():
+        from .rewrite import Patch
+
         patches = [Patch.parse(p) for p in patch or []] + [Patch.parse(p, hex_data=True) for p in patch_hex or []]
         if not patches:
             raise UsageError("nothing to patch: give --patch or --patch-hex (or use transcode)")

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from .cli import PageSizeOpt, StreamArg, _run, app
+from .cli import ChannelOpt, PageSizeOpt, StreamArg, _run, app
 
 
 @app.command()
-def tui(stream: StreamArg, page_size: PageSizeOpt = None) -> None:
+def tui(stream: StreamArg, page_size: PageSizeOpt = None, channel: ChannelOpt = None) -> None:
     """Browse and replay a stream: records, page map, iterations, record details."""
 
     def go():
@@ -17,7 +17,7 @@ def tui(stream: StreamArg, page_size: PageSizeOpt = None) -> None:
         from .index import StreamIndex
         from .tui.app import MigstreamApp
 
-        index = StreamIndex(stream, page_size=page_size)
+        index = StreamIndex(stream, page_size=page_size, channels=[str(c) for c in channel or ()])
         app_ = MigstreamApp(stream, index=index)
         try:
             app_.run()

@@ -310,7 +310,7 @@ class StreamDecoder:
             if self._retry[0] == self.offset and have < 2 * self._retry[1]:
                 raise _NeedData
             self._retry = (self.offset, have)
-        while avail < limit and not self._eof and self._grow():
+        while avail < limit and self._grow():  # at EOF too: input already fed must be joined
             avail = len(self._buf) - self._pos
         view = self._buf[self._pos:self._pos + min(avail, limit)]
         stream = io.BytesIO(view)
@@ -437,6 +437,7 @@ class StreamDecoder:
                 fields["capabilities"] = tuple(body.capabilities)
             elif "uuid" in body:
                 fields["uuid"] = bytes(body.uuid)
+        fields["data"] = bytes(self._buf[off + 1 - self._base:self._pos])
         self.configuration = Configuration(off, machine, **fields)
         self._mapped_ram = "mapped-ram" in self.configuration.capabilities
         return self.configuration
@@ -808,15 +809,13 @@ class StreamDecoder:
             self._state = "ram"
             return RamBlockList(mr.offset, mr.total, tuple(mr.blocks))
         off = self.offset
-        name = self._idstr()
-        used = self._unpack(RAM_HEADER)
-        addr = None
-        if self.configuration and "x-ignore-shared" in self.configuration.capabilities:
-            addr = self._unpack(RAM_HEADER)
-        size = g.MappedRamHeader.sizeof()
-        self._need(size)
-        hdr = g.MappedRamHeader.parse(bytes(self._buf[self._pos:self._pos + size]))
-        self._pos += size
+        ignore_shared = bool(self.configuration and "x-ignore-shared" in self.configuration.capabilities)
+        try:
+            entry = self._construct(g.MappedRamBlockEntry, 512, page_size=self.page_size,
+                                    ignore_shared=ignore_shared, postcopy_hugepages=False)
+        except ConstructError as exc:
+            raise StreamError(f"malformed mapped-ram block entry: {exc}", off, section="ram") from exc
+        name, used, addr, hdr = entry.idstr, entry.used_length, entry.addr, entry.mapped_ram
         bitmap_size = check_mapped_ram_header(name, used, hdr, self.offset, self.page_size, mr.left, off)
         bitmap = b""
         if hdr.pages_offset:

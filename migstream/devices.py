@@ -66,8 +66,16 @@ def device_states(stream: str, *, page_size: int | None = None) -> dict[str, Any
             error = exc
         queue = DescriptionQueue(description)
         sections = [_section(ev, data, version, queue) for ev, data, version in kept]
+        config = _configuration(configuration)
+        if config is not None and description and isinstance(description.get("configuration"), dict):
+            # QEMU 8.2+ describes the configuration section too: decode it like a device.
+            try:
+                config["state"] = decode_vmstate(configuration.data, description["configuration"],
+                                                 offset=configuration.offset + 1, device="configuration")
+            except VmstateError as exc:
+                config["error"] = str(exc)
         doc = {
-            "configuration": _configuration(configuration),
+            "configuration": config,
             "page_size": decoder.page_size,
             "has_description": description is not None,
             "sections": sections,

@@ -49,6 +49,9 @@ class Configuration:
     target_page_bits: int | None = None
     capabilities: tuple[str, ...] = ()
     uuid: bytes | None = None
+    #: The section's payload (after the 0x07 byte): what the VMDESCRIPTION's
+    #: "configuration" entry (QEMU 8.2+) describes.
+    data: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

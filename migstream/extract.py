@@ -42,7 +42,9 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         parts = 0
         stopped = False
         try:
-            for ev in with_channels(iter_events(source, decoder, progress), channels, decoder):
+            # A capture directory brings its own multifd channel files.
+            for ev in with_channels(iter_events(source, decoder, progress), channels or source.channel_paths,
+                                    decoder):
                 t = type(ev)
                 if t in _PAGE_EVENTS:
                     sent.add(ev.block)

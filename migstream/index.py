@@ -7,11 +7,11 @@ are expanded), a section header, a command, a device section...  Scanning yields
 a ``ScanProgress`` every ``budget`` seconds, so a front end can show the first
 rows of a 1 GiB stream while the rest is still being indexed.
 
-Memory: about 17 bytes per row (offset, row kind, flags, block, page), plus page
+Memory: about 21 bytes per row (offset, row kind, flags, block, page), plus page
 map checkpoints of one byte per guest page every ``K = max(65536, guest pages)``
 rows, i.e. at most one more byte per row.  A 1 GiB stream of 4 KiB pages has
-262,144 rows: 4.5 MB of index.  Nothing is kept of the stream's bytes: a record's
-details are read back on demand with ``os.pread``.
+262,144 rows: 5.5 MB of columns and 0.8 MB of checkpoints.  Nothing is kept of
+the stream's bytes: a record's details are read back on demand with ``os.pread``.
 
 Sources that cannot be mapped (gzip/xz/zstd files, pipes) are spooled: each
 decompressed chunk is appended to an anonymous temporary file before the decoder
@@ -40,9 +40,12 @@ import numpy as np
 
 from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
-from .errors import StreamError, XbzrleError
+from .errors import MigstreamError, StreamError, XbzrleError
 from .events import (
+    NEED_DATA,
     CommandEvent,
+    MappedRamBlock,
+    MultifdPacket,
     Configuration,
     DeviceState,
     EndOfStream,
@@ -94,8 +97,12 @@ class PageState(enum.IntEnum):
     MULTIFD = 5  # pages on multifd channels (not in a main-channel stream)
 
 
+#: Rows for pages that came in multifd packets (channel files) carry RAM kind bits
+#: plus this bit, above every real RAM flag (those stay below 0x400).
+MULTIFD_ROW = 0x400
+
 #: RAM record kind -> PageState.
-_STATE_OF_KIND = np.zeros(0x400, dtype=np.uint8)
+_STATE_OF_KIND = np.zeros(0x800, dtype=np.uint8)
 _STATE_OF_KIND[_ZERO] = PageState.ZERO
 _STATE_OF_KIND[_PAGE] = PageState.RAW
 _STATE_OF_KIND[_XBZRLE] = PageState.XBZRLE
@@ -104,12 +111,18 @@ _STATE_OF_KIND[_ZERO | _CONTINUE] = PageState.ZERO
 _STATE_OF_KIND[_PAGE | _CONTINUE] = PageState.RAW
 _STATE_OF_KIND[_XBZRLE | _CONTINUE] = PageState.XBZRLE
 _STATE_OF_KIND[_COMPRESS | _CONTINUE] = PageState.COMPRESSED
+_STATE_OF_KIND[MULTIFD_ROW | _PAGE] = PageState.MULTIFD
+_STATE_OF_KIND[MULTIFD_ROW | _ZERO] = PageState.ZERO
 
 ENCODING_OF_STATE = {PageState.NEVER: "never sent", PageState.ZERO: "zero", PageState.RAW: "raw",
                      PageState.XBZRLE: "xbzrle", PageState.COMPRESSED: "compressed",
                      PageState.MULTIFD: "multifd"}
 
 MIN_CHECKPOINT_ROWS = 65536
+#: Pages with a page map, all blocks together (one byte each, plus checkpoints):
+#: 64 Mi pages is a 256 GiB guest at 4 KiB.  Blocks past it (or a hostile
+#: MEM_SIZE) get no page map rather than a huge allocation.
+MAX_MAPPED_PAGES = 1 << 26
 _NO_BLOCK = -1
 
 
@@ -154,6 +167,19 @@ class ScanProgress:
     complete: bool
 
 
+@dataclass(frozen=True)
+class MultifdPacketInfo:
+    channel: int
+    file: str
+    offset: int  # in the channel file
+    packet_num: int
+    flags: int
+    block: str
+    normal_pages: int
+    zero_pages: int
+    payload_size: int
+
+
 @dataclass
 class RecordDetail:
     """One row read back from the stream."""
@@ -171,6 +197,7 @@ class RecordDetail:
     fill: int | None = None
     compressed_length: int | None = None
     description: str = ""
+    multifd: "MultifdPacketInfo | None" = None
 
 
 class _Column:
@@ -205,8 +232,13 @@ class Rows:
 class StreamIndex:
     """The rows of a stream and the page state of its RAM blocks, built by ``scan()``."""
 
-    def __init__(self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None) -> None:
+    def __init__(self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None,
+                 channels=()) -> None:
         self.path = path
+        self.channels = [str(c) for c in channels]  # multifd channel files
+        self.packets: list[tuple[int, int, MultifdPacketInfo]] = []  # (first row, rows, packet)
+        self._packet_rows = np.zeros(0, np.int64)
+        self._last_marker = 0
         self._source = StreamSource(path)
         self.size = self._source.size  # None until a spooled source is complete
         if self._source.seekable_file is not None:
@@ -228,7 +260,7 @@ class StreamIndex:
         self._kind = _Column(np.uint8)
         self._flags = _Column(np.uint16)
         self._block = _Column(np.int16)
-        self._page = _Column(np.uint32)
+        self._page = _Column(np.uint64)
 
         self.version: int | None = None
         self.configuration: Configuration | None = None
@@ -238,6 +270,7 @@ class StreamIndex:
         self._block_by_name: dict[str, int] = {}
         self.sections: list[SectionInfo] = []
         self._section_rows: list[int] = []
+        self._section_starts = np.zeros(0, np.int64)
         self.ram_sections: list[int] = []  # indexes into sections
         self.commands: dict[str, int] = {}
         self.device_sections = 0
@@ -249,6 +282,7 @@ class StreamIndex:
         self.bytes_done = 0
         self.ram_complete = False
 
+        self._mapped: list[MappedRamBlock] = []
         self._state = np.zeros(0, dtype=np.uint8)
         self._checkpoints: list[tuple[int, np.ndarray]] = [(0, self._state.copy())]
         self._rows_since_checkpoint = 0
@@ -259,44 +293,28 @@ class StreamIndex:
     def cancel(self) -> None:
         self._cancel.set()
 
-    def scan(self, budget: float = 0.1) -> Iterator[ScanProgress]:
-        """Index the whole stream, yielding progress every ``budget`` seconds (and at
-        the end).  Stops early, incomplete, after ``cancel()``."""
+    def scan(self, budget: float = 0.1, first_budget: float = 0.02) -> Iterator[ScanProgress]:
+        """Index the whole stream, yielding progress after ``first_budget`` seconds,
+        then every ``budget`` seconds and at the end.  Stops early, incomplete,
+        after ``cancel()``."""
         dec = self._decoder
-        deadline = time.monotonic() + budget
-        spool = self._spool
+        deadline = time.monotonic() + first_budget
         try:
-            from .events import NEED_DATA
+            events = self._events()
+            if self.channels:
+                from .multifd import with_channels
 
-            chunks = self._source.chunks()
-            finished = False
-            while not finished:
-                chunk = next(chunks, None)
-                if chunk is None:
-                    dec.feed(b"")
-                else:
-                    if spool is not None:
-                        spool.write(chunk)
-                        spool.flush()
-                    dec.feed(chunk)
-                while True:
-                    ev = dec.next_event()
-                    if ev is NEED_DATA:
-                        break
-                    if ev is None:
-                        finished = True
-                        break
-                    self._add(ev)
-                    if time.monotonic() >= deadline:
-                        self._flush()
-                        self.bytes_done = dec.offset
-                        yield self.progress()
-                        deadline = time.monotonic() + budget
-                    if self._cancel.is_set():
-                        return
-                if chunk is None:
-                    finished = True
-        except StreamError as exc:
+                events = with_channels(events, self.channels, dec)
+            for ev in events:
+                self._add(ev)
+                if time.monotonic() >= deadline:
+                    self._flush()
+                    self.bytes_done = dec.offset
+                    yield self.progress()
+                    deadline = time.monotonic() + budget
+                if self._cancel.is_set():
+                    return
+        except MigstreamError as exc:  # StreamError (with its offset), unreadable input
             self.error = exc
         finally:
             self._source.close()
@@ -312,6 +330,23 @@ class StreamIndex:
         self.complete = True
         yield self.progress()
 
+    def _events(self):
+        """The decoder's events; spooled sources are written out before decoding."""
+        dec = self._decoder
+        spool = self._spool
+        for chunk in self._source.chunks():
+            if spool is not None:
+                spool.write(chunk)
+                spool.flush()
+            dec.feed(chunk)
+            while (ev := dec.next_event()) is not NEED_DATA:
+                if ev is None:
+                    return
+                yield ev
+        dec.feed(b"")
+        while (ev := dec.next_event()) is not None and ev is not NEED_DATA:
+            yield ev
+
     def progress(self) -> ScanProgress:
         return ScanProgress(self.bytes_done, self.size, self.count, self.complete)
 
@@ -324,7 +359,7 @@ class StreamIndex:
             self._kind.put(at, np.full(n, kind, np.uint8) if np.isscalar(kind) else kind)
             self._flags.put(at, np.full(n, flags, np.uint16) if np.isscalar(flags) else flags)
             self._block.put(at, np.full(n, block, np.int16) if np.isscalar(block) else block)
-            self._page.put(at, np.full(n, page, np.uint32) if np.isscalar(page) else page)
+            self._page.put(at, np.full(n, page, np.uint64) if np.isscalar(page) else page)
             self.count = at + n
         self._next_row = self.count
 
@@ -347,7 +382,7 @@ class StreamIndex:
             self._kind.put(at, np.array(cols[1], np.uint8))
             self._flags.put(at, np.array(cols[2], np.uint16))
             self._block.put(at, np.array(cols[3], np.int16))
-            self._page.put(at, np.array(cols[4], np.uint32))
+            self._page.put(at, np.array(cols[4], np.uint64))
             self.count = at + n
 
     def _block_index(self, name: str) -> int:
@@ -369,6 +404,9 @@ class StreamIndex:
             self._add_page(ev)
         elif t is RamMarker:
             self._row(ev.offset, RowKind.MARKER, ev.flags)
+            self._last_marker = ev.offset
+        elif t is MultifdPacket:
+            self._add_packet(ev)
         elif t is SectionStart:
             self._section_start(ev)
         elif t is SectionEnd:
@@ -379,6 +417,10 @@ class StreamIndex:
                 sec.end_row = self._next_row
         elif t is RamBlockList:
             self._mem_size(ev)
+        elif t is MappedRamBlock:
+            # mapped-ram (QEMU 9.0+): the pages sit at fixed places in the file and
+            # the block's bitmap says which were written; applied at the MEM_SIZE row.
+            self._mapped.append(ev)
         elif t is CommandEvent:
             self._row(ev.offset, RowKind.COMMAND, ev.cmd)
             self.commands[ev.name] = self.commands.get(ev.name, 0) + 1
@@ -427,12 +469,30 @@ class StreamIndex:
                 continue
             pages = -(-b.used_length // ps)
             base = len(self._state) + sum(len(g) for g in grow)
+            if base + pages > MAX_MAPPED_PAGES:
+                pages = 0  # too big to map; its records are still indexed
             info = BlockInfo(len(self.blocks), b.name, b.used_length, pages, base)
             self.blocks.append(info)
             self._block_by_name[b.name] = info.index
             grow.append(np.zeros(pages, np.uint8))
         if grow:
             self._state = np.concatenate([self._state, *grow])
+        if self._mapped:
+            self._apply_mapped_ram()
+
+    def _apply_mapped_ram(self) -> None:
+        """Mark the pages of each mapped-ram block's bitmap as sent (raw), as of the
+        MEM_SIZE row, and checkpoint right there: rows cannot replay a bitmap."""
+        for ev in self._mapped:
+            blk = self.block_named(ev.name)
+            if blk is None or not blk.pages:
+                continue
+            bits = np.unpackbits(np.frombuffer(ev.bitmap, np.uint8), bitorder="little")[:blk.pages]
+            written = np.flatnonzero(bits)
+            self._state[blk.base + written] = PageState.RAW
+            blk.sent[PageState.RAW] += len(written)
+        self._mapped = []
+        self._checkpoint()
 
     def _count_pages(self, block: BlockInfo, states: np.ndarray, nbytes: int) -> None:
         counts = np.bincount(states, minlength=len(PageState))
@@ -449,7 +509,7 @@ class StreamIndex:
         kinds = np.frombuffer(run.kinds, dtype=np.uint8)
         bi = self._block_index(run.block)
         first = run.addr // ps
-        pages = np.arange(first, first + n, dtype=np.uint32)
+        pages = np.arange(first, first + n, dtype=np.uint64)
         self._append(offsets, RowKind.PAGE, kinds.astype(np.uint16) | _CONTINUE, bi, pages)
         blk = self.blocks[bi]
         states = _STATE_OF_KIND[kinds]
@@ -457,6 +517,42 @@ class StreamIndex:
             self._state[blk.base + first:blk.base + first + n] = states
         self._count_pages(blk, states, len(run.data))
         self._after_rows(n)
+
+    def _add_packet(self, pkt: MultifdPacket) -> None:
+        """A multifd packet's pages become rows (normal pages, then zero pages) at
+        the offset of the main-stream record of its sync point, where they apply."""
+        ps = self._decoder.page_size
+        normal = np.asarray(pkt.normal, dtype=np.uint64) // ps
+        zero = np.asarray(pkt.zero, dtype=np.uint64) // ps
+        n = len(normal) + len(zero)
+        info = MultifdPacketInfo(pkt.channel, pkt.file, pkt.offset, pkt.packet_num, pkt.flags, pkt.block,
+                                 len(normal), len(zero), pkt.payload_size)
+        if not n:
+            return
+        bi = self._block_index(pkt.block)
+        first_row = self._next_row
+        self._flush()
+        flags = np.concatenate([np.full(len(normal), MULTIFD_ROW | _PAGE, np.uint16),
+                                np.full(len(zero), MULTIFD_ROW | _ZERO, np.uint16)])
+        pages = np.concatenate([normal, zero])
+        self._append(np.full(n, self._last_marker, np.int64), RowKind.PAGE, flags, bi, pages)
+        self.packets.append((first_row, n, info))
+        blk = self.blocks[bi]
+        states = _STATE_OF_KIND[flags]
+        ok = pages < blk.pages
+        self._state[blk.base + pages[ok].astype(np.int64)] = states[ok]
+        self._count_pages(blk, states, pkt.payload_size)
+        self._after_rows(n)
+
+    def packet_of_row(self, row: int):
+        """(first row, rows, MultifdPacketInfo) of the packet a multifd row came from."""
+        if len(self._packet_rows) != len(self.packets):
+            self._packet_rows = np.asarray([p[0] for p in self.packets], dtype=np.int64)
+        i = int(np.searchsorted(self._packet_rows, row, side="right")) - 1
+        if i < 0:
+            return None
+        first, n, info = self.packets[i]
+        return (first, n, info) if row < first + n else None
 
     def _add_page(self, rec: PageRecord) -> None:
         bi = self._block_index(rec.block)
@@ -506,8 +602,11 @@ class StreamIndex:
 
     def section_of_row(self, row: int) -> SectionInfo | None:
         """The section (or command) a row belongs to."""
-        rows = self._section_rows
-        i = int(np.searchsorted(np.asarray(rows[:len(self.sections)], dtype=np.int64), row, side="right")) - 1
+        n = len(self.sections)
+        starts = self._section_starts
+        if len(starts) != n:
+            starts = self._section_starts = np.asarray(self._section_rows[:n], dtype=np.int64)
+        i = int(np.searchsorted(starts, row, side="right")) - 1
         return self.sections[i] if i >= 0 else None
 
     def iteration_of_row(self, row: int) -> int | None:
@@ -613,17 +712,51 @@ class StreamIndex:
         data = self.read(off, min(size, 1 << 16))
         sec = self.section_of_row(row)
         desc = ""
-        if kind == RowKind.SECTION and sec is not None:
+        if kind == RowKind.HEADER:
+            desc = f"file header: magic {data[:4]!r}, stream version {self.version}"
+        elif kind == RowKind.CONFIGURATION and self.configuration is not None:
+            cfg = self.configuration
+            desc = f"configuration: machine {cfg.machine!r}"
+            if cfg.target_page_bits:
+                desc += f", target page bits {cfg.target_page_bits}"
+            if cfg.capabilities:
+                desc += f", capabilities {', '.join(cfg.capabilities)}"
+        elif kind == RowKind.SECTION and sec is not None:
             desc = f"section {sec.type.name} id {sec.section_id} '{sec.idstr}'"
+            if sec.iteration is not None:
+                desc += f" (RAM iteration {sec.iteration}: {int(sec.pages.sum())} pages, {sec.page_bytes} bytes)"
         elif kind == RowKind.COMMAND:
-            desc = f"command {command_name(int(r.flags[row]))}"
+            desc = f"command {command_name(int(r.flags[row]))}, {max(0, size - 5)} bytes of arguments"
         elif kind == RowKind.DEVICE and sec is not None:
-            desc = f"device state of '{sec.idstr}' ({size} bytes)"
+            desc = f"device state of '{sec.idstr}' ({size} bytes, not interpreted)"
+        elif kind == RowKind.EOF:
+            desc = "QEMU_VM_EOF: end of the device state"
+        elif kind == RowKind.VMDESCRIPTION:
+            desc = f"VMDESCRIPTION: {max(0, size - 5)} bytes of JSON describing the device sections"
+        elif kind == RowKind.PACKAGE_END:
+            desc = "end of a PACKAGED command's nested stream"
+        elif kind == RowKind.UNDECODED:
+            desc = self.undecoded or "not decoded"
         return RecordDetail(row, kind, off, size, data[:head_len], data[head_len:], int(r.flags[row]),
                             description=desc)
 
     def _ram_detail(self, row, kind, off, flags, block) -> RecordDetail:
         ps = self.page_size or 4096
+        if flags & MULTIFD_ROW:
+            r = self.rows()
+            found = self.packet_of_row(row)
+            name = self.blocks[block].name if 0 <= block < len(self.blocks) else None
+            det = RecordDetail(row, kind, off, 0, b"", b"", flags, int(r.page[row]) * ps, name)
+            if found is not None:
+                first, n, info = found
+                det.multifd = info
+                what = "normal page" if flags & _PAGE else "zero page"
+                det.description = (f"{what} {row - first + 1} of {n} in multifd packet {info.packet_num} on channel "
+                                   f"{info.channel} ({os.path.basename(info.file)} at offset {info.offset:#x}; "
+                                   f"{info.normal_pages} normal + {info.zero_pages} zero pages, "
+                                   f"{info.payload_size} payload bytes); applied at the sync point at "
+                                   f"main-stream offset {off:#x}")
+            return det
         head = self.read(off, 8 + 1 + 255 + 4)
         (value,) = struct.unpack_from(">Q", head)
         flags = value & (ps - 1)
@@ -667,6 +800,8 @@ class StreamIndex:
         """Bytes of payload after the record header (length prefixes included), as
         ``migstream records`` reports it."""
         d = self.detail(row)
+        if d.multifd is not None:
+            return (self.page_size or 4096) if d.flags & _PAGE else 0
         if d.kind == RowKind.PAGE:
             base = d.flags & ~_CONTINUE
             n = len(d.payload)
@@ -683,6 +818,8 @@ class StreamIndex:
         ps = self.page_size or 4096
         hist = self.rows_touching(int(r.block[row]), int(r.page[row]), upto=row + (0 if before else 1))
         start = 0
+        if any(int(r.flags[h]) & MULTIFD_ROW for h in hist):
+            return None  # the page data is in a channel file
         for i in range(len(hist) - 1, -1, -1):
             if int(r.flags[hist[i]]) & ~_CONTINUE != _XBZRLE:
                 start = i

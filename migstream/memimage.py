@@ -28,10 +28,6 @@ _ALIASES = {"pc": "pc-i440fx-<version>", "q35": "pc-q35-<version>", "pseries": "
             "s390-ccw-virtio": "s390-ccw-virtio-<version>"}
 
 
-#: Block files up to this size are mapped with MAP_POPULATE.
-POPULATE_LIMIT = 8 << 30
-
-
 @dataclass
 class RamBlockImage:
     """One RAM block's content.  ``ram_addr`` is its offset in QEMU's global
@@ -133,12 +129,21 @@ class MemoryImage:
                 if os.path.isabs(fname) or ".." in fname.split("/"):
                     raise UsageError(f"{man_path}: block {name}: file name {fname!r} leaves the directory")
                 _check_block(name, length, page_size, man_path)
+                # Optional: the block's offset in QEMU's ram_addr space (HMP `info
+                # ramblock`), so that XBZRLE cache slots collide as in QEMU.
+                at = entry.get("ram_addr", addr)
+                if not isinstance(at, int) or at < 0 or at % page_size:
+                    raise UsageError(f"{man_path}: block {name}: ram_addr {at!r} is not a page-aligned offset")
                 arr = image._map(os.path.join(path, fname), name, length)
-                image.blocks.append(RamBlockImage(name, arr, addr))
-                addr += _align(length, page_size)
+                image.blocks.append(RamBlockImage(name, arr, at))
+                addr = max(addr, at + _align(length, page_size))
             if not image.blocks:
                 raise UsageError(f"{man_path}: no RAM blocks")
             _check_unique([b.name for b in image.blocks], man_path)
+            spans = sorted((b.ram_addr, b.ram_addr + b.used_length, b.name) for b in image.blocks)
+            for (_, end, a), (start, _, b) in zip(spans, spans[1:]):
+                if start < end:
+                    raise UsageError(f"{man_path}: blocks {a} and {b} overlap in ram_addr space")
         except BaseException:
             image.close()
             raise
@@ -186,12 +191,7 @@ class MemoryImage:
                 raise UsageError(f"block {name}: {fpath} is {size} bytes, the manifest says {length}")
             if length == 0:
                 return np.zeros(0, np.uint8)
-            flags = mmap.MAP_SHARED
-            if length <= POPULATE_LIMIT:
-                # Page-table entries for the whole file in one system call: the
-                # encoder reads every page, and per-page faults cost more.
-                flags |= getattr(mmap, "MAP_POPULATE", 0)
-            m = mmap.mmap(fd, length, flags=flags, prot=mmap.PROT_READ)
+            m = mmap.mmap(fd, length, prot=mmap.PROT_READ)
         finally:
             os.close(fd)
         self._maps.append(m)

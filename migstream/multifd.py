@@ -72,6 +72,7 @@ def _struct_of(con) -> struct.Struct:
 
 
 INIT = _struct_of(g.MultiFDInit)
+HEADER = _struct_of(g.MultiFDPacketHdr)
 PACKET = _struct_of(g.MultiFDPacketFixed)
 DEVICE_STATE = _struct_of(g.MultiFDPacketDeviceState)
 _PACKET_FIELDS = [sc.name for sc in g.MultiFDPacketFixed.subcons]
@@ -215,36 +216,33 @@ class Channel:
         end of the file."""
         while True:
             off = self.input.offset
-            head = self.input.read(PACKET.size)
-            if not head:
+            common = self.input.read(HEADER.size)
+            if not common:
                 self.done = True
                 return None
-            if len(head) < 12:
-                self.fail(f"file ends inside a packet header ({len(head)} bytes)", off)
-            magic, version, flags = struct.unpack_from(">III", head)
+            if len(common) < HEADER.size:
+                self.fail(f"file ends inside a packet header ({len(common)} bytes)", off)
+            magic, version, flags = HEADER.unpack_from(common)
             if magic != g.MULTIFD_MAGIC:
                 self.fail(f"received packet magic {magic:x}, expected {g.MULTIFD_MAGIC:x}", off)
             if version != g.MULTIFD_VERSION:
                 self.fail(f"received packet version {version}, expected {g.MULTIFD_VERSION}", off)
-            if flags & _DEVICE_STATE:
+            fixed = PACKET if not flags & _DEVICE_STATE else DEVICE_STATE
+            rest = self.input.read(fixed.size - HEADER.size)
+            if len(rest) < fixed.size - HEADER.size:
+                self.fail(f"file ends inside a packet header ({HEADER.size + len(rest)} of {fixed.size} bytes)", off)
+            head = bytes(common) + bytes(rest)
+            if fixed is DEVICE_STATE:
                 self._skip_device_state(off, head)
                 continue
-            if len(head) < PACKET.size:
-                self.fail(f"file ends inside a packet header ({len(head)} of {PACKET.size} bytes)", off)
             return self._ram_packet(off, head, flags, blocks)
 
-    def _skip_device_state(self, off: int, head) -> None:
+    def _skip_device_state(self, off: int, head: bytes) -> None:
         # MultiFDPacketDeviceState_t (10.0): framed and skipped.
-        rest = self.input.read(DEVICE_STATE.size - len(head)) if len(head) < DEVICE_STATE.size else b""
-        whole = bytes(head) + bytes(rest)
-        if len(whole) < DEVICE_STATE.size:
-            self.fail("file ends inside a device-state packet header", off)
-        fields = DEVICE_STATE.unpack_from(whole)
-        size = fields[-1]
+        size = DEVICE_STATE.unpack_from(head)[-1]
         if size > MAX_DEVICE_STATE:
             self.fail(f"device-state packet of {size} bytes", off)
-        extra = len(whole) - DEVICE_STATE.size  # header bytes read past the device-state header
-        if self.input.skip(size - extra) != size - extra:
+        if self.input.skip(size) != size:
             self.fail("file ends inside a device-state packet", off)
         self.device_state_packets += 1
 
@@ -384,7 +382,6 @@ class MultifdChannels:
             raise ChannelError("multifd: channels carry different source uuids (not from one migration)",
                                self.channels[-1].name, 8)
         self.channels.sort(key=lambda c: c.id)
-        self._pending: dict[int, MultifdPacket | None] = {}
         self._expect: int | None = None  # next packet_num, when numbering is contiguous
         self.contiguous: bool | None = None
         self.sync_points = 0
@@ -395,7 +392,7 @@ class MultifdChannels:
         self.sync_points += 1
         heap: list = []
         for ch in self.channels:
-            pkt = self._pending.pop(ch.id, None) or ch.next_packet(blocks)
+            pkt = ch.next_packet(blocks)
             if pkt is None:
                 raise ChannelError(f"channel {ch.id} ends before the SYNC packet of sync point "
                                    f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
@@ -437,7 +434,7 @@ class MultifdChannels:
         """Packets after the last sync point, in packet_num order."""
         rest = []
         for ch in self.channels:
-            pkt = self._pending.pop(ch.id, None) or ch.next_packet(blocks)
+            pkt = ch.next_packet(blocks)
             while pkt is not None:
                 rest.append(pkt)
                 pkt = ch.next_packet(blocks)

@@ -70,6 +70,23 @@ class PageBitmap:
             arr[i:i + k] = bits[done:done + k]
             done += k
 
+    def get(self, page: int) -> bool:
+        arr = self._chunks.get(page // _CHUNK_PAGES)
+        return arr is not None and arr[page % _CHUNK_PAGES] == 1
+
+    def set_each(self, pages, value: bool = True) -> None:
+        """Mark single pages (scattered, as multifd packets list them)."""
+        v = 1 if value else 0
+        chunks = self._chunks
+        for page in pages:
+            c, i = divmod(page, _CHUNK_PAGES)
+            arr = chunks.get(c)
+            if arr is None:
+                if not v:
+                    continue
+                arr = chunks[c] = bytearray(_CHUNK_PAGES)
+            arr[i] = v
+
     def any(self, first: int, n: int = 1) -> bool:
         for c, i, k in self._spans(first, n):
             arr = self._chunks.get(c)
@@ -125,7 +142,13 @@ class RamImage:
         if blk is None:
             fname = safe_file_name(name, self._names)
             path = os.path.join(self.directory, fname)
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+            # A file left by an earlier run is unlinked, not truncated: truncating a
+            # big file with dirty pages waits for its writeback (minutes on slow disks).
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
+                pass
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
             blk = self.blocks[name] = BlockFile(name, length, fname, fd)
         if length is not None:
             blk.length = length
@@ -270,27 +293,34 @@ class RamImage:
 
     def _apply_multifd(self, pkt: MultifdPacket) -> None:
         """A multifd packet (multifd_recv_thread): zero pages are zeroed, normal pages
-        copied; consecutive offsets go out in one pwritev.  A packet without pages
-        (SYNC) names no block and touches nothing."""
-        if not len(pkt.normal) and not len(pkt.zero):
-            return
+        copied; consecutive offsets go out as one write."""
+        if not pkt.normal and not pkt.zero:
+            return  # a SYNC packet (or an empty one): no block
         blk = self._block(pkt.block)
         if blk is None:
             return
         ps = self.page_size
-        for addr in pkt.zero:
-            self._zero_fill(blk, addr // ps, 1, 0)
+        written = blk.written
+        if pkt.zero:
+            # multifd_recv_zero_page_process: only pages that hold data need zeroing.
+            for addr in pkt.zero:
+                if written.get(addr // ps):
+                    self._writes.add(blk.fd, addr, [self._zero_page])
+            written.set_each([addr // ps for addr in pkt.zero], False)
+            self._wrote(blk, max(pkt.zero) + ps)
         normal = pkt.normal
         n = len(normal)
-        i = 0
-        while i < n:
-            j = i + 1
-            while j < n and normal[j] == normal[j - 1] + ps:
-                j += 1
-            self._writes.add(blk.fd, normal[i], [pkt.page(x) for x in range(i, j)])
-            blk.written.mark(normal[i] // ps, j - i)
-            self._wrote(blk, normal[j - 1] + ps)
-            i = j
+        if n:
+            i = 0
+            while i < n:
+                j = i + 1
+                while j < n and normal[j] == normal[j - 1] + ps:
+                    j += 1
+                # The payload holds the pages in table order: a stretch is one slice.
+                self._writes.add(blk.fd, normal[i], [pkt.pages[i * ps:j * ps]])
+                i = j
+            written.set_each([addr // ps for addr in normal])
+            self._wrote(blk, max(normal) + ps)
 
     def _apply_mapped(self, ev: MappedRamPages) -> None:
         """Copy the pages of a mapped-ram region stretch whose bitmap bit is set;
@@ -301,10 +331,10 @@ class RamImage:
         ps = self.page_size
         first = ev.addr // ps
         for page, count in written_runs(blk.mapped_bitmap, first, len(ev.data) // ps):
-            data = ev.data[(page - first) * ps:(page - first + count) * ps]
-            self._writes.add(blk.fd, page * ps, [data])
+            self._writes.add(blk.fd, page * ps, [ev.data[(page - first) * ps:(page - first + count) * ps]])
             blk.written.mark(page, count)
             self._wrote(blk, (page + count) * ps)
+        self._writes.submit()
 
     # --- finishing -------------------------------------------------------------------
 

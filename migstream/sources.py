@@ -124,7 +124,7 @@ class StreamSource:
         self.stream_offset = 0
         # A capture directory (migstream capture/tap) opens as its main channel.
         self.capture_dir: str | None = None
-        self.channel_paths: list[str] = []  # its multifd / postcopy-preempt channel files
+        self.channel_paths: list[str] = []  # its multifd channel files
         if path != "-" and is_capture_dir(path):
             self.capture_dir = path
             self.path, self.channel_paths = resolve_capture(path)
@@ -223,9 +223,11 @@ class StreamSource:
             for start in range(0, len(view), WINDOW):
                 yield view[start:start + WINDOW]
                 self.consumed = min(len(view), start + WINDOW)
-                if prev is not None and not self.save_image:
-                    # The decoder has moved on past the previous window.
-                    mm.madvise(mmap.MADV_DONTNEED, prev, WINDOW)
+                if prev is not None:
+                    # The decoder has moved on past the previous window (file offsets:
+                    # a save image's stream starts inside the map; madvise wants pages).
+                    at = (self.stream_offset + prev) // mmap.PAGESIZE * mmap.PAGESIZE
+                    mm.madvise(mmap.MADV_DONTNEED, at, min(WINDOW, len(mm) - at))
                 prev = start
             return
         if self._reader is None:

@@ -86,6 +86,10 @@ def _load(path: str) -> StreamTemplate:
                 starts.append((ev.offset, "header", ev))
             elif t is Configuration:
                 machine = ev.machine
+                if "x-ignore-shared" in ev.capabilities:
+                    # Its MEM_SIZE would need block addresses and shared blocks skipped.
+                    raise UsageError(f"template {path}: captured with x-ignore-shared, which the encoder "
+                                     "does not produce")
                 starts.append((ev.offset, "configuration", ev))
             elif t is SectionStart:
                 is_ram = ev.idstr == "ram" and ev.instance_id == 0 and ev.type != SectionType.FULL

@@ -106,6 +106,9 @@ def _field_value(r: _Reader, field: dict, path: str, depth: int) -> Any:
             return None
         raise VmstateError(f"nullptr field is {raw.hex()}, expected 30", r.base + r.pos - size,
                            device=r.device, path=path)
+    if typ == "capability" and size >= 1 and raw[0] == size - 1:
+        # configuration/capabilities: u8 length + capability name (savevm.c put_capability)
+        return raw[1:].decode("latin-1")
     if size in (1, 2, 4, 8):
         if typ in SIGNED:
             return int.from_bytes(raw, "big", signed=True)
@@ -188,6 +191,10 @@ def decode_vmstate(payload, description: dict, *, offset: int = 0, device: str =
     state: dict[str, Any] = {}
     try:
         _read_vmsd(r, description, "", 0, state)
+    except (AttributeError, TypeError, ValueError) as exc:
+        # A description that is not shaped like QEMU's (hostile or damaged JSON).
+        raise VmstateError(f"unusable description: {exc.__class__.__name__}: {exc}", offset + r.pos,
+                           device=device) from exc
     except Undescribed as exc:
         state["__undescribed__"] = {"offset": exc.offset, "reason": str(exc), "bytes": r.data[r.pos:].hex()}
         return state

@@ -92,6 +92,12 @@ SAMPLES = [
                "x-ignore-shared on both sides: MEM_SIZE carries each block's guest address and "
                "pc.ram's pages are not in the stream (a destination maps the same file). The "
                "truth covers pc.bios only; pc.ram's content lives in the shared file, not here."),
+    dict(name="x86-qemu10-ignore-shared", arch="x86_64", machine="pc", mode="stopped",
+         caps=["x-ignore-shared"], params={}, shared_ram=True, qemu_root="QEMU10_ROOT",
+         notes="As x86-ignore-shared, with QEMU 10.0.2 (Debian bookworm-backports, unpacked into "
+               "a private folder, $QEMU10_ROOT, default /var/tmp/qemu10; see README): its "
+               "VMDESCRIPTION describes the configuration section (8.2+) and it sends "
+               "SWITCHOVER_START. Made for the devices and x-ignore-shared tests."),
     dict(name="aarch64-virt", arch="aarch64", machine="virt", mode="image",
          caps=[], params={}, ram_base=0x40000000, ram_size=64 * MiB,
          ram_id="mach-virt.ram", extra=["-cpu", "max"],
@@ -113,6 +119,22 @@ SAMPLES = [
 
 QEMU_BIN = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64",
             "ppc64": "qemu-system-ppc64", "s390x": "qemu-system-s390x"}
+
+
+def qemu_root(s):
+    """The unpacked root of another QEMU build (samples with "qemu_root"), or None."""
+    if not s.get("qemu_root"):
+        return None
+    return os.environ.get(s["qemu_root"], "/var/tmp/qemu10")
+
+
+def qemu_binary(s):
+    root = qemu_root(s)
+    if root is None:
+        return QEMU_BIN[s["arch"]]
+    # Its modules and firmware come from the same root, not from the installed 7.2.
+    os.environ["QEMU_MODULE_DIR"] = os.path.join(root, "usr/lib/x86_64-linux-gnu/qemu")
+    return os.path.join(root, "usr/bin", QEMU_BIN[s["arch"]])
 
 
 # ---------------------------------------------------------------------------
@@ -281,7 +303,8 @@ def ramblocks(q):
     for line in q.hmp("info ramblock").splitlines():
         # "Block Name  PSize  Offset  Used  Total"; the name has no spaces
         parts = line.split()
-        if len(parts) == 6 and parts[3].startswith("0x"):
+        # QEMU 10 appends HVA and RO columns.
+        if len(parts) >= 6 and parts[3].startswith("0x") and parts[5].startswith("0x"):
             out.append({"name": parts[0], "page_size": parts[1] + " " + parts[2],
                         "offset": int(parts[3], 16), "used": int(parts[4], 16),
                         "max": int(parts[5], 16)})
@@ -290,6 +313,8 @@ def ramblocks(q):
 
 def qemu_args(s, workdir, guest_img, incoming=False):
     args = ["-M", s["machine"]]
+    if qemu_root(s):
+        args += ["-L", os.path.join(qemu_root(s), "usr/share/qemu")]
     if s["arch"] == "x86_64":
         args += ["-m", "32M",
                  "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
@@ -386,7 +411,7 @@ def diff_pages(a_path, b_path, length, exclude):
 
 def verify(s, workdir, guest_img, stream, truths_raw, caps):
     """Load the stream into a paused destination and compare pmemsave dumps."""
-    binary = QEMU_BIN[s["arch"]]
+    binary = qemu_binary(s)
     q = Qemu(binary, qemu_args(s, workdir, guest_img, incoming=True), workdir,
              f"{s['name']}-dst")
     try:
@@ -423,7 +448,7 @@ def verify(s, workdir, guest_img, stream, truths_raw, caps):
 def capture(s, out, workdir, guest_img, do_verify):
     name = s["name"]
     log(f"=== {name}")
-    binary = QEMU_BIN[s["arch"]]
+    binary = qemu_binary(s)
     if shutil.which(binary) is None:
         raise RuntimeError(f"{binary} not installed")
     if s["mode"] == "image":
@@ -526,7 +551,7 @@ def capture(s, out, workdir, guest_img, do_verify):
         for t, dst, diffs in verify(s, workdir, guest_img, raw_stream, truths_raw, s["caps"]):
             if not diffs:
                 log(f"  verify {t['block']}: destination == source")
-                notes.append(f"{t['block']}: a paused QEMU 7.2 destination loading this "
+                notes.append(f"{t['block']}: a paused destination (same QEMU binary) loading this "
                              f"stream has identical memory (outside excludes).")
                 continue
             log(f"  verify {t['block']}: {len(diffs)} pages differ -> truth from destination")

@@ -99,7 +99,7 @@ SAMPLES = [
                "stopped guest."),
 ]
 
-#: What every migration of a grouped VM starts from (capabilities are reset too).
+#: What every migration starts from (capabilities not in the sample are switched off too).
 DEFAULT_PARAMS = {"7.2": {"multifd-compression": "none"},
                   "10": {"multifd-compression": "none", "zero-page-detection": "multifd"}}
 

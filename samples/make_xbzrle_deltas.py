@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""Capture a QEMU 7.2 stream full of designed XBZRLE deltas: sample x86-xbzrle-deltas.
+"""Capture QEMU 7.2 streams full of designed XBZRLE deltas: samples x86-xbzrle-deltas
+and x86-xbzrle-aging (small cache: collisions and CACHED_PAGE_LIFETIME aging).
 
-Usage:  python samples/make_xbzrle_deltas.py [--out samples/] [--no-verify] [--keep-raw DIR]
+Usage:  python samples/make_xbzrle_deltas.py [--only NAME,...] [--out samples/]
+                                             [--no-verify] [--keep-raw DIR]
 
 The x86-xbzrle capture only holds small deltas (a running guest increments
 dwords).  To hold the encoder to QEMU's on every kind of delta, this script
@@ -41,13 +43,33 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import make_samples as ms  # noqa: E402
 
-NAME = "x86-xbzrle-deltas"
 MiB = ms.MiB
 PAGE = 4096
 TEST_BASE = 2 * MiB
 TEST_PAGES = 48
-ROUNDS = 14  # mutations, alternating sets: each page gets ~7 deltas
-PARAMS = {"xbzrle-cache-size": 64 * MiB, "max-bandwidth": 256 * 1024, "downtime-limit": 1}
+
+# Which of the two alternately mutated sets test page k (0-based) belongs to.
+SET_RULES = {"k % 2": lambda k: k % 2, "(k + k // 16) % 2": lambda k: (k + k // 16) % 2}
+
+CONFIGS = {
+    # Every delta kind; a cache bigger than all RAM: no collisions.
+    "x86-xbzrle-deltas": dict(
+        rounds=14,  # mutations, alternating sets: each page gets ~7 deltas
+        params={"xbzrle-cache-size": 64 * MiB, "max-bandwidth": 256 * 1024, "downtime-limit": 1},
+        mutate=1.0, same=True, ballast=0, sets="k % 2"),
+    # page_cache.c's collisions and aging: 16 slots, so test pages k, k+16, k+32
+    # share a slot; the sets are chosen so that k and k+16 are in different sets
+    # (their sends are an odd number of syncs apart) and k and k+32 in the same
+    # one (an even number apart): an off-by-one lifetime would show.  Each page is
+    # dirtied in only ~60 % of its set's rounds, so slot owners go stale and get
+    # replaced.  Every dirtied page really changes (no
+    # invisible "unchanged" sends), and 16 ballast pages rewritten every round keep
+    # each round long enough (rate limit) for the next mutation to land first.
+    "x86-xbzrle-aging": dict(
+        rounds=16,
+        params={"xbzrle-cache-size": 64 * 1024, "max-bandwidth": 256 * 1024, "downtime-limit": 1},
+        mutate=0.6, same=False, ballast=16, sets="(k + k // 16) % 2"),
+}
 
 
 class QTest:
@@ -76,7 +98,7 @@ class QTest:
         self.sock.close()
 
 
-def mutations(rnd):
+def mutations(rnd, same_allowed=True):
     """(name, function(old bytes) -> new bytes) for every designed delta."""
 
     def flip(page, lo, hi):
@@ -132,7 +154,8 @@ def mutations(rnd):
         return page
 
     return [("dword", dword), ("scattered", scattered), ("comb", comb), ("long-runs", long_runs),
-            ("border", border), ("border", border), ("rewrite", rewrite), ("zero", zero), ("same", same)]
+            ("border", border), ("border", border), ("rewrite", rewrite), ("zero", zero)] + (
+                [("same", same)] if same_allowed else [])
 
 
 def base_page(rnd, k):
@@ -142,8 +165,11 @@ def base_page(rnd, k):
     return (line * (PAGE // len(line) + 1))[:PAGE]
 
 
-def capture(out, workdir, do_verify):
+def capture(NAME, cfg, out, workdir, do_verify):
     ms.log(f"=== {NAME}")
+    PARAMS, ROUNDS = cfg["params"], cfg["rounds"]
+    total_pages = TEST_PAGES + cfg["ballast"]
+    set_of = SET_RULES[cfg["sets"]]
     rnd = random.Random(20261125)
     qt_sock = os.path.join(workdir, "qtest.sock")
     raw_stream = os.path.join(workdir, f"{NAME}.mig")
@@ -162,7 +188,7 @@ def capture(out, workdir, do_verify):
             f" ({ver['package'].strip()})" if ver.get("package") else "")
         qt = QTest(qt_sock)
         pages = {}
-        for k in range(TEST_PAGES):
+        for k in range(total_pages):
             pages[k] = base_page(rnd, k)
             qt.write(TEST_BASE + k * PAGE, pages[k])
         blocks = ms.ramblocks(q)
@@ -170,7 +196,8 @@ def capture(out, workdir, do_verify):
         q.cmd("migrate-set-parameters", **PARAMS)
         uri = f"exec:cat > {raw_stream}"
         q.cmd("migrate", uri=uri)
-        muts = mutations(rnd)
+        muts = mutations(rnd, cfg["same"])
+        rewrite = dict(muts)["rewrite"]
         last_sync = None
         done_rounds = 0
         t0 = time.time()
@@ -187,8 +214,15 @@ def capture(out, workdir, do_verify):
             if sync is not None and sync != last_sync and done_rounds < ROUNDS:
                 # A new round started: mutate the set QEMU is not sending now.
                 last_sync = sync
-                for k in range(done_rounds % 2, TEST_PAGES, 2):
-                    name, fn = rnd.choice(muts)
+                for k in range(total_pages):
+                    if set_of(k) != done_rounds % 2:
+                        continue
+                    if k >= TEST_PAGES:
+                        name, fn = "ballast", rewrite
+                    elif cfg["mutate"] < 1.0 and rnd.random() >= cfg["mutate"]:
+                        continue
+                    else:
+                        name, fn = rnd.choice(muts)
                     pages[k] = fn(pages[k])
                     used[name] = used.get(name, 0) + 1
                     qt.write(TEST_BASE + k * PAGE, pages[k])
@@ -219,7 +253,7 @@ def capture(out, workdir, do_verify):
 
     notes = [f"mutations applied: {json.dumps(used, sort_keys=True)}."]
     ram_dump = open(truths_raw[0][1], "rb").read()
-    for k in range(TEST_PAGES):
+    for k in range(total_pages):
         if ram_dump[TEST_BASE + k * PAGE:TEST_BASE + (k + 1) * PAGE] != pages[k]:
             raise RuntimeError(f"test page {k} differs from what was written")
     s = dict(name=NAME, arch="x86_64", machine="pc", mode="paused")
@@ -266,33 +300,40 @@ def capture(out, workdir, do_verify):
                           if k in final},
         "qemu_cmdline": " ".join(q.cmdline).replace(workdir + "/", ""),
         "guest_ticks_printed": None,
-        "test_pages": {"gpa": TEST_BASE, "count": TEST_PAGES},
+        "test_pages": {"gpa": TEST_BASE, "count": total_pages, "sets": cfg["sets"]},
         "notes": ("i440fx paused (-S), RAM written only through the qtest protocol: "
-                  f"{TEST_PAGES} pages at {TEST_BASE:#x} mutated with designed XBZRLE deltas, "
-                  "one set per dirty sync (see make_xbzrle_deltas.py). " + " ".join(notes)),
+                  f"{total_pages} pages at {TEST_BASE:#x} mutated with designed XBZRLE deltas, "
+                  "two sets of pages (test_pages.sets) mutated alternately, one set per dirty sync "
+                  f"(see make_xbzrle_deltas.py, config {json.dumps(cfg, sort_keys=True)}). "
+                  + " ".join(notes)),
     }
 
 
 def main():
     ap = argparse.ArgumentParser()
+    ap.add_argument("--only", help="comma-separated sample names (default: all)")
     ap.add_argument("--out", default=ms.HERE)
     ap.add_argument("--no-verify", action="store_true")
     ap.add_argument("--keep-raw", help="keep the temporary work directory here")
     a = ap.parse_args()
     out = os.path.abspath(a.out)
-    workdir = a.keep_raw or tempfile.mkdtemp(prefix="migxbzrle-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
-        entry = capture(out, workdir, not a.no_verify)
-    finally:
-        if not a.keep_raw:
-            shutil.rmtree(workdir, ignore_errors=True)
-    path = os.path.join(out, "samples.json")
-    manifest = json.load(open(path)) if os.path.exists(path) else []
-    manifest = [m for m in manifest if m["name"] != NAME] + [entry]
-    with open(path, "w") as f:
-        json.dump(manifest, f, indent=1)
-        f.write("\n")
+    names = a.only.split(",") if a.only else list(CONFIGS)
+    for name in names:
+        if name not in CONFIGS:
+            sys.exit(f"unknown sample {name}")
+        workdir = a.keep_raw or tempfile.mkdtemp(prefix="migxbzrle-")
+        os.makedirs(workdir, exist_ok=True)
+        try:
+            entry = capture(name, CONFIGS[name], out, workdir, not a.no_verify)
+        finally:
+            if not a.keep_raw:
+                shutil.rmtree(workdir, ignore_errors=True)
+        path = os.path.join(out, "samples.json")
+        manifest = json.load(open(path)) if os.path.exists(path) else []
+        manifest = [m for m in manifest if m["name"] != name] + [entry]
+        with open(path, "w") as f:
+            json.dump(manifest, f, indent=1)
+            f.write("\n")
 
 
 if __name__ == "__main__":

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from conftest import raw_stream, sample_by_name
 from migstream.codecs.xbzrle import xbzrle_decode_into
 from migstream.decoder import StreamDecoder
-from migstream.events import PageRecord, PageRun, RamBlockList
-from migstream.grammar import RamFlag
+from migstream.events import PageRecord, PageRun, RamBlockList, SectionStart
+from migstream.grammar import RamFlag, SectionType
 
 
 @dataclass(frozen=True)
@@ -18,6 +18,7 @@ class PageChange:
     record: PageRecord
     before: bytes  # the destination's page before the record
     after: bytes  # and after applying it
+    section_type: SectionType  # of the section carrying the record (END = last stage)
 
 
 def page_changes(sample_name: str, kinds: set[int]):
@@ -26,8 +27,11 @@ def page_changes(sample_name: str, kinds: set[int]):
     dec.feed(raw_stream(sample_by_name(sample_name)))
     dec.feed(b"")
     memory: dict[str, bytearray] = {}
+    section_type = None
     for ev in dec:
-        if isinstance(ev, RamBlockList):
+        if isinstance(ev, SectionStart):
+            section_type = ev.type
+        elif isinstance(ev, RamBlockList):
             memory = {b.name: bytearray(b.used_length) for b in ev.blocks}
         elif isinstance(ev, (PageRecord, PageRun)):
             ps = dec.page_size
@@ -44,4 +48,4 @@ def page_changes(sample_name: str, kinds: set[int]):
                 elif kind == RamFlag.COMPRESS_PAGE:
                     page[:] = zlib.decompress(rec.data)
                 if kind in kinds:
-                    yield PageChange(rec, before, bytes(page))
+                    yield PageChange(rec, before, bytes(page), section_type)

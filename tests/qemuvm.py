@@ -94,10 +94,10 @@ class Vm:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}")
                 raise
-            if status != "inmigrate":
-                mig = self.cmd("query-migrate")
-                if mig.get("status") == "failed":
-                    raise AssertionError(f"incoming migration failed: {self.stderr().strip()}")
+            mig = self.cmd("query-migrate").get("status")
+            if mig == "failed":
+                raise AssertionError(f"incoming migration failed: {self.stderr().strip()}")
+            if mig == "completed" and status != "inmigrate":
                 return
             if time.time() - t0 > timeout:
                 raise AssertionError("incoming migration did not finish")

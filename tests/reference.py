@@ -26,14 +26,16 @@ def _device_payload_size(data: bytes, start: int, section_id: int) -> int | None
     return None
 
 
-def reference_records(data: bytes, page_size: int = 4096):
+def reference_records(data: bytes, page_size: int = 4096, *, ignore_shared: bool = False,
+                      mapped_ram: bool = False):
     """(offset, flags, block, addr, payload-bytes-or-fill) for every RAM record,
     plus ('section', type, id), ('command', cmd, length), ('device', payload
-    offset, id, size), ('package_end', end), ('vmdescription', json) items, in order."""
+    offset, id, size), ('package_end', end), ('vmdescription', json) items, in order.
+    ``ignore_shared`` / ``mapped_ram``: the capabilities that change MEM_SIZE."""
     f = io.BytesIO(data)
     g.FileHeader.parse_stream(f)
     out = []
-    state = {"sections": {}, "last_block": None}
+    state = {"sections": {}, "last_block": None, "ignore_shared": ignore_shared, "mapped_ram": mapped_ram}
     if _elements(f, data, out, state, page_size, end=None):
         return out
     if f.read(1) == bytes([ST.VMDESCRIPTION]):
@@ -98,9 +100,16 @@ def _elements(f, data, out, state, page_size, end):
 
 
 def _ram_payload(f, out, state, page_size):
+    params = {"page_size": page_size, "ignore_shared": state["ignore_shared"], "postcopy_hugepages": False}
     while True:
         roff = f.tell()
-        rec = g.RamRecord.parse_stream(f, page_size=page_size, ignore_shared=False, postcopy_hugepages=False)
+        if state["mapped_ram"]:
+            hdr = g.RamRecordHeader.parse_stream(f, **params)
+            if hdr.kind == g.RamFlag.MEM_SIZE:
+                out.append(("mem_size", roff, _mapped_ram_blocks(f, hdr.addr, params)))
+                continue
+            f.seek(roff)
+        rec = g.RamRecord.parse_stream(f, **params)
         hdr = rec.header
         if hdr.kind in g.PAGE_KINDS:
             if hdr.idstr is not None:
@@ -114,6 +123,19 @@ def _ram_payload(f, out, state, page_size):
             out.append(("marker", roff, hdr.flags))
         if hdr.kind == g.RamFlag.EOS:
             return
+
+
+def _mapped_ram_blocks(f, total: int, params: dict) -> tuple:
+    """MEM_SIZE entries under mapped-ram: each followed by its MappedRamHeader, then
+    the writer's seek past the block's page region."""
+    blocks = []
+    while total > 0:
+        e = g.MappedRamBlockEntry.parse_stream(f, **params)
+        blocks.append((e.idstr, e.used_length))
+        total -= e.used_length
+        if e.mapped_ram.pages_offset:
+            f.seek(e.mapped_ram.pages_offset + e.used_length)
+    return tuple(blocks)
 
 
 def decoder_records(data: bytes, chunks=None, page_size=None):

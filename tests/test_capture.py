@@ -3,6 +3,7 @@ what happens when the disk cannot keep up, capture directories as streams."""
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import socket
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -254,3 +256,97 @@ def test_return_path_truncated():
     with pytest.raises(StreamError) as exc:
         list(return_path_messages(struct.pack(">HHI", 2, 4, 1) + b"\x00\x04"))
     assert exc.value.offset == 8
+
+
+def test_capture_over_tcp_loopback(work):
+    stream = b"QEVM" + os.urandom(1 << 20)
+    with CaptureSession("tcp:127.0.0.1:0", str(work / "rec")) as cap:
+        assert cap.uri.startswith("tcp:127.0.0.1:") and not cap.uri.endswith(":0")
+        s = socket.create_connection(cap.listen_endpoint.address)
+        s.sendall(stream)
+        s.close()
+        assert cap.wait(10)
+    main, channels = resolve_capture(str(work / "rec"))
+    assert Path(main).read_bytes() == stream and channels == []
+
+
+def test_cli_capture_ends_with_the_migration(work):
+    stream = read_zst(SAMPLES / "x86-stopped.mig.zst")
+    sock = work / "cap.sock"
+    proc = subprocess.Popen([sys.executable, "-c", "from migstream.cli import main; main()", "capture",
+                             "--listen", f"unix:{sock}", "-o", str(work / "rec"), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(200):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        send_and_collect(str(sock), [stream, MULTIFD_HEAD + bytes(64)])
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    doc = json.loads(out)
+    assert doc["complete"] and [(c["kind"], c["bytes"]) for c in doc["channels"]] == [
+        (MAIN, len(stream)), (MULTIFD, 72)]
+    assert "listening on unix:" in err and not sock.exists()
+
+
+@pytest.mark.parametrize("where", ["/var/tmp", "/dev/shm"])  # O_DIRECT (ext4) and its fallback (tmpfs)
+def test_recording_file_keeps_every_byte(where):
+    from migstream.capture import RecordingFile
+
+    if not os.path.isdir(where):
+        pytest.skip(f"no {where}")
+    fd, path = tempfile.mkstemp(prefix="mgs-rec-", dir=where)
+    os.close(fd)
+    try:
+        data = bytearray(os.urandom(RecordingFile.STAGE * 2 + 12345))
+        base = ctypes.addressof(ctypes.c_char.from_buffer(data))
+        f = RecordingFile(path)
+        pos = 0
+        for i, size in enumerate([1, 4095, 4096, 5000, 1 << 20, RecordingFile.STAGE + 3] * 4):
+            piece = memoryview(data)[pos:pos + size]
+            # Both copy paths: from a known address (GIL released) and from the view.
+            f.append(piece, base + pos if i % 2 else None)
+            pos += len(piece)
+            if i % 3 == 0:
+                f.flush()  # what the writer does when its queue runs empty
+                assert f.written <= pos and (not f.direct or f.written % 4096 == 0)
+        f.append(memoryview(data)[pos:])
+        f.close()
+        assert f.written == len(data)
+        assert Path(path).read_bytes() == data
+    finally:
+        os.unlink(path)
+
+
+def test_tap_passes_a_reset_on(work):
+    """The destination hangs up mid-stream: the tap closes the source side too (as a
+    direct connection would), notes the reset, and the recording keeps what came."""
+    srv = socket.socket(socket.AF_UNIX)
+    srv.bind(str(work / "dst.sock"))
+    srv.listen(1)
+
+    def rude():
+        conn, _ = srv.accept()
+        conn.recv(1024)
+        conn.close()  # unread data in flight -> the tap's writes fail
+
+    t = threading.Thread(target=rude, daemon=True)
+    t.start()
+    with TapSession(f"unix:{work / 'tap.sock'}", f"unix:{work / 'dst.sock'}", str(work / "rec")) as tap:
+        s = socket.socket(socket.AF_UNIX)
+        s.connect(str(work / "tap.sock"))
+        with pytest.raises(OSError):
+            for _ in range(64):
+                s.sendall(b"QEVM" + bytes(1 << 20))
+        s.close()
+        assert tap.wait(10)
+    t.join(5)
+    srv.close()
+    ch = json.loads((work / "rec" / "capture.json").read_text())["channels"][0]
+    assert ch["resets"] and "error" not in ch
+    assert ch["recorded_bytes"] == ch["bytes"] > 0

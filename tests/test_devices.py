@@ -238,3 +238,54 @@ def test_s390_storage_attribute_runs():
         decode_s390_storage_attributes(struct.pack(">QQ", 2, 1 << 60))
     with pytest.raises(VmstateError, match="incomplete"):
         decode_s390_storage_attributes(struct.pack(">Q", 4))
+
+
+def test_configuration_entry_of_newer_qemu(states):
+    """QEMU 8.2+ describes the configuration section in the JSON: decoded like a device,
+    it must say what the grammar read from the same bytes."""
+    cfg = states("x86-qemu10-ignore-shared")["configuration"]
+    assert cfg["machine"] == "pc-i440fx-10.0"
+    state = cfg["state"]
+    assert state["len"] == len(cfg["machine"])
+    assert bytes.fromhex(state["name"]).decode() == cfg["machine"]
+    caps = state["configuration/capabilities"]
+    assert caps["caps_count"] == 1 and caps["capabilities"] == "x-ignore-shared" == cfg["capabilities"][0]
+    # 7.2 has no such entry
+    assert "state" not in states("x86-ignore-shared")["configuration"]
+
+
+def test_qemu10_devices_decode(states):
+    doc = states("x86-qemu10-ignore-shared")
+    assert doc["error"] is None and not [s for s in doc["sections"] if s.get("error")]
+    assert all(s["state"] is not None for s in doc["sections"])
+    cpu = next(s for s in doc["sections"] if s["idstr"] == "cpu")["state"]
+    assert 0x7C00 <= cpu["env.eip"] < 0x9000 and cpu["env.cr[0]"] & 1
+
+
+def test_misshapen_description_is_an_error_not_a_crash():
+    for desc in ({"fields": "abc"}, {"fields": [{"name": "a", "size": "x"}]}, {"subsections": [7]}):
+        with pytest.raises(VmstateError, match="unusable description"):
+            decode_vmstate(b"\x00" * 8, desc)
+
+
+def test_damaged_subsection_marker_in_a_real_stream(raw_sample_dir, tmp_path):
+    """A subsection marker of the CPU broken in a real capture: that section reports the
+    exact offset, the others still decode, the command exits 1."""
+    path = raw_sample_dir / "x86-stopped.mig"
+    doc = device_states(str(path))
+    cpu = next(s for s in doc["sections"] if s["idstr"] == "cpu")
+    data = bytearray(path.read_bytes())
+    first_sub = next(k for k in cpu["state"] if k.startswith("cpu/"))
+    needle = b"\x05" + bytes([len(first_sub)]) + first_sub.encode()
+    at = data.index(needle, cpu["offset"], cpu["offset"] + cpu["size"])
+    data[at] = 0x06
+    bad = tmp_path / "bad.mig"
+    bad.write_bytes(bytes(data))
+    doc = device_states(str(bad))
+    broken = [s for s in doc["sections"] if s.get("error")]
+    assert [s["idstr"] for s in broken] == ["cpu"]
+    assert f"offset 0x{at:x}" in broken[0]["error"] and first_sub in broken[0]["error"]
+    assert sum(1 for s in doc["sections"] if s.get("state")) == len(doc["sections"]) - 1
+    proc = subprocess.run([sys.executable, "-m", "migstream.cli", "devices", str(bad)], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and f"offset 0x{at:x}" in proc.stderr and "Traceback" not in proc.stderr

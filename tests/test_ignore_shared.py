@@ -1,24 +1,31 @@
-"""x-ignore-shared (real QEMU 7.2 capture, samples/x86-ignore-shared): MEM_SIZE carries
-each block's address; the shared pc.ram sends no page and extract says so."""
+"""x-ignore-shared (real captures: samples/x86-ignore-shared with QEMU 7.2,
+x86-qemu10-ignore-shared with QEMU 10.0.2): MEM_SIZE carries each block's address; the
+shared pc.ram sends no page and extract says so."""
 
 import json
 import subprocess
 import sys
+
+import pytest
 
 from conftest import sample_by_name
 from migstream.devices import device_states
 from migstream.extract import extract
 
 
-def test_info_shows_block_addresses(raw_sample_dir):
-    path = raw_sample_dir / "x86-ignore-shared.mig"
+BOTH = pytest.mark.parametrize("name", ["x86-ignore-shared", "x86-qemu10-ignore-shared"])
+
+
+@BOTH
+def test_info_shows_block_addresses(raw_sample_dir, name):
+    path = raw_sample_dir / f"{name}.mig"
     proc = subprocess.run([sys.executable, "-m", "migstream.cli", "info", "--json", str(path)],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc["capabilities"] == ["x-ignore-shared"]
     addrs = {b["name"]: b["addr"] for b in doc["ram_blocks"]}
-    sample = sample_by_name("x86-ignore-shared")
+    sample = sample_by_name(name)
     bios_truth = next(t for t in sample["truth"] if t["block"] == "pc.bios")
     assert addrs["pc.bios"] == bios_truth["gpa"]  # where pmemsave found the BIOS: 4 GiB - 256 KiB
     assert addrs["pc.rom"] == 0xC0000  # the PC option-ROM window
@@ -30,8 +37,9 @@ def test_info_shows_block_addresses(raw_sample_dir):
     assert "addr 0xfffc0000" in text
 
 
-def test_extract_marks_shared_block_absent(raw_sample_dir, tmp_path):
-    result = extract(str(raw_sample_dir / "x86-ignore-shared.mig"), str(tmp_path))
+@BOTH
+def test_extract_marks_shared_block_absent(raw_sample_dir, tmp_path, name):
+    result = extract(str(raw_sample_dir / f"{name}.mig"), str(tmp_path))
     assert result.error is None
     blocks = {b["name"]: b for b in result.manifest["blocks"]}
     assert blocks["pc.ram"].get("absent") is True and blocks["pc.ram"].get("ignored_shared") is True
@@ -64,9 +72,10 @@ def test_incomplete_stream_claims_nothing(raw_sample_dir, tmp_path):
     assert not any(b.get("absent") for b in result.manifest["blocks"])
 
 
-def test_devices_where_analyze_migration_fails(raw_sample_dir):
+@BOTH
+def test_devices_where_analyze_migration_fails(raw_sample_dir, name):
     """analyze-migration.py 7.2 stops at the configuration's capabilities subsection."""
-    doc = device_states(str(raw_sample_dir / "x86-ignore-shared.mig"))
+    doc = device_states(str(raw_sample_dir / f"{name}.mig"))
     assert doc["configuration"]["capabilities"] == ["x-ignore-shared"]
     assert not [s for s in doc["sections"] if s.get("error")]
     cpu = next(s for s in doc["sections"] if s["idstr"] == "cpu")["state"]

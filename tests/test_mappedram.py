@@ -175,3 +175,11 @@ def test_huge_block_length_does_not_allocate(raw_files, tmp_path):
     path, at = altered(raw_files, tmp_path, lambda d, at: struct.pack_into(">Q", d, at - 8, 1 << 62))
     with pytest.raises(StreamError, match="more than MEM_SIZE announced|implausibly large"):
         events(path)
+
+
+def test_pages_offset_far_beyond_the_file(raw_files, tmp_path):
+    # A hostile pages_offset (2^60, aligned) is skipped towards, not allocated: the
+    # file simply ends first.
+    path, at = altered(raw_files, tmp_path, lambda d, at: struct.pack_into(">Q", d, at + 20, 1 << 60))
+    with pytest.raises(TruncatedStream, match="inside a mapped-ram page region"):
+        events(path)

@@ -65,6 +65,10 @@ def test_channel_order_does_not_matter(name, tmp_path):
     result = extract(str(SAMPLES / sample["stream"]), str(tmp_path), channels=channel_files(sample)[::-1])
     assert result.error is None
     compare_truth(sample, tmp_path)
+    # Exactly the stream's blocks (SYNC packets name no block and create no file).
+    assert sorted(b["name"] for b in result.manifest["blocks"]) == sorted(b["name"] for b in sample["ram_blocks"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([b["file"] for b in result.manifest["blocks"]]
+                                                                + ["manifest.json"])
 
 
 @pytest.mark.parametrize("name,sync_kind,points", [("x86-multifd-nocomp", g.RamFlag.EOS, 7),
@@ -305,3 +309,34 @@ def test_channel_is_a_main_stream(tmp_path):
     sample = sample_by_name("q10-multifd-nocomp")
     with pytest.raises(StreamError, match="not a multifd channel"):
         Channel(str(SAMPLES / sample["stream"]), 4096)
+
+
+@pytest.mark.parametrize("length", [10, 1000])
+def test_device_state_packet_is_skipped(tmp_path, length):
+    """A QEMU 10 device-state packet (flag 0x40: header, idstr[256], instance_id,
+    next_packet_size, opaque bytes) between RAM packets is framed and skipped."""
+    sample = sample_by_name("q10-multifd-nocomp")
+    blob = b"\x5a" * length
+    dev = struct.pack(">III", g.MULTIFD_MAGIC, g.MULTIFD_VERSION, int(g.MultifdFlag.DEVICE_STATE))
+    dev += b"0000:00:02.0/vfio".ljust(256, b"\0") + struct.pack(">II", 0, len(blob)) + blob
+    paths = write_channels(tmp_path, sample, lambda i, d: d[:64] + dev + d[64:] if i == 0 else d)
+    result = extract(str(SAMPLES / sample["stream"]), str(tmp_path / "out"), channels=paths)
+    assert result.error is None
+    compare_truth(sample, tmp_path / "out")
+
+
+def test_info_json_lists_channels(tmp_path):
+    sample = sample_by_name("x86-multifd-zstd")
+    args = [a for f in channel_files(sample) for a in ("--channel", f)]
+    proc = run_cli("info", "--json", str(SAMPLES / sample["stream"]), *args)
+    assert proc.returncode == 0, proc.stderr
+    import json
+
+    doc = json.loads(proc.stdout)
+    chans = doc["multifd_channels"]
+    assert [c["id"] for c in chans] == [0, 1]
+    assert all(c["compression"] == "zstd" and c["sync_packets"] == doc["multifd_sync_points"] for c in chans)
+    # Every pc.ram page the truth has non-zero arrived as a multifd page.
+    truth = read_zst(SAMPLES / sample["truth"][0]["file"])
+    nonzero = sum(1 for o in range(0, len(truth), 4096) if truth[o:o + 4096].count(0) != 4096)
+    assert doc["pages_by_block"]["pc.ram"]["multifd-page"] >= nonzero

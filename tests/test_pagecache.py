@@ -1,12 +1,18 @@
 """XbzrleCache follows migration/page_cache.c (QEMU 7.2): direct-mapped slots by
 global RAM address, hits refresh the age, a fresh page of another address is not
-evicted for CACHED_PAGE_LIFETIME (2) syncs."""
+evicted for CACHED_PAGE_LIFETIME (2) syncs.  Unit cases from the C code, then
+replays of real QEMU 7.2 captures (samples/make_xbzrle_deltas.py)."""
 
 import numpy as np
 import pytest
 
+from conftest import load_samples
+from migstream import pagecache
+from migstream.codecs.xbzrle import xbzrle_encode
 from migstream.errors import UsageError
+from migstream.grammar import RamFlag, SectionType
 from migstream.pagecache import CACHED_PAGE_LIFETIME, XbzrleCache
+from page_history import page_changes
 
 PS = 4096
 
@@ -101,3 +107,91 @@ def test_other_page_sizes():
     c = XbzrleCache(1 << 20, 65536)  # ppc64 pages
     assert c.slots == 16
     assert c.slot(17 * 65536) == 1
+
+
+# Which alternately mutated set test page k belongs to (samples/make_xbzrle_deltas.py).
+SET_RULES = {"k % 2": lambda k: k % 2, "(k + k // 16) % 2": lambda k: (k + k // 16) % 2}
+
+
+def replay_capture(name: str, lifetime: int = CACHED_PAGE_LIFETIME):
+    """Replay ram.c's save_xbzrle_page / xbzrle_cache_zero_page over a capture made
+    by make_xbzrle_deltas.py, with XbzrleCache and our encoder deciding.
+
+    The age (dirty-sync-count) of each record follows from how the capture was
+    made: sync 1 at setup, the bulk pass, then one round per sync, each sending
+    the set of pages mutated before it (the two sets alternate, so a round ends
+    where the set changes); the END section runs at the final count.  XBZRLE
+    starts with the first record for a page already sent (ram.c: xbzrle_enabled
+    after the first pass).  Returns (mismatches, misses, overflows, hits, rounds).
+    """
+    sample = next(s for s in load_samples() if s["name"] == name)
+    set_of = SET_RULES[sample["test_pages"]["sets"]]
+    base = sample["test_pages"]["gpa"]
+    final_sync = sample["query_migrate"]["ram"]["dirty-sync-count"]
+    ram_addr = {b["name"]: b["offset"] for b in sample["ram_blocks"]}
+    cache = XbzrleCache(sample["parameters"]["xbzrle-cache-size"], PS)
+    seen: set = set()
+    enabled = False
+    rounds, current_set = 0, None
+    mismatches, misses, overflows, hits = [], 0, 0, 0
+    kinds = {int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE)}
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(pagecache, "CACHED_PAGE_LIFETIME", lifetime)
+        for c in page_changes(name, kinds):
+            rec = c.record
+            key = (rec.block, rec.addr)
+            enabled = enabled or key in seen
+            seen.add(key)
+            if not enabled:
+                continue
+            last_stage = c.section_type == SectionType.END
+            if not last_stage and set_of((rec.addr - base) // PS) != current_set:
+                rounds += 1
+                current_set = set_of((rec.addr - base) // PS)
+            age = final_sync if last_stage else 1 + rounds
+            addr = ram_addr[rec.block] + rec.addr
+            kind = rec.flags & ~RamFlag.CONTINUE
+            if kind == RamFlag.ZERO:
+                cache.insert(addr, bytes(PS), age)
+                continue
+            if not cache.is_cached(addr, age):
+                misses += 1
+                if kind != RamFlag.PAGE:
+                    mismatches.append(("miss, but not a PAGE record", rec.offset))
+                if not last_stage:
+                    cache.insert(addr, c.after, age)
+                continue
+            prev = cache.get(addr)
+            delta = xbzrle_encode(prev, c.after, PS)
+            if delta is None:
+                overflows += 1
+                if kind != RamFlag.PAGE:
+                    mismatches.append(("overflow, but not a PAGE record", rec.offset))
+            else:
+                hits += 1
+                if kind != RamFlag.XBZRLE or delta != bytes(rec.data):
+                    mismatches.append(("hit, but not this XBZRLE record", rec.offset))
+            if not last_stage:
+                prev[:] = np.frombuffer(c.after, np.uint8)
+    return sample, mismatches, misses, overflows, hits, rounds
+
+
+@pytest.mark.parametrize("name", ["x86-xbzrle-deltas", "x86-xbzrle-aging"])
+def test_replaying_a_qemu_capture_through_the_cache_gives_qemu_decisions(name):
+    """x86-xbzrle-deltas: 64 MiB cache, no collisions.  x86-xbzrle-aging: 16 slots,
+    pages colliding in the same and in adjacent rounds.  Every record is what the
+    replay predicts, and the counts equal QEMU's own counters."""
+    sample, mismatches, misses, overflows, hits, rounds = replay_capture(name)
+    assert mismatches == []
+    assert rounds == sample["query_migrate"]["ram"]["dirty-sync-count"] - 3  # the age model holds
+    counters = sample["query_migrate"]["xbzrle-cache"]
+    assert misses == counters["cache-miss"]
+    assert overflows == counters["overflow"]
+    assert hits >= 30
+
+
+@pytest.mark.parametrize("lifetime", [1, 3])
+def test_the_aging_capture_tells_the_lifetime(lifetime):
+    """The aging capture would not match with a lifetime of 1 or 3 syncs."""
+    _, mismatches, *_ = replay_capture("x86-xbzrle-aging", lifetime)
+    assert len(mismatches) > 10

@@ -24,11 +24,11 @@ CONT = int(RamFlag.CONTINUE)
 
 async def indexed(pilot, app):
     for _ in range(200):
-        if app.index.complete:
+        if app.indexed:
             break
         await pilot.pause(0.02)
     await pilot.pause()
-    assert app.index.complete
+    assert app.indexed
 
 
 async def type_text(pilot, text):
@@ -199,7 +199,7 @@ async def test_record_table_click_moves_cursor():
         await pilot.pause()
         from migstream.tui.detail import DetailPane
 
-        text = str(app.query_one(DetailPane).body.render())
+        text = app.query_one(DetailPane).text.plain
         assert "inflated page" in text
         assert "COMPRESS_PAGE" in text
 
@@ -211,3 +211,19 @@ async def test_command_palette_lists_navigation():
         titles = [c.title for c in app.get_system_commands(app.screen)]
         assert "Go to byte offset" in titles and "Filter: xbzrle records" in titles
         assert "Show block pc.bios" in titles
+
+
+async def test_multifd_channels_in_the_page_map():
+    name = "x86-multifd-nocomp"
+    app = MigstreamApp(str(SAMPLES / f"{name}.mig.zst"),
+                       channels=[SAMPLES / f"{name}.ch0.zst", SAMPLES / f"{name}.ch1.zst"])
+    async with app.run_test(size=(120, 40)) as pilot:
+        await indexed(pilot, app)
+        assert app.set_filter("multifd")
+        table = app.query_one(RecordTable)
+        r = app.index.rows()
+        assert table.item_count() == int(np.count_nonzero(r.flags == 0x408)) > 0
+        app.go_to(app.index.count - 1)
+        await pilot.pause()
+        assert int(app.query_one(Legend).counts[PageState.NEVER]) == 0
+        assert int(app.query_one(Legend).counts[PageState.MULTIFD]) > 0

@@ -13,7 +13,7 @@ from migstream.tui.app import MigstreamApp
 async def _indexed(pilot):
     app = pilot.app
     for _ in range(500):
-        if app.index.complete:
+        if app.indexed:
             break
         await pilot.pause(0.02)
     await pilot.pause()

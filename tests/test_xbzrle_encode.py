@@ -279,7 +279,7 @@ def test_agrees_with_the_c_transcription(c_encoder):
     assert borders > 1000  # the overflow side was exercised
 
 
-@pytest.mark.parametrize("name", ["x86-xbzrle", "x86-xbzrle-deltas"])
+@pytest.mark.parametrize("name", ["x86-xbzrle", "x86-xbzrle-deltas", "x86-xbzrle-aging"])
 def test_c_transcription_agrees_on_the_qemu_captures(c_encoder, name):
     """The C transcription itself reproduces QEMU's records (it is a faithful oracle)."""
     for c in page_changes(name, {int(RamFlag.XBZRLE)}):

@@ -114,3 +114,27 @@ def test_bad_arguments():
         PageCompressor(0, 1)
     with pytest.raises(ValueError):
         PageCompressor(1, 10)
+
+
+def test_zlib_compress_releases_the_gil():
+    """What PageCompressor's parallelism rests on: while one thread is inside
+    zlib.compress, another thread keeps running Python code.  (A call holding
+    the GIL would let the main thread run a handful of iterations at most.)"""
+    import threading
+
+    data = np.random.default_rng(0).integers(0, 16, 1 << 20, np.uint8).tobytes()
+    started, finished = threading.Event(), threading.Event()
+
+    def work():
+        started.set()
+        zlib.compress(data, 9)
+        finished.set()
+
+    t = threading.Thread(target=work)
+    t.start()
+    started.wait()
+    spins = 0
+    while not finished.is_set():
+        spins += 1
+    t.join()
+    assert spins > 1000, spins

@@ -10,11 +10,14 @@ the first batch on.
 from __future__ import annotations
 
 import os
+import sys
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from rich.text import Text
 from textual import on, work
+from textual.worker import get_current_worker
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -36,6 +39,7 @@ from .timeline import BlockList, PageHistory, Timeline, human
 _CONTINUE = int(RamFlag.CONTINUE)
 SPEEDS = [1, 5, 20, 100, 500, 2000, 10000, 100000]  # rows per second
 TICK = 0.1
+SCAN_PAUSE = 0.03  # seconds the scan sleeps after each batch
 
 
 @dataclass
@@ -109,10 +113,11 @@ class MigstreamApp(App):
         Binding("t", "tab('timeline')", "Timeline", show=False),
     ]
 
-    def __init__(self, path: str, *, index: StreamIndex | None = None, scan_budget: float = 0.1) -> None:
+    def __init__(self, path: str, *, index: StreamIndex | None = None, scan_budget: float = 0.1,
+                 channels=()) -> None:
         super().__init__()
         self.path = path
-        self.index = index if index is not None else StreamIndex(path)
+        self.index = index if index is not None else StreamIndex(path, channels=channels)
         self.scan_budget = scan_budget
         self.cursor_row = 0
         self.step_from = 0
@@ -127,6 +132,7 @@ class MigstreamApp(App):
         self._first_blocks = False
         self.first_screen_at: float | None = None
         self._shown: dict[str, tuple] = {}
+        self.indexed = False  # the UI has taken in the complete index
 
     # --- layout ----------------------------------------------------------------------
 
@@ -154,16 +160,20 @@ class MigstreamApp(App):
         yield Footer()
 
     def on_mount(self) -> None:
+        # The scan thread is pure Python: with the default 5 ms switch interval the
+        # UI thread waits up to 5 ms for the GIL after every await; 0.5 ms keeps
+        # it responsive while a big stream is indexed.
+        sys.setswitchinterval(0.0005)
         self.title = f"migstream · {os.path.basename(self.path)}"
         self.table.focus()
-        self.scan()
         self._refresh_summary()
-        self.call_after_refresh(self._mark_first_screen)
+        # Start indexing once the (empty) screen is up: the scan thread would
+        # otherwise compete for the GIL with Textual's start-up.
+        self.call_after_refresh(self.scan)
 
     def _mark_first_screen(self) -> None:
-        import time
-
-        self.first_screen_at = time.monotonic()
+        if self.first_screen_at is None:
+            self.first_screen_at = time.perf_counter()
 
     def _set(self, selector: str, text: Text) -> None:
         """Show ``text`` in a TextLine, repainting only when it changed."""
@@ -180,10 +190,19 @@ class MigstreamApp(App):
 
     @work(thread=True, exclusive=True, group="scan")
     def scan(self) -> None:
+        worker = get_current_worker()
         for progress in self.index.scan(self.scan_budget):
+            if worker.is_cancelled:  # the app is closing
+                self.index.cancel()
+                break
             self.post_message(IndexProgress(progress))
+            # Leave the UI thread the GIL for a moment after every batch, so that
+            # it stays responsive while a big stream is indexed.
+            time.sleep(SCAN_PAUSE)
 
     def on_index_progress(self, message: IndexProgress) -> None:
+        if not self.screen.is_mounted or not self.query("#records"):
+            return  # a batch that arrives while the app closes
         ix = self.index
         if self.filter.active:
             self._apply_filter()
@@ -199,6 +218,11 @@ class MigstreamApp(App):
         self._refresh_summary()
         if message.progress.complete or self.cursor_row >= ix.count - 1 or ix.count < 200:
             self.refresh_views(scroll=False)
+        if message.progress.complete:
+            self.indexed = True
+        if self.first_screen_at is None and ix.count:
+            # Runs once the screen with the first rows has been painted.
+            self.call_after_refresh(self._mark_first_screen)
 
     def _update_sparkline(self) -> None:
         ix = self.index

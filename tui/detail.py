@@ -5,8 +5,10 @@ the delta's runs laid over the page (old bytes against new bytes)."""
 from __future__ import annotations
 
 from rich.text import Text
-from textual.containers import VerticalScroll
-from textual.widgets import Static
+from textual.cache import LRUCache
+from textual.geometry import Size
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
 
 from migstream.decoder import inflate_page
 from migstream.events import flag_names
@@ -31,58 +33,92 @@ HEX_LIMIT = 64 << 10  # bytes dumped at most
 _CONTINUE = int(RamFlag.CONTINUE)
 
 
+def _hex_line(base: int, line: bytes) -> str:
+    cells = [f"{b:02x}" for b in line] + ["  "] * (16 - len(line))
+    ascii_ = "".join(chr(b) if 32 <= b < 127 else "." for b in line)
+    return f"{base:08x}  {' '.join(cells[:8])}  {' '.join(cells[8:])}  |{ascii_}|\n"
+
+
+def _hex_col(i: int) -> int:
+    """Column of byte i's two hex digits in a _hex_line."""
+    return 10 + 3 * i + (1 if i >= 8 else 0)
+
+
 def hexdump(data: bytes, base: int = 0, *, highlight: set[int] | None = None, style: str = "bold reverse",
             squeeze: bool = True) -> Text:
     """``hexdump -C`` style, identical lines folded into ``*``; bytes at offsets in
-    ``highlight`` styled."""
+    ``highlight`` styled.  One string per line (styles as spans): a 4 KiB page is
+    256 appends, not 4096."""
     text = Text()
     prev = None
     folded = False
     for at in range(0, len(data), 16):
         line = data[at:at + 16]
-        hit = highlight is not None and any(at + i in highlight for i in range(len(line)))
-        if squeeze and line == prev and not hit and at + 16 < len(data):
+        marked = [i for i in range(len(line)) if at + i in highlight] if highlight else []
+        if squeeze and line == prev and not marked and at + 16 < len(data):
             if not folded:
                 text.append("*\n", style="dim")
                 folded = True
             continue
         folded = False
         prev = line
-        text.append(f"{base + at:08x}  ", style="dim")
-        for i in range(16):
-            if i < len(line):
-                st = style if highlight and at + i in highlight else ""
-                text.append(f"{line[i]:02x}", style=st)
-            else:
-                text.append("  ")
-            text.append("  " if i == 7 else " ")
-        text.append(" |")
-        for i, b in enumerate(line):
-            ch = chr(b) if 32 <= b < 127 else "."
-            text.append(ch, style=style if highlight and at + i in highlight else "")
-        text.append("|\n")
+        start = len(text)
+        text.append(_hex_line(base + at, line))
+        text.stylize("dim", start, start + 10)  # address and its gap: one segment
+        for i in marked:
+            col = start + _hex_col(i)
+            text.stylize(style, col, col + 2)
+            asc = start + _hex_col(15) + 2 + 3 + i
+            text.stylize(style, asc, asc + 1)
     return text
 
 
-class DetailPane(VerticalScroll):
+class DetailPane(ScrollView, can_focus=True):
+    """The description of one record as lines of text, Line API: a 4 KiB page's
+    hex dumps are built once per record and only visible lines are rendered."""
+
     def __init__(self, index: StreamIndex, **kw) -> None:
         super().__init__(**kw)
         self.index = index
-        self.body = Static("", id="detail-body")
+        self.lines: list[Text] = []
+        self._strips: LRUCache[tuple, Strip] = LRUCache(256)
+        self._version = 0
 
-    def compose(self):
-        yield self.body
+    @property
+    def text(self) -> Text:
+        """Everything shown, as one Text (for tests and copying)."""
+        return Text("\n").join(self.lines)
 
     def show(self, row: int | None) -> None:
         if row is None or row >= self.index.count:
-            self.body.update("")
-            return
-        try:
-            text = self.describe(row)
-        except Exception as exc:  # a record that cannot be read back: say so, don't crash the UI
-            text = Text(f"cannot show row {row}: {exc}", style="bold red")
-        self.body.update(text)
-        self.scroll_home(animate=False)
+            text = Text("")
+        else:
+            try:
+                text = self.describe(row)
+            except Exception as exc:  # a record that cannot be read back: say so, don't crash the UI
+                text = Text(f"cannot show row {row}: {exc}", style="bold red")
+        self.lines = text.split("\n")
+        self._version += 1
+        width = max((line.cell_len for line in self.lines), default=0)
+        self.virtual_size = Size(width, len(self.lines))
+        self.scroll_to(0, 0, animate=False, immediate=True)
+        self.refresh()
+
+    def render_line(self, y: int) -> Strip:
+        width = self.scrollable_content_region.width
+        index = int(self.scroll_y) + y
+        x = int(self.scroll_x)
+        key = (self._version, index, x, width)
+        strip = self._strips.get(key)
+        if strip is None:
+            base = self.rich_style
+            if index >= len(self.lines):
+                strip = Strip.blank(width, base)
+            else:
+                segments = list(self.lines[index].render(self.app.console))
+                strip = Strip(segments).apply_style(base).crop_extend(x, x + width, base)
+            self._strips[key] = strip
+        return strip
 
     def describe(self, row: int) -> Text:
         ix = self.index
@@ -98,7 +134,7 @@ class DetailPane(VerticalScroll):
         if d.kind in (RowKind.PAGE, RowKind.MARKER, RowKind.MEM_SIZE):
             self._ram(text, d)
         else:
-            text.append(f"{d.kind.name.lower()}: {d.description}\n")
+            text.append(f"{d.description or d.kind.name.lower()}\n")
             text.append("header\n", style="bold underline")
             text.append_text(hexdump(d.header, d.offset, squeeze=False))
             if d.payload:
@@ -108,6 +144,12 @@ class DetailPane(VerticalScroll):
 
     def _ram(self, text: Text, d: RecordDetail) -> None:
         ix = self.index
+        if d.multifd is not None:
+            text.append(f"block {d.block!r}, page {d.addr // (ix.page_size or 4096)} at offset {d.addr:#x}\n")
+            text.append(d.description + "\n")
+            text.append("(the page itself is in the channel file; `migstream records --channel` lists the packets)\n",
+                        style="dim")
+            return
         value = int.from_bytes(d.header[:8], "big")
         text.append(f"be64 header {value:#018x} = ")
         text.append(f"address {value & ~((ix.page_size or 4096) - 1):#x}", style="bold")
@@ -124,7 +166,13 @@ class DetailPane(VerticalScroll):
         kind = d.flags & ~_CONTINUE
         text.append("header bytes\n", style="bold underline")
         text.append_text(hexdump(d.header, d.offset, squeeze=False))
-        if kind == RamFlag.ZERO:
+        if d.kind == RowKind.MEM_SIZE:
+            text.append("RAM blocks (idstr, used_length)\n", style="bold underline")
+            for blk in ix.blocks:
+                text.append(f"  {blk.name:<28} {blk.used_length:#12x}  {blk.pages} pages\n")
+            text.append("payload\n", style="bold underline")
+            text.append_text(hexdump(d.payload[:HEX_LIMIT], d.offset + len(d.header)))
+        elif kind == RamFlag.ZERO:
             text.append(f"payload: fill byte {d.fill:#04x}\n")
         elif kind == RamFlag.PAGE:
             text.append("payload: the page\n", style="bold underline")
@@ -160,14 +208,16 @@ class DetailPane(VerticalScroll):
         old = ix.page_content(d.row, before=True)
         new = ix.page_content(d.row)
         text.append("runs (page offset: old bytes -> new bytes)\n", style="bold underline")
-        for at, n, _ in runs[:256]:
+        shown = runs[:256]
+        width = min(49, max((3 * n - 1 for _, n, _ in shown), default=0))
+        for at, n, _ in shown:
             o = old[at:at + n].hex(" ") if old is not None else "?"
             w = new[at:at + n].hex(" ") if new is not None else "?"
             if n > 16:
                 o = o[:47] + " …"
                 w = w[:47] + " …"
             text.append(f"  {at:#06x} +{n:<4} ")
-            text.append(f"{o:<49}", style="red")
+            text.append(f"{o:<{width}}", style="red")
             text.append(" -> ")
             text.append(w + "\n", style="green")
         if old is None or new is None:

@@ -69,6 +69,8 @@ class LineList(ScrollView, can_focus=True):
         self.cursor = index
         if scroll:
             self._scroll_to_cursor()
+            # Again once the layout has settled (the height may still change).
+            self.call_after_refresh(self._scroll_to_cursor)
         self.refresh()
         if notify and n:
             self.post_message(self.Selected(self, index))

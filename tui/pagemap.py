@@ -245,13 +245,18 @@ class Legend(Widget):
         super().__init__(**kw)
         self.counts = np.zeros(len(PageState), np.int64)
         self.note = ""
+        self._lines = 0
 
     def show(self, counts: np.ndarray, note: str) -> None:
         self.counts = counts
         self.note = note
-        self.refresh()
+        lines = len(self.render().plain.splitlines())
+        # A layout pass only when the legend needs a different number of lines.
+        self.refresh(layout=lines != self._lines)
+        self._lines = lines
 
     def on_resize(self) -> None:
+        self._lines = len(self.render().plain.splitlines())
         self.refresh(layout=True)
 
     def render(self) -> Text:

@@ -7,24 +7,25 @@ from rich.text import Text
 from textual.cache import LRUCache
 
 from migstream.events import flag_names
-from migstream.index import RowKind, StreamIndex, command_name
+from migstream.index import MULTIFD_ROW, RowKind, StreamIndex, command_name
 from migstream.grammar import RamFlag, SectionType
 
 from .linelist import LineList
 
 _CONTINUE = int(RamFlag.CONTINUE)
 ENCODING = {int(RamFlag.ZERO): "zero", int(RamFlag.PAGE): "raw", int(RamFlag.XBZRLE): "xbzrle",
-            int(RamFlag.COMPRESS_PAGE): "compr"}
+            int(RamFlag.COMPRESS_PAGE): "compr", MULTIFD_ROW | int(RamFlag.PAGE): "multifd",
+            MULTIFD_ROW | int(RamFlag.ZERO): "zero"}
 #: The record filter's vocabulary: word -> RAM record kind.
 KIND_WORDS = {"zero": RamFlag.ZERO, "page": RamFlag.PAGE, "raw": RamFlag.PAGE, "xbzrle": RamFlag.XBZRLE,
               "compress": RamFlag.COMPRESS_PAGE, "compressed": RamFlag.COMPRESS_PAGE,
               "compress_page": RamFlag.COMPRESS_PAGE, "eos": RamFlag.EOS, "mem_size": RamFlag.MEM_SIZE,
               "multifd_flush": RamFlag.MULTIFD_FLUSH, "flush": RamFlag.MULTIFD_FLUSH, "hook": RamFlag.HOOK,
-              "continue": RamFlag.CONTINUE}
+              "continue": RamFlag.CONTINUE, "multifd": MULTIFD_ROW | RamFlag.PAGE}
 
 #: (title, width) in order of importance; columns that do not fit are dropped.
 COLUMNS = [("offset", 10), ("flags", 18), ("page off", 10), ("sect", 4), ("block", 10), ("size", 5),
-           ("enc", 6)]
+           ("enc", 7)]
 ORDER = ["offset", "sect", "block", "page off", "flags", "enc", "size"]
 
 
@@ -43,7 +44,7 @@ class RecordTable(LineList):
 
     COMPONENT_CLASSES = LineList.COMPONENT_CLASSES | {
         "records--section", "records--marker", "records--zero", "records--raw", "records--xbzrle",
-        "records--compressed", "records--other"}
+        "records--compressed", "records--multifd", "records--other"}
 
     def __init__(self, index: StreamIndex, **kw) -> None:
         super().__init__(**kw)
@@ -112,12 +113,13 @@ class RecordTable(LineList):
             bi = int(r.block[row])
             cells["block"] = ix.blocks[bi].name if 0 <= bi < len(ix.blocks) else "?"
             cells["page off"] = f"{int(r.page[row]) * (ix.page_size or 4096):#x}"
-            cells["flags"] = flag_names(flags)
+            cells["flags"] = flag_names(flags) if not flags & MULTIFD_ROW else (
+                "multifd page" if flags & RamFlag.PAGE else "multifd zero")
             enc = ENCODING.get(flags & ~_CONTINUE, "?")
             cells["enc"] = enc
             cells["size"] = str(self.payload_size(row))
             style = {"zero": "records--zero", "raw": "records--raw", "xbzrle": "records--xbzrle",
-                     "compr": "records--compressed"}.get(enc, style)
+                     "compr": "records--compressed", "multifd": "records--multifd"}.get(enc, style)
         elif kind in (RowKind.MARKER, RowKind.MEM_SIZE):
             cells["flags"] = flag_names(flags)
             style = "records--marker"

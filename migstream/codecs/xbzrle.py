@@ -68,7 +68,7 @@ ULEB128_SMALL_MAX = 0x3FFF
 # Up to this many runs a Python loop over slices is cheaper than the numpy scatter,
 # and up to this many changed bytes grouping them into runs in Python is cheaper
 # than numpy calls.
-_FEW_RUNS = 16
+_FEW_RUNS = 96
 _FEW_CHANGED = 48
 
 _ULEB1 = [bytes([v]) for v in range(0x80)]
