@@ -2,8 +2,9 @@
 QEMU 10.0 (`-incoming defer`, capability mapped-ram, `migrate-incoming file:PATH`).
 
 QEMU 10 is the one samples/get_qemu10.sh unpacks (default /var/tmp/qemu10, or
-$MIGSTREAM_QEMU10); .ci/run fetches it.  Without it these tests fail: a skip would
-hide that mapped-ram output is not checked against QEMU.
+$MIGSTREAM_QEMU10); tests/setup-debian.sh (README's test command, .ci/run) fetches
+it.  Without it these tests fail: a skip would hide that mapped-ram output is not
+checked against QEMU.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ def qemu10(tmp_path_factory) -> str:
     """A wrapper that starts QEMU 10 like any binary (modules and firmware paths)."""
     binary = QEMU10 / "usr/bin/qemu-system-x86_64"
     if not os.access(binary, os.X_OK):
-        pytest.fail(f"QEMU 10 not found at {binary}: run samples/get_qemu10.sh (.ci/run does)")
+        pytest.fail(f"QEMU 10 not found at {binary}: run tests/setup-debian.sh or samples/get_qemu10.sh")
     path = tmp_path_factory.mktemp("qemu10") / "qemu10-system-x86_64"
     path.write_text("#!/bin/sh\n"
                     f"QEMU_MODULE_DIR={QEMU10}/usr/lib/x86_64-linux-gnu/qemu "
