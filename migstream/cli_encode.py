@@ -66,7 +66,26 @@ def _print_stats(doc: dict, out) -> None:
         c = doc["compression"]
         lines.append(f"compression      pages {c['pages']:,}, compressed-size {c['compressed-size']:,}, "
                      f"rate {c['compression-rate']:.2f}")
+    if "mapped-ram" in doc:
+        f = doc["mapped-ram"]
+        lines.append(f"mapped-ram file  {f['file-bytes']:,} bytes, {f['allocated-bytes']:,} bytes allocated (sparse)")
     print("\n".join(lines), file=out)
+
+
+def check_mapped_ram_options(output: str, xbzrle_cache: int, compress_threads: int) -> None:
+    """What QEMU refuses with mapped-ram (migration/options.c migrate_caps_check),
+    and the output a file: URI needs."""
+    if output == "-":
+        raise UsageError("--mapped-ram writes pages at fixed file offsets: give a regular file with -o, not -")
+    if xbzrle_cache:
+        raise UsageError("--mapped-ram excludes --xbzrle-cache (QEMU: mapped-ram is incompatible with xbzrle)")
+    if compress_threads:
+        raise UsageError("--mapped-ram excludes --compress-threads (QEMU: mapped-ram is incompatible with compression)")
+
+
+def file_allocation(path: str) -> dict:
+    st = os.stat(path)
+    return {"file-bytes": st.st_size, "allocated-bytes": st.st_blocks * 512}
 
 
 @app.command()
@@ -89,6 +108,7 @@ def encode(
     stats_json: Annotated[Optional[Path], typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")] = False,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")] = None,
+    mapped_ram: Annotated[bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram): pages at fixed offsets, zero pages left as holes.")] = False,
 ) -> None:
     """Encode memory images into a migration stream that QEMU loads with -incoming."""
 
@@ -96,6 +116,8 @@ def encode(
         if compress_threads < 0:
             raise UsageError("--compress-threads must be >= 0")
         cache = parse_size(xbzrle_cache) if xbzrle_cache is not None else 0
+        if mapped_ram:
+            check_mapped_ram_options(output, cache, compress_threads)
         images = []
         tmp = None
         fd = None
@@ -118,13 +140,18 @@ def encode(
                 # never leaves a file that looks like a complete stream.
                 tmp = f"{output}.tmp"
                 fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            sink = FdSink(fd)
-            try:
-                stats = encode_stream(images, sink, xbzrle_cache_size=cache, compress_threads=compress_threads,
-                                      compress_level=compress_level, template=tpl, final_in_end=final_in_end,
-                                      progress=prog)
-            finally:
-                sink.close()
+            if mapped_ram:
+                from .mappedram_writer import encode_mapped_ram
+
+                stats = encode_mapped_ram(images, fd, template=tpl, progress=prog)
+            else:
+                sink = FdSink(fd)
+                try:
+                    stats = encode_stream(images, sink, xbzrle_cache_size=cache, compress_threads=compress_threads,
+                                          compress_level=compress_level, template=tpl, final_in_end=final_in_end,
+                                          progress=prog)
+                finally:
+                    sink.close()
             if tmp is not None:
                 os.close(fd)
                 fd = None
@@ -142,6 +169,8 @@ def encode(
             for img in images:
                 img.close()
         doc = stats.as_dict()
+        if mapped_ram:
+            doc["mapped-ram"] = file_allocation(output)
         if stats_json:
             stats_json.write_text(json.dumps(doc, indent=2) + "\n")
         out = sys.stderr if output == "-" else sys.stdout

@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli import _run, app
-from .cli_encode import _EncodeProgress, _print_stats, parse_size
+from .cli_encode import _EncodeProgress, _print_stats, check_mapped_ram_options, file_allocation, parse_size
 from .errors import UsageError
 
 InArg = Annotated[str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")]
@@ -27,7 +27,7 @@ StatsOpt = Annotated[Optional[Path], typer.Option("--stats-json", metavar="FILE"
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")]
 ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
 PlainOpt = Annotated[bool, typer.Option("--plain", help="ZERO and PAGE records only (the default).")]
-MappedOpt = Annotated[bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9+); not available yet.")]
+MappedOpt = Annotated[bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram).")]
 
 
 @contextmanager
@@ -59,26 +59,31 @@ def _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_thre
         from .encoder import FdSink  # engine imported on use: the CLI starts faster
         from .rewrite import transcode
 
-        if mapped_ram:
-            raise UsageError("--mapped-ram output is not implemented yet (the encoder writes precopy streams)")
         if plain and (xbzrle_cache or compress_threads):
             raise UsageError("--plain excludes --xbzrle-cache and --compress-threads")
+        if plain and mapped_ram:
+            raise UsageError("--plain excludes --mapped-ram")
         if compress_threads < 0:
             raise UsageError("--compress-threads must be >= 0")
         cache = parse_size(xbzrle_cache) if xbzrle_cache is not None else 0
+        if mapped_ram:
+            check_mapped_ram_options(output, cache, compress_threads)
         prog = _EncodeProgress(progress)
         try:
             with output_fd(output) as fd:
-                sink = FdSink(fd)
+                sink = fd if mapped_ram else FdSink(fd)
                 try:
                     stats = transcode(stream, sink, patches=patches, channels=channel or None,
                                       xbzrle_cache_size=cache, compress_threads=compress_threads,
-                                      compress_level=compress_level, progress=prog)
+                                      compress_level=compress_level, progress=prog, mapped_ram=mapped_ram)
                 finally:
-                    sink.close()
+                    if not mapped_ram:
+                        sink.close()
         finally:
             prog.done()
         doc = stats.as_dict()
+        if mapped_ram:
+            doc["mapped-ram"] = file_allocation(output)
         if stats_json:
             stats_json.write_text(json.dumps(doc, indent=2) + "\n")
         out = sys.stderr if output == "-" else sys.stdout

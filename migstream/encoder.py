@@ -365,7 +365,7 @@ class Encoder:
         w = self.sink.write
         w(writer.file_header())
         if self.template is not None and self.template.configuration:
-            w(self.template.configuration)
+            w(_without_mapped_ram(self.template.configuration))
         else:
             w(writer.configuration(self.machine, target_page_bits=_target_page_bits_for(self)))
         if self.template is not None:
@@ -727,6 +727,19 @@ def _target_page_bits_for(enc: Encoder) -> int | None:
     if arch in ("aarch64", "arm"):
         return enc.page_size.bit_length() - 1
     return None
+
+
+def _without_mapped_ram(config: bytes) -> bytes:
+    """A template's configuration for a stream that is not mapped-ram: a mapped-ram
+    capture announces the capability, which the destination would then demand."""
+    try:
+        cfg = writer.parse_configuration(config)
+    except ValueError:
+        return config
+    if "mapped-ram" not in cfg["capabilities"]:
+        return config
+    cfg["capabilities"] = [c for c in cfg["capabilities"] if c != "mapped-ram"]
+    return writer.configuration(**cfg)
 
 
 def _layout_str(layout) -> str:

@@ -19,6 +19,7 @@ from typing import Callable
 from .encoder import RamStats, encode_stream
 from .errors import UsageError
 from .extract import extract
+from .mappedram_writer import encode_mapped_ram
 from .memimage import MemoryImage
 from .template import StreamTemplate
 
@@ -91,8 +92,10 @@ def _extract_checked(stream: str, out: str, channels, until=None) -> dict:
 
 def transcode(stream: str, sink, *, patches: list[Patch] = (), channels: list[str] | None = None,
               xbzrle_cache_size: int = 0, compress_threads: int = 0, compress_level: int = 1,
-              workdir: str | None = None, progress: Callable[[int, int], None] | None = None) -> RamStats:
-    """Re-encode ``stream`` into ``sink`` (an encoder sink).  Returns the accounting."""
+              workdir: str | None = None, progress: Callable[[int, int], None] | None = None,
+              mapped_ram: bool = False) -> RamStats:
+    """Re-encode ``stream`` into ``sink`` (an encoder sink; with ``mapped_ram`` the
+    file descriptor of a regular file, see mappedram_writer).  Returns the accounting."""
     if stream == "-":
         raise UsageError("the input must be a file: it is read twice (memory, then device state)")
     template = StreamTemplate.load(stream)
@@ -110,6 +113,8 @@ def transcode(stream: str, sink, *, patches: list[Patch] = (), channels: list[st
         dirs.append(final)
         images = [MemoryImage.from_directory(d) for d in dirs]
         try:
+            if mapped_ram:
+                return encode_mapped_ram(images, sink, template=template, progress=progress)
             return encode_stream(images, sink, xbzrle_cache_size=xbzrle_cache_size,
                                  compress_threads=compress_threads, compress_level=compress_level,
                                  template=template, progress=progress)

@@ -53,6 +53,10 @@ class StreamTemplate:
     after_ram: list[bytes] = field(default_factory=list)
     vmdescription: bytes = b""
     device_sections: int = 0
+    #: The capture carried MIG_CMD_SWITCHOVER_START (QEMU 10.0+ machine types send
+    #: it before the RAM END section); dropped like every command, but writers that
+    #: mimic QEMU 10 byte for byte (mappedram_writer) put it back.
+    switchover_start: bool = False
 
     @classmethod
     def load(cls, path: str) -> "StreamTemplate":
@@ -73,6 +77,7 @@ def _load(path: str) -> StreamTemplate:
     page_size = None
     saw_eof = False
     packages = 0  # PACKAGED nesting at the current event
+    switchover_start = False
     with StreamSource(path) as source:
         dec = open_decoder(source)
         for ev in iter_events(source, dec):
@@ -94,6 +99,7 @@ def _load(path: str) -> StreamTemplate:
                 starts.append((ev.offset, role, ev))
             elif t is CommandEvent:
                 packages += ev.cmd == Command.PACKAGED
+                switchover_start |= ev.cmd == Command.SWITCHOVER_START
                 starts.append((ev.offset, "command", ev))
             elif t is PackageEnd:
                 packages -= 1
@@ -120,7 +126,8 @@ def _load(path: str) -> StreamTemplate:
         ranges.append((off, stop, role, ev))
 
     # Which ranges go where.
-    tpl = StreamTemplate(path, machine, page_size or 4096, ram_sid, ram_blocks)
+    tpl = StreamTemplate(path, machine, page_size or 4096, ram_sid, ram_blocks,
+                         switchover_start=switchover_start)
     wanted: list[tuple[int, int, str]] = []  # (start, stop, bucket)
     phase = "before"
     for off, stop, role, ev in ranges:

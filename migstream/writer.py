@@ -30,6 +30,27 @@ def configuration(machine: str, *, target_page_bits: int | None = None, capabili
     return bytes([ST.CONFIGURATION]) + g.Configuration.build({"machine": machine, "subsections": subs})
 
 
+def parse_configuration(element: bytes) -> dict:
+    """The keyword arguments of ``configuration()`` that re-build a CONFIGURATION
+    element (as copied from a capture): machine, target_page_bits, capabilities,
+    uuid.  Raises ValueError when it does not parse (e.g. an unknown subsection)."""
+    if not element or element[0] != ST.CONFIGURATION:
+        raise ValueError("not a QEMU_VM_CONFIGURATION element")
+    try:
+        cfg = g.Configuration.parse(element[1:])
+    except Exception as exc:  # construct's errors
+        raise ValueError(str(exc)) from None
+    out = {"machine": cfg.machine, "target_page_bits": None, "capabilities": [], "uuid": None}
+    for sub in cfg.subsections:
+        if sub.name == "configuration/target-page-bits":
+            out["target_page_bits"] = sub.body.target_page_bits
+        elif sub.name == "configuration/capabilities":
+            out["capabilities"] = list(sub.body.capabilities)
+        elif sub.name == "configuration/uuid":
+            out["uuid"] = bytes(sub.body.uuid)
+    return out
+
+
 def section_start(section_id: int, idstr: str, instance_id: int = 0, version_id: int = 4,
                   full: bool = False) -> bytes:
     typ = ST.FULL if full else ST.START

@@ -111,7 +111,6 @@ def test_rewrite_errors(tmp_path):
         (["--patch-hex", "pc.ram:zz=00"], "is not a number"),
         (["--patch", "pc.ram:0=/nonexistent"], "cannot read /nonexistent"),
         ([], "nothing to patch"),
-        (["--patch-hex", "pc.ram:0=00", "--mapped-ram"], "not implemented yet"),
     ]
     for args, message in cases:
         out = tmp_path / "x.mig"
