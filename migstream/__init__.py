@@ -22,9 +22,25 @@ from .events import (
     flag_names,
 )
 from .grammar import Command, RamFlag, SectionType
-from .encoder import BytesSink, Encoder, FdSink, RamStats, encode_stream
-from .memimage import MemoryImage, RamBlockImage
-from .template import StreamTemplate
+
+# The encoding side is imported on first use (PEP 562), so that decoding front ends
+# start without it.
+_LAZY = {
+    "BytesSink": "encoder", "Encoder": "encoder", "FdSink": "encoder", "RamStats": "encoder",
+    "encode_stream": "encoder", "MemoryImage": "memimage", "RamBlockImage": "memimage",
+    "StreamTemplate": "template",
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'migstream' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "StreamDecoder", "NEED_DATA", "MigstreamError", "StreamError", "TruncatedStream", "UsageError",

@@ -13,10 +13,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli import _run, app
-from .encoder import FdSink, encode_stream
 from .errors import UsageError
-from .memimage import MemoryImage
-from .template import StreamTemplate
 
 
 def parse_size(text: str) -> int:
@@ -113,6 +110,11 @@ def encode(
     """Encode memory images into a migration stream that QEMU loads with -incoming."""
 
     def go():
+        # The engine is imported on use: every other command starts faster without it.
+        from .encoder import FdSink, encode_stream
+        from .memimage import MemoryImage
+        from .template import StreamTemplate
+
         if compress_threads < 0:
             raise UsageError("--compress-threads must be >= 0")
         cache = parse_size(xbzrle_cache) if xbzrle_cache is not None else 0

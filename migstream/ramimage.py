@@ -3,9 +3,8 @@
 This is the one place where a page is applied (ram_load_precopy semantics):
 ZERO fills the page with its byte, PAGE copies it, XBZRLE patches the current
 content in place, COMPRESS_PAGE inflates one zlib stream.  Files are written with
-pwritev on a background thread (``BlockWriter``), never mapped, so memory use does
-not grow with the guest and the kernel's copies overlap with decoding; pages never
-sent stay holes.
+batched pwritev (``BlockWriter``), never mapped, so memory use does not grow with
+the guest; pages never sent stay holes.
 """
 
 from __future__ import annotations
