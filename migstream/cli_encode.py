@@ -46,6 +46,21 @@ class _EncodeProgress:
             sys.stderr.flush()
 
 
+def report_stats(stats, output: str, *, mapped_ram: bool, stats_json, json_out: bool) -> None:
+    """The accounting at the end of a run: --stats-json file, then JSON or text on
+    stdout (stderr when the stream itself went to stdout)."""
+    doc = stats.as_dict()
+    if mapped_ram:
+        doc["mapped-ram"] = file_allocation(output)
+    if stats_json:
+        stats_json.write_text(json.dumps(doc, indent=2) + "\n")
+    out = sys.stderr if output == "-" else sys.stdout
+    if json_out:
+        print(json.dumps(doc, indent=2), file=out)
+    else:
+        _print_stats(doc, out)
+
+
 def _print_stats(doc: dict, out) -> None:
     ram = doc["ram"]
     lines = [
@@ -170,15 +185,6 @@ def encode(
                     pass
             for img in images:
                 img.close()
-        doc = stats.as_dict()
-        if mapped_ram:
-            doc["mapped-ram"] = file_allocation(output)
-        if stats_json:
-            stats_json.write_text(json.dumps(doc, indent=2) + "\n")
-        out = sys.stderr if output == "-" else sys.stdout
-        if json_out:
-            print(json.dumps(doc, indent=2), file=out)
-        else:
-            _print_stats(doc, out)
+        report_stats(stats, output, mapped_ram=mapped_ram, stats_json=stats_json, json_out=json_out)
 
     _run(go)

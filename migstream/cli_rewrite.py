@@ -3,7 +3,6 @@ own device state, memory re-encoded (and patched)."""
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from contextlib import contextmanager
@@ -13,7 +12,7 @@ from typing import Annotated, Optional
 import typer
 
 from .cli import _run, app
-from .cli_encode import _EncodeProgress, _print_stats, check_mapped_ram_options, file_allocation, parse_size
+from .cli_encode import _EncodeProgress, check_mapped_ram_options, parse_size, report_stats
 from .errors import UsageError
 
 InArg = Annotated[str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")]
@@ -81,16 +80,7 @@ def _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_thre
                         sink.close()
         finally:
             prog.done()
-        doc = stats.as_dict()
-        if mapped_ram:
-            doc["mapped-ram"] = file_allocation(output)
-        if stats_json:
-            stats_json.write_text(json.dumps(doc, indent=2) + "\n")
-        out = sys.stderr if output == "-" else sys.stdout
-        if json_out:
-            print(json.dumps(doc, indent=2), file=out)
-        else:
-            _print_stats(doc, out)
+        report_stats(stats, output, mapped_ram=mapped_ram, stats_json=stats_json, json_out=json_out)
 
     _run(go)
 

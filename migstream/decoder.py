@@ -753,7 +753,6 @@ class StreamDecoder:
         end = len(buf)
         ps = self.page_size
         sizes = {_PAGE: 8 + ps, _ZERO: 9}
-        left = end - pos
         info = self.blocks.get(block)
         cap = ((info.used_length if info is not None else MAX_BLOCK_LENGTH) - addr) // ps
         unpack = RAM_HEADER.unpack_from

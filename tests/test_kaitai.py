@@ -11,7 +11,6 @@ import shutil
 import subprocess
 import tempfile
 import zlib
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st

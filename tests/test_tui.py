@@ -6,13 +6,11 @@ reference construct decoder's record offsets), not from the app's output."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from conftest import SAMPLES
 from migstream.grammar import RamFlag
 from migstream.index import PageState, RowKind
 from migstream.tui.app import MigstreamApp
-from migstream.tui.linelist import LineList
 from migstream.tui.pagemap import Legend, PageMap
 from migstream.tui.records import RecordTable
 from migstream.tui.timeline import PageHistory

@@ -24,7 +24,7 @@ from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
-from textual.widgets import Footer, Sparkline, Static, TabbedContent, TabPane
+from textual.widgets import Footer, Sparkline, TabbedContent, TabPane
 
 from migstream.grammar import RamFlag, SectionType
 from migstream.index import PageState, RowKind, ScanProgress, StreamIndex

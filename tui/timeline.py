@@ -8,7 +8,7 @@ from rich.style import Style
 from rich.text import Text
 
 from migstream.grammar import SectionType
-from migstream.index import ENCODING_OF_STATE, PageState, RowKind, StreamIndex
+from migstream.index import PageState, StreamIndex
 
 from .linelist import LineList
 from .pagemap import STATE_CLASSES
