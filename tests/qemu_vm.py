@@ -6,13 +6,14 @@ outlives a failing test.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from qemuvm import Vm as BaseVm
 
 ROOT = Path(__file__).resolve().parent.parent
 GUEST_ASM = ROOT / "samples" / "guest" / "guest.asm"
@@ -39,56 +40,20 @@ def build_guest(directory: Path) -> Path:
     return img
 
 
-class Vm:
-    """One QEMU with a QMP socket and a serial log."""
+class Vm(BaseVm):
+    """tests/qemuvm.py's Vm for the x86 capture tests: (workdir, tag, args), Path
+    attributes, and the waits those tests use."""
 
     def __init__(self, workdir: Path, tag: str, args: list[str]) -> None:
-        from qemu.qmp.legacy import QEMUMonitorProtocol
-
         self.tag = tag
-        self.qmp_path = str(workdir / f"{tag}.qmp")
-        self.serial = workdir / f"{tag}.serial"
-        self.errlog = workdir / f"{tag}.stderr"
-        cmd = [QEMU, "-accel", "tcg", "-display", "none", "-nodefaults",
-               "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.qmp_path},server=on,wait=off"] + args
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.errlog, "wb"))
-        self.qmp = None
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"{tag}: QEMU exited: {self.errlog.read_text()}")
-                if os.path.exists(self.qmp_path):
-                    try:
-                        q = QEMUMonitorProtocol(self.qmp_path)
-                        q.connect()
-                        self.qmp = q
-                        break
-                    except OSError:
-                        pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{tag}: QMP did not come up")
-                time.sleep(0.05)
-        except BaseException:
-            self.close()
-            raise
-
-    def cmd(self, name: str, **args):
-        r = self.qmp.cmd_raw(name, args or None)
-        if "error" in r:
-            raise RuntimeError(f"{self.tag}: QMP {name} {args}: {r['error']}")
-        return r.get("return")
+        super().__init__(QEMU, args, workdir, tag)
+        self.qmp_path = self.sock
+        self.serial = Path(self.serial)
+        self.errlog = Path(self.errlog)
 
     def caps(self, *names: str) -> None:
         if names:
             self.cmd("migrate-set-capabilities", capabilities=[{"capability": c, "state": True} for c in names])
-
-    def serial_text(self) -> str:
-        try:
-            return self.serial.read_bytes().decode("latin-1")
-        except FileNotFoundError:
-            return ""
 
     def wait_serial(self, needle: str, timeout: float = 30, after: int = 0) -> int:
         """Position just after the first `needle` at or after `after` in the serial log."""
@@ -133,29 +98,6 @@ class Vm:
                 return path.read_bytes()
             time.sleep(0.05)
         raise AssertionError(f"{self.tag}: pmemsave did not write {size} bytes")
-
-    def close(self) -> None:
-        if self.qmp is not None:
-            try:
-                self.qmp.cmd_raw("quit")
-            except Exception:
-                pass
-            try:
-                self.qmp.close()
-            except Exception:
-                pass
-            self.qmp = None
-        try:
-            self.proc.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-    def __enter__(self) -> "Vm":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def guest_args(guest_img: Path, ram_mib: int = 64) -> list[str]:

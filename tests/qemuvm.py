@@ -33,7 +33,8 @@ class Vm:
         cmd = [need(binary), "-accel", "tcg", "-display", "none", "-nodefaults",
                "-serial", f"file:{self.serial}", "-qmp", f"unix:{self.sock},server=on,wait=off"] + args
         self.cmdline = cmd
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.errlog, "wb"))
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                     stderr=open(self.errlog, "wb"))
         self.qmp = None
         try:
             deadline = time.time() + 20
