@@ -311,14 +311,9 @@ class Encoder:
         self.layout = first.block_layout()
         self.stats.total = sum(n for _, n in self.layout)
         self.template = template
+        self.first = first
         if template is not None:
-            if template.machine and template.machine != self.machine:
-                raise UsageError(f"template machine type {template.machine} differs from the image's {self.machine}")
-            if template.page_size != self.page_size:
-                raise UsageError(f"template page size {template.page_size} differs from the image's {self.page_size}")
-            if template.ram_blocks and tuple(template.ram_blocks) != tuple(self.layout):
-                raise UsageError("template RAM blocks differ from the image's: "
-                                 f"{_layout_str(template.ram_blocks)} vs {_layout_str(self.layout)}")
+            template.check_fits(self.machine, self.page_size, self.layout)
         self.section_id = template.ram_section_id if template is not None else (
             ram_section_id if ram_section_id is not None else DEFAULT_RAM_SECTION_ID)
         if self.section_id == 0:
@@ -446,12 +441,7 @@ class Encoder:
             raise RuntimeError(f"Encoder.{what}() called in state {self._state}")
 
     def _check_layout(self, image: MemoryImage) -> None:
-        if image.page_size != self.page_size or image.machine != self.machine:
-            raise UsageError(f"{image.source}: machine {image.machine}/page size {image.page_size} differs from "
-                             f"the first image's {self.machine}/{self.page_size}")
-        if image.block_layout() != self.layout:
-            raise UsageError(f"{image.source}: RAM blocks differ from the first image's: "
-                             f"{_layout_str(image.block_layout())} vs {_layout_str(self.layout)}")
+        image.check_same_vm(self.first)
 
     def _eos(self) -> bytes:
         return RAM_HEADER.pack(_EOS)
@@ -740,10 +730,6 @@ def _without_mapped_ram(config: bytes) -> bytes:
         return config
     cfg["capabilities"] = [c for c in cfg["capabilities"] if c != "mapped-ram"]
     return writer.configuration(**cfg)
-
-
-def _layout_str(layout) -> str:
-    return ", ".join(f"{n}={length:#x}" for n, length in layout)
 
 
 def _zero_mask(data: np.ndarray, pages: np.ndarray, ps: int) -> np.ndarray:

@@ -49,7 +49,7 @@ import numpy as np
 
 from . import grammar as g
 from . import writer
-from .encoder import DEFAULT_RAM_SECTION_ID, RamStats, _layout_str, _target_page_bits_for
+from .encoder import DEFAULT_RAM_SECTION_ID, RamStats, _target_page_bits_for
 from .errors import UsageError
 from .fastpath import RAM_HEADER
 from .memimage import MemoryImage
@@ -150,14 +150,9 @@ class MappedRamWriter:
         self.machine = first.machine
         self.layout = first.block_layout()
         self.template = template
+        self.first = first
         if template is not None:
-            if template.machine and template.machine != self.machine:
-                raise UsageError(f"template machine type {template.machine} differs from the image's {self.machine}")
-            if template.page_size != self.page_size:
-                raise UsageError(f"template page size {template.page_size} differs from the image's {self.page_size}")
-            if template.ram_blocks and tuple(template.ram_blocks) != tuple(self.layout):
-                raise UsageError("template RAM blocks differ from the image's: "
-                                 f"{_layout_str(template.ram_blocks)} vs {_layout_str(self.layout)}")
+            template.check_fits(self.machine, self.page_size, self.layout)
             self.section_id = template.ram_section_id
         else:
             self.section_id = DEFAULT_RAM_SECTION_ID
@@ -206,9 +201,7 @@ class MappedRamWriter:
     def write(self, images: Sequence[MemoryImage]) -> RamStats:
         final = images[-1]
         for img in images:
-            if img.page_size != self.page_size or img.machine != self.machine or img.block_layout() != self.layout:
-                raise UsageError(f"{img.source}: machine/page size/RAM blocks differ from the first image's "
-                                 f"({self.machine}, {self.page_size}, {_layout_str(self.layout)})")
+            img.check_same_vm(self.first)
         st = self.stats
         ps = self.page_size
         head = self._head()

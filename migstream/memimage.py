@@ -58,6 +58,16 @@ class MemoryImage:
     def block_layout(self) -> list[tuple[str, int]]:
         return [(b.name, b.used_length) for b in self.blocks]
 
+    def check_same_vm(self, first: "MemoryImage") -> None:
+        """A later image must be of the same VM as ``first``: machine, page size and
+        RAM blocks (names and lengths, in order)."""
+        if self.page_size != first.page_size or self.machine != first.machine:
+            raise UsageError(f"{self.source}: machine {self.machine}/page size {self.page_size} differs from "
+                             f"the first image's {first.machine}/{first.page_size}")
+        if self.block_layout() != first.block_layout():
+            raise UsageError(f"{self.source}: RAM blocks differ from the first image's: "
+                             f"{layout_str(self.block_layout())} vs {layout_str(first.block_layout())}")
+
     def close(self) -> None:
         for b in self.blocks:
             b.data = np.zeros(0, np.uint8)
@@ -196,6 +206,11 @@ class MemoryImage:
             os.close(fd)
         self._maps.append(m)
         return np.frombuffer(m, dtype=np.uint8)
+
+
+def layout_str(layout) -> str:
+    """``pc.ram=0x2000000, pc.bios=0x40000`` for error messages."""
+    return ", ".join(f"{n}={length:#x}" for n, length in layout)
 
 
 def check_machine(machine: str, page_size: int | None, where: str) -> int:

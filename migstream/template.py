@@ -58,6 +58,19 @@ class StreamTemplate:
     #: mimic QEMU 10 byte for byte (mappedram_writer) put it back.
     switchover_start: bool = False
 
+    def check_fits(self, machine: str, page_size: int, layout) -> None:
+        """RAM of this machine type, page size and block layout can be wrapped in
+        this template's configuration and device state; else UsageError."""
+        from .memimage import layout_str
+
+        if self.machine and self.machine != machine:
+            raise UsageError(f"template machine type {self.machine} differs from the image's {machine}")
+        if self.page_size != page_size:
+            raise UsageError(f"template page size {self.page_size} differs from the image's {page_size}")
+        if self.ram_blocks and tuple(self.ram_blocks) != tuple(layout):
+            raise UsageError("template RAM blocks differ from the image's: "
+                             f"{layout_str(self.ram_blocks)} vs {layout_str(layout)}")
+
     @classmethod
     def load(cls, path: str) -> "StreamTemplate":
         try:
