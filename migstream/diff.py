@@ -10,7 +10,6 @@ decoded with their VMDESCRIPTION and compared field by field.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import tempfile
@@ -21,6 +20,7 @@ import numpy as np
 from .devices import device_states
 from .errors import UsageError
 from .extract import extract
+from .manifest import read_manifest
 
 _CHUNK = 16 << 20  # bytes compared per step
 _CONFIG_KEYS = ("capabilities", "target_page_bits")  # manifest keys compared when both sides have them
@@ -156,17 +156,12 @@ def compare_devices(a: dict, b: dict) -> list[dict]:
 
 
 def _side_from_dir(directory: str, label: str) -> Side:
-    path = os.path.join(directory, "manifest.json")
+    path, manifest, entries = read_manifest(directory)
+    blocks = {b.name: (b.path, b.length) for b in entries}
     try:
-        with open(path) as f:
-            manifest = json.load(f)
-        blocks = {b["name"]: (os.path.join(directory, b["file"]), int(b["length"]))
-                  for b in manifest["blocks"]}
         page_size = int(manifest["page_size"])
-    except FileNotFoundError:
-        raise UsageError(f"{directory}: not an extract directory (no manifest.json)") from None
-    except (ValueError, KeyError, TypeError) as exc:
-        raise UsageError(f"{path}: not a migstream manifest ({exc})") from None
+    except (KeyError, TypeError, ValueError):
+        raise UsageError(f"{path}: no page_size in the manifest") from None
     for name, (file, length) in blocks.items():
         if not os.path.isfile(file):
             raise UsageError(f"{directory}: block {name}: file {file} is missing")

@@ -11,7 +11,6 @@ with the file and block at fault.
 
 from __future__ import annotations
 
-import json
 import mmap
 import os
 import re
@@ -20,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .errors import UsageError
+from .manifest import read_manifest
 from .pagesize import page_size_for
 
 #: Machine types QEMU resolves to a versioned name before it writes the
@@ -107,18 +107,7 @@ class MemoryImage:
     @classmethod
     def from_directory(cls, path: str, *, machine: str | None = None) -> "MemoryImage":
         """An ``extract`` output directory: manifest.json + one file per block."""
-        man_path = os.path.join(path, "manifest.json")
-        if not os.path.isdir(path):
-            raise UsageError(f"{path}: not a directory")
-        try:
-            with open(man_path) as f:
-                manifest = json.load(f)
-        except FileNotFoundError:
-            raise UsageError(f"{path}: no manifest.json (expected the layout `migstream extract` writes)") from None
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"{man_path}: unreadable manifest: {exc}") from None
-        if not isinstance(manifest, dict) or not isinstance(manifest.get("blocks"), list):
-            raise UsageError(f"{man_path}: manifest has no 'blocks' list")
+        man_path, manifest, entries = read_manifest(path)
         if manifest.get("complete") is False:
             raise UsageError(f"{man_path}: the extraction was incomplete (manifest says complete: false"
                              + (f", {manifest['error']}" if manifest.get("error") else "") + ")")
@@ -131,20 +120,15 @@ class MemoryImage:
         image = cls(mtype, page_size, [], path)
         addr = 0
         try:
-            for i, entry in enumerate(manifest["blocks"]):
-                try:
-                    name, length, fname = entry["name"], int(entry["length"]), entry["file"]
-                except (KeyError, TypeError, ValueError):
-                    raise UsageError(f"{man_path}: block entry {i} lacks name/length/file") from None
-                if os.path.isabs(fname) or ".." in fname.split("/"):
-                    raise UsageError(f"{man_path}: block {name}: file name {fname!r} leaves the directory")
+            for block in entries:
+                name, length, entry = block.name, block.length, block.entry
                 _check_block(name, length, page_size, man_path)
                 # Optional: the block's offset in QEMU's ram_addr space (HMP `info
                 # ramblock`), so that XBZRLE cache slots collide as in QEMU.
                 at = entry.get("ram_addr", addr)
                 if not isinstance(at, int) or at < 0 or at % page_size:
                     raise UsageError(f"{man_path}: block {name}: ram_addr {at!r} is not a page-aligned offset")
-                arr = image._map(os.path.join(path, fname), name, length)
+                arr = image._map(block.path, name, length)
                 image.blocks.append(RamBlockImage(name, arr, at))
                 addr = max(addr, at + _align(length, page_size))
             if not image.blocks:

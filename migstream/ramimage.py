@@ -21,6 +21,7 @@ from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
 from .errors import StreamError, UsageError, XbzrleError
 from .events import MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList
+from .manifest import MANIFEST
 from .grammar import RamFlag
 from .mappedram import written_runs
 
@@ -127,7 +128,7 @@ class RamImage:
         self.page_size = page_size
         self.only = only
         self.blocks: dict[str, BlockFile] = {}
-        self._names: set[str] = {"manifest.json"}
+        self._names: set[str] = {MANIFEST}
         self._zero_page = bytes(page_size)
         os.makedirs(directory, exist_ok=True)
         self._writes = BlockWriter()
@@ -364,8 +365,8 @@ class RamImage:
 
     def rewrite_manifest(self, manifest: dict) -> None:
         """Write ``manifest.json`` atomically (also after annotations by the caller)."""
-        tmp = os.path.join(self.directory, "manifest.json.tmp")
+        tmp = os.path.join(self.directory, MANIFEST + ".tmp")
         with open(tmp, "w") as f:
             json.dump(manifest, f, indent=2)
             f.write("\n")
-        os.replace(tmp, os.path.join(self.directory, "manifest.json"))
+        os.replace(tmp, os.path.join(self.directory, MANIFEST))
