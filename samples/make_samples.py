@@ -408,6 +408,28 @@ def diff_pages(a_path, b_path, length, exclude):
             and a[off:off + 4096] != b[off:off + 4096]]
 
 
+def loaded_truth_diffs(q, s, workdir, truths_raw, done_states):
+    """Wait until the destination ``q`` has loaded its incoming stream, pmemsave each
+    truth region there and return (truth, dump path, differing page offsets)."""
+    t0 = time.time()
+    while True:
+        st = q.cmd("query-migrate").get("status")
+        rs = q.cmd("query-status")["status"]
+        if st == "completed" or (st is None and rs in done_states and time.time() - t0 > 1):
+            break
+        if st == "failed":
+            raise RuntimeError(f"destination load failed: {open(q.errlog).read()}")
+        if time.time() - t0 > 60:
+            raise RuntimeError("destination load timeout")
+        time.sleep(0.1)
+    res = []
+    for t, raw in truths_raw:
+        dst = os.path.join(workdir, f"{s['name']}-dst-{t['block']}.bin")
+        q.cmd("pmemsave", val=t["gpa"], size=t["length"], filename=dst)
+        res.append((t, dst, diff_pages(raw, dst, t["length"], t["exclude"])))
+    return res
+
+
 def verify(s, workdir, guest_img, stream, truths_raw, caps):
     """Load the stream into a paused destination and compare pmemsave dumps."""
     binary = qemu_binary(s)
@@ -420,24 +442,7 @@ def verify(s, workdir, guest_img, stream, truths_raw, caps):
         if "compress" in caps:
             q.cmd("migrate-set-parameters", **{"decompress-threads": 2})
         q.cmd("migrate-incoming", uri=f"exec:cat {stream}")
-        t0 = time.time()
-        while True:
-            st = q.cmd("query-migrate").get("status")
-            rs = q.cmd("query-status")["status"]
-            if st == "completed" or (st is None and rs in ("paused", "prelaunch", "postmigrate")
-                                     and time.time() - t0 > 1):
-                break
-            if st == "failed":
-                raise RuntimeError(f"destination load failed: {open(q.errlog).read()}")
-            if time.time() - t0 > 60:
-                raise RuntimeError("destination load timeout")
-            time.sleep(0.1)
-        res = []
-        for t, raw in truths_raw:
-            dst = os.path.join(workdir, f"{s['name']}-dst-{t['block']}.bin")
-            q.cmd("pmemsave", val=t["gpa"], size=t["length"], filename=dst)
-            res.append((t, dst, diff_pages(raw, dst, t["length"], t["exclude"])))
-        return res
+        return loaded_truth_diffs(q, s, workdir, truths_raw, ("paused", "prelaunch", "postmigrate"))
     finally:
         q.close()
 

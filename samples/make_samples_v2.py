@@ -280,23 +280,7 @@ def verify(s, binary, workdir, guest_img, main, channels, truths_raw):
             q.cmd("migrate-incoming", uri=f"file:{main}")
         else:
             q.cmd("migrate-incoming", uri=f"exec:cat {main}")
-        t0 = time.time()
-        while True:
-            st = q.cmd("query-migrate").get("status")
-            rs = q.cmd("query-status")["status"]
-            if st == "completed" or (st is None and rs in ("paused", "postmigrate") and time.time() - t0 > 1):
-                break
-            if st == "failed":
-                raise RuntimeError(f"destination load failed: {open(q.errlog).read()}")
-            if time.time() - t0 > 60:
-                raise RuntimeError("destination load timeout")
-            time.sleep(0.1)
-        res = []
-        for t, raw in truths_raw:
-            dst = os.path.join(workdir, f"{s['name']}-dst-{t['block']}.bin")
-            q.cmd("pmemsave", val=t["gpa"], size=t["length"], filename=dst)
-            res.append((t, dst, ms.diff_pages(raw, dst, t["length"], t["exclude"])))
-        return res
+        return ms.loaded_truth_diffs(q, s, workdir, truths_raw, ("paused", "postmigrate"))
     finally:
         q.close()
         for c in conns:
