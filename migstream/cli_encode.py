@@ -7,6 +7,7 @@ import os
 import re
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -44,6 +45,32 @@ class _EncodeProgress:
         if self.enabled and self._last:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+
+
+@contextmanager
+def output_fd(output: str):
+    """A file descriptor for OUTPUT (``-``: stdout, never a terminal).  A file is
+    written beside the target and renamed when the block succeeds, so a failed run
+    never leaves a file that looks like a complete stream."""
+    if output == "-":
+        if sys.stdout.isatty():
+            raise UsageError("refusing to write a binary stream to a terminal (use -o FILE or a pipe)")
+        sys.stdout.flush()
+        yield sys.stdout.fileno()
+        return
+    tmp = f"{output}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        yield fd
+    except BaseException:
+        os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    os.close(fd)
+    os.replace(tmp, output)
 
 
 def report_stats(stats, output: str, *, mapped_ram: bool, stats_json, json_out: bool) -> None:
@@ -136,8 +163,6 @@ def encode(
         if mapped_ram:
             check_mapped_ram_options(output, cache, compress_threads)
         images = []
-        tmp = None
-        fd = None
         prog = _EncodeProgress(progress)
         try:
             first = MemoryImage.open(source, block=block, machine=machine)
@@ -147,42 +172,21 @@ def encode(
                                        machine=machine or first.machine)
                 images.append(img)
             tpl = StreamTemplate.load(template) if template else None
-            if output == "-":
-                if sys.stdout.isatty():
-                    raise UsageError("refusing to write a binary stream to a terminal (use -o FILE or a pipe)")
-                fd = sys.stdout.fileno()
-                sys.stdout.flush()
-            else:
-                # Written beside the target and renamed at the end: a failed run
-                # never leaves a file that looks like a complete stream.
-                tmp = f"{output}.tmp"
-                fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            if mapped_ram:
-                from .mappedram_writer import encode_mapped_ram
+            with output_fd(output) as fd:
+                if mapped_ram:
+                    from .mappedram_writer import encode_mapped_ram
 
-                stats = encode_mapped_ram(images, fd, template=tpl, progress=prog)
-            else:
-                sink = FdSink(fd)
-                try:
-                    stats = encode_stream(images, sink, xbzrle_cache_size=cache, compress_threads=compress_threads,
-                                          compress_level=compress_level, template=tpl, final_in_end=final_in_end,
-                                          progress=prog)
-                finally:
-                    sink.close()
-            if tmp is not None:
-                os.close(fd)
-                fd = None
-                os.replace(tmp, output)
-                tmp = None
+                    stats = encode_mapped_ram(images, fd, template=tpl, progress=prog)
+                else:
+                    sink = FdSink(fd)
+                    try:
+                        stats = encode_stream(images, sink, xbzrle_cache_size=cache,
+                                              compress_threads=compress_threads, compress_level=compress_level,
+                                              template=tpl, final_in_end=final_in_end, progress=prog)
+                    finally:
+                        sink.close()
         finally:
             prog.done()
-            if tmp is not None:
-                if fd is not None:
-                    os.close(fd)
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
             for img in images:
                 img.close()
         report_stats(stats, output, mapped_ram=mapped_ram, stats_json=stats_json, json_out=json_out)

@@ -3,16 +3,13 @@ own device state, memory re-encoded (and patched)."""
 
 from __future__ import annotations
 
-import os
-import sys
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
 from .cli import _run, app
-from .cli_encode import _EncodeProgress, check_mapped_ram_options, parse_size, report_stats
+from .cli_encode import _EncodeProgress, check_mapped_ram_options, output_fd, parse_size, report_stats
 from .errors import UsageError
 
 InArg = Annotated[str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")]
@@ -27,29 +24,6 @@ JsonOpt = Annotated[bool, typer.Option("--json", help="Print the accounting as J
 ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
 PlainOpt = Annotated[bool, typer.Option("--plain", help="ZERO and PAGE records only (the default).")]
 MappedOpt = Annotated[bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram).")]
-
-
-@contextmanager
-def output_fd(output: str):
-    """A file descriptor for OUTPUT; a file is written beside the target and renamed
-    when the block succeeds, so a failed run never leaves a complete-looking stream."""
-    if output == "-":
-        sys.stdout.flush()
-        yield sys.stdout.fileno()
-        return
-    tmp = f"{output}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        yield fd
-    except BaseException:
-        os.close(fd)
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    os.close(fd)
-    os.replace(tmp, output)
 
 
 def _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_threads, compress_level,
