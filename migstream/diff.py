@@ -10,6 +10,7 @@ decoded with their VMDESCRIPTION and compared field by field.
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import tempfile
@@ -221,18 +222,10 @@ def _both_holes(fd_a: int, fd_b: int, pos: int, n: int) -> bool:
         try:
             if os.lseek(fd, pos, os.SEEK_DATA) < pos + n:
                 return False
-        except OSError:  # ENXIO: no data after pos; EINVAL: no SEEK_DATA support
-            if not _no_data_after(fd, pos):
+        except OSError as exc:  # ENXIO: no data after pos; otherwise (no SEEK_DATA): unknown
+            if exc.errno != errno.ENXIO:
                 return False
     return True
-
-
-def _no_data_after(fd: int, pos: int) -> bool:
-    try:
-        os.lseek(fd, pos, os.SEEK_DATA)
-    except OSError as exc:
-        return exc.errno == 6  # ENXIO
-    return False
 
 
 def compare(a: Side, b: Side) -> DiffResult:
