@@ -46,7 +46,7 @@ def write_all(fd: int, offset: int, buffers: list) -> None:
     for s in range(0, len(buffers), IOV_MAX):
         part = buffers[s:s + IOV_MAX]
         done = os.pwritev(fd, part, offset)
-        want = sum(len(b) for b in part) if len(part) > 1 else len(part[0])
+        want = sum(map(len, part))
         while done < want:  # short write (disk full is an OSError): resume where it stopped
             rest = b"".join(bytes(b) for b in part)[done:]
             done += os.pwrite(fd, rest, offset + done)

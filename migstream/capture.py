@@ -46,6 +46,7 @@ from typing import Callable
 
 from .capturedir import CAPTURE_JSON, MAIN, MULTIFD, POSTCOPY_PREEMPT
 from .errors import UsageError
+from .limits import DEFAULT_MAX_BACKLOG
 
 #: First four bytes of a main channel (savevm.h QEMU_VM_FILE_MAGIC, "QEVM").
 QEMU_VM_FILE_MAGIC = 0x5145564D
@@ -56,7 +57,6 @@ UNKNOWN, EMPTY = "unknown", "empty"  # beside MAIN, MULTIFD, POSTCOPY_PREEMPT
 
 CHUNK = 1 << 20  # recording buffer size
 MIN_RECV = 256 << 10  # a buffer with less room than this goes to the writer
-DEFAULT_MAX_BACKLOG = 1 << 30  # bytes waiting for the disk, all channels together
 CAPTURE_SCHEMA = 1
 
 

@@ -36,7 +36,6 @@ from .events import (
     flag_names,
 )
 from .grammar import RamFlag
-from .extract import extract as do_extract
 from .multifd import with_channels
 from .sources import StreamSource, detect_compression
 from .stream import iter_events, open_decoder
@@ -369,6 +368,8 @@ def extract(stream: StreamArg,
         if progress is not False:
             # The source is opened inside extract(); report by bytes consumed.
             prog = _Progress(_SizeOnly(stream), progress)
+        from .extract import extract as do_extract  # numpy and the RAM image: extract only
+
         result = do_extract(stream, str(output), blocks=set(block) if block else None, page_size=page_size,
                             allow_hook=rdma, progress=prog, channels=[str(c) for c in channel or ()])
         if prog:

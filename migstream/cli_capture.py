@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from .capture import DEFAULT_MAX_BACKLOG, CaptureSession, TapSession
 from .cli import JsonOpt, ProgressOpt, _err, _human, _run, app
+from .limits import DEFAULT_MAX_BACKLOG
 from .live import LiveDecoder, Throughput
 
 ListenOpt = Annotated[str, typer.Option("--listen", help="Where QEMU migrates to: unix:/path or tcp:HOST:PORT "
@@ -152,6 +152,8 @@ def capture(listen: ListenOpt, output: OutOpt, json_out: JsonOpt = False, progre
     """Be a migration destination: record the main and every multifd channel to DIR."""
 
     def go():
+        from .capture import CaptureSession
+
         session = CaptureSession(listen, output, max_backlog=max_backlog << 20)
         _serve(session, progress=progress, live=False, json_out=json_out)
 
@@ -169,6 +171,8 @@ def tap(listen: ListenOpt,
     """Sit between source and destination QEMU: forward every channel both ways, record them to DIR."""
 
     def go():
+        from .capture import TapSession
+
         session = TapSession(listen, forward, output, max_backlog=max_backlog << 20)
         _serve(session, progress=progress, live=live, json_out=json_out)
 

@@ -24,10 +24,8 @@ from __future__ import annotations
 import io
 import struct
 import zlib
-from array import array
 from typing import Any
 
-import numpy as np
 from construct import ConstructError, StreamError as ConstructStreamError
 
 from . import grammar as g
@@ -54,7 +52,7 @@ from .events import (
     Undecoded,
     VmDescription,
 )
-from .fastpath import IDSTR_LENGTH, RAM_HEADER, SECTION_ID, RamPlans
+from .fastpath import IDSTR_LENGTH, RAM_HEADER, SECTION_ID, RamPlans, RunWalker
 from .limits import (
     MAX_BLOCK_LENGTH,
     MAX_BLOCK_LIST,
@@ -621,6 +619,7 @@ class StreamDecoder:
         if self.page_size & (self.page_size - 1) or not MIN_PAGE_SIZE <= self.page_size <= MAX_PAGE_SIZE:
             raise StreamError(f"unusable target page size {self.page_size}", off, section="ram")
         self._plans = RamPlans.for_page_size(self.page_size)
+        self._walker = RunWalker(self._plans)
         self._mask = self.page_size - 1
 
     def _st_ram(self):
@@ -745,63 +744,16 @@ class StreamDecoder:
         return PageRecord(off, flags, block, addr, payload_off, data)
 
     def _scan_run(self, hdr: int, kind: int, block: str, addr: int):
-        """Records that continue this one: PAGE or ZERO, CONTINUE, each for the next
-        page.  A scalar scan; stretches of one kind longer than 64 records are
-        checked in bulk with numpy (headers at a fixed stride)."""
-        pos = self._pos - 8
-        buf = self._buf
-        end = len(buf)
-        ps = self.page_size
-        sizes = {_PAGE: 8 + ps, _ZERO: 9}
+        """Records that continue this one (PAGE or ZERO, CONTINUE, each for the next
+        page) as one PageRun; None when fewer than two."""
+        pos = self._pos - RAM_HEADER.size
         info = self.blocks.get(block)
-        cap = ((info.used_length if info is not None else MAX_BLOCK_LENGTH) - addr) // ps
-        unpack = RAM_HEADER.unpack_from
-        page_cont, zero_cont = _PAGE | _CONTINUE, _ZERO | _CONTINUE
-        starts = array("q")
-        kinds = bytearray()
-        p = pos
-        a = addr
-        same = 0  # length of the current one-kind stretch
-        last = -1
-        n = 0
-        while n < cap and p + 8 <= end:
-            h = unpack(buf, p)[0]
-            k = h - a
-            if k == page_cont:
-                k = _PAGE
-            elif k == zero_cont:
-                k = _ZERO
-            else:
-                break
-            size = sizes[k]
-            if p + size > end:
-                break
-            starts.append(p - pos)
-            kinds.append(k)
-            p += size
-            a += ps
-            n += 1
-            same = same + 1 if k == last else 1
-            last = k
-            if same == 64:
-                # Speculate that the stretch goes on: compare all headers at once.
-                m = min((end - p) // size, cap - n)
-                if m > 0:
-                    heads = np.ndarray((m,), dtype=">u8", buffer=buf, offset=p, strides=(size,))
-                    want = np.arange(a | (k | _CONTINUE), (a | (k | _CONTINUE)) + m * ps, ps, dtype=np.uint64)
-                    bad = np.flatnonzero(heads != want)
-                    m = int(bad[0]) if len(bad) else m
-                    if m:
-                        starts.extend(range(p - pos, p - pos + m * size, size))
-                        kinds += bytes([k]) * m
-                        p += m * size
-                        a += m * ps
-                        n += m
-                same = 0
+        cap = ((info.used_length if info is not None else MAX_BLOCK_LENGTH) - addr) // self.page_size
+        n, p, starts, kinds = self._walker.walk(self._buf, pos, addr, cap)
         if n < 2:
             return None
         self._pos = p
-        return PageRun(pos + self._base, block, addr, n, ps, buf[pos:p], starts, bytes(kinds))
+        return PageRun(pos + self._base, block, addr, n, self.page_size, self._buf[pos:p], starts, kinds)
 
     # --- mapped-ram (QEMU 9.0+ file: migration) ---------------------------------------
     # MEM_SIZE becomes a sequence of events: per block a MappedRamBlock (entry, header,

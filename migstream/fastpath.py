@@ -9,11 +9,18 @@ built on these plans equal to plain construct parsing.
 from __future__ import annotations
 
 import struct
+from array import array
 from dataclasses import dataclass
 
 from construct import Construct, FormatField, Prefixed, SizeofError, Struct
 
 from . import grammar as g
+from .limits import MAX_RUN_RECORDS
+
+try:  # the compiled walk (migstream/_runscan.c); the Python walk below is its reference
+    from . import _runscan
+except ImportError:  # pragma: no cover - an install without a C compiler
+    _runscan = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,3 +90,91 @@ class RamPlans:
         plans = {kind: payload_plan(kind, page_size) for kind in g.RAM_PAYLOADS if kind != g.RamFlag.MEM_SIZE}
         fixed = {k: sum(f.size for f in p) for k, p in plans.items() if all(isinstance(f, FixedField) for f in p)}
         return cls(page_size, plans, fixed)
+
+
+_CONTINUE = int(g.RamFlag.CONTINUE)
+#: Consecutive records of a run before the Python walk speculates that the stretch
+#: goes on and checks the rest of it at once with numpy.
+_SPECULATE_AFTER = 64
+
+
+class RunWalker:
+    """Finds runs of bulk-stage records: CONTINUE records for consecutive pages of one
+    block, each PAGE or ZERO (the kinds whose payload is fixed-size).
+
+    ``walk`` is the decoder's hot loop.  It uses the compiled walk when the extension
+    was built and the Python walk otherwise; both take every size and header tag from
+    the grammar (``RamPlans``) and give the same answer.
+    """
+
+    def __init__(self, plans: RamPlans, kinds=(g.RamFlag.PAGE, g.RamFlag.ZERO), compiled: bool = True):
+        if RAM_HEADER.format not in (">Q", ">q"):  # pragma: no cover - a grammar change
+            raise TypeError("the compiled walk reads be64 record headers")
+        self.page_size = plans.page_size
+        # (header tag, record size, kind) per kind
+        self.shapes = tuple((int(k) | _CONTINUE, RAM_HEADER.size + plans.fixed[int(k)], int(k)) for k in kinds)
+        if len(self.shapes) != 2:  # pragma: no cover - the compiled walk takes two kinds
+            raise TypeError("a run has two record kinds")
+        self._compiled = _runscan.walk if (compiled and _runscan is not None) else None
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
+
+    def walk(self, buf, pos: int, addr: int, cap: int):
+        """The run at ``buf[pos]`` for page ``addr`` onwards, at most ``cap`` records:
+        ``(count, end, starts, kinds)`` with ``starts`` relative to ``pos``."""
+        cap = min(cap, MAX_RUN_RECORDS)
+        if self._compiled is not None:
+            (ta, sa, ka), (tb, sb, kb) = self.shapes
+            n, end, raw_starts, kinds = self._compiled(buf, pos, addr, self.page_size, cap, RAM_HEADER.size,
+                                                      ta, sa, ka, tb, sb, kb)
+            starts = array("q")
+            starts.frombytes(raw_starts)
+            return n, end, starts, kinds
+        return self.walk_python(buf, pos, addr, cap)
+
+    def walk_python(self, buf, pos: int, addr: int, cap: int):
+        """The reference walk: a scalar loop, and stretches of one kind longer than
+        _SPECULATE_AFTER records checked in bulk with numpy (headers at a fixed stride)."""
+        end = len(buf)
+        ps = self.page_size
+        by_tag = {tag: (size, kind) for tag, size, kind in self.shapes}
+        unpack = RAM_HEADER.unpack_from
+        hsize = RAM_HEADER.size
+        starts = array("q")
+        kinds = bytearray()
+        p, a, n = pos, addr, 0
+        same, last = 0, -1  # length and kind of the current one-kind stretch
+        while n < cap and p + hsize <= end:
+            shape = by_tag.get(unpack(buf, p)[0] - a)
+            if shape is None:
+                break
+            size, k = shape
+            if p + size > end:
+                break
+            starts.append(p - pos)
+            kinds.append(k)
+            p += size
+            a += ps
+            n += 1
+            same = same + 1 if k == last else 1
+            last = k
+            if same == _SPECULATE_AFTER:
+                m = min((end - p) // size, cap - n)
+                if m > 0:
+                    import numpy as np  # only here: decoding without numpy's import cost otherwise
+
+                    tag = k | _CONTINUE
+                    heads = np.ndarray((m,), dtype=">u8", buffer=buf, offset=p, strides=(size,))
+                    want = np.arange(a + tag, a + tag + m * ps, ps, dtype=np.uint64)
+                    bad = np.flatnonzero(heads != want)
+                    m = int(bad[0]) if len(bad) else m
+                    if m:
+                        starts.extend(range(p - pos, p - pos + m * size, size))
+                        kinds += bytes([k]) * m
+                        p += m * size
+                        a += m * ps
+                        n += m
+                same = 0
+        return n, p, starts, bytes(kinds)

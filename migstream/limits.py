@@ -55,3 +55,11 @@ MAX_PAGE_SIZE = 1 << MAX_TARGET_PAGE_BITS
 #: ftruncate), so a large block reserves address space in a file, not memory or
 #: disk; the bound keeps that within what file systems accept.
 MAX_BLOCK_LENGTH = 1 << 50
+
+#: Records in one PageRun event.  A bulk stage longer than this comes as several
+#: runs; the bound keeps a run's offset table (8 bytes a record) at 8 MiB.
+MAX_RUN_RECORDS = 1 << 20
+
+#: Recorded bytes that `capture`/`tap` let wait for the disk, all channels together;
+#: beyond it the recording stops (forwarding never does).
+DEFAULT_MAX_BACKLOG = 1 << 30

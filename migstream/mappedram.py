@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from . import grammar as g
 from .errors import StreamError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Largest gap between a header and its bitmap that a streaming read accepts (QEMU
 #: writes the bitmap right after the header).
@@ -86,6 +88,8 @@ def check_mapped_ram_header(name: str, used_length: int, hdr, after_header: int,
 def bitmap_bits(bitmap: bytes, first: int, count: int) -> np.ndarray:
     """Bits first .. first+count of a mapped-ram bitmap as a bool array.  Host
     ``unsigned long`` words on a little-endian host: page i is bit i % 8 of byte i // 8."""
+    import numpy as np  # mapped-ram files only: a plain stream decodes without numpy
+
     lo, hi = first // 8, -(-(first + count) // 8)
     bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8, count=hi - lo, offset=lo), bitorder="little")
     start = first - lo * 8
@@ -94,6 +98,8 @@ def bitmap_bits(bitmap: bytes, first: int, count: int) -> np.ndarray:
 
 def written_runs(bitmap: bytes, first: int, count: int) -> list[tuple[int, int]]:
     """(first page, pages) of each run of set bits among pages first .. first+count."""
+    import numpy as np
+
     bits = bitmap_bits(bitmap, first, count)
     if not bits.any():
         return []

@@ -31,7 +31,6 @@ import struct
 import zlib
 from typing import Iterable, Iterator
 
-import numpy as np
 from construct import Bytes, FormatField
 
 from . import grammar as g
@@ -279,6 +278,8 @@ class Channel:
             info = blocks.get(block)
             if info is None:
                 self.fail(f"unknown ram block {block}", off)
+            import numpy as np  # here only: decoding a plain stream starts without numpy
+
             offsets = np.frombuffer(table, dtype=">u8", count=normal_n + zero_n)
             limit = info.used_length - self.page_size
             bad = np.flatnonzero((offsets > limit) | (offsets % self.page_size != 0))

@@ -264,6 +264,9 @@ class RamImage:
         # Stretches: [edges[k], edges[k+1]) hold one kind.
         edges = np.concatenate(([0], np.flatnonzero(kinds[1:] != kinds[:-1]) + 1, [n]))
         page_first = bool(is_page[0])
+        # No page of the run's range written before (the bulk stage): its zero
+        # stretches are holes already, nothing to check or clear page by page.
+        fresh = not blk.written.any(first, n)
         zp = self._zero_page
         pages = [data[s:s + ps] for s in (starts[is_page] + 8).tolist()]
         at = 0  # next unused entry of pages
@@ -283,7 +286,8 @@ class RamImage:
                 if iov:
                     self._writes.add(blk.fd, run.addr + iov_at * ps, iov)
                     iov = []
-                self._zero_fill(blk, first + i, j - i, 0)
+                if not fresh:
+                    self._zero_fill(blk, first + i, j - i, 0)
         if iov:
             self._writes.add(blk.fd, run.addr + iov_at * ps, iov)
         # What each page holds now: PAGE data (1) or zeros (0).

@@ -38,6 +38,9 @@ _LIBVIRT_COMPRESSION = {gl.SaveFormat.RAW: None, gl.SaveFormat.GZIP: "gzip", gl.
                         gl.SaveFormat.XZ: "xz", gl.SaveFormat.LZOP: "lzop", gl.SaveFormat.ZSTD: "zstd"}
 HEAD = max(16, len(max(_MAGICS, key=len)))  # bytes to peek for content detection
 WINDOW = 16 << 20  # mmap window handed to the decoder
+# madvise(MADV_POPULATE_READ) (Linux 5.14): map a window's pages in one call instead
+# of a page fault per few pages; the bulk stage reads a header in every page.
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 READ_CHUNK = 4 << 20  # read size for pipes and decompressors
 
 
@@ -221,6 +224,7 @@ class StreamSource:
             view = memoryview(mm)[self.stream_offset:] if self.save_image else memoryview(mm)
             prev = None
             for start in range(0, len(view), WINDOW):
+                _populate(mm, self.stream_offset + start, WINDOW)
                 yield view[start:start + WINDOW]
                 self.consumed = min(len(view), start + WINDOW)
                 if prev is not None:
@@ -289,3 +293,14 @@ class _Window:
 
     def close(self) -> None:
         self._f.close()
+
+
+def _populate(mm: mmap.mmap, start: int, length: int) -> None:
+    at = start // mmap.PAGESIZE * mmap.PAGESIZE
+    length = min(length + start - at, len(mm) - at)
+    if length <= 0:
+        return
+    try:
+        mm.madvise(_MADV_POPULATE_READ, at, length)
+    except OSError:  # an older kernel: pages fault in one by one instead
+        pass

@@ -7,6 +7,8 @@
 #   chromium           renders `migstream report` pages (tests/test_report.py)
 #   lzop               libvirt save images in lzop format are read with `lzop -dc`, as libvirt does
 #   nodejs, npm        kaitai-struct-compiler checks that formats/qemu_migration.py matches the .ksy
+#   gcc, python3-dev   build migstream/_runscan.c, the compiled record walk (python3-dev only
+#                      when the Python that runs pip has no headers, as Debian's own python3)
 # and QEMU 10.0.2 from bookworm-backports, unpacked privately (samples/get_qemu10.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +25,9 @@ have chromium || need+=(chromium)
 have lzop || need+=(lzop)
 have node || need+=(nodejs)
 have npm || need+=(npm)
+have gcc || need+=(gcc)
+PY=python3; [ -x .venv/bin/python ] && PY=.venv/bin/python
+[ -f "$($PY -c 'import sysconfig; print(sysconfig.get_path("include"))')/Python.h" ] || need+=(python3-dev)
 if [ ${#need[@]} -gt 0 ]; then
     $SUDO apt-get update
     $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y "${need[@]}"

@@ -115,3 +115,84 @@ def test_long_runs_are_batched():
     runs = [ev for ev in dec if isinstance(ev, PageRun)]
     assert sum(r.count for r in runs) >= 440
     assert max(r.count for r in runs) >= 64
+
+
+# --- the run walk: compiled (migstream/_runscan.c) and Python --------------------------
+
+def test_compiled_walk_is_built():
+    # setup.py builds it wherever a C compiler is present (CI installs gcc); without it
+    # every bulk stage would silently take the slower Python walk.
+    from migstream.fastpath import RunWalker
+    assert RunWalker(RamPlans.for_page_size(4096)).compiled
+
+
+def _run_bytes(rnd, kinds, addr, page_size):
+    out = bytearray()
+    for i, kind in enumerate(kinds):
+        flag = F.PAGE if kind == "page" else F.ZERO
+        payload = {"data": rnd.randbytes(page_size)} if kind == "page" else {"fill": rnd.choice([0, 0x55])}
+        out += w.ram_record(flag | F.CONTINUE, addr + i * page_size, page_size=page_size, payload=payload)
+    return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(kinds=st.lists(st.sampled_from(["page", "zero"]), max_size=150).map(
+           lambda ks: ks + ["zero"] * (len(ks) % 3 * 40)),  # long one-kind stretches too
+       page_size=st.sampled_from([1024, 4096, 8192]), lead=st.integers(0, 20), page0=st.integers(0, 50),
+       cap=st.integers(0, 400), cut=st.integers(0, 2**20), flip=st.integers(0, 2**20),
+       seed=st.integers(0, 2**32))
+def test_compiled_walk_equals_python_walk(kinds, page_size, lead, page0, cap, cut, flip, seed):
+    from migstream.fastpath import RunWalker
+    rnd = random.Random(seed)
+    addr = page0 * page_size
+    buf = bytearray(rnd.randbytes(lead)) + _run_bytes(rnd, kinds, addr, page_size)
+    if flip % 3 == 0 and len(buf) > lead:  # a damaged header or payload somewhere
+        buf[lead + flip % (len(buf) - lead)] ^= 0x40
+    if cut % 2 == 0:  # truncated inside the run
+        del buf[lead + cut % (len(buf) - lead + 1):]
+    plans = RamPlans.for_page_size(page_size)
+    compiled = RunWalker(plans)
+    python = RunWalker(plans, compiled=False)
+    got = compiled.walk(memoryview(bytes(buf)), lead, addr, cap)
+    want = python.walk(memoryview(bytes(buf)), lead, addr, cap)
+    assert (got[0], got[1], list(got[2]), bytes(got[3])) == (want[0], want[1], list(want[2]), bytes(want[3]))
+    assert got[0] <= cap
+
+
+def test_walk_stops_at_a_record_for_another_page():
+    # The run ends where a header does not match "next page + tag" (here: a page skipped).
+    from migstream.fastpath import RunWalker
+    rnd = random.Random(3)
+    buf = _run_bytes(rnd, ["page", "zero", "zero"], 0, 4096) + _run_bytes(rnd, ["zero"], 4 * 4096, 4096)
+    for walker in (RunWalker(RamPlans.for_page_size(4096)), RunWalker(RamPlans.for_page_size(4096), compiled=False)):
+        n, end, starts, kinds = walker.walk(memoryview(bytes(buf)), 0, 0, 100)
+        assert n == 3 and list(starts) == [0, 4104, 4113] and end == 4122
+        assert bytes(kinds) == bytes([F.PAGE, F.ZERO, F.ZERO])
+
+
+def test_runs_are_bounded_in_length(monkeypatch):
+    # A bulk stage longer than MAX_RUN_RECORDS comes as several runs, nothing lost.
+    from migstream import fastpath
+    from migstream.decoder import StreamDecoder
+    from migstream.events import PageRun
+    monkeypatch.setattr(fastpath, "MAX_RUN_RECORDS", 100)
+    data = build_stream([[("zero", 0, i) for i in range(250)]], 1)
+    dec = StreamDecoder()
+    dec.feed(data)
+    dec.feed(b"")
+    runs = [ev for ev in dec if isinstance(ev, PageRun)]
+    assert max(r.count for r in runs) == 100
+    assert decoder_records(data) == reference_records(data)
+
+
+def test_compiled_walk_grows_its_tables():
+    # More records than the compiled walk's first allocation (4096).
+    from migstream.fastpath import RunWalker
+    rnd = random.Random(5)
+    kinds = ["zero"] * 9000 + ["page"] * 3 + ["zero"] * 2000
+    buf = memoryview(bytes(_run_bytes(rnd, kinds, 0, 1024)))
+    plans = RamPlans.for_page_size(1024)
+    got = RunWalker(plans).walk(buf, 0, 0, 20000)
+    want = RunWalker(plans, compiled=False).walk(buf, 0, 0, 20000)
+    assert got[0] == 11003 and got[1] == len(buf)
+    assert (list(got[2]), got[3]) == (list(want[2]), want[3])

@@ -8,9 +8,12 @@ copy of the page; the trailing unchanged run is not encoded.
 
 from __future__ import annotations
 
-import numpy as np
+from typing import TYPE_CHECKING
 
 from ..errors import XbzrleError
+
+if TYPE_CHECKING:
+    import numpy as np
 
 
 def _uleb128(src, i: int, end: int) -> tuple[int, int]:
@@ -81,6 +84,8 @@ def _uleb128_bytes(v: int) -> bytes:
 
 
 def _as_bytes_array(buf) -> np.ndarray:
+    import numpy as np  # the encoder only: decoding starts without numpy
+
     if isinstance(buf, np.ndarray):
         return buf.reshape(-1).view(np.uint8)
     return np.frombuffer(buf, dtype=np.uint8)
@@ -112,6 +117,8 @@ def xbzrle_encode(old, new, limit: int) -> bytes | None:
     later run adds at least 3 bytes.)  Note the first check runs before the
     "unchanged" test, so with limit < 2 even an unchanged page overflows.
     """
+    import numpy as np  # the encoder only: decoding starts without numpy
+
     a = _as_bytes_array(old)
     b = _as_bytes_array(new)
     n = len(a)
@@ -188,6 +195,8 @@ def _encode_runs(starts: list, ends: list, src, n: int, limit: int) -> bytes | N
 def _assemble(new: np.ndarray, changed_at: np.ndarray, zrun, nzrun, zlen, nzlen, total: int) -> bytes:
     """Vectorised output for many runs: write the run lengths at their offsets,
     then drop the changed bytes, in order, into every other position."""
+    import numpy as np  # the encoder only: decoding starts without numpy
+
     out = np.empty(total, dtype=np.uint8)
     is_length = np.zeros(total, dtype=bool)
     run_start = np.cumsum(zlen + nzlen + nzrun) - (zlen + nzlen + nzrun)
