@@ -1,7 +1,9 @@
 """Decoder throughput inside one process (no interpreter start-up or imports),
 in GiB/s of guest RAM described: the `info` loop and the `extract` loop.
 
-    python3 benchmarks/bench_inprocess.py [/var/tmp/migstream-bench]
+    python3 benchmarks/bench_inprocess.py [/var/tmp/migstream-bench] [--python-walk]
+
+--python-walk times the decoder as installed without the compiled run walk.
 """
 
 import os
@@ -35,7 +37,12 @@ def info(path):
 
 
 def main():
-    d = sys.argv[1] if len(sys.argv) > 1 else "/var/tmp/migstream-bench"
+    args = [a for a in sys.argv[1:] if a != "--python-walk"]
+    if "--python-walk" in sys.argv:
+        from migstream import fastpath
+        fastpath._runscan = None
+        print("run walk: Python")
+    d = args[0] if args else "/var/tmp/migstream-bench"
     for name in ("zero-1g.mig", "raw-1g.mig", "mixed-1g.mig"):
         path = os.path.join(d, name)
         if not os.path.exists(path):

@@ -1,8 +1,10 @@
-"""The decoder's fast path (derived readers, numpy runs) equals plain construct."""
+"""The decoder's fast path (derived readers, the compiled and the Python run walk)
+equals plain construct."""
 
 import random
 import zlib
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from migstream import grammar as g, writer as w
@@ -196,3 +198,20 @@ def test_compiled_walk_grows_its_tables():
     want = RunWalker(plans, compiled=False).walk(buf, 0, 0, 20000)
     assert got[0] == 11003 and got[1] == len(buf)
     assert (list(got[2]), got[3]) == (list(want[2]), want[3])
+
+
+@pytest.mark.parametrize("command", ["info", "validate", "records"])
+def test_decoding_commands_start_without_numpy(command, raw_sample_dir):
+    # numpy's import is about 60 ms of a 120 ms `info`; the decoding path keeps it out
+    # (it is for the encoder, the RAM image, the TUI index and the Python walk).
+    import subprocess
+    import sys
+    streams = [str(raw_sample_dir / f"{n}.mig") for n in ("x86-running", "x86-xbzrle", "x86-compress", "x86-postcopy")]
+    code = ("import sys\nfrom migstream.cli import main\n"
+            f"for path in {streams!r}:\n"
+            f"    sys.argv = ['migstream', {command!r}, path]\n"
+            "    try:\n        main()\n    except SystemExit as exc:\n        assert not exc.code, exc.code\n"
+            "print('numpy' in sys.modules, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "False"
