@@ -236,6 +236,7 @@ class StreamIndex:
                  channels=()) -> None:
         self.path = path
         self.channels = [str(c) for c in channels]  # multifd channel files
+        self._packet_readers: dict = {}  # channel file name -> multifd.PacketReader
         self.packets: list[tuple[int, int, MultifdPacketInfo]] = []  # (first row, rows, packet)
         self._packet_rows = np.zeros(0, np.int64)
         self._last_marker = 0
@@ -818,14 +819,18 @@ class StreamIndex:
         ps = self.page_size or 4096
         hist = self.rows_touching(int(r.block[row]), int(r.page[row]), upto=row + (0 if before else 1))
         start = 0
-        if any(int(r.flags[h]) & MULTIFD_ROW for h in hist):
-            return None  # the page data is in a channel file
         for i in range(len(hist) - 1, -1, -1):
             if int(r.flags[hist[i]]) & ~_CONTINUE != _XBZRLE:
                 start = i
                 break
         page = bytearray(ps)
         for h in hist[start:]:
+            if int(r.flags[h]) & MULTIFD_ROW:
+                data = self.multifd_page(int(h))
+                if data is None:
+                    return None
+                page[:] = data
+                continue
             d = self.detail(int(h))
             base = d.flags & ~_CONTINUE
             try:
@@ -841,7 +846,37 @@ class StreamIndex:
                 return None
         return bytes(page)
 
+    def multifd_page(self, row: int) -> bytes | None:
+        """What multifd row ``row`` puts in its page: the normal page read back from its
+        channel file's packet (decompressed), or zeros.  None when the channel file
+        cannot be read back."""
+        found = self.packet_of_row(row)
+        if found is None:
+            return None
+        first, _n, info = found
+        ps = self.page_size or 4096
+        i = row - first
+        if i >= info.normal_pages:
+            return bytes(ps)
+        from .multifd import PacketReader
+
+        reader = self._packet_readers.get(info.file)
+        if reader is None:
+            path = next((c for c in self.channels if os.path.basename(c) == info.file), None)
+            if path is None:
+                return None
+            reader = self._packet_readers[info.file] = PacketReader(
+                path, ps, {b.name: b for b in self.blocks if b.used_length})
+        try:
+            pkt = reader.packet(info.offset, info.flags)
+        except MigstreamError:
+            return None
+        return bytes(pkt.page(i))
+
     def close(self) -> None:
+        for reader in self._packet_readers.values():
+            reader.close()
+        self._packet_readers.clear()
         self.cancel()
         if self._spool is not None:
             self._spool.close()

@@ -359,6 +359,45 @@ class Channel:
         self.input.close()
 
 
+class PacketReader:
+    """Packets of one channel file by offset, for random access (the TUI's page
+    contents).  A nocomp packet is read where it lies; zlib and zstd packets continue
+    one stream per channel, so they are decoded in order from the last packet read,
+    or from the start of the file when asked for an earlier one."""
+
+    def __init__(self, path: str, page_size: int, blocks: dict) -> None:
+        self.path = path
+        self.page_size = page_size
+        self.blocks = blocks  # name -> anything with used_length
+        self._channel: Channel | None = None
+        self._last: MultifdPacket | None = None
+
+    def packet(self, offset: int, flags: int) -> MultifdPacket:
+        """The RAM packet at ``offset``; ``flags`` are its flags (for its compression)."""
+        if self._last is not None and self._last.offset == offset:
+            return self._last
+        in_place = flags & g.MULTIFD_COMPRESSION_MASK == _NOCOMP
+        ch = self._channel
+        if ch is None or in_place or ch.input.offset > offset:
+            self.close()
+            ch = self._channel = Channel(self.path, self.page_size)
+            if in_place:
+                ch.input.skip(offset - ch.input.offset)
+        while True:
+            pkt = ch.next_packet(self.blocks)
+            if pkt is None or pkt.offset > offset:
+                raise ChannelError(f"no multifd packet starts at offset {offset:#x}", ch.name, offset)
+            if pkt.offset == offset:
+                self._last = pkt
+                return pkt
+
+    def close(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        self._last = None
+
+
 class MultifdChannels:
     """All channel files of one migration."""
 

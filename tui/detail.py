@@ -147,8 +147,15 @@ class DetailPane(ScrollView, can_focus=True):
         if d.multifd is not None:
             text.append(f"block {d.block!r}, page {d.addr // (ix.page_size or 4096)} at offset {d.addr:#x}\n")
             text.append(d.description + "\n")
-            text.append("(the page itself is in the channel file; `migstream records --channel` lists the packets)\n",
-                        style="dim")
+            if not d.flags & RamFlag.PAGE:
+                text.append("payload: none (listed among the packet's zero pages)\n")
+                return
+            page = ix.multifd_page(d.row)
+            if page is None:
+                text.append("the page cannot be read back from its channel file\n", style="bold red")
+                return
+            text.append("payload: the page (read back from the channel file)\n", style="bold underline")
+            text.append_text(hexdump(page))
             return
         value = int.from_bytes(d.header[:8], "big")
         text.append(f"be64 header {value:#018x} = ")
