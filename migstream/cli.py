@@ -71,35 +71,54 @@ class _SizeOnly:
             self.size = None
 
 
-class _Progress:
-    """A throttled one-line progress report on stderr."""
+class StatusLine:
+    """A throttled one-line status on stderr: shown on a terminal (or when asked),
+    redrawn at most every 0.2 s, cleared at the end."""
 
-    def __init__(self, source: StreamSource, enabled: bool | None) -> None:
-        self.source = source
+    INTERVAL = 0.2
+
+    def __init__(self, enabled: bool | None) -> None:
         self.enabled = sys.stderr.isatty() if enabled is None else enabled
         self._last = 0.0
-        self._start = time.monotonic()
 
-    def __call__(self, consumed: int) -> None:
+    def due(self, force: bool = False) -> bool:
+        """Whether to draw now (then the next one waits INTERVAL)."""
         if not self.enabled:
-            return
+            return False
         now = time.monotonic()
-        if now - self._last < 0.2:
-            return
+        if not force and now - self._last < self.INTERVAL:
+            return False
         self._last = now
-        mib = consumed / (1 << 20)
-        rate = mib / max(now - self._start, 1e-6)
-        if self.source.size:
-            pct = 100.0 * consumed / self.source.size
-            sys.stderr.write(f"\r{pct:5.1f}%  {mib:,.0f} MiB  {rate:,.0f} MiB/s ")
-        else:
-            sys.stderr.write(f"\r{mib:,.0f} MiB  {rate:,.0f} MiB/s ")
+        return True
+
+    def show(self, text: str) -> None:
+        sys.stderr.write("\r" + text)
         sys.stderr.flush()
 
     def done(self) -> None:
         if self.enabled and self._last:
             sys.stderr.write("\r\033[K")
             sys.stderr.flush()
+
+
+class _Progress(StatusLine):
+    """Bytes of the stream decoded so far (and the share of it, when its size is known)."""
+
+    def __init__(self, source: StreamSource, enabled: bool | None) -> None:
+        super().__init__(enabled)
+        self.source = source
+        self._start = time.monotonic()
+
+    def __call__(self, consumed: int) -> None:
+        if not self.due():
+            return
+        mib = consumed / (1 << 20)
+        rate = mib / max(self._last - self._start, 1e-6)
+        if self.source.size:
+            pct = 100.0 * consumed / self.source.size
+            self.show(f"{pct:5.1f}%  {mib:,.0f} MiB  {rate:,.0f} MiB/s ")
+        else:
+            self.show(f"{mib:,.0f} MiB  {rate:,.0f} MiB/s ")
 
 
 @contextmanager

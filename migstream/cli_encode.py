@@ -6,14 +6,13 @@ import json
 import os
 import re
 import sys
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from .cli import _run, app
+from .cli import StatusLine, _run, app
 from .errors import UsageError
 
 
@@ -25,26 +24,13 @@ def parse_size(text: str) -> int:
     return int(m.group(1)) << (10 * " KMGT".index((m.group(2) or " ").upper()))
 
 
-class _EncodeProgress:
-    def __init__(self, enabled: bool | None) -> None:
-        self.enabled = sys.stderr.isatty() if enabled is None else enabled
-        self._last = 0.0
+class _EncodeProgress(StatusLine):
+    """Pages encoded so far, of all."""
 
     def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        now = time.monotonic()
-        if now - self._last < 0.2 and done < total:
-            return
-        self._last = now
-        pct = 100.0 * done / total if total else 100.0
-        sys.stderr.write(f"\r{pct:5.1f}%  {done:,} / {total:,} pages ")
-        sys.stderr.flush()
-
-    def done(self) -> None:
-        if self.enabled and self._last:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
+        if self.due(force=done >= total):
+            pct = 100.0 * done / total if total else 100.0
+            self.show(f"{pct:5.1f}%  {done:,} / {total:,} pages ")
 
 
 @contextmanager
