@@ -156,14 +156,25 @@ class PageRun:
     starts: Sequence[int]  # record offsets inside data
     kinds: bytes  # one RamFlag value per record
 
+    def _end(self, i: int) -> int:
+        # Where record i ends in data: where the next one starts.
+        return self.starts[i + 1] if i + 1 < self.count else len(self.data)
+
     def page(self, i: int) -> memoryview:
-        """The payload of record i (a PAGE record)."""
-        start = self.starts[i] + 8
-        return self.data[start:start + self.page_size]
+        """The payload of record i (a PAGE record): the page that ends the record."""
+        end = self._end(i)
+        return self.data[end - self.page_size:end]
 
     def fill(self, i: int) -> int:
-        """The fill byte of record i (a ZERO record)."""
-        return self.data[self.starts[i] + 8]
+        """The fill byte of record i (a ZERO record): the byte that ends the record."""
+        return self.data[self._end(i) - 1]
+
+    def record_bytes(self, kind: int) -> int:
+        """Stream bytes of the run's records of ``kind`` (a fixed-size kind: all alike)."""
+        i = self.kinds.find(kind)
+        if i < 0:
+            return 0
+        return self.kinds.count(kind) * (self._end(i) - self.starts[i])
 
     def count_of(self, kind: int) -> int:
         return self.kinds.count(kind)
@@ -174,10 +185,11 @@ class PageRun:
             off = self.offset + self.starts[i]
             addr = self.addr + i * self.page_size
             kind = self.kinds[i]
+            end = self.offset + self._end(i)
             if kind == _PAGE:
-                yield PageRecord(off, kind | _CONTINUE, self.block, addr, off + 8, self.page(i))
+                yield PageRecord(off, kind | _CONTINUE, self.block, addr, end - self.page_size, self.page(i))
             else:
-                yield PageRecord(off, kind | _CONTINUE, self.block, addr, off + 8, empty, self.fill(i))
+                yield PageRecord(off, kind | _CONTINUE, self.block, addr, end - 1, empty, self.fill(i))
 
 
 @dataclass(frozen=True, slots=True)

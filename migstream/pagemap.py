@@ -96,9 +96,9 @@ class PageMaps:
             if stat is not None:
                 pages = ev.count_of(int(RamFlag.PAGE))
                 if pages:
-                    stat.add("page", pages, pages * (8 + ps))
+                    stat.add("page", pages, ev.record_bytes(int(RamFlag.PAGE)))
                 if ev.count - pages:
-                    stat.add("zero", ev.count - pages, (ev.count - pages) * 9)
+                    stat.add("zero", ev.count - pages, ev.record_bytes(int(RamFlag.ZERO)))
         elif t is PageRecord:
             bm = self._block(ev.block, ev.addr + self.page_size)
             code = _CODE.get(ev.flags & ~int(RamFlag.CONTINUE), NEVER)

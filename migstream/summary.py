@@ -24,7 +24,7 @@ from .events import (
 )
 from .grammar import RamFlag, SectionType
 
-_PAGE = int(RamFlag.PAGE)
+_PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
 
 ENCODING_NAMES = {
     RamFlag.ZERO: "zero",
@@ -66,11 +66,11 @@ class StreamSummary:
             by_block = self.pages_by_block[ev.block]
             if pages:
                 self.records["page"] += pages
-                self.record_bytes["page"] += pages * (8 + ev.page_size)
+                self.record_bytes["page"] += ev.record_bytes(_PAGE)
                 by_block["page"] += pages
             if zeros:
                 self.records["zero"] += zeros
-                self.record_bytes["zero"] += zeros * 9
+                self.record_bytes["zero"] += ev.record_bytes(_ZERO)
                 by_block["zero"] += zeros
         elif t is PageRecord:
             name = ENCODING_NAMES[ev.kind]

@@ -215,3 +215,28 @@ def test_decoding_commands_start_without_numpy(command, raw_sample_dir):
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr.strip().splitlines()[-1] == "False"
+
+
+@settings(max_examples=40, deadline=None)
+@given(ops=st.lists(part, min_size=1, max_size=3), seed=st.integers(0, 2**32), page_size=st.sampled_from([4096, 1024]))
+def test_bytes_per_encoding_equal_record_extents(ops, seed, page_size):
+    # `info`'s bytes per encoding (runs counted whole) equal the sum of the records'
+    # extents in plain construct parsing (each record ends where the next element starts).
+    from migstream.decoder import StreamDecoder
+    from migstream.summary import StreamSummary
+    data = build_stream(ops, seed, page_size)
+    items = reference_records(data, page_size)
+    start = [it[0] if isinstance(it[0], int) else it[1] for it in items]
+    names = {F.PAGE: "page", F.ZERO: "zero", F.XBZRLE: "xbzrle", F.COMPRESS_PAGE: "compressed"}
+    want = {}
+    for k, it in enumerate(items):
+        if isinstance(it[0], int):
+            name = names[it[1] & ~F.CONTINUE]
+            want[name] = want.get(name, 0) + start[k + 1] - it[0]
+    dec = StreamDecoder(page_size=page_size)
+    dec.feed(data)
+    dec.feed(b"")
+    summary = StreamSummary()
+    for ev in dec:
+        summary.add(ev)
+    assert {k: v for k, v in summary.record_bytes.items() if k in names.values() and v} == want
