@@ -626,9 +626,9 @@ class StreamDecoder:
         buf = self._buf
         pos = self._pos
         off = self._base + pos
-        if pos + 8 <= len(buf) and not self._packages:
+        if pos + RAM_HEADER.size <= len(buf) and not self._packages:
             (hdr,) = RAM_HEADER.unpack_from(buf, pos)
-            self._pos = pos + 8
+            self._pos = pos + RAM_HEADER.size
         else:
             hdr = self._unpack(RAM_HEADER)
         flags = hdr & self._mask

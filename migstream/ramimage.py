@@ -254,8 +254,9 @@ class RamImage:
         data = run.data
         kinds = np.frombuffer(run.kinds, dtype=np.uint8)
         starts = np.asarray(run.starts, dtype=np.int64)
+        ends = np.append(starts[1:], len(data))  # a record ends with its page or fill byte
         is_page = kinds == _PAGE
-        fills = np.frombuffer(data, dtype=np.uint8)[starts[~is_page] + 8] if n > is_page.sum() else None
+        fills = np.frombuffer(data, dtype=np.uint8)[ends[~is_page] - 1] if n > is_page.sum() else None
         if fills is not None and fills.any():
             # ZERO records with a non-zero fill byte are rare: apply them one by one.
             for rec in run.records():
@@ -268,7 +269,7 @@ class RamImage:
         # stretches are holes already, nothing to check or clear page by page.
         fresh = not blk.written.any(first, n)
         zp = self._zero_page
-        pages = [data[s:s + ps] for s in (starts[is_page] + 8).tolist()]
+        pages = [data[s:s + ps] for s in (ends[is_page] - ps).tolist()]
         at = 0  # next unused entry of pages
         iov: list = []
         iov_at = 0
