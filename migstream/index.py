@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import enum
 import os
-import struct
 import tempfile
 import threading
 import time
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
+from construct import ConstructError
 
 from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
@@ -60,6 +60,7 @@ from .events import (
     Undecoded,
     VmDescription,
 )
+from . import grammar as g
 from .grammar import Command, RamFlag, SectionType
 from .sources import StreamSource
 from .stream import open_decoder
@@ -704,11 +705,14 @@ class StreamIndex:
             return self._ram_detail(row, kind, off, int(r.flags[row]), int(r.block[row]))
         end = self.row_end(row)
         size = max(0, end - off)
-        head_len = {RowKind.HEADER: 8, RowKind.SECTION: 5, RowKind.COMMAND: 5, RowKind.CONFIGURATION: 1,
-                    RowKind.VMDESCRIPTION: 5, RowKind.EOF: 1}.get(kind, 0)
+        head_len = _HEAD_LEN.get(kind, 0)
         if kind == RowKind.SECTION and int(r.flags[row]) in (SectionType.START, SectionType.FULL):
-            idlen = self.read(off + 5, 1)
-            head_len = 5 + 1 + (idlen[0] if idlen else 0) + 8
+            src = _ReadBack(self, off + _TYPE_BYTE)
+            try:
+                g.SectionStartHeader.parse_stream(src)
+            except ConstructError:
+                pass
+            head_len = src.tell() - off
             size = head_len  # the payload rows follow
         data = self.read(off, min(size, 1 << 16))
         sec = self.section_of_row(row)
@@ -758,43 +762,42 @@ class StreamIndex:
                                    f"{info.payload_size} payload bytes); applied at the sync point at "
                                    f"main-stream offset {off:#x}")
             return det
-        head = self.read(off, 8 + 1 + 255 + 4)
-        (value,) = struct.unpack_from(">Q", head)
-        flags = value & (ps - 1)
-        addr = value - flags
-        base = flags & ~_CONTINUE
-        pos = 8
-        has_idstr = base in (_ZERO, _PAGE, _XBZRLE, _COMPRESS) and not flags & _CONTINUE
-        if has_idstr:
-            pos += 1 + head[8]
-        det = RecordDetail(row, kind, off, 0, b"", b"", flags, addr if kind == RowKind.PAGE else None,
-                           self.blocks[block].name if 0 <= block < len(self.blocks) else None, has_idstr)
+        src = _ReadBack(self, off)
+        try:
+            head = g.RamRecordHeader.parse_stream(src, page_size=ps)
+        except ConstructError:
+            return RecordDetail(row, kind, off, 0, self.read(off, 8), b"", flags,
+                                description="the record cannot be read back")
+        header_end = src.tell()
+        det = RecordDetail(row, kind, off, 0, b"", b"", head.flags, head.addr if kind == RowKind.PAGE else None,
+                           self.blocks[block].name if 0 <= block < len(self.blocks) else None,
+                           head.idstr is not None)
         if kind == RowKind.MEM_SIZE:
             end = self.row_end(row)
-            det.header = head[:8]
-            det.payload = self.read(off + 8, min(end - off - 8, 1 << 16))
+            det.header = self.read(off, header_end - off)
+            det.payload = self.read(header_end, min(end - header_end, 1 << 16))
             det.size = end - off
             det.addr = None
             return det
-        if base == _PAGE:
-            plen = ps
-        elif base == _ZERO:
-            plen = 1
-            det.fill = head[pos]
-        elif base == _XBZRLE:
-            (n,) = struct.unpack_from(">H", head, pos + 1)
-            pos += 3
-            plen = n
-        elif base == _COMPRESS:
-            (n,) = struct.unpack_from(">I", head, pos)
-            pos += 4
-            plen = n
-            det.compressed_length = n
+        try:
+            payload = g.RAM_PAYLOADS[head.kind].parse_stream(src, page_size=ps)
+        except (ConstructError, KeyError):
+            payload = None
+        # The payload shown is the page, the fill byte or the delta / zlib bytes; the
+        # header, everything before it (encoding byte and length prefixes included).
+        if payload is None or head.kind not in g.PAGE_KINDS:
+            data = b""
+        elif head.kind == _ZERO:
+            det.fill = payload.fill
+            data = bytes([payload.fill])
         else:
-            plen = 0
-        det.header = head[:pos]
-        det.payload = self.read(off + pos, plen) if plen else b""
-        det.size = pos + plen
+            data = bytes(payload.data)
+            if head.kind == _COMPRESS:
+                det.compressed_length = len(data)
+        end = src.tell() if payload is not None else header_end
+        det.header = self.read(off, end - off - len(data))
+        det.payload = data
+        det.size = end - off
         return det
 
     def payload_size(self, row: int) -> int:
@@ -885,6 +888,35 @@ class StreamIndex:
                 os.close(self._fd)
             except OSError:
                 pass
+
+
+_TYPE_BYTE = 1  # every top-level element starts with its QEMU_VM_* byte
+#: Bytes shown as the header of a row's element (the rest is its payload).
+_HEAD_LEN = {
+    RowKind.HEADER: g.FileHeader.sizeof(),
+    RowKind.SECTION: _TYPE_BYTE + g.SectionPartHeader.sizeof(),
+    RowKind.COMMAND: _TYPE_BYTE + g.CommandHeader.sizeof(),
+    RowKind.CONFIGURATION: _TYPE_BYTE,
+    RowKind.VMDESCRIPTION: _TYPE_BYTE + g.VmDescription.subcons[0].subcon.lengthfield.sizeof(),
+    RowKind.EOF: _TYPE_BYTE,
+}
+
+
+class _ReadBack:
+    """The indexed stream from ``offset`` on as a file for construct's parse_stream
+    (reads go through ``StreamIndex.read``: pread, only the bytes parsed)."""
+
+    def __init__(self, index: "StreamIndex", offset: int) -> None:
+        self._index = index
+        self._pos = offset
+
+    def read(self, n: int) -> bytes:
+        data = self._index.read(self._pos, n)
+        self._pos += len(data)
+        return data
+
+    def tell(self) -> int:
+        return self._pos
 
 
 def command_name(cmd: int) -> str:
