@@ -228,42 +228,11 @@ def x86_args(s, guest_img, incoming=False):
     return args
 
 
-def ramblocks(q):
-    """HMP `info ramblock`: 7.2 prints 6 columns, 10.0 adds HVA and RO."""
-    out = []
-    for line in q.hmp("info ramblock").splitlines():
-        parts = line.split()
-        if len(parts) >= 6 and parts[3].startswith("0x"):
-            out.append({"name": parts[0], "page_size": parts[1] + " " + parts[2],
-                        "offset": int(parts[3], 16), "used": int(parts[4], 16), "max": int(parts[5], 16)})
-    return out
-
-
 def set_migration(q, s):
     if s["caps"]:
         q.cmd("migrate-set-capabilities", capabilities=[{"capability": c, "state": True} for c in s["caps"]])
     if s["params"]:
         q.cmd("migrate-set-parameters", **s["params"])
-
-
-def wait_completed(q, timeout=120):
-    t0 = time.time()
-    relaxed = False
-    notes = []
-    while True:
-        st = q.cmd("query-migrate")
-        status = st.get("status")
-        if status == "completed":
-            return st, notes
-        if status in ("failed", "cancelled"):
-            raise RuntimeError(f"migration {status}: {st}")
-        if time.time() - t0 > 40 and not relaxed and status == "active":
-            q.cmd("migrate-set-parameters", **{"downtime-limit": 2000})
-            notes.append("did not converge in 40 s; downtime-limit raised to 2000 ms")
-            relaxed = True
-        if time.time() - t0 > timeout:
-            raise RuntimeError(f"migration timeout: {st}")
-        time.sleep(0.05)
 
 
 def verify(s, binary, workdir, guest_img, main, channels, truths_raw):
@@ -310,7 +279,7 @@ def migrate_once(q, s, workdir, all_caps, qemu):
     ms.log(f"  {name}: migrate {uri} caps={s['caps']} params={s['params']}")
     try:
         q.cmd("migrate", uri=uri)
-        final, notes = wait_completed(q)
+        final, notes = ms.wait_migration(q, s)
     finally:
         if server is not None:
             server.finish()
@@ -397,7 +366,7 @@ def capture_group(group, out, workdir, guest_img, binaries, do_verify):
             time.sleep(2.0)
         if first["mode"] == "stopped":
             q.cmd("stop")
-        blocks = ramblocks(q)
+        blocks = ms.ramblocks(q)
         truths = truths_raw = None
         for s in group:
             runs.append((s,) + migrate_once(q, s, workdir, all_caps, qemu))

@@ -71,8 +71,12 @@ class Vm(BaseVm):
     def status(self) -> str:
         return self.cmd("query-status")["status"]
 
-    def wait_migration(self, timeout: float = 60, postcopy_after: float | None = None) -> dict:
-        """Poll query-migrate until completed (failed raises)."""
+    def wait_migration(self, timeout: float = 60, postcopy_after: float | None = None,
+                       min_syncs: int | None = None) -> dict:
+        """Poll query-migrate until completed (failed raises).  ``min_syncs``: the
+        caller started with a downtime limit the migration cannot meet; once this many
+        dirty-bitmap syncs (iterations) happened, the limit is raised so that it ends.
+        That makes the number of iterations independent of the machine's load."""
         t0 = time.monotonic()
         started_postcopy = False
         while True:
@@ -80,6 +84,9 @@ class Vm(BaseVm):
             status = st.get("status")
             if status == "completed":
                 return st
+            if min_syncs is not None and st.get("ram", {}).get("dirty-sync-count", 0) >= min_syncs:
+                self.cmd("migrate-set-parameters", **{"downtime-limit": 2000})
+                min_syncs = None
             if status in ("failed", "cancelled"):
                 raise AssertionError(f"{self.tag}: migration {status}: {st.get('error-desc', st)}")
             if postcopy_after is not None and not started_postcopy and status == "active" \

@@ -107,7 +107,7 @@ def start_pair(work: Path, guest_img: Path, caps: tuple[str, ...], params: dict,
 
 
 def run_through_tap(work: Path, guest_img: Path, caps=(), params=None, *, dst_paused=True,
-                    dst_params=None, postcopy_after=None):
+                    dst_params=None, postcopy_after=None, min_syncs=None):
     """Migrate src -> tap -> dst; returns (src, dst, manifest, capture dir, query-migrate)."""
     src, dst = start_pair(work, guest_img, caps, dict(RUNNING, **(params or {})), dst_paused=dst_paused,
                           dst_params=dst_params)
@@ -115,7 +115,7 @@ def run_through_tap(work: Path, guest_img: Path, caps=(), params=None, *, dst_pa
     try:
         with TapSession(f"unix:{work / 'tap.sock'}", f"unix:{work / 'dst.sock'}", str(rec)) as tap:
             src.cmd("migrate", uri=tap.uri)
-            st = src.wait_migration(postcopy_after=postcopy_after)
+            st = src.wait_migration(postcopy_after=postcopy_after, min_syncs=min_syncs)
             assert tap.wait(20), "channels still open after the migration"
         manifest = json.loads((rec / "capture.json").read_text())
     except BaseException:
@@ -156,8 +156,12 @@ def test_tap_precopy(work, guest_img):
 
 
 def test_tap_xbzrle(work, guest_img):
-    src, dst, manifest, rec, st = run_through_tap(work, guest_img, ("xbzrle",), {"xbzrle-cache-size": 8 * MiB})
+    # XBZRLE starts with the third iteration (a page is cached when sent again, and
+    # sent as a delta the time after): hold the migration for 4 syncs whatever the load.
+    src, dst, manifest, rec, st = run_through_tap(work, guest_img, ("xbzrle",),
+                                                  {"xbzrle-cache-size": 8 * MiB, "downtime-limit": 1}, min_syncs=4)
     with src, dst:
+        assert st["ram"]["dirty-sync-count"] >= 4
         check_tap_manifest(manifest, rec, ["main"])
         s = summary(str(rec))
         assert s["records"]["xbzrle"]["count"] > 0, s["records"]
