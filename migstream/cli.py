@@ -254,6 +254,9 @@ def _print_info(d: dict) -> None:
     for c in d.get("multifd_channels", ()):
         out.append(f"multifd channel  {c['id']}: {c['packets']} packets ({c['sync_packets']} SYNC), "
                    f"{c['normal_pages']} pages, {c['zero_pages']} zero pages, {c['compression']}  {c['file']}")
+    for name, c in d.get("block_devices", {}).items():
+        out.append(f"block migration  {name}: {c['chunks']} chunks of 1 MiB ({c['zero_chunks']} zero), "
+                   f"{_human(c['bytes'])} of data, up to {_human(c['extent'])}")
     out.append(f"device sections  {d['device_sections']}")
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:
@@ -340,6 +343,14 @@ def _format_row(r: dict) -> str:
         return f"{head}  {r['type']} '{r['idstr']}' instance {r['instance_id']} version {r['version_id']}"
     if ev == "section_end":
         return f"{head}  end of section{' (footer)' if r['footer'] else ''}"
+    if ev == "block":
+        if r["device"] is not None:
+            what = f"{r['device']} @ {r['disk_offset']:#x}" + (f", {r['data_size']} bytes" if r["data_size"] else "")
+        elif r["progress"] is not None:
+            what = f"{r['progress']}%"
+        else:
+            what = ""
+        return f"{head}  BLOCK {r['flag_names']:<22} {what}"
     if ev == "mem_size":
         blocks = ", ".join(f"{b['name']}={b['length']:#x}" for b in r["blocks"])
         return f"{head}  MEM_SIZE total {r['total']:#x}: {blocks}"

@@ -34,6 +34,7 @@ from .description import DeviceIndex, description_page_size
 from .errors import StreamError, TruncatedStream, XbzrleError
 from .events import (
     NEED_DATA,
+    BlockRecord,
     CommandEvent,
     Configuration,
     DeviceState,
@@ -52,7 +53,7 @@ from .events import (
     Undecoded,
     VmDescription,
 )
-from .fastpath import IDSTR_LENGTH, RAM_HEADER, SECTION_ID, RamPlans, RunWalker
+from .fastpath import BLOCK_HEADER, IDSTR_LENGTH, RAM_HEADER, SECTION_ID, RamPlans, RunWalker
 from .limits import (
     MAX_BLOCK_LENGTH,
     MAX_BLOCK_LIST,
@@ -396,6 +397,8 @@ class StreamDecoder:
                                   f"{g.RAM_SECTION_VERSION}", off, section="ram")
             self._enter_ram(off)
             self._state = "ram"
+        elif sec.idstr == g.BLOCK_SECTION and typ != ST.FULL:
+            self._state = "block"  # parsed record by record: exact, and memory stays flat
         else:
             self._state = "device"
         return SectionStart(off, typ, sec.section_id, sec.idstr, sec.instance_id, sec.version_id)
@@ -528,6 +531,28 @@ class StreamDecoder:
         self._state = "top"
         self._section = None
         return SectionEnd(off, sec.section_id, sec.idstr, bool(self._footers))
+
+    # --- block migration (the "block" section, migration/block.c block_load) ---------
+
+    def _st_block(self):
+        sec = self._section
+        off = self.offset
+        value_flags = self._unpack(BLOCK_HEADER)
+        flags = value_flags & ((1 << g.BLOCK_SECTOR_BITS) - 1)
+        value = value_flags >> g.BLOCK_SECTOR_BITS
+        device = None
+        data = memoryview(b"")
+        if flags & g.BlockFlag.DEVICE_BLOCK:
+            device = self._idstr()
+            if not flags & g.BlockFlag.ZERO_BLOCK:
+                self._need(g.BLOCK_CHUNK)
+                data = self._buf[self._pos:self._pos + g.BLOCK_CHUNK]
+                self._pos += g.BLOCK_CHUNK
+        elif not flags & (g.BlockFlag.PROGRESS | g.BlockFlag.EOS):
+            raise StreamError(f"Unknown block migration flags: {flags:#x}", off, section=sec.idstr)
+        if flags & g.BlockFlag.EOS:
+            self._state = "footer"
+        return BlockRecord(off, sec.section_id, flags, value, device, data)
 
     # --- device (non-RAM) sections -------------------------------------------------
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from .grammar import MULTIFD_COMPRESSION_MASK, MULTIFD_COMPRESSION_NAMES, Command, RamFlag, SectionType
+from .grammar import (BLOCK_SECTOR_BITS, MULTIFD_COMPRESSION_MASK, MULTIFD_COMPRESSION_NAMES, BlockFlag, Command,
+                      RamFlag, SectionType)
 
 
 class _Sentinel:
@@ -31,6 +32,15 @@ def flag_names(flags: int) -> str:
     rest = flags & ~sum(RamFlag)
     if flags & RamFlag.CONTINUE:
         names.append("CONTINUE")
+    if rest:
+        names.append(hex(rest))
+    return "|".join(names) or "0"
+
+
+def block_flag_names(flags: int) -> str:
+    """Block migration flags by name: ``0x09`` -> ``"DEVICE_BLOCK|ZERO_BLOCK"``."""
+    names = [f.name for f in BlockFlag if flags & f]
+    rest = flags & ~sum(BlockFlag)
     if rest:
         names.append(hex(rest))
     return "|".join(names) or "0"
@@ -241,6 +251,39 @@ class DeviceState:
     data: memoryview = field(default=memoryview(b""), repr=False, compare=False)
     #: START/PART/END for iterative (live) sections, FULL for the rest.
     section_type: SectionType = SectionType.FULL
+
+
+@dataclass(frozen=True, slots=True)
+class BlockRecord:
+    """A record of the "block" section (block migration, migration/block.c): a chunk
+    of a disk (DEVICE_BLOCK: ``data``, or none with ZERO_BLOCK), a PROGRESS
+    percentage, or EOS."""
+
+    offset: int
+    section_id: int
+    flags: int
+    value: int  # the first sector of a chunk; the percentage of PROGRESS
+    device: str | None = None
+    #: The chunk's bytes (a view into the decoder's input; copy what you keep).
+    data: memoryview = field(default=memoryview(b""), repr=False, compare=False)
+
+    @property
+    def is_chunk(self) -> bool:
+        return bool(self.flags & BlockFlag.DEVICE_BLOCK)
+
+    @property
+    def is_zero(self) -> bool:
+        return bool(self.flags & BlockFlag.ZERO_BLOCK)
+
+    @property
+    def disk_offset(self) -> int:
+        return self.value << BLOCK_SECTOR_BITS
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "block", "flags": self.flags,
+                "flag_names": block_flag_names(self.flags), "device": self.device,
+                "disk_offset": self.disk_offset if self.is_chunk else None,
+                "progress": self.value if self.flags & BlockFlag.PROGRESS else None, "data_size": len(self.data)}
 
 
 @dataclass(frozen=True, slots=True)

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Callable
 
 from .errors import StreamError
-from .events import MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList, SectionStart
+from .diskimage import DiskImages
+from .events import BlockRecord, MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList, SectionStart
 from .grammar import SectionType
+from .manifest import MANIFEST
 from .multifd import with_channels
 from .ramimage import RamImage
 from .sources import StreamSource
@@ -36,6 +38,8 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
     with StreamSource(stream) as source:
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
         image = None
+        disks = None  # block migration: the disks, beside the RAM blocks
+        names = {MANIFEST}  # file names taken in the directory
         error = None
         block_list: RamBlockList | None = None
         sent: set[str] = set()  # blocks that had at least one page record
@@ -56,14 +60,19 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
                         stopped = True
                         break
                     parts += ev.type == SectionType.PART
+                if t is BlockRecord:
+                    if disks is None:
+                        disks = DiskImages(directory, names)
+                    disks.apply(ev)
+                    continue
                 if image is None and t in _IMAGE_EVENTS:
-                    image = RamImage(directory, decoder.page_size, only=blocks)
+                    image = RamImage(directory, decoder.page_size, only=blocks, names=names)
                 if image is not None:
                     image.apply(ev)
         except StreamError as exc:
             error = exc
         if image is None:
-            image = RamImage(directory, decoder.page_size or 4096, only=blocks)
+            image = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names)
         machine = decoder.configuration.machine if decoder.configuration else None
         extra = {"page_size_source": decoder.page_size_source}
         if until_iteration is not None:
@@ -71,6 +80,8 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
             if not stopped and error is None:
                 error = StreamError(f"the stream has only {parts} RAM iterations (PART sections), "
                                     f"not {until_iteration}", decoder.offset, section="ram")
+        if disks is not None:
+            extra["disks"] = disks.close()
         if decoder.configuration is not None:
             extra["capabilities"] = list(decoder.configuration.capabilities)
             extra["target_page_bits"] = decoder.configuration.target_page_bits

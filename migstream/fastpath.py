@@ -73,6 +73,8 @@ def _format_of(con: Construct) -> struct.Struct:
 RAM_HEADER = _format_of(g.RamRecordHeader.subcons[0])
 #: The length prefix of an idstr (u8).
 IDSTR_LENGTH = _format_of(g.IdStr.subcon.lengthfield)
+#: be64 value|flags at the start of every block migration record.
+BLOCK_HEADER = _format_of(g.BlockRecord.subcons[0])
 #: be32 section id after the 0x7e footer byte, and after PART/END.
 SECTION_ID = _format_of(g.SectionFooter.subcons[0])
 

@@ -203,6 +203,37 @@ CommandElement = Struct(
     "payload" / FixedSized(this.length, Struct("body" / Switch(this._.cmd, COMMAND_PAYLOADS, default=GreedyBytes))),
 )
 
+# --- block migration: the "block" section (migration/block.c, QEMU 1.0 - 9.0) ------
+# Capability "block" (or `migrate -b`) sends whole disks in an iterative section of
+# its own: records of be64 (value << 9 | flags), where value is a sector number or a
+# progress percentage, until one with EOS.  Removed in QEMU 9.1.
+
+BLOCK_SECTION = "block"
+BLOCK_SECTOR_BITS = 9  # BDRV_SECTOR_BITS
+BLOCK_CHUNK = 1 << 20  # BLK_MIG_BLOCK_SIZE: every DEVICE_BLOCK record covers this much
+
+
+class BlockFlag(enum.IntFlag):
+    """BLK_MIG_FLAG_* (migration/block.c)."""
+
+    DEVICE_BLOCK = 0x01  # a chunk of a disk: device name, then the chunk unless ZERO_BLOCK
+    EOS = 0x02  # the end of this section's records
+    PROGRESS = 0x04  # value = percent of the bulk phase done
+    ZERO_BLOCK = 0x08  # capability zero-blocks: the chunk is all zero and not sent
+
+
+def _block_has_data(ctx) -> bool:
+    return bool(ctx.flags & BlockFlag.DEVICE_BLOCK) and not ctx.flags & BlockFlag.ZERO_BLOCK
+
+
+BlockRecord = Struct(
+    "value_flags" / Int64ub,
+    "flags" / Computed(this.value_flags & ((1 << BLOCK_SECTOR_BITS) - 1)),
+    "value" / Computed(this.value_flags >> BLOCK_SECTOR_BITS),
+    "device" / If(this.flags & BlockFlag.DEVICE_BLOCK, IdStr),
+    "data" / If(_block_has_data, Bytes(BLOCK_CHUNK)),
+)
+
 # --- the return path (destination -> source; migration.c migrate_send_rp_message) --
 
 

@@ -36,20 +36,21 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
-from construct import ConstructError
+from construct import ConstructError, Struct
 
 from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
 from .errors import MigstreamError, StreamError, XbzrleError
 from .events import (
     NEED_DATA,
+    BlockRecord,
     CommandEvent,
-    MappedRamBlock,
-    MultifdPacket,
     Configuration,
     DeviceState,
     EndOfStream,
     FileHeader,
+    MappedRamBlock,
+    MultifdPacket,
     PackageEnd,
     PageRecord,
     PageRun,
@@ -59,6 +60,7 @@ from .events import (
     SectionStart,
     Undecoded,
     VmDescription,
+    block_flag_names,
 )
 from . import grammar as g
 from .grammar import Command, RamFlag, SectionType
@@ -85,6 +87,7 @@ class RowKind(enum.IntEnum):
     EOF = 9
     VMDESCRIPTION = 10
     UNDECODED = 11
+    BLOCK = 12  # a block migration record ("block" section); flags = BLK_MIG_FLAG_*
 
 
 class PageState(enum.IntEnum):
@@ -430,6 +433,8 @@ class StreamIndex:
                                ev.offset + 5 + ev.length, self._next_row)
             self.sections.append(info)
             self._section_rows.append(info.row)
+        elif t is BlockRecord:
+            self._row(ev.offset, RowKind.BLOCK, ev.flags)
         elif t is DeviceState:
             self._row(ev.offset, RowKind.DEVICE)
             self.device_sections += 1
@@ -714,6 +719,14 @@ class StreamIndex:
                 pass
             head_len = src.tell() - off
             size = head_len  # the payload rows follow
+        block_rec = None
+        if kind == RowKind.BLOCK:
+            src = _ReadBack(self, off)
+            try:
+                block_rec = _BLOCK_RECORD_HEAD.parse_stream(src)
+                head_len = src.tell() - off
+            except ConstructError:
+                pass
         data = self.read(off, min(size, 1 << 16))
         sec = self.section_of_row(row)
         desc = ""
@@ -734,6 +747,14 @@ class StreamIndex:
             desc = f"command {command_name(int(r.flags[row]))}, {max(0, size - 5)} bytes of arguments"
         elif kind == RowKind.DEVICE and sec is not None:
             desc = f"device state of '{sec.idstr}' ({size} bytes, not interpreted)"
+        elif kind == RowKind.BLOCK:
+            desc = f"block migration {block_flag_names(int(r.flags[row]))}"
+            if block_rec is not None and block_rec.device is not None:
+                desc += (f": disk '{block_rec.device}' at byte {block_rec.value << g.BLOCK_SECTOR_BITS:#x}, "
+                         + ("all zero (not sent)" if block_rec.flags & g.BlockFlag.ZERO_BLOCK
+                            else f"{size - head_len} bytes"))
+            elif block_rec is not None and block_rec.flags & g.BlockFlag.PROGRESS:
+                desc += f": bulk phase {block_rec.value}% done"
         elif kind == RowKind.EOF:
             desc = "QEMU_VM_EOF: end of the device state"
         elif kind == RowKind.VMDESCRIPTION:
@@ -900,6 +921,10 @@ _HEAD_LEN = {
     RowKind.VMDESCRIPTION: _TYPE_BYTE + g.VmDescription.subcons[0].subcon.lengthfield.sizeof(),
     RowKind.EOF: _TYPE_BYTE,
 }
+
+
+#: A block migration record up to its chunk data (the shown header).
+_BLOCK_RECORD_HEAD = Struct(*[sc for sc in g.BlockRecord.subcons if sc.name != "data"])
 
 
 class _ReadBack:

@@ -123,12 +123,14 @@ class BlockFile:
 class RamImage:
     """Applies page records to per-block files under ``directory``."""
 
-    def __init__(self, directory: str, page_size: int, *, only: set[str] | None = None) -> None:
+    def __init__(self, directory: str, page_size: int, *, only: set[str] | None = None,
+                 names: set[str] | None = None) -> None:
         self.directory = directory
         self.page_size = page_size
         self.only = only
         self.blocks: dict[str, BlockFile] = {}
-        self._names: set[str] = {MANIFEST}
+        # File names taken in the directory (shared with whoever else writes there).
+        self._names: set[str] = names if names is not None else {MANIFEST}
         self._zero_page = bytes(page_size)
         os.makedirs(directory, exist_ok=True)
         self._writes = BlockWriter()

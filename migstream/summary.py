@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from typing import Any
 
 from .events import (
+    BlockRecord,
     CommandEvent,
     Configuration,
     DeviceState,
@@ -22,7 +23,7 @@ from .events import (
     Undecoded,
     VmDescription,
 )
-from .grammar import RamFlag, SectionType
+from .grammar import BLOCK_CHUNK, RamFlag, SectionType
 
 _PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
 
@@ -57,6 +58,7 @@ class StreamSummary:
         self.end_offset = 0
         self.multifd_packets = 0
         self.multifd_syncs = 0
+        self.block_devices: dict[str, Counter] = defaultdict(Counter)  # block migration, per device
 
     def add(self, ev) -> None:
         t = type(ev)
@@ -89,6 +91,13 @@ class StreamSummary:
                 by_block["multifd-zero"] += len(ev.zero)
         elif t is MultifdSync:
             self.multifd_syncs += 1
+        elif t is BlockRecord:
+            if ev.is_chunk:
+                disk = self.block_devices[ev.device]
+                disk["chunks"] += 1
+                disk["zero_chunks"] += ev.is_zero
+                disk["bytes"] += len(ev.data)
+                disk["extent"] = max(disk["extent"], ev.disk_offset + BLOCK_CHUNK)
         elif t is MappedRamBlock:
             n = ev.pages_written
             if n:
@@ -147,4 +156,5 @@ class StreamSummary:
             "stream_bytes": self.end_offset,
             "multifd_packets": self.multifd_packets,
             "multifd_sync_points": self.multifd_syncs,
+            "block_devices": {name: dict(c) for name, c in self.block_devices.items()},
         }

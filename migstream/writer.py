@@ -109,3 +109,10 @@ def mem_size(blocks, *, page_size: int = 4096, ignore_shared: bool = False) -> b
     return g.RamRecord.build({"header": {"addr_flags": total | RamFlag.MEM_SIZE, "idstr": None},
                               "payload": {"blocks": entries or None}},
                              page_size=page_size, ignore_shared=ignore_shared, postcopy_hugepages=False)
+
+
+def block_record(flags: int, value: int = 0, *, device: str | None = None, data: bytes | None = None) -> bytes:
+    """A block migration record: ``value`` is the chunk's first sector (DEVICE_BLOCK)
+    or the percentage (PROGRESS); ``data`` the 1 MiB chunk unless ZERO_BLOCK."""
+    return g.BlockRecord.build({"value_flags": (value << g.BLOCK_SECTOR_BITS) | flags, "device": device,
+                                "data": data})

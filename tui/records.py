@@ -6,7 +6,7 @@ import numpy as np
 from rich.text import Text
 from textual.cache import LRUCache
 
-from migstream.events import flag_names
+from migstream.events import block_flag_names, flag_names
 from migstream.index import MULTIFD_ROW, RowKind, StreamIndex, command_name
 from migstream.grammar import RamFlag, SectionType
 
@@ -133,6 +133,10 @@ class RecordTable(LineList):
         elif kind == RowKind.COMMAND:
             cells["flags"] = f"CMD {command_name(flags)}"
             style = "records--section"
+        elif kind == RowKind.BLOCK:
+            cells["flags"] = block_flag_names(flags)
+            cells["block"] = "block migration"
+            style = "records--other"
         else:
             cells["flags"] = kind.name.replace("_", " ").lower()
             if kind == RowKind.DEVICE and sec is not None:

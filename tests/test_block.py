@@ -1,0 +1,107 @@
+"""Block migration (the "block" section, migration/block.c): records parsed one by
+one with the grammar, disks rebuilt by `extract`, the loader's checks."""
+
+from __future__ import annotations
+
+import json
+import random
+
+import pytest
+
+from migstream import grammar as g, writer as w
+from migstream.decoder import StreamDecoder
+from migstream.errors import StreamError, TruncatedStream
+from migstream.events import BlockRecord, SectionEnd
+from migstream.extract import extract
+
+B = g.BlockFlag
+CHUNK = g.BLOCK_CHUNK
+SECTORS = CHUNK >> g.BLOCK_SECTOR_BITS
+
+
+def stream(*parts: bytes) -> bytes:
+    """File header, configuration, a RAM START (so the stream is complete), then a
+    block START, the given block PART payloads (each ended by EOS), RAM END, EOF."""
+    out = bytearray(w.file_header() + w.configuration("pc-i440fx-7.2"))
+    out += w.section_start(1, "block", version_id=1) + w.block_record(B.EOS) + w.footer(1)
+    out += w.section_start(2, "ram") + w.mem_size([("pc.ram", 16 * 4096)]) + w.ram_record(g.RamFlag.EOS) + w.footer(2)
+    for payload in parts:
+        out += w.section_part(1) + payload + w.block_record(B.EOS) + w.footer(1)
+    out += w.section_part(2, end=True)
+    for p in range(16):
+        out += w.ram_record(g.RamFlag.ZERO, p * 4096, block="pc.ram" if p == 0 else None, payload={"fill": 0})
+    out += w.ram_record(g.RamFlag.EOS) + w.footer(2) + w.eof()
+    return bytes(out)
+
+
+def events(data: bytes):
+    dec = StreamDecoder()
+    dec.feed(data)
+    dec.feed(b"")
+    return list(dec)
+
+
+def test_records_and_disks(tmp_path):
+    rnd = random.Random(1)
+    c0, c2 = rnd.randbytes(CHUNK), b"text " * (CHUNK // 5) + b"x" * (CHUNK % 5)
+    data = stream(
+        w.block_record(B.PROGRESS, 0) + w.block_record(B.DEVICE_BLOCK, 0, device="d1", data=c0)
+        + w.block_record(B.DEVICE_BLOCK | B.ZERO_BLOCK, SECTORS, device="d1")
+        + w.block_record(B.DEVICE_BLOCK, 2 * SECTORS, device="d1", data=c2),
+        # A later iteration: chunk 0 dirtied to zeros, chunk 1 to data, another disk.
+        w.block_record(B.DEVICE_BLOCK | B.ZERO_BLOCK, 0, device="d1")
+        + w.block_record(B.DEVICE_BLOCK, SECTORS, device="d1", data=c0)
+        + w.block_record(B.DEVICE_BLOCK, 3 * SECTORS, device="ide0-hd0", data=c2)
+        + w.block_record(B.PROGRESS, 100))
+    evs = events(data)
+    recs = [e for e in evs if isinstance(e, BlockRecord)]
+    assert [(r.flags, r.device, r.disk_offset if r.is_chunk else r.value, len(r.data)) for r in recs] == [
+        (B.EOS, None, 0, 0),
+        (B.PROGRESS, None, 0, 0), (B.DEVICE_BLOCK, "d1", 0, CHUNK), (B.DEVICE_BLOCK | B.ZERO_BLOCK, "d1", CHUNK, 0),
+        (B.DEVICE_BLOCK, "d1", 2 * CHUNK, CHUNK), (B.EOS, None, 0, 0),
+        (B.DEVICE_BLOCK | B.ZERO_BLOCK, "d1", 0, 0), (B.DEVICE_BLOCK, "d1", CHUNK, CHUNK),
+        (B.DEVICE_BLOCK, "ide0-hd0", 3 * CHUNK, CHUNK), (B.PROGRESS, None, 100, 0), (B.EOS, None, 0, 0)]
+    assert bytes(recs[2].data) == c0 and recs[2].offset == data.index(c0) - 8 - 3
+    # Every block section ends with its footer.
+    assert sum(isinstance(e, SectionEnd) and e.idstr == "block" for e in evs) == 3
+
+    src = tmp_path / "s.mig"
+    src.write_bytes(data)
+    res = extract(str(src), str(tmp_path / "x"))
+    assert res.error is None and res.manifest["complete"]
+    disks = {d["device"]: d for d in res.manifest["disks"]}
+    assert disks["d1"] == {"device": "d1", "file": "disk-d1.bin", "length": 3 * CHUNK, "chunks": 5,
+                           "zero_chunks": 2}
+    d1 = (tmp_path / "x" / "disk-d1.bin").read_bytes()
+    assert d1 == bytes(CHUNK) + c0 + c2  # chunk 0 zeroed again, chunk 1 written later
+    hd = (tmp_path / "x" / "disk-ide0-hd0.bin").read_bytes()
+    assert hd == bytes(3 * CHUNK) + c2
+    assert json.loads((tmp_path / "x" / "manifest.json").read_text())["disks"] == res.manifest["disks"]
+
+
+def test_unknown_flags_are_rejected_with_their_offset():
+    bad = w.block_record(0x10, 5)
+    data = stream(w.block_record(B.PROGRESS, 1) + bad)
+    at = data.index(bad)
+    with pytest.raises(StreamError) as err:
+        events(data)
+    assert err.value.offset == at and "Unknown block migration flags: 0x10" in str(err.value)
+
+
+def test_truncated_chunk():
+    rec = w.block_record(B.DEVICE_BLOCK, 0, device="d1", data=bytes(CHUNK))
+    data = stream(rec)
+    cut = data.index(rec) + len(rec) - 100
+    with pytest.raises(TruncatedStream):
+        events(data[:cut])
+
+
+def test_a_footer_pattern_inside_a_chunk_does_not_end_the_section():
+    # The chunk holds what a guest wrote to its disk: here the bytes of this section's
+    # footer followed by a section type.  Parsing records (not searching for the
+    # footer) keeps the section whole.
+    trap = (bytes([g.SectionType.FOOTER]) + (1).to_bytes(4, "big") + bytes([g.SectionType.PART])) * 1000
+    chunk = trap + bytes(CHUNK - len(trap))
+    data = stream(w.block_record(B.DEVICE_BLOCK, 0, device="d1", data=chunk))
+    recs = [e for e in events(data) if isinstance(e, BlockRecord) and e.is_chunk]
+    assert len(recs) == 1 and bytes(recs[0].data) == chunk
