@@ -35,12 +35,14 @@ doc: |
   What the spec frames and checks (and what it leaves to the decoder):
   * It frames every element: header, configuration and its subsections,
     START/PART/END/FULL sections with their footers, commands with their payloads
-    (PACKAGED with its nested stream), RAM records of every kind, EOF, the
-    VMDESCRIPTION.
+    (PACKAGED with its nested stream), RAM records of every kind, block migration
+    records, EOF, the VMDESCRIPTION.
   * Which section is RAM: the START header with idstr "ram", instance 0; PART and
     END refer to it by section id.  The id is carried from element to element
     (`ram_section_id` params, `ram_section_id_after` instances), like QEMU's
     loader looks sections up in its list (savevm.c find_se / the section list).
+    The block migration section ("block", migration/block.c) is tracked the same
+    way (`block_section_id`).
   * The CONTINUE context: a page record with RAM_SAVE_FLAG_CONTINUE targets the
     block of the previous page record, across section boundaries
     (ram.c ram_block_from_stream).  Each record gets the previous block as a
@@ -96,7 +98,7 @@ seq:
       QEMU_VM_FILE_VERSION (savevm.h).  Version 2 is refused by the loader ("SaveVM
       v2 format is obsolete and don't work anymore", savevm.c qemu_loadvm_state).
   - id: elements
-    type: 'element(_index == 0 ? -1 : elements[_index - 1].ram_section_id_after, _index == 0 ? "" : elements[_index - 1].block_after, _io.pos)'
+    type: 'element(_index == 0 ? -1 : elements[_index - 1].ram_section_id_after, _index == 0 ? -1 : elements[_index - 1].block_section_id_after, _index == 0 ? "" : elements[_index - 1].block_after, _io.pos)'
     repeat: until
     repeat-until: _.tag == section_type::eof
     doc: Everything up to and including QEMU_VM_EOF (savevm.c qemu_loadvm_state_main).
@@ -126,6 +128,9 @@ types:
       - id: ram_section_id
         type: s8
         doc: Section id of the RAM START seen so far, -1 before it.
+      - id: block_section_id
+        type: s8
+        doc: Section id of the block migration START seen so far, -1 before it.
       - id: last_block
         type: str
         doc: The CONTINUE context (block of the last page record so far), "" before any.
@@ -148,7 +153,7 @@ types:
         doc: QEMU_VM_* (savevm.h).  Anything else is "Unknown savevm section type %d".
       - id: section
         doc: 'START, PART, END or FULL.'
-        type: section(tag, ram_section_id, last_block)
+        type: section(tag, ram_section_id, block_section_id, last_block)
         if: is_section
       - id: configuration
         doc: 'QEMU_VM_CONFIGURATION (first element when the machine sends it).'
@@ -156,7 +161,7 @@ types:
         if: tag == section_type::configuration
       - id: command
         doc: 'QEMU_VM_COMMAND.'
-        type: command(ram_section_id, last_block)
+        type: command(ram_section_id, block_section_id, last_block)
         if: tag == section_type::command
     instances:
       is_section:
@@ -169,6 +174,11 @@ types:
           is_section ? section.ram_section_id_after
           : (tag == section_type::command ? command.ram_section_id_after : ram_section_id)
         doc: The RAM section id after this element (for the next one).
+      block_section_id_after:
+        value: >-
+          is_section ? section.block_section_id_after
+          : (tag == section_type::command ? command.block_section_id_after : block_section_id)
+        doc: The block migration section id after this element (for the next one).
       block_after:
         value: >-
           is_section ? section.block_after
@@ -185,6 +195,8 @@ types:
         type: u1
         enum: section_type
       - id: ram_section_id
+        type: s8
+      - id: block_section_id
         type: s8
       - id: last_block
         type: str
@@ -214,9 +226,13 @@ types:
         type: ram_records(last_block)
         if: is_ram
         doc: The RAM section's payload (ram.c ram_save_setup / ram_save_iterate / ram_save_complete).
+      - id: block
+        type: block_records
+        if: is_block
+        doc: The block migration section's payload (migration/block.c block_save_setup / _iterate / _complete).
       - id: device_state
         size: device_state_framing.size
-        if: not is_ram
+        if: not is_ram and not is_block
         doc: |
           An opaque device payload (vmstate fields and subsections, vmstate.c
           vmstate_save_state; or an iterative handler's own format such as spapr/htab
@@ -240,6 +256,13 @@ types:
         doc: |
           The live RAM section: opened by a START named "ram", instance 0, continued
           by PART/END sections with its id.  A FULL section named "ram" is opaque.
+      is_block:
+        value: >-
+          not is_ram and (has_header ? (tag == section_type::section_start and idstr.value == "block")
+          : section_id == block_section_id)
+        doc: |
+          The block migration section (capability "block", QEMU 1.0 - 9.0): opened by a
+          START named "block", continued by PART/END sections with its id.
       device_state_framing:
         pos: _io.pos
         type: footer_search(section_id, _io.pos)
@@ -251,6 +274,9 @@ types:
       ram_section_id_after:
         doc: 'This section''s id if it opens the RAM section, else the one passed in.'
         value: 'tag == section_type::section_start and is_ram ? section_id : ram_section_id'
+      block_section_id_after:
+        doc: 'This section''s id if it opens the block migration section, else the one passed in.'
+        value: 'tag == section_type::section_start and is_block ? section_id : block_section_id'
       block_after:
         doc: 'The CONTINUE context after this section''s RAM records.'
         value: 'is_ram ? ram.block_after : last_block'
@@ -443,6 +469,8 @@ types:
     params:
       - id: ram_section_id
         type: s8
+      - id: block_section_id
+        type: s8
       - id: last_block
         type: str
     seq:
@@ -472,7 +500,7 @@ types:
             command_type::packaged: cmd_packaged
             command_type::recv_bitmap: cmd_recv_bitmap
       - id: package
-        type: 'package(payload.as<cmd_packaged>.length, _io.pos, ram_section_id, last_block)'
+        type: 'package(payload.as<cmd_packaged>.length, _io.pos, ram_section_id, block_section_id, last_block)'
         if: cmd == command_type::packaged
         doc: |
           The PACKAGED data follows the command itself (savevm.c
@@ -488,6 +516,9 @@ types:
       ram_section_id_after:
         doc: 'The RAM section id after this command (PACKAGED data may open it).'
         value: 'cmd == command_type::packaged ? package.ram_section_id_after : ram_section_id'
+      block_section_id_after:
+        doc: 'The block migration section id after this command (PACKAGED data may open it).'
+        value: 'cmd == command_type::packaged ? package.block_section_id_after : block_section_id'
       block_after:
         doc: 'The CONTINUE context after this command (PACKAGED data may carry RAM records).'
         value: 'cmd == command_type::packaged ? package.block_after : last_block'
@@ -568,12 +599,14 @@ types:
         type: u8
       - id: ram_section_id
         type: s8
+      - id: block_section_id
+        type: s8
       - id: last_block
         type: str
     seq:
       - id: elements
         doc: 'The nested elements, up to a nested EOF or the end of the package.'
-        type: 'element(_index == 0 ? ram_section_id : elements[_index - 1].ram_section_id_after, _index == 0 ? last_block : elements[_index - 1].block_after, _io.pos)'
+        type: 'element(_index == 0 ? ram_section_id : elements[_index - 1].ram_section_id_after, _index == 0 ? block_section_id : elements[_index - 1].block_section_id_after, _index == 0 ? last_block : elements[_index - 1].block_after, _io.pos)'
         repeat: until
         repeat-until: _.tag == section_type::eof or _io.pos >= start + length
         if: length > 0
@@ -584,9 +617,60 @@ types:
       ram_section_id_after:
         doc: 'The RAM section id after the package.'
         value: 'length > 0 ? elements.last.ram_section_id_after.as<s8> : ram_section_id'
+      block_section_id_after:
+        doc: 'The block migration section id after the package.'
+        value: 'length > 0 ? elements.last.block_section_id_after.as<s8> : block_section_id'
       block_after:
         doc: 'The CONTINUE context after the package.'
         value: 'length > 0 ? elements.last.block_after.as<str> : last_block'
+
+  block_records:
+    doc: |
+      The payload of the block migration section: records up to and including one
+      with EOS (migration/block.c block_load loops until BLK_MIG_FLAG_EOS).
+    seq:
+      - id: records
+        type: block_record(_io.pos)
+        repeat: until
+        repeat-until: _.flags & 0x02 != 0
+        doc: Chunks of disks, progress reports, and EOS last.
+
+  block_record:
+    doc: |
+      One block migration record (migration/block.c blk_send, blk_mig_save_bulked_block,
+      block_save_complete; read by block_load): be64 (value << 9 | flags).
+    params:
+      - id: ofs
+        type: u8
+        doc: Stream offset of the record.
+    seq:
+      - id: value_flags
+        type: u8
+        valid:
+          expr: >-
+            (_ & 0x1ff) & 0x01 != 0 or (_ & 0x1ff) & 0x02 != 0 or (_ & 0x1ff) & 0x04 != 0
+        doc: |
+          BLK_MIG_FLAG_* in the low 9 bits (DEVICE_BLOCK 0x01, EOS 0x02, PROGRESS 0x04,
+          ZERO_BLOCK 0x08); above them the chunk's first sector (BDRV_SECTOR_BITS = 9),
+          or the percentage for PROGRESS.  A record with none of DEVICE_BLOCK, PROGRESS
+          and EOS is "Unknown block migration flags".
+      - id: device
+        type: counted_string
+        if: flags & 0x01 != 0
+        doc: The block device's name (bdrv_get_device_name), e.g. "ide0-hd0" or a -drive id.
+      - id: data
+        size: 1048576
+        if: flags & 0x01 != 0 and flags & 0x08 == 0
+        doc: |
+          The chunk: BLK_MIG_BLOCK_SIZE (1 MiB) bytes, always whole, even where the disk
+          ends inside it (the loader writes only the disk's sectors).
+    instances:
+      flags:
+        value: value_flags & 0x1ff
+        doc: BLK_MIG_FLAG_* bits.
+      value:
+        value: value_flags >> 9
+        doc: The chunk's first sector (DEVICE_BLOCK), the percentage (PROGRESS).
 
   ram_records:
     doc: |

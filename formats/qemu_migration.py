@@ -37,12 +37,14 @@ class QemuMigration(KaitaiStruct):
     What the spec frames and checks (and what it leaves to the decoder):
     * It frames every element: header, configuration and its subsections,
       START/PART/END/FULL sections with their footers, commands with their payloads
-      (PACKAGED with its nested stream), RAM records of every kind, EOF, the
-      VMDESCRIPTION.
+      (PACKAGED with its nested stream), RAM records of every kind, block migration
+      records, EOF, the VMDESCRIPTION.
     * Which section is RAM: the START header with idstr "ram", instance 0; PART and
       END refer to it by section id.  The id is carried from element to element
       (`ram_section_id` params, `ram_section_id_after` instances), like QEMU's
       loader looks sections up in its list (savevm.c find_se / the section list).
+      The block migration section ("block", migration/block.c) is tracked the same
+      way (`block_section_id`).
     * The CONTINUE context: a page record with RAM_SAVE_FLAG_CONTINUE targets the
       block of the previous page record, across section boundaries
       (ram.c ram_block_from_stream).  Each record gets the previous block as a
@@ -133,7 +135,7 @@ class QemuMigration(KaitaiStruct):
         self.elements = []
         i = 0
         while True:
-            _ = QemuMigration.Element((-1 if i == 0 else self.elements[i - 1].ram_section_id_after), (u"" if i == 0 else self.elements[i - 1].block_after), self._io.pos(), self._io, self, self._root)
+            _ = QemuMigration.Element((-1 if i == 0 else self.elements[i - 1].ram_section_id_after), (-1 if i == 0 else self.elements[i - 1].block_section_id_after), (u"" if i == 0 else self.elements[i - 1].block_after), self._io.pos(), self._io, self, self._root)
             self.elements.append(_)
             if _.tag == QemuMigration.SectionType.eof:
                 break
@@ -204,6 +206,90 @@ class QemuMigration(KaitaiStruct):
 
             self._m_lengths_add_up =  ((self.total == 0) or (self.blocks[-1].used_length == self.blocks[-1].remaining)) 
             return getattr(self, '_m_lengths_add_up', None)
+
+
+    class BlockRecord(KaitaiStruct):
+        """One block migration record (migration/block.c blk_send, blk_mig_save_bulked_block,
+        block_save_complete; read by block_load): be64 (value << 9 | flags).
+        """
+        def __init__(self, ofs, _io, _parent=None, _root=None):
+            super(QemuMigration.BlockRecord, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self.ofs = ofs
+            self._read()
+
+        def _read(self):
+            self.value_flags = self._io.read_u8be()
+            _ = self.value_flags
+            if not  (((_ & 511) & 1 != 0) or ((_ & 511) & 2 != 0) or ((_ & 511) & 4 != 0)) :
+                raise kaitaistruct.ValidationExprError(self.value_flags, self._io, u"/types/block_record/seq/0")
+            if self.flags & 1 != 0:
+                pass
+                self.device = QemuMigration.CountedString(self._io, self, self._root)
+
+            if  ((self.flags & 1 != 0) and (self.flags & 8 == 0)) :
+                pass
+                self.data = self._io.read_bytes(1048576)
+
+
+
+        def _fetch_instances(self):
+            pass
+            if self.flags & 1 != 0:
+                pass
+                self.device._fetch_instances()
+
+            if  ((self.flags & 1 != 0) and (self.flags & 8 == 0)) :
+                pass
+
+
+        @property
+        def flags(self):
+            """BLK_MIG_FLAG_* bits."""
+            if hasattr(self, '_m_flags'):
+                return self._m_flags
+
+            self._m_flags = self.value_flags & 511
+            return getattr(self, '_m_flags', None)
+
+        @property
+        def value(self):
+            """The chunk's first sector (DEVICE_BLOCK), the percentage (PROGRESS)."""
+            if hasattr(self, '_m_value'):
+                return self._m_value
+
+            self._m_value = self.value_flags >> 9
+            return getattr(self, '_m_value', None)
+
+
+    class BlockRecords(KaitaiStruct):
+        """The payload of the block migration section: records up to and including one
+        with EOS (migration/block.c block_load loops until BLK_MIG_FLAG_EOS).
+        """
+        def __init__(self, _io, _parent=None, _root=None):
+            super(QemuMigration.BlockRecords, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._read()
+
+        def _read(self):
+            self.records = []
+            i = 0
+            while True:
+                _ = QemuMigration.BlockRecord(self._io.pos(), self._io, self, self._root)
+                self.records.append(_)
+                if _.flags & 2 != 0:
+                    break
+                i += 1
+
+
+        def _fetch_instances(self):
+            pass
+            for i in range(len(self.records)):
+                pass
+                self.records[i]._fetch_instances()
+
 
 
     class CmdPackaged(KaitaiStruct):
@@ -321,11 +407,12 @@ class QemuMigration(KaitaiStruct):
         """QEMU_VM_COMMAND: be16 command, be16 length, payload (savevm.c
         qemu_savevm_command_send, loadvm_process_command).
         """
-        def __init__(self, ram_section_id, last_block, _io, _parent=None, _root=None):
+        def __init__(self, ram_section_id, block_section_id, last_block, _io, _parent=None, _root=None):
             super(QemuMigration.Command, self).__init__(_io)
             self._parent = _parent
             self._root = _root
             self.ram_section_id = ram_section_id
+            self.block_section_id = block_section_id
             self.last_block = last_block
             self._read()
 
@@ -369,7 +456,7 @@ class QemuMigration(KaitaiStruct):
                 self.payload = self._io.read_bytes(self.len)
             if self.cmd == QemuMigration.CommandType.packaged:
                 pass
-                self.package = QemuMigration.Package(self.payload.length, self._io.pos(), self.ram_section_id, self.last_block, self._io, self, self._root)
+                self.package = QemuMigration.Package(self.payload.length, self._io.pos(), self.ram_section_id, self.block_section_id, self.last_block, self._io, self, self._root)
 
 
 
@@ -406,6 +493,15 @@ class QemuMigration(KaitaiStruct):
 
             self._m_block_after = (self.package.block_after if self.cmd == QemuMigration.CommandType.packaged else self.last_block)
             return getattr(self, '_m_block_after', None)
+
+        @property
+        def block_section_id_after(self):
+            """The block migration section id after this command (PACKAGED data may open it)."""
+            if hasattr(self, '_m_block_section_id_after'):
+                return self._m_block_section_id_after
+
+            self._m_block_section_id_after = (self.package.block_section_id_after if self.cmd == QemuMigration.CommandType.packaged else self.block_section_id)
+            return getattr(self, '_m_block_section_id_after', None)
 
         @property
         def expected_len(self):
@@ -654,11 +750,12 @@ class QemuMigration(KaitaiStruct):
 
     class Element(KaitaiStruct):
         """One top-level element, introduced by its QEMU_VM_* tag (savevm.c qemu_loadvm_state_main)."""
-        def __init__(self, ram_section_id, last_block, ofs, _io, _parent=None, _root=None):
+        def __init__(self, ram_section_id, block_section_id, last_block, ofs, _io, _parent=None, _root=None):
             super(QemuMigration.Element, self).__init__(_io)
             self._parent = _parent
             self._root = _root
             self.ram_section_id = ram_section_id
+            self.block_section_id = block_section_id
             self.last_block = last_block
             self.ofs = ofs
             self._read()
@@ -669,7 +766,7 @@ class QemuMigration(KaitaiStruct):
                 raise kaitaistruct.ValidationNotAnyOfError(self.tag, self._io, u"/types/element/seq/0")
             if self.is_section:
                 pass
-                self.section = QemuMigration.Section(self.tag, self.ram_section_id, self.last_block, self._io, self, self._root)
+                self.section = QemuMigration.Section(self.tag, self.ram_section_id, self.block_section_id, self.last_block, self._io, self, self._root)
 
             if self.tag == QemuMigration.SectionType.configuration:
                 pass
@@ -677,7 +774,7 @@ class QemuMigration(KaitaiStruct):
 
             if self.tag == QemuMigration.SectionType.command:
                 pass
-                self.command = QemuMigration.Command(self.ram_section_id, self.last_block, self._io, self, self._root)
+                self.command = QemuMigration.Command(self.ram_section_id, self.block_section_id, self.last_block, self._io, self, self._root)
 
 
 
@@ -704,6 +801,15 @@ class QemuMigration(KaitaiStruct):
 
             self._m_block_after = (self.section.block_after if self.is_section else (self.command.block_after if self.tag == QemuMigration.SectionType.command else self.last_block))
             return getattr(self, '_m_block_after', None)
+
+        @property
+        def block_section_id_after(self):
+            """The block migration section id after this element (for the next one)."""
+            if hasattr(self, '_m_block_section_id_after'):
+                return self._m_block_section_id_after
+
+            self._m_block_section_id_after = (self.section.block_section_id_after if self.is_section else (self.command.block_section_id_after if self.tag == QemuMigration.SectionType.command else self.block_section_id))
+            return getattr(self, '_m_block_section_id_after', None)
 
         @property
         def is_section(self):
@@ -903,13 +1009,14 @@ class QemuMigration(KaitaiStruct):
         end; an element that runs past the end is an error here (the pieces after a
         nested EOF are skipped, as the loader does).
         """
-        def __init__(self, length, start, ram_section_id, last_block, _io, _parent=None, _root=None):
+        def __init__(self, length, start, ram_section_id, block_section_id, last_block, _io, _parent=None, _root=None):
             super(QemuMigration.Package, self).__init__(_io)
             self._parent = _parent
             self._root = _root
             self.length = length
             self.start = start
             self.ram_section_id = ram_section_id
+            self.block_section_id = block_section_id
             self.last_block = last_block
             self._read()
 
@@ -919,7 +1026,7 @@ class QemuMigration(KaitaiStruct):
                 self.elements = []
                 i = 0
                 while True:
-                    _ = QemuMigration.Element((self.ram_section_id if i == 0 else self.elements[i - 1].ram_section_id_after), (self.last_block if i == 0 else self.elements[i - 1].block_after), self._io.pos(), self._io, self, self._root)
+                    _ = QemuMigration.Element((self.ram_section_id if i == 0 else self.elements[i - 1].ram_section_id_after), (self.block_section_id if i == 0 else self.elements[i - 1].block_section_id_after), (self.last_block if i == 0 else self.elements[i - 1].block_after), self._io.pos(), self._io, self, self._root)
                     self.elements.append(_)
                     if  ((_.tag == QemuMigration.SectionType.eof) or (self._io.pos() >= self.start + self.length)) :
                         break
@@ -946,6 +1053,15 @@ class QemuMigration(KaitaiStruct):
 
             self._m_block_after = (self.elements[-1].block_after if self.length > 0 else self.last_block)
             return getattr(self, '_m_block_after', None)
+
+        @property
+        def block_section_id_after(self):
+            """The block migration section id after the package."""
+            if hasattr(self, '_m_block_section_id_after'):
+                return self._m_block_section_id_after
+
+            self._m_block_section_id_after = (self.elements[-1].block_section_id_after if self.length > 0 else self.block_section_id)
+            return getattr(self, '_m_block_section_id_after', None)
 
         @property
         def ram_section_id_after(self):
@@ -1210,12 +1326,13 @@ class QemuMigration(KaitaiStruct):
         qemu_loadvm_section_start_full / qemu_loadvm_section_part_end), its payload
         and its footer.
         """
-        def __init__(self, tag, ram_section_id, last_block, _io, _parent=None, _root=None):
+        def __init__(self, tag, ram_section_id, block_section_id, last_block, _io, _parent=None, _root=None):
             super(QemuMigration.Section, self).__init__(_io)
             self._parent = _parent
             self._root = _root
             self.tag = tag
             self.ram_section_id = ram_section_id
+            self.block_section_id = block_section_id
             self.last_block = last_block
             self._read()
 
@@ -1240,7 +1357,11 @@ class QemuMigration(KaitaiStruct):
                 pass
                 self.ram = QemuMigration.RamRecords(self.last_block, self._io, self, self._root)
 
-            if (not (self.is_ram)):
+            if self.is_block:
+                pass
+                self.block = QemuMigration.BlockRecords(self._io, self, self._root)
+
+            if  (((not (self.is_ram))) and ((not (self.is_block)))) :
                 pass
                 self.device_state = self._io.read_bytes(self.device_state_framing.size)
 
@@ -1266,7 +1387,11 @@ class QemuMigration(KaitaiStruct):
                 pass
                 self.ram._fetch_instances()
 
-            if (not (self.is_ram)):
+            if self.is_block:
+                pass
+                self.block._fetch_instances()
+
+            if  (((not (self.is_ram))) and ((not (self.is_block)))) :
                 pass
 
             if self.footer_tag == int(QemuMigration.SectionType.footer):
@@ -1291,6 +1416,15 @@ class QemuMigration(KaitaiStruct):
 
             self._m_block_after = (self.ram.block_after if self.is_ram else self.last_block)
             return getattr(self, '_m_block_after', None)
+
+        @property
+        def block_section_id_after(self):
+            """This section's id if it opens the block migration section, else the one passed in."""
+            if hasattr(self, '_m_block_section_id_after'):
+                return self._m_block_section_id_after
+
+            self._m_block_section_id_after = (self.section_id if  ((self.tag == QemuMigration.SectionType.section_start) and (self.is_block))  else self.block_section_id)
+            return getattr(self, '_m_block_section_id_after', None)
 
         @property
         def device_state_framing(self):
@@ -1324,6 +1458,17 @@ class QemuMigration(KaitaiStruct):
 
             self._m_has_header =  ((self.tag == QemuMigration.SectionType.section_start) or (self.tag == QemuMigration.SectionType.section_full)) 
             return getattr(self, '_m_has_header', None)
+
+        @property
+        def is_block(self):
+            """The block migration section (capability "block", QEMU 1.0 - 9.0): opened by a
+            START named "block", continued by PART/END sections with its id.
+            """
+            if hasattr(self, '_m_is_block'):
+                return self._m_is_block
+
+            self._m_is_block =  (((not (self.is_ram))) and (( ((self.tag == QemuMigration.SectionType.section_start) and (self.idstr.value == u"block"))  if self.has_header else self.section_id == self.block_section_id))) 
+            return getattr(self, '_m_is_block', None)
 
         @property
         def is_ram(self):

@@ -84,6 +84,13 @@ def _elements(f, data, out, state, page_size, end):
         idstr, instance_id, first_typ = sections[h.section_id]
         if idstr == "ram" and instance_id == 0 and first_typ == ST.START:
             _ram_payload(f, out, state, page_size)
+        elif idstr == g.BLOCK_SECTION and first_typ == ST.START:
+            while True:
+                roff = f.tell()
+                rec = g.BlockRecord.parse_stream(f)
+                out.append(("block", roff, rec.flags, rec.value, rec.device, bytes(rec.data or b"")))
+                if rec.flags & g.BlockFlag.EOS:
+                    break
         else:
             start = f.tell()
             size = _device_payload_size(data, start, h.section_id)
@@ -141,9 +148,9 @@ def _mapped_ram_blocks(f, total: int, params: dict) -> tuple:
 def decoder_records(data: bytes, chunks=None, page_size=None):
     """The same list from StreamDecoder (runs expanded), fed in ``chunks``."""
     from migstream.decoder import StreamDecoder
-    from migstream.events import (NEED_DATA, CommandEvent, Configuration, DeviceState, EndOfStream, PackageEnd,
-                                  PageRecord, PageRun, RamBlockList, RamMarker, SectionStart, Undecoded,
-                                  VmDescription)
+    from migstream.events import (NEED_DATA, BlockRecord, CommandEvent, Configuration, DeviceState, EndOfStream,
+                                  PackageEnd, PageRecord, PageRun, RamBlockList, RamMarker, SectionStart,
+                                  Undecoded, VmDescription)
 
     dec = StreamDecoder(page_size=page_size)
     out = []
@@ -158,6 +165,8 @@ def decoder_records(data: bytes, chunks=None, page_size=None):
             out.append((ev.offset, ev.flags, ev.block, ev.addr, value))
         elif t is RamMarker:
             out.append(("marker", ev.offset, ev.flags))
+        elif t is BlockRecord:
+            out.append(("block", ev.offset, ev.flags, ev.value, ev.device, bytes(ev.data)))
         elif t is RamBlockList:
             out.append(("mem_size", ev.offset, tuple((b.name, b.used_length) for b in ev.blocks)))
         elif t is SectionStart:

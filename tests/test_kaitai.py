@@ -70,6 +70,11 @@ def _walk(elements, out: list, top: bool) -> None:
                         out.append(("mem_size", r.ofs, tuple((b.idstr.value, b.used_length) for b in blocks)))
                     else:
                         out.append(("marker", r.ofs, r.flags))
+            elif s.is_block:
+                for r in s.block.records:
+                    device, data = getattr(r, "device", None), getattr(r, "data", None)  # absent when not sent
+                    out.append(("block", r.ofs, r.flags, r.value, device.value if device is not None else None,
+                                bytes(data) if data is not None else b""))
             else:
                 out.append(("device", s.device_state_framing.start, s.section_id, len(s.device_state)))
 

@@ -29,6 +29,13 @@ def compare_truth(sample, outdir):
                 first = next(i for i in range(start, lo) if got[i] != want[i])
                 pytest.fail(f"{sample['name']}: {truth['block']} differs from truth at 0x{first:x}")
             start = max(start, hi)
+    # Block migration: each disk as the source had it (the file may run on to the end
+    # of the last 1 MiB chunk).
+    disks = {d["device"]: d for d in manifest.get("disks", ())}
+    for truth in sample.get("disks", ()):
+        want = read_zst(SAMPLES / truth["file"])
+        got = (outdir / disks[truth["device"]]["file"]).read_bytes()
+        assert len(want) == truth["length"] and got[:len(want)] == want, f"disk {truth['device']}"
     return manifest
 
 
