@@ -36,13 +36,14 @@ doc: |
   * It frames every element: header, configuration and its subsections,
     START/PART/END/FULL sections with their footers, commands with their payloads
     (PACKAGED with its nested stream), RAM records of every kind, block migration
-    records, EOF, the VMDESCRIPTION.
+    and dirty-bitmap records, EOF, the VMDESCRIPTION.
   * Which section is RAM: the START header with idstr "ram", instance 0; PART and
     END refer to it by section id.  The id is carried from element to element
     (`ram_section_id` params, `ram_section_id_after` instances), like QEMU's
     loader looks sections up in its list (savevm.c find_se / the section list).
-    The block migration section ("block", migration/block.c) is tracked the same
-    way (`block_section_id`).
+    The block migration section ("block", migration/block.c) and the dirty-bitmap
+    section ("dirty-bitmap", block-dirty-bitmap.c) are tracked the same way
+    (`block_section_id`, `bitmap_section_id`).
   * The CONTINUE context: a page record with RAM_SAVE_FLAG_CONTINUE targets the
     block of the previous page record, across section boundaries
     (ram.c ram_block_from_stream).  Each record gets the previous block as a
@@ -98,7 +99,7 @@ seq:
       QEMU_VM_FILE_VERSION (savevm.h).  Version 2 is refused by the loader ("SaveVM
       v2 format is obsolete and don't work anymore", savevm.c qemu_loadvm_state).
   - id: elements
-    type: 'element(_index == 0 ? -1 : elements[_index - 1].ram_section_id_after, _index == 0 ? -1 : elements[_index - 1].block_section_id_after, _index == 0 ? "" : elements[_index - 1].block_after, _io.pos)'
+    type: 'element(_index == 0 ? -1 : elements[_index - 1].ram_section_id_after, _index == 0 ? -1 : elements[_index - 1].block_section_id_after, _index == 0 ? -1 : elements[_index - 1].bitmap_section_id_after, _index == 0 ? "" : elements[_index - 1].block_after, _io.pos)'
     repeat: until
     repeat-until: _.tag == section_type::eof
     doc: Everything up to and including QEMU_VM_EOF (savevm.c qemu_loadvm_state_main).
@@ -131,6 +132,9 @@ types:
       - id: block_section_id
         type: s8
         doc: Section id of the block migration START seen so far, -1 before it.
+      - id: bitmap_section_id
+        type: s8
+        doc: Section id of the dirty-bitmap START seen so far, -1 before it.
       - id: last_block
         type: str
         doc: The CONTINUE context (block of the last page record so far), "" before any.
@@ -153,7 +157,7 @@ types:
         doc: QEMU_VM_* (savevm.h).  Anything else is "Unknown savevm section type %d".
       - id: section
         doc: 'START, PART, END or FULL.'
-        type: section(tag, ram_section_id, block_section_id, last_block)
+        type: section(tag, ram_section_id, block_section_id, bitmap_section_id, last_block)
         if: is_section
       - id: configuration
         doc: 'QEMU_VM_CONFIGURATION (first element when the machine sends it).'
@@ -161,7 +165,7 @@ types:
         if: tag == section_type::configuration
       - id: command
         doc: 'QEMU_VM_COMMAND.'
-        type: command(ram_section_id, block_section_id, last_block)
+        type: command(ram_section_id, block_section_id, bitmap_section_id, last_block)
         if: tag == section_type::command
     instances:
       is_section:
@@ -179,6 +183,11 @@ types:
           is_section ? section.block_section_id_after
           : (tag == section_type::command ? command.block_section_id_after : block_section_id)
         doc: The block migration section id after this element (for the next one).
+      bitmap_section_id_after:
+        value: >-
+          is_section ? section.bitmap_section_id_after
+          : (tag == section_type::command ? command.bitmap_section_id_after : bitmap_section_id)
+        doc: The dirty-bitmap section id after this element (for the next one).
       block_after:
         value: >-
           is_section ? section.block_after
@@ -197,6 +206,8 @@ types:
       - id: ram_section_id
         type: s8
       - id: block_section_id
+        type: s8
+      - id: bitmap_section_id
         type: s8
       - id: last_block
         type: str
@@ -226,13 +237,17 @@ types:
         type: ram_records(last_block)
         if: is_ram
         doc: The RAM section's payload (ram.c ram_save_setup / ram_save_iterate / ram_save_complete).
+      - id: dirty_bitmap
+        type: dirty_bitmap_records
+        if: is_dirty_bitmap
+        doc: The dirty-bitmap section's payload (migration/block-dirty-bitmap.c dirty_bitmap_save_setup / _complete).
       - id: block
         type: block_records
         if: is_block
         doc: The block migration section's payload (migration/block.c block_save_setup / _iterate / _complete).
       - id: device_state
         size: device_state_framing.size
-        if: not is_ram and not is_block
+        if: not is_ram and not is_block and not is_dirty_bitmap
         doc: |
           An opaque device payload (vmstate fields and subsections, vmstate.c
           vmstate_save_state; or an iterative handler's own format such as spapr/htab
@@ -263,6 +278,13 @@ types:
         doc: |
           The block migration section (capability "block", QEMU 1.0 - 9.0): opened by a
           START named "block", continued by PART/END sections with its id.
+      is_dirty_bitmap:
+        value: >-
+          not is_ram and (has_header ? (tag == section_type::section_start and idstr.value == "dirty-bitmap")
+          : section_id == bitmap_section_id)
+        doc: |
+          The dirty-bitmap section (capability dirty-bitmaps): opened by a START named
+          "dirty-bitmap", continued by PART/END sections with its id.
       device_state_framing:
         pos: _io.pos
         type: footer_search(section_id, _io.pos)
@@ -277,6 +299,9 @@ types:
       block_section_id_after:
         doc: 'This section''s id if it opens the block migration section, else the one passed in.'
         value: 'tag == section_type::section_start and is_block ? section_id : block_section_id'
+      bitmap_section_id_after:
+        doc: 'This section''s id if it opens the dirty-bitmap section, else the one passed in.'
+        value: 'tag == section_type::section_start and is_dirty_bitmap ? section_id : bitmap_section_id'
       block_after:
         doc: 'The CONTINUE context after this section''s RAM records.'
         value: 'is_ram ? ram.block_after : last_block'
@@ -471,6 +496,8 @@ types:
         type: s8
       - id: block_section_id
         type: s8
+      - id: bitmap_section_id
+        type: s8
       - id: last_block
         type: str
     seq:
@@ -500,7 +527,7 @@ types:
             command_type::packaged: cmd_packaged
             command_type::recv_bitmap: cmd_recv_bitmap
       - id: package
-        type: 'package(payload.as<cmd_packaged>.length, _io.pos, ram_section_id, block_section_id, last_block)'
+        type: 'package(payload.as<cmd_packaged>.length, _io.pos, ram_section_id, block_section_id, bitmap_section_id, last_block)'
         if: cmd == command_type::packaged
         doc: |
           The PACKAGED data follows the command itself (savevm.c
@@ -519,6 +546,9 @@ types:
       block_section_id_after:
         doc: 'The block migration section id after this command (PACKAGED data may open it).'
         value: 'cmd == command_type::packaged ? package.block_section_id_after : block_section_id'
+      bitmap_section_id_after:
+        doc: 'The dirty-bitmap section id after this command (PACKAGED data may open it).'
+        value: 'cmd == command_type::packaged ? package.bitmap_section_id_after : bitmap_section_id'
       block_after:
         doc: 'The CONTINUE context after this command (PACKAGED data may carry RAM records).'
         value: 'cmd == command_type::packaged ? package.block_after : last_block'
@@ -601,12 +631,14 @@ types:
         type: s8
       - id: block_section_id
         type: s8
+      - id: bitmap_section_id
+        type: s8
       - id: last_block
         type: str
     seq:
       - id: elements
         doc: 'The nested elements, up to a nested EOF or the end of the package.'
-        type: 'element(_index == 0 ? ram_section_id : elements[_index - 1].ram_section_id_after, _index == 0 ? block_section_id : elements[_index - 1].block_section_id_after, _index == 0 ? last_block : elements[_index - 1].block_after, _io.pos)'
+        type: 'element(_index == 0 ? ram_section_id : elements[_index - 1].ram_section_id_after, _index == 0 ? block_section_id : elements[_index - 1].block_section_id_after, _index == 0 ? bitmap_section_id : elements[_index - 1].bitmap_section_id_after, _index == 0 ? last_block : elements[_index - 1].block_after, _io.pos)'
         repeat: until
         repeat-until: _.tag == section_type::eof or _io.pos >= start + length
         if: length > 0
@@ -620,9 +652,94 @@ types:
       block_section_id_after:
         doc: 'The block migration section id after the package.'
         value: 'length > 0 ? elements.last.block_section_id_after.as<s8> : block_section_id'
+      bitmap_section_id_after:
+        doc: 'The dirty-bitmap section id after the package.'
+        value: 'length > 0 ? elements.last.bitmap_section_id_after.as<s8> : bitmap_section_id'
       block_after:
         doc: 'The CONTINUE context after the package.'
         value: 'length > 0 ? elements.last.block_after.as<str> : last_block'
+
+  dirty_bitmap_records:
+    doc: |
+      The payload of the dirty-bitmap section: records up to and including one with
+      EOS (block-dirty-bitmap.c dirty_bitmap_load).
+    seq:
+      - id: records
+        type: dirty_bitmap_record(_io.pos)
+        repeat: until
+        repeat-until: _.flags & 0x01 != 0
+
+  dirty_bitmap_record:
+    doc: |
+      One dirty-bitmap record (block-dirty-bitmap.c send_bitmap_header, send_bitmap_start,
+      send_bitmap_complete, send_bitmap_bits; read by dirty_bitmap_load_header and
+      dirty_bitmap_load_start / _complete / _bits).
+    params:
+      - id: ofs
+        type: u8
+        doc: Stream offset of the record.
+    seq:
+      - id: first_flags
+        type: u1
+        doc: |
+          DIRTY_BITMAP_MIG_FLAG_* (EOS 0x01, ZEROES 0x02, BITMAP_NAME 0x04, DEVICE_NAME
+          0x08, START 0x10, COMPLETE 0x20, BITS 0x40); 0x80 (EXTRA_FLAGS) means another
+          byte follows (qemu_get_bitmap_flags).
+      - id: second_flags
+        type: u1
+        if: first_flags & 0x80 != 0
+        doc: A second flags byte; with 0x80 set again, a be16 follows.
+      - id: last_flags
+        type: u2
+        if: first_flags & 0x80 != 0 and second_flags & 0x80 != 0
+        doc: |
+          Two more flags bytes.  The loader keeps the flags in a uint8_t, so the flags
+          in force are the last byte read (`flags`).
+      - id: node
+        type: counted_string
+        if: flags & 0x08 != 0
+        doc: The node (alias) name; absent when the same as the previous record's.
+      - id: bitmap
+        type: counted_string
+        if: flags & 0x04 != 0
+        doc: The bitmap (alias) name; absent when the same as the previous record's.
+      - id: granularity
+        type: u4
+        if: flags & 0x10 != 0
+        doc: START (dirty_bitmap_load_start) - the bitmap's granularity in bytes.
+      - id: bitmap_flags
+        type: u1
+        if: flags & 0x10 != 0
+        valid:
+          expr: _ & 0xf8 == 0
+        doc: START - enabled 0x01, persistent 0x02; others are "Unknown flags in migrated dirty bitmap header".
+      - id: start_sector
+        type: u8
+        if: is_bits
+        doc: BITS (dirty_bitmap_load_bits) - the first sector of the range.
+      - id: nr_sectors
+        type: u4
+        if: is_bits
+        doc: BITS - sectors in the range.
+      - id: buffer_size
+        type: u8
+        if: is_bits and flags & 0x02 == 0
+        valid:
+          max: 10240
+        doc: BITS without ZEROES - bytes of serialized bits; the loader refuses more than 10 * CHUNK_SIZE.
+      - id: data
+        size: buffer_size
+        if: is_bits and flags & 0x02 == 0
+        doc: The serialized bits (bdrv_dirty_bitmap_serialize_part).
+    instances:
+      flags:
+        value: >-
+          first_flags & 0x80 == 0 ? first_flags
+          : (second_flags & 0x80 == 0 ? second_flags : last_flags & 0xff)
+        doc: The flags in force (the last byte read).
+      is_bits:
+        value: flags & 0x10 == 0 and flags & 0x20 == 0 and flags & 0x40 != 0
+        doc: A BITS record (START and COMPLETE take precedence in the loader).
 
   block_records:
     doc: |

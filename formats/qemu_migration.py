@@ -38,13 +38,14 @@ class QemuMigration(KaitaiStruct):
     * It frames every element: header, configuration and its subsections,
       START/PART/END/FULL sections with their footers, commands with their payloads
       (PACKAGED with its nested stream), RAM records of every kind, block migration
-      records, EOF, the VMDESCRIPTION.
+      and dirty-bitmap records, EOF, the VMDESCRIPTION.
     * Which section is RAM: the START header with idstr "ram", instance 0; PART and
       END refer to it by section id.  The id is carried from element to element
       (`ram_section_id` params, `ram_section_id_after` instances), like QEMU's
       loader looks sections up in its list (savevm.c find_se / the section list).
-      The block migration section ("block", migration/block.c) is tracked the same
-      way (`block_section_id`).
+      The block migration section ("block", migration/block.c) and the dirty-bitmap
+      section ("dirty-bitmap", block-dirty-bitmap.c) are tracked the same way
+      (`block_section_id`, `bitmap_section_id`).
     * The CONTINUE context: a page record with RAM_SAVE_FLAG_CONTINUE targets the
       block of the previous page record, across section boundaries
       (ram.c ram_block_from_stream).  Each record gets the previous block as a
@@ -135,7 +136,7 @@ class QemuMigration(KaitaiStruct):
         self.elements = []
         i = 0
         while True:
-            _ = QemuMigration.Element((-1 if i == 0 else self.elements[i - 1].ram_section_id_after), (-1 if i == 0 else self.elements[i - 1].block_section_id_after), (u"" if i == 0 else self.elements[i - 1].block_after), self._io.pos(), self._io, self, self._root)
+            _ = QemuMigration.Element((-1 if i == 0 else self.elements[i - 1].ram_section_id_after), (-1 if i == 0 else self.elements[i - 1].block_section_id_after), (-1 if i == 0 else self.elements[i - 1].bitmap_section_id_after), (u"" if i == 0 else self.elements[i - 1].block_after), self._io.pos(), self._io, self, self._root)
             self.elements.append(_)
             if _.tag == QemuMigration.SectionType.eof:
                 break
@@ -407,12 +408,13 @@ class QemuMigration(KaitaiStruct):
         """QEMU_VM_COMMAND: be16 command, be16 length, payload (savevm.c
         qemu_savevm_command_send, loadvm_process_command).
         """
-        def __init__(self, ram_section_id, block_section_id, last_block, _io, _parent=None, _root=None):
+        def __init__(self, ram_section_id, block_section_id, bitmap_section_id, last_block, _io, _parent=None, _root=None):
             super(QemuMigration.Command, self).__init__(_io)
             self._parent = _parent
             self._root = _root
             self.ram_section_id = ram_section_id
             self.block_section_id = block_section_id
+            self.bitmap_section_id = bitmap_section_id
             self.last_block = last_block
             self._read()
 
@@ -456,7 +458,7 @@ class QemuMigration(KaitaiStruct):
                 self.payload = self._io.read_bytes(self.len)
             if self.cmd == QemuMigration.CommandType.packaged:
                 pass
-                self.package = QemuMigration.Package(self.payload.length, self._io.pos(), self.ram_section_id, self.block_section_id, self.last_block, self._io, self, self._root)
+                self.package = QemuMigration.Package(self.payload.length, self._io.pos(), self.ram_section_id, self.block_section_id, self.bitmap_section_id, self.last_block, self._io, self, self._root)
 
 
 
@@ -484,6 +486,15 @@ class QemuMigration(KaitaiStruct):
                 pass
                 self.package._fetch_instances()
 
+
+        @property
+        def bitmap_section_id_after(self):
+            """The dirty-bitmap section id after this command (PACKAGED data may open it)."""
+            if hasattr(self, '_m_bitmap_section_id_after'):
+                return self._m_bitmap_section_id_after
+
+            self._m_bitmap_section_id_after = (self.package.bitmap_section_id_after if self.cmd == QemuMigration.CommandType.packaged else self.bitmap_section_id)
+            return getattr(self, '_m_bitmap_section_id_after', None)
 
         @property
         def block_after(self):
@@ -731,6 +742,150 @@ class QemuMigration(KaitaiStruct):
             pass
 
 
+    class DirtyBitmapRecord(KaitaiStruct):
+        """One dirty-bitmap record (block-dirty-bitmap.c send_bitmap_header, send_bitmap_start,
+        send_bitmap_complete, send_bitmap_bits; read by dirty_bitmap_load_header and
+        dirty_bitmap_load_start / _complete / _bits).
+        """
+        def __init__(self, ofs, _io, _parent=None, _root=None):
+            super(QemuMigration.DirtyBitmapRecord, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self.ofs = ofs
+            self._read()
+
+        def _read(self):
+            self.first_flags = self._io.read_u1()
+            if self.first_flags & 128 != 0:
+                pass
+                self.second_flags = self._io.read_u1()
+
+            if  ((self.first_flags & 128 != 0) and (self.second_flags & 128 != 0)) :
+                pass
+                self.last_flags = self._io.read_u2be()
+
+            if self.flags & 8 != 0:
+                pass
+                self.node = QemuMigration.CountedString(self._io, self, self._root)
+
+            if self.flags & 4 != 0:
+                pass
+                self.bitmap = QemuMigration.CountedString(self._io, self, self._root)
+
+            if self.flags & 16 != 0:
+                pass
+                self.granularity = self._io.read_u4be()
+
+            if self.flags & 16 != 0:
+                pass
+                self.bitmap_flags = self._io.read_u1()
+                _ = self.bitmap_flags
+                if not _ & 248 == 0:
+                    raise kaitaistruct.ValidationExprError(self.bitmap_flags, self._io, u"/types/dirty_bitmap_record/seq/6")
+
+            if self.is_bits:
+                pass
+                self.start_sector = self._io.read_u8be()
+
+            if self.is_bits:
+                pass
+                self.nr_sectors = self._io.read_u4be()
+
+            if  ((self.is_bits) and (self.flags & 2 == 0)) :
+                pass
+                self.buffer_size = self._io.read_u8be()
+                if not self.buffer_size <= 10240:
+                    raise kaitaistruct.ValidationGreaterThanError(10240, self.buffer_size, self._io, u"/types/dirty_bitmap_record/seq/9")
+
+            if  ((self.is_bits) and (self.flags & 2 == 0)) :
+                pass
+                self.data = self._io.read_bytes(self.buffer_size)
+
+
+
+        def _fetch_instances(self):
+            pass
+            if self.first_flags & 128 != 0:
+                pass
+
+            if  ((self.first_flags & 128 != 0) and (self.second_flags & 128 != 0)) :
+                pass
+
+            if self.flags & 8 != 0:
+                pass
+                self.node._fetch_instances()
+
+            if self.flags & 4 != 0:
+                pass
+                self.bitmap._fetch_instances()
+
+            if self.flags & 16 != 0:
+                pass
+
+            if self.flags & 16 != 0:
+                pass
+
+            if self.is_bits:
+                pass
+
+            if self.is_bits:
+                pass
+
+            if  ((self.is_bits) and (self.flags & 2 == 0)) :
+                pass
+
+            if  ((self.is_bits) and (self.flags & 2 == 0)) :
+                pass
+
+
+        @property
+        def flags(self):
+            """The flags in force (the last byte read)."""
+            if hasattr(self, '_m_flags'):
+                return self._m_flags
+
+            self._m_flags = (self.first_flags if self.first_flags & 128 == 0 else (self.second_flags if self.second_flags & 128 == 0 else self.last_flags & 255))
+            return getattr(self, '_m_flags', None)
+
+        @property
+        def is_bits(self):
+            """A BITS record (START and COMPLETE take precedence in the loader)."""
+            if hasattr(self, '_m_is_bits'):
+                return self._m_is_bits
+
+            self._m_is_bits =  ((self.flags & 16 == 0) and (self.flags & 32 == 0) and (self.flags & 64 != 0)) 
+            return getattr(self, '_m_is_bits', None)
+
+
+    class DirtyBitmapRecords(KaitaiStruct):
+        """The payload of the dirty-bitmap section: records up to and including one with
+        EOS (block-dirty-bitmap.c dirty_bitmap_load).
+        """
+        def __init__(self, _io, _parent=None, _root=None):
+            super(QemuMigration.DirtyBitmapRecords, self).__init__(_io)
+            self._parent = _parent
+            self._root = _root
+            self._read()
+
+        def _read(self):
+            self.records = []
+            i = 0
+            while True:
+                _ = QemuMigration.DirtyBitmapRecord(self._io.pos(), self._io, self, self._root)
+                self.records.append(_)
+                if _.flags & 1 != 0:
+                    break
+                i += 1
+
+
+        def _fetch_instances(self):
+            pass
+            for i in range(len(self.records)):
+                pass
+                self.records[i]._fetch_instances()
+
+
+
     class DiscardRange(KaitaiStruct):
         """One range of a POSTCOPY_RAM_DISCARD (savevm.c qemu_savevm_send_postcopy_ram_discard)."""
         def __init__(self, _io, _parent=None, _root=None):
@@ -750,12 +905,13 @@ class QemuMigration(KaitaiStruct):
 
     class Element(KaitaiStruct):
         """One top-level element, introduced by its QEMU_VM_* tag (savevm.c qemu_loadvm_state_main)."""
-        def __init__(self, ram_section_id, block_section_id, last_block, ofs, _io, _parent=None, _root=None):
+        def __init__(self, ram_section_id, block_section_id, bitmap_section_id, last_block, ofs, _io, _parent=None, _root=None):
             super(QemuMigration.Element, self).__init__(_io)
             self._parent = _parent
             self._root = _root
             self.ram_section_id = ram_section_id
             self.block_section_id = block_section_id
+            self.bitmap_section_id = bitmap_section_id
             self.last_block = last_block
             self.ofs = ofs
             self._read()
@@ -766,7 +922,7 @@ class QemuMigration(KaitaiStruct):
                 raise kaitaistruct.ValidationNotAnyOfError(self.tag, self._io, u"/types/element/seq/0")
             if self.is_section:
                 pass
-                self.section = QemuMigration.Section(self.tag, self.ram_section_id, self.block_section_id, self.last_block, self._io, self, self._root)
+                self.section = QemuMigration.Section(self.tag, self.ram_section_id, self.block_section_id, self.bitmap_section_id, self.last_block, self._io, self, self._root)
 
             if self.tag == QemuMigration.SectionType.configuration:
                 pass
@@ -774,7 +930,7 @@ class QemuMigration(KaitaiStruct):
 
             if self.tag == QemuMigration.SectionType.command:
                 pass
-                self.command = QemuMigration.Command(self.ram_section_id, self.block_section_id, self.last_block, self._io, self, self._root)
+                self.command = QemuMigration.Command(self.ram_section_id, self.block_section_id, self.bitmap_section_id, self.last_block, self._io, self, self._root)
 
 
 
@@ -792,6 +948,15 @@ class QemuMigration(KaitaiStruct):
                 pass
                 self.command._fetch_instances()
 
+
+        @property
+        def bitmap_section_id_after(self):
+            """The dirty-bitmap section id after this element (for the next one)."""
+            if hasattr(self, '_m_bitmap_section_id_after'):
+                return self._m_bitmap_section_id_after
+
+            self._m_bitmap_section_id_after = (self.section.bitmap_section_id_after if self.is_section else (self.command.bitmap_section_id_after if self.tag == QemuMigration.SectionType.command else self.bitmap_section_id))
+            return getattr(self, '_m_bitmap_section_id_after', None)
 
         @property
         def block_after(self):
@@ -1009,7 +1174,7 @@ class QemuMigration(KaitaiStruct):
         end; an element that runs past the end is an error here (the pieces after a
         nested EOF are skipped, as the loader does).
         """
-        def __init__(self, length, start, ram_section_id, block_section_id, last_block, _io, _parent=None, _root=None):
+        def __init__(self, length, start, ram_section_id, block_section_id, bitmap_section_id, last_block, _io, _parent=None, _root=None):
             super(QemuMigration.Package, self).__init__(_io)
             self._parent = _parent
             self._root = _root
@@ -1017,6 +1182,7 @@ class QemuMigration(KaitaiStruct):
             self.start = start
             self.ram_section_id = ram_section_id
             self.block_section_id = block_section_id
+            self.bitmap_section_id = bitmap_section_id
             self.last_block = last_block
             self._read()
 
@@ -1026,7 +1192,7 @@ class QemuMigration(KaitaiStruct):
                 self.elements = []
                 i = 0
                 while True:
-                    _ = QemuMigration.Element((self.ram_section_id if i == 0 else self.elements[i - 1].ram_section_id_after), (self.block_section_id if i == 0 else self.elements[i - 1].block_section_id_after), (self.last_block if i == 0 else self.elements[i - 1].block_after), self._io.pos(), self._io, self, self._root)
+                    _ = QemuMigration.Element((self.ram_section_id if i == 0 else self.elements[i - 1].ram_section_id_after), (self.block_section_id if i == 0 else self.elements[i - 1].block_section_id_after), (self.bitmap_section_id if i == 0 else self.elements[i - 1].bitmap_section_id_after), (self.last_block if i == 0 else self.elements[i - 1].block_after), self._io.pos(), self._io, self, self._root)
                     self.elements.append(_)
                     if  ((_.tag == QemuMigration.SectionType.eof) or (self._io.pos() >= self.start + self.length)) :
                         break
@@ -1044,6 +1210,15 @@ class QemuMigration(KaitaiStruct):
                     self.elements[i]._fetch_instances()
 
 
+
+        @property
+        def bitmap_section_id_after(self):
+            """The dirty-bitmap section id after the package."""
+            if hasattr(self, '_m_bitmap_section_id_after'):
+                return self._m_bitmap_section_id_after
+
+            self._m_bitmap_section_id_after = (self.elements[-1].bitmap_section_id_after if self.length > 0 else self.bitmap_section_id)
+            return getattr(self, '_m_bitmap_section_id_after', None)
 
         @property
         def block_after(self):
@@ -1326,13 +1501,14 @@ class QemuMigration(KaitaiStruct):
         qemu_loadvm_section_start_full / qemu_loadvm_section_part_end), its payload
         and its footer.
         """
-        def __init__(self, tag, ram_section_id, block_section_id, last_block, _io, _parent=None, _root=None):
+        def __init__(self, tag, ram_section_id, block_section_id, bitmap_section_id, last_block, _io, _parent=None, _root=None):
             super(QemuMigration.Section, self).__init__(_io)
             self._parent = _parent
             self._root = _root
             self.tag = tag
             self.ram_section_id = ram_section_id
             self.block_section_id = block_section_id
+            self.bitmap_section_id = bitmap_section_id
             self.last_block = last_block
             self._read()
 
@@ -1357,11 +1533,15 @@ class QemuMigration(KaitaiStruct):
                 pass
                 self.ram = QemuMigration.RamRecords(self.last_block, self._io, self, self._root)
 
+            if self.is_dirty_bitmap:
+                pass
+                self.dirty_bitmap = QemuMigration.DirtyBitmapRecords(self._io, self, self._root)
+
             if self.is_block:
                 pass
                 self.block = QemuMigration.BlockRecords(self._io, self, self._root)
 
-            if  (((not (self.is_ram))) and ((not (self.is_block)))) :
+            if  (((not (self.is_ram))) and ((not (self.is_block))) and ((not (self.is_dirty_bitmap)))) :
                 pass
                 self.device_state = self._io.read_bytes(self.device_state_framing.size)
 
@@ -1387,11 +1567,15 @@ class QemuMigration(KaitaiStruct):
                 pass
                 self.ram._fetch_instances()
 
+            if self.is_dirty_bitmap:
+                pass
+                self.dirty_bitmap._fetch_instances()
+
             if self.is_block:
                 pass
                 self.block._fetch_instances()
 
-            if  (((not (self.is_ram))) and ((not (self.is_block)))) :
+            if  (((not (self.is_ram))) and ((not (self.is_block))) and ((not (self.is_dirty_bitmap)))) :
                 pass
 
             if self.footer_tag == int(QemuMigration.SectionType.footer):
@@ -1407,6 +1591,15 @@ class QemuMigration(KaitaiStruct):
             if hasattr(self, '_m_footer_tag'):
                 pass
 
+
+        @property
+        def bitmap_section_id_after(self):
+            """This section's id if it opens the dirty-bitmap section, else the one passed in."""
+            if hasattr(self, '_m_bitmap_section_id_after'):
+                return self._m_bitmap_section_id_after
+
+            self._m_bitmap_section_id_after = (self.section_id if  ((self.tag == QemuMigration.SectionType.section_start) and (self.is_dirty_bitmap))  else self.bitmap_section_id)
+            return getattr(self, '_m_bitmap_section_id_after', None)
 
         @property
         def block_after(self):
@@ -1469,6 +1662,17 @@ class QemuMigration(KaitaiStruct):
 
             self._m_is_block =  (((not (self.is_ram))) and (( ((self.tag == QemuMigration.SectionType.section_start) and (self.idstr.value == u"block"))  if self.has_header else self.section_id == self.block_section_id))) 
             return getattr(self, '_m_is_block', None)
+
+        @property
+        def is_dirty_bitmap(self):
+            """The dirty-bitmap section (capability dirty-bitmaps): opened by a START named
+            "dirty-bitmap", continued by PART/END sections with its id.
+            """
+            if hasattr(self, '_m_is_dirty_bitmap'):
+                return self._m_is_dirty_bitmap
+
+            self._m_is_dirty_bitmap =  (((not (self.is_ram))) and (( ((self.tag == QemuMigration.SectionType.section_start) and (self.idstr.value == u"dirty-bitmap"))  if self.has_header else self.section_id == self.bitmap_section_id))) 
+            return getattr(self, '_m_is_dirty_bitmap', None)
 
         @property
         def is_ram(self):

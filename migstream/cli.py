@@ -257,6 +257,9 @@ def _print_info(d: dict) -> None:
     for name, c in d.get("block_devices", {}).items():
         out.append(f"block migration  {name}: {c['chunks']} chunks of 1 MiB ({c['zero_chunks']} zero), "
                    f"{_human(c['bytes'])} of data, up to {_human(c['extent'])}")
+    for name, c in d.get("dirty_bitmaps", {}).items():
+        out.append(f"dirty bitmap     {name}: granularity {c['granularity']}, {c['ranges']} ranges "
+                   f"({c['zero_ranges']} zero), {_human(c['bytes'])} of bits")
     out.append(f"device sections  {d['device_sections']}")
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:
@@ -351,6 +354,16 @@ def _format_row(r: dict) -> str:
         else:
             what = ""
         return f"{head}  BLOCK {r['flag_names']:<22} {what}"
+    if ev == "dirty_bitmap":
+        what = []
+        if r["node"] is not None or r["bitmap"] is not None:
+            what.append(f"{r['node'] or ''}/{r['bitmap'] or ''}")
+        if r["granularity"] is not None:
+            what.append(f"granularity {r['granularity']} flags {r['bitmap_flags']:#x}")
+        if r["start_sector"] is not None:
+            what.append(f"sectors {r['start_sector']}+{r['nr_sectors']}"
+                        + (f", {r['data_size']} bytes of bits" if r["data_size"] else ""))
+        return f"{head}  DIRTY_BITMAP {r['flag_names']:<30} {' '.join(what)}"
     if ev == "mem_size":
         blocks = ", ".join(f"{b['name']}={b['length']:#x}" for b in r["blocks"])
         return f"{head}  MEM_SIZE total {r['total']:#x}: {blocks}"

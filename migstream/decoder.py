@@ -37,6 +37,7 @@ from .events import (
     BlockRecord,
     CommandEvent,
     Configuration,
+    DirtyBitmapRecord,
     DeviceState,
     EndOfStream,
     FileHeader,
@@ -84,6 +85,11 @@ _PAGE_KINDS = frozenset(int(k) for k in g.PAGE_KINDS)
 
 _TOP_TYPES = frozenset({ST.EOF, ST.START, ST.PART, ST.END, ST.FULL, ST.COMMAND})
 _RUN_KINDS = frozenset({_PAGE, _ZERO})
+
+
+#: The most a dirty-bitmap record takes before its bits: 4 flag bytes, two names,
+#: granularity + bitmap flags or sector range + buffer size.
+_DIRTY_BITMAP_HEAD_MAX = 4 + 2 * 256 + 13 + 20
 
 
 class _NeedData(Exception):
@@ -399,6 +405,8 @@ class StreamDecoder:
             self._state = "ram"
         elif sec.idstr == g.BLOCK_SECTION and typ != ST.FULL:
             self._state = "block"  # parsed record by record: exact, and memory stays flat
+        elif sec.idstr == g.DIRTY_BITMAP_SECTION and typ != ST.FULL:
+            self._state = "dirty_bitmap"
         else:
             self._state = "device"
         return SectionStart(off, typ, sec.section_id, sec.idstr, sec.instance_id, sec.version_id)
@@ -553,6 +561,35 @@ class StreamDecoder:
         if flags & g.BlockFlag.EOS:
             self._state = "footer"
         return BlockRecord(off, sec.section_id, flags, value, device, data)
+
+    # --- dirty bitmaps (the "dirty-bitmap" section, block-dirty-bitmap.c dirty_bitmap_load)
+
+    def _st_dirty_bitmap(self):
+        sec = self._section
+        off = self.offset
+        try:
+            head = self._construct(g.DirtyBitmapRecordHead, _DIRTY_BITMAP_HEAD_MAX)
+        except ConstructError as exc:
+            raise StreamError(f"malformed dirty-bitmap record: {exc}", off, section=sec.idstr) from exc
+        start, bits = head.start, head.bits
+        if start is not None and start.bitmap_flags & g.DIRTY_BITMAP_START_RESERVED:
+            raise StreamError(f"Unknown flags in migrated dirty bitmap header: {start.bitmap_flags:x}", off,
+                              section=sec.idstr)
+        data = memoryview(b"")
+        if bits is not None and bits.buffer_size is not None:
+            if bits.buffer_size > g.DIRTY_BITMAP_MAX_BUFFER:
+                raise StreamError(f"Bitmap migration stream buffer allocation request is too large "
+                                  f"({bits.buffer_size} bytes)", off, section=sec.idstr)
+            self._need(bits.buffer_size)
+            data = self._buf[self._pos:self._pos + bits.buffer_size]
+            self._pos += bits.buffer_size
+        if head.flags & g.DirtyBitmapFlag.EOS:
+            self._state = "footer"
+        return DirtyBitmapRecord(off, sec.section_id, head.flags, head.node, head.bitmap,
+                                 start.granularity if start is not None else None,
+                                 start.bitmap_flags if start is not None else None,
+                                 bits.start_sector if bits is not None else None,
+                                 bits.nr_sectors if bits is not None else None, data)
 
     # --- device (non-RAM) sections -------------------------------------------------
 

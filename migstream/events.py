@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .grammar import (BLOCK_SECTOR_BITS, MULTIFD_COMPRESSION_MASK, MULTIFD_COMPRESSION_NAMES, BlockFlag, Command,
-                      RamFlag, SectionType)
+                      RamFlag, SectionType, DirtyBitmapFlag)
 
 
 class _Sentinel:
@@ -35,6 +35,11 @@ def flag_names(flags: int) -> str:
     if rest:
         names.append(hex(rest))
     return "|".join(names) or "0"
+
+
+def dirty_bitmap_flag_names(flags: int) -> str:
+    """Dirty-bitmap migration flags by name: ``0x1c`` -> ``"BITMAP_NAME|DEVICE_NAME|START"``."""
+    return "|".join(f.name for f in DirtyBitmapFlag if flags & f) or "0"
 
 
 def block_flag_names(flags: int) -> str:
@@ -284,6 +289,32 @@ class BlockRecord:
                 "flag_names": block_flag_names(self.flags), "device": self.device,
                 "disk_offset": self.disk_offset if self.is_chunk else None,
                 "progress": self.value if self.flags & BlockFlag.PROGRESS else None, "data_size": len(self.data)}
+
+
+@dataclass(frozen=True, slots=True)
+class DirtyBitmapRecord:
+    """A record of the "dirty-bitmap" section (capability dirty-bitmaps,
+    migration/block-dirty-bitmap.c): a bitmap's START (granularity, bitmap flags),
+    its COMPLETE, a range of its BITS (``data``: serialized bits; none with ZEROES),
+    or EOS.  ``node`` and ``bitmap`` are None when the record omits them (same as
+    the previous record's)."""
+
+    offset: int
+    section_id: int
+    flags: int
+    node: str | None = None
+    bitmap: str | None = None
+    granularity: int | None = None
+    bitmap_flags: int | None = None
+    start_sector: int | None = None
+    nr_sectors: int | None = None
+    data: memoryview = field(default=memoryview(b""), repr=False, compare=False)
+
+    def row(self) -> dict:
+        return {"offset": self.offset, "event": "dirty_bitmap", "flags": self.flags,
+                "flag_names": dirty_bitmap_flag_names(self.flags), "node": self.node, "bitmap": self.bitmap,
+                "granularity": self.granularity, "bitmap_flags": self.bitmap_flags,
+                "start_sector": self.start_sector, "nr_sectors": self.nr_sectors, "data_size": len(self.data)}
 
 
 @dataclass(frozen=True, slots=True)

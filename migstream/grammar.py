@@ -234,6 +234,70 @@ BlockRecord = Struct(
     "data" / If(_block_has_data, Bytes(BLOCK_CHUNK)),
 )
 
+# --- dirty bitmaps: the "dirty-bitmap" section (migration/block-dirty-bitmap.c) ---
+# Capability dirty-bitmaps migrates the block layer's named dirty bitmaps: records
+# of flags (1, 2 or 4 bytes), optional node and bitmap names (omitted when the same
+# as the previous record's), then a START (granularity, bitmap flags), a COMPLETE, or
+# BITS (a range of sectors and, unless ZEROES, the serialized bits), until EOS.
+
+DIRTY_BITMAP_SECTION = "dirty-bitmap"
+#: dirty_bitmap_load_bits refuses bigger buffers (10 * CHUNK_SIZE).
+DIRTY_BITMAP_MAX_BUFFER = 10 << 10
+#: Bitmap flags of a START that the loader refuses (DIRTY_BITMAP_MIG_START_FLAG_RESERVED_MASK).
+DIRTY_BITMAP_START_RESERVED = 0xF8
+
+
+class DirtyBitmapFlag(enum.IntFlag):
+    """DIRTY_BITMAP_MIG_FLAG_* (migration/block-dirty-bitmap.c)."""
+
+    EOS = 0x01
+    ZEROES = 0x02  # BITS: the range is all zero, no buffer follows
+    BITMAP_NAME = 0x04
+    DEVICE_NAME = 0x08  # the node (alias) name
+    START = 0x10
+    COMPLETE = 0x20
+    BITS = 0x40
+    EXTRA_FLAGS = 0x80  # one more flags byte follows (and with it set again, two more)
+
+
+#: qemu_get_bitmap_flags: 1, 2 or 4 bytes.  It keeps the flags in a uint8_t, so
+#: after extra bytes the flags are the last byte read (QEMU's senders never send them).
+DirtyBitmapFlags = Struct(
+    "first" / Int8ub,
+    "more" / If(this.first & DirtyBitmapFlag.EXTRA_FLAGS, Struct(
+        "second" / Int8ub,
+        "last16" / If(this.second & DirtyBitmapFlag.EXTRA_FLAGS, Int16ub),
+    )),
+    "value" / Computed(lambda c: c.first if c.more is None else
+                       (c.more.last16 & 0xFF if c.more.last16 is not None else c.more.second)),
+)
+
+
+def _bitmap_bits_record(ctx) -> bool:
+    return bool(ctx.flags & DirtyBitmapFlag.BITS) and not ctx.flags & (DirtyBitmapFlag.START
+                                                                       | DirtyBitmapFlag.COMPLETE)
+
+
+#: A dirty-bitmap record up to its serialized bits (the decoder checks the buffer
+#: size before it reads the bits).
+DirtyBitmapRecordHead = Struct(
+    "flag_bytes" / DirtyBitmapFlags,
+    "flags" / Computed(this.flag_bytes.value),
+    "node" / If(this.flags & DirtyBitmapFlag.DEVICE_NAME, IdStr),
+    "bitmap" / If(this.flags & DirtyBitmapFlag.BITMAP_NAME, IdStr),
+    "start" / If(this.flags & DirtyBitmapFlag.START, Struct("granularity" / Int32ub, "bitmap_flags" / Int8ub)),
+    "bits" / If(_bitmap_bits_record, Struct(
+        "start_sector" / Int64ub,
+        "nr_sectors" / Int32ub,
+        "buffer_size" / If(lambda c: not c._.flags & DirtyBitmapFlag.ZEROES, Int64ub),
+    )),
+)
+
+DirtyBitmapRecord = Struct(
+    *DirtyBitmapRecordHead.subcons,
+    "data" / If(lambda c: c.bits is not None and c.bits.buffer_size is not None, Bytes(this.bits.buffer_size)),
+)
+
 # --- the return path (destination -> source; migration.c migrate_send_rp_message) --
 
 

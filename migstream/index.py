@@ -47,6 +47,7 @@ from .events import (
     CommandEvent,
     Configuration,
     DeviceState,
+    DirtyBitmapRecord,
     EndOfStream,
     FileHeader,
     MappedRamBlock,
@@ -61,6 +62,7 @@ from .events import (
     Undecoded,
     VmDescription,
     block_flag_names,
+    dirty_bitmap_flag_names,
 )
 from . import grammar as g
 from .grammar import Command, RamFlag, SectionType
@@ -88,6 +90,7 @@ class RowKind(enum.IntEnum):
     VMDESCRIPTION = 10
     UNDECODED = 11
     BLOCK = 12  # a block migration record ("block" section); flags = BLK_MIG_FLAG_*
+    DIRTY_BITMAP = 13  # a dirty-bitmap record; flags = DIRTY_BITMAP_MIG_FLAG_*
 
 
 class PageState(enum.IntEnum):
@@ -435,6 +438,8 @@ class StreamIndex:
             self._section_rows.append(info.row)
         elif t is BlockRecord:
             self._row(ev.offset, RowKind.BLOCK, ev.flags)
+        elif t is DirtyBitmapRecord:
+            self._row(ev.offset, RowKind.DIRTY_BITMAP, ev.flags)
         elif t is DeviceState:
             self._row(ev.offset, RowKind.DEVICE)
             self.device_sections += 1
@@ -747,6 +752,8 @@ class StreamIndex:
             desc = f"command {command_name(int(r.flags[row]))}, {max(0, size - 5)} bytes of arguments"
         elif kind == RowKind.DEVICE and sec is not None:
             desc = f"device state of '{sec.idstr}' ({size} bytes, not interpreted)"
+        elif kind == RowKind.DIRTY_BITMAP:
+            desc = f"dirty bitmap record {dirty_bitmap_flag_names(int(r.flags[row]))}"
         elif kind == RowKind.BLOCK:
             desc = f"block migration {block_flag_names(int(r.flags[row]))}"
             if block_rec is not None and block_rec.device is not None:

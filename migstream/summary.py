@@ -7,6 +7,7 @@ from typing import Any
 
 from .events import (
     BlockRecord,
+    DirtyBitmapRecord,
     CommandEvent,
     Configuration,
     DeviceState,
@@ -59,6 +60,8 @@ class StreamSummary:
         self.multifd_packets = 0
         self.multifd_syncs = 0
         self.block_devices: dict[str, Counter] = defaultdict(Counter)  # block migration, per device
+        self.dirty_bitmaps: dict[str, dict] = {}  # "node/bitmap" -> granularity and ranges sent
+        self._bitmap_names = (None, None)  # names carried over from the previous record
 
     def add(self, ev) -> None:
         t = type(ev)
@@ -91,6 +94,19 @@ class StreamSummary:
                 by_block["multifd-zero"] += len(ev.zero)
         elif t is MultifdSync:
             self.multifd_syncs += 1
+        elif t is DirtyBitmapRecord:
+            node, bitmap = self._bitmap_names
+            self._bitmap_names = (ev.node or node, ev.bitmap or bitmap)
+            name = "/".join(n or "?" for n in self._bitmap_names)
+            if ev.granularity is not None:
+                self.dirty_bitmaps[name] = {"granularity": ev.granularity, "bitmap_flags": ev.bitmap_flags,
+                                            "ranges": 0, "zero_ranges": 0, "bytes": 0}
+            elif ev.start_sector is not None:
+                bm = self.dirty_bitmaps.setdefault(name, {"granularity": None, "bitmap_flags": None,
+                                                          "ranges": 0, "zero_ranges": 0, "bytes": 0})
+                bm["ranges"] += 1
+                bm["zero_ranges"] += not ev.data
+                bm["bytes"] += len(ev.data)
         elif t is BlockRecord:
             if ev.is_chunk:
                 disk = self.block_devices[ev.device]
@@ -157,4 +173,5 @@ class StreamSummary:
             "multifd_packets": self.multifd_packets,
             "multifd_sync_points": self.multifd_syncs,
             "block_devices": {name: dict(c) for name, c in self.block_devices.items()},
+            "dirty_bitmaps": self.dirty_bitmaps,
         }

@@ -116,3 +116,20 @@ def block_record(flags: int, value: int = 0, *, device: str | None = None, data:
     or the percentage (PROGRESS); ``data`` the 1 MiB chunk unless ZERO_BLOCK."""
     return g.BlockRecord.build({"value_flags": (value << g.BLOCK_SECTOR_BITS) | flags, "device": device,
                                 "data": data})
+
+
+def dirty_bitmap_record(flags: int, *, node: str | None = None, bitmap: str | None = None,
+                        granularity: int | None = None, bitmap_flags: int = 0, start_sector: int | None = None,
+                        nr_sectors: int = 0, data: bytes | None = None) -> bytes:
+    """A dirty-bitmap record (one flags byte, as QEMU sends): names when given, a START
+    with ``granularity``, or BITS from ``start_sector`` with ``data`` unless ZEROES."""
+    F = g.DirtyBitmapFlag
+    flags |= (F.DEVICE_NAME if node is not None else 0) | (F.BITMAP_NAME if bitmap is not None else 0)
+    bits = None
+    if start_sector is not None:
+        bits = {"start_sector": start_sector, "nr_sectors": nr_sectors,
+                "buffer_size": None if flags & F.ZEROES else len(data or b"")}
+    return g.DirtyBitmapRecord.build({
+        "flag_bytes": {"first": flags, "more": None}, "node": node, "bitmap": bitmap,
+        "start": {"granularity": granularity, "bitmap_flags": bitmap_flags} if granularity is not None else None,
+        "bits": bits, "data": data if bits is not None and not flags & F.ZEROES else None})

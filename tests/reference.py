@@ -84,6 +84,16 @@ def _elements(f, data, out, state, page_size, end):
         idstr, instance_id, first_typ = sections[h.section_id]
         if idstr == "ram" and instance_id == 0 and first_typ == ST.START:
             _ram_payload(f, out, state, page_size)
+        elif idstr == g.DIRTY_BITMAP_SECTION and first_typ == ST.START:
+            while True:
+                roff = f.tell()
+                rec = g.DirtyBitmapRecord.parse_stream(f)
+                bits = rec.bits
+                out.append(("dirty_bitmap", roff, rec.flags, rec.node, rec.bitmap,
+                            rec.start.granularity if rec.start else None,
+                            bits.start_sector if bits else None, bytes(rec.data or b"")))
+                if rec.flags & g.DirtyBitmapFlag.EOS:
+                    break
         elif idstr == g.BLOCK_SECTION and first_typ == ST.START:
             while True:
                 roff = f.tell()
@@ -148,7 +158,8 @@ def _mapped_ram_blocks(f, total: int, params: dict) -> tuple:
 def decoder_records(data: bytes, chunks=None, page_size=None):
     """The same list from StreamDecoder (runs expanded), fed in ``chunks``."""
     from migstream.decoder import StreamDecoder
-    from migstream.events import (NEED_DATA, BlockRecord, CommandEvent, Configuration, DeviceState, EndOfStream,
+    from migstream.events import (NEED_DATA, BlockRecord, CommandEvent, Configuration, DeviceState,
+                                  DirtyBitmapRecord, EndOfStream,
                                   PackageEnd, PageRecord, PageRun, RamBlockList, RamMarker, SectionStart,
                                   Undecoded, VmDescription)
 
@@ -167,6 +178,9 @@ def decoder_records(data: bytes, chunks=None, page_size=None):
             out.append(("marker", ev.offset, ev.flags))
         elif t is BlockRecord:
             out.append(("block", ev.offset, ev.flags, ev.value, ev.device, bytes(ev.data)))
+        elif t is DirtyBitmapRecord:
+            out.append(("dirty_bitmap", ev.offset, ev.flags, ev.node, ev.bitmap, ev.granularity, ev.start_sector,
+                        bytes(ev.data)))
         elif t is RamBlockList:
             out.append(("mem_size", ev.offset, tuple((b.name, b.used_length) for b in ev.blocks)))
         elif t is SectionStart:

@@ -105,3 +105,75 @@ def test_a_footer_pattern_inside_a_chunk_does_not_end_the_section():
     data = stream(w.block_record(B.DEVICE_BLOCK, 0, device="d1", data=chunk))
     recs = [e for e in events(data) if isinstance(e, BlockRecord) and e.is_chunk]
     assert len(recs) == 1 and bytes(recs[0].data) == chunk
+
+
+# --- the "dirty-bitmap" section (capability dirty-bitmaps) ---------------------------
+
+D = g.DirtyBitmapFlag
+
+
+def bitmap_stream(*payloads: bytes, start_eos: bool = True) -> bytes:
+    """A dirty-bitmap START with the first payload, an END with the second (each
+    ended by EOS), around a RAM section, as QEMU 7.2 sends them."""
+    out = bytearray(w.file_header() + w.configuration("pc-i440fx-7.2"))
+    out += w.section_start(2, "ram") + w.mem_size([("pc.ram", 4096)]) + w.ram_record(g.RamFlag.EOS) + w.footer(2)
+    out += w.section_start(3, "dirty-bitmap", version_id=1) + payloads[0]
+    out += (w.dirty_bitmap_record(D.EOS) if start_eos else b"") + w.footer(3)
+    out += w.section_part(2, end=True) + w.ram_record(g.RamFlag.ZERO, 0, block="pc.ram", payload={"fill": 0})
+    out += w.ram_record(g.RamFlag.EOS) + w.footer(2)
+    out += w.section_part(3, end=True) + payloads[1] + w.dirty_bitmap_record(D.EOS) + w.footer(3) + w.eof()
+    return bytes(out)
+
+
+def test_dirty_bitmap_records():
+    from migstream.events import DirtyBitmapRecord
+    from migstream.summary import StreamSummary
+    bits = bytes(range(32))
+    data = bitmap_stream(
+        w.dirty_bitmap_record(D.START, node="n1", bitmap="bm0", granularity=65536, bitmap_flags=1)
+        + w.dirty_bitmap_record(D.START, bitmap="bm1", granularity=4096),
+        w.dirty_bitmap_record(D.BITS, node="n1", bitmap="bm0", start_sector=0, nr_sectors=16384, data=bits)
+        + w.dirty_bitmap_record(D.BITS | D.ZEROES, start_sector=16384, nr_sectors=16384)
+        + w.dirty_bitmap_record(D.COMPLETE) + w.dirty_bitmap_record(D.BITS | D.ZEROES, bitmap="bm1",
+                                                                    start_sector=0, nr_sectors=8))
+    evs = events(data)
+    recs = [e for e in evs if isinstance(e, DirtyBitmapRecord)]
+    assert [(r.flags & ~(D.DEVICE_NAME | D.BITMAP_NAME), r.node, r.bitmap, r.granularity, r.start_sector,
+             bytes(r.data)) for r in recs] == [
+        (D.START, "n1", "bm0", 65536, None, b""), (D.START, None, "bm1", 4096, None, b""), (D.EOS, None, None, None, None, b""),
+        (D.BITS, "n1", "bm0", None, 0, bits), (D.BITS | D.ZEROES, None, None, None, 16384, b""),
+        (D.COMPLETE, None, None, None, None, b""), (D.BITS | D.ZEROES, None, "bm1", None, 0, b""),
+        (D.EOS, None, None, None, None, b"")]
+    summary = StreamSummary()
+    for ev in evs:
+        summary.add(ev)
+    # Names carry over from record to record: the second bitmap is on node n1 too.
+    assert summary.as_dict()["dirty_bitmaps"] == {
+        "n1/bm0": {"granularity": 65536, "bitmap_flags": 1, "ranges": 2, "zero_ranges": 1, "bytes": 32},
+        "n1/bm1": {"granularity": 4096, "bitmap_flags": 0, "ranges": 1, "zero_ranges": 1, "bytes": 0}}
+
+
+@pytest.mark.parametrize("flag_bytes, consumed", [(b"\x80\x01", 2), (b"\x80\x81\x00\x01", 4)])
+def test_dirty_bitmap_extra_flag_bytes(flag_bytes, consumed):
+    # qemu_get_bitmap_flags reads 2 or 4 bytes when 0x80 is set and keeps the last
+    # byte: here EOS, so the section ends right after them.
+    from migstream.events import DirtyBitmapRecord
+    data = bitmap_stream(flag_bytes, b"", start_eos=False)
+    recs = [e for e in events(data) if isinstance(e, DirtyBitmapRecord)]
+    at = data.index(flag_bytes + bytes([g.SectionType.FOOTER]))
+    assert recs[0].offset == at and recs[0].flags == D.EOS
+    # The START section's footer follows the flag bytes: all were consumed.
+    assert data[at + consumed] == g.SectionType.FOOTER
+
+
+def test_dirty_bitmap_loader_checks():
+    bad_flags = w.dirty_bitmap_record(D.START, node="n1", bitmap="b", granularity=512, bitmap_flags=0x08)
+    data = bitmap_stream(bad_flags, b"")
+    with pytest.raises(StreamError) as err:
+        events(data)
+    assert err.value.offset == data.index(bad_flags) and "Unknown flags in migrated dirty bitmap header: 8" in str(err.value)
+    huge = w.dirty_bitmap_record(D.BITS, node="n1", bitmap="b", start_sector=0, nr_sectors=8, data=bytes(10241))
+    data = bitmap_stream(b"", huge)
+    with pytest.raises(StreamError) as err:
+        events(data)
+    assert err.value.offset == data.index(huge) and "buffer allocation request is too large" in str(err.value)

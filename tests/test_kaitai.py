@@ -70,6 +70,12 @@ def _walk(elements, out: list, top: bool) -> None:
                         out.append(("mem_size", r.ofs, tuple((b.idstr.value, b.used_length) for b in blocks)))
                     else:
                         out.append(("marker", r.ofs, r.flags))
+            elif s.is_dirty_bitmap:
+                for r in s.dirty_bitmap.records:
+                    node, bitmap = getattr(r, "node", None), getattr(r, "bitmap", None)
+                    out.append(("dirty_bitmap", r.ofs, r.flags, node.value if node is not None else None,
+                                bitmap.value if bitmap is not None else None, getattr(r, "granularity", None),
+                                getattr(r, "start_sector", None), bytes(getattr(r, "data", b""))))
             elif s.is_block:
                 for r in s.block.records:
                     device, data = getattr(r, "device", None), getattr(r, "data", None)  # absent when not sent

@@ -6,7 +6,7 @@ import numpy as np
 from rich.text import Text
 from textual.cache import LRUCache
 
-from migstream.events import block_flag_names, flag_names
+from migstream.events import block_flag_names, dirty_bitmap_flag_names, flag_names
 from migstream.index import MULTIFD_ROW, RowKind, StreamIndex, command_name
 from migstream.grammar import RamFlag, SectionType
 
@@ -136,7 +136,9 @@ class RecordTable(LineList):
         elif kind == RowKind.BLOCK:
             cells["flags"] = block_flag_names(flags)
             cells["block"] = "block migration"
-            style = "records--other"
+        elif kind == RowKind.DIRTY_BITMAP:
+            cells["flags"] = dirty_bitmap_flag_names(flags)
+            cells["block"] = "dirty bitmap"
         else:
             cells["flags"] = kind.name.replace("_", " ").lower()
             if kind == RowKind.DEVICE and sec is not None:
