@@ -90,6 +90,7 @@ _RUN_KINDS = frozenset({_PAGE, _ZERO})
 #: The most a dirty-bitmap record takes before its bits: 4 flag bytes, two names,
 #: granularity + bitmap flags or sector range + buffer size.
 _DIRTY_BITMAP_HEAD_MAX = 4 + 2 * 256 + 13 + 20
+_DIRTY_BITMAP_EOS = int(g.DirtyBitmapFlag.EOS)
 
 
 class _NeedData(Exception):
@@ -567,6 +568,13 @@ class StreamDecoder:
     def _st_dirty_bitmap(self):
         sec = self._section
         off = self.offset
+        self._need(1)
+        if self._buf[self._pos] == _DIRTY_BITMAP_EOS:
+            # A lone EOS flags byte is a whole record: every iteration of a stopped VM
+            # sends a PART with just that (thousands per stream), so skip the grammar.
+            self._pos += 1
+            self._state = "footer"
+            return DirtyBitmapRecord(off, sec.section_id, _DIRTY_BITMAP_EOS)
         try:
             head = self._construct(g.DirtyBitmapRecordHead, _DIRTY_BITMAP_HEAD_MAX)
         except ConstructError as exc:
@@ -583,7 +591,7 @@ class StreamDecoder:
             self._need(bits.buffer_size)
             data = self._buf[self._pos:self._pos + bits.buffer_size]
             self._pos += bits.buffer_size
-        if head.flags & g.DirtyBitmapFlag.EOS:
+        if head.flags & _DIRTY_BITMAP_EOS:
             self._state = "footer"
         return DirtyBitmapRecord(off, sec.section_id, head.flags, head.node, head.bitmap,
                                  start.granularity if start is not None else None,
