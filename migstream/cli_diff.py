@@ -30,7 +30,7 @@ def _print(result, max_ranges: int) -> None:
         if not side.complete:
             print(f"note: {side.label} is incomplete (extract manifest says complete: false)")
     if result.equal:
-        print("equal: same configuration, same RAM blocks, same memory")
+        print("equal: same configuration, same RAM blocks, same memory" + (", same disks" if a.disks else ""))
         return
     for c in result.config:
         print(f"configuration {c['field']}: {c['a']!r} -> {c['b']!r}")
@@ -45,6 +45,15 @@ def _print(result, max_ranges: int) -> None:
         more = f" ... and {len(d.ranges) - len(shown)} more" if len(d.ranges) > len(shown) else ""
         print(f"block {d.name}: {d.pages} pages differ in {len(d.ranges)} ranges: "
               + ", ".join(_human_range(s, e) for s, e in shown) + more)
+    for d in result.disks:
+        if d["change"] == "differs":
+            shown = d["ranges"][:max_ranges]
+            more = f" ... and {len(d['ranges']) - len(shown)} more" if len(d["ranges"]) > len(shown) else ""
+            print(f"disk {d['device']}: {d['blocks']} blocks of {d['block_size']} bytes differ in {len(d['ranges'])} "
+                  "ranges: " + ", ".join(_human_range(r["start"], r["end"]) for r in shown) + more)
+        else:
+            sizes = " -> ".join(f"{d[k]:#x}" for k in ("a", "b") if k in d)
+            print(f"disk {d['device']}: {d['change']} ({sizes} bytes)")
     for dev in result.devices:
         head = f"device {dev['device']} instance {dev['instance_id']}"
         if dev["change"] != "changed":

@@ -45,7 +45,23 @@ def read_manifest(directory: str) -> tuple[str, dict, list[ManifestBlock]]:
             name, length, fname = entry["name"], int(entry["length"]), entry["file"]
         except (KeyError, TypeError, ValueError):
             raise UsageError(f"{path}: block entry {i} lacks name/length/file") from None
-        if not isinstance(fname, str) or os.path.isabs(fname) or ".." in fname.split("/"):
-            raise UsageError(f"{path}: block {name}: file name {fname!r} leaves the directory")
-        blocks.append(ManifestBlock(name, length, os.path.join(directory, fname), entry))
+        blocks.append(ManifestBlock(name, length, _inside(directory, path, f"block {name}", fname), entry))
     return path, doc, blocks
+
+
+def read_disks(directory: str, path: str, doc: dict) -> list[ManifestBlock]:
+    """The manifest's ``disks`` (block migration), as ManifestBlocks named by device."""
+    disks = []
+    for i, entry in enumerate(doc.get("disks") or ()):
+        try:
+            name, length, fname = entry["device"], int(entry["length"]), entry["file"]
+        except (KeyError, TypeError, ValueError):
+            raise UsageError(f"{path}: disk entry {i} lacks device/length/file") from None
+        disks.append(ManifestBlock(name, length, _inside(directory, path, f"disk {name}", fname), entry))
+    return disks
+
+
+def _inside(directory: str, path: str, what: str, fname) -> str:
+    if not isinstance(fname, str) or os.path.isabs(fname) or ".." in fname.split("/"):
+        raise UsageError(f"{path}: {what}: file name {fname!r} leaves the directory")
+    return os.path.join(directory, fname)
