@@ -380,7 +380,14 @@ class RecordingFile:
         self.fill = 0
         self.fd = -1
         direct = getattr(os, "O_DIRECT", 0)
-        if direct:
+        try:
+            regular = stat.S_ISREG(os.stat(path).st_mode)
+        except FileNotFoundError:
+            regular = True  # created here: a file
+        # Only a regular file is tried with O_DIRECT: a FIFO's open() meets its reader
+        # before O_DIRECT is refused, and that reader would see the writer come and go
+        # (end of file) while the plain open() then waits for a reader forever.
+        if direct and regular:
             try:
                 self.fd = os.open(path, flags | direct, 0o644)
                 self.direct = True
