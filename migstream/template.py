@@ -21,6 +21,8 @@ package and kept with ``after_ram``, which makes a precopy stream of it.
 
 from __future__ import annotations
 
+import mmap
+import tempfile
 from dataclasses import dataclass, field
 
 from .errors import StreamError, UsageError
@@ -48,15 +50,18 @@ class StreamTemplate:
     ram_section_id: int
     ram_blocks: tuple  # (name, used_length) from the template's MEM_SIZE
     configuration: bytes = b""
-    before_ram: list[bytes] = field(default_factory=list)
-    during_ram: list[bytes] = field(default_factory=list)
-    after_ram: list[bytes] = field(default_factory=list)
+    # Section bytes: views of ``spool`` (bytes-like; write them, do not keep them).
+    before_ram: list = field(default_factory=list)
+    during_ram: list = field(default_factory=list)
+    after_ram: list = field(default_factory=list)
     vmdescription: bytes = b""
     device_sections: int = 0
     #: The capture carried MIG_CMD_SWITCHOVER_START (QEMU 10.0+ machine types send
     #: it before the RAM END section); dropped like every command, but writers that
     #: mimic QEMU 10 byte for byte (mappedram_writer) put it back.
     switchover_start: bool = False
+    #: The map of the spool file that the section pieces are views of.
+    spool: memoryview | None = field(default=None, repr=False)
 
     def check_fits(self, machine: str, page_size: int, layout) -> None:
         """RAM of this machine type, page size and block layout can be wrapped in
@@ -160,8 +165,10 @@ def _load(path: str) -> StreamTemplate:
         elif role == "vmdescription":
             wanted.append((off, stop, "vmdescription"))
 
-    # Pass 2: copy the wanted ranges.
-    pieces: dict[int, bytearray] = {i: bytearray() for i in range(len(wanted))}
+    # Pass 2: copy the wanted ranges into a spool file (a block migration's disks can
+    # be gigabytes); the template hands out views of its map, not copies in memory.
+    spool = tempfile.TemporaryFile(prefix="migstream-template-")
+    extents: list[tuple[int, int]] = []  # (spool offset, length) per wanted range
     with StreamSource(path) as source:
         pos = 0
         w = 0
@@ -174,15 +181,23 @@ def _load(path: str) -> StreamTemplate:
                 a, b, _ = wanted[k]
                 lo, hi = max(a, pos), min(b, cend)
                 if lo < hi:
-                    pieces[k] += chunk[lo - pos:hi - pos]
+                    if lo == a:
+                        extents.append((spool.tell(), 0))
+                    spool.write(chunk[lo - pos:hi - pos])
+                    at, n = extents[-1]
+                    extents[-1] = (at, n + hi - lo)
                 k += 1
             pos = cend
-    for i, (a, b, bucket) in enumerate(wanted):
-        data = bytes(pieces[i])
-        if len(data) != b - a:
-            raise UsageError(f"template {path}: could not re-read bytes 0x{a:x}..0x{b:x}")
+    if len(extents) != len(wanted) or any(n != b - a for (_, n), (a, b, _) in zip(extents, wanted)):
+        raise UsageError(f"template {path}: could not re-read its sections")
+    spool.flush()
+    view = memoryview(mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)) if spool.tell() else memoryview(b"")
+    spool.close()  # the map keeps the (unlinked) file
+    tpl.spool = view
+    for (at, n), (_, _, bucket) in zip(extents, wanted):
+        piece = view[at:at + n]
         if bucket in ("configuration", "vmdescription"):
-            setattr(tpl, bucket, data)
+            setattr(tpl, bucket, bytes(piece))
         else:
-            getattr(tpl, bucket).append(data)
+            getattr(tpl, bucket).append(piece)
     return tpl
