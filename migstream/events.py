@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .grammar import (BLOCK_SECTOR_BITS, MULTIFD_COMPRESSION_MASK, MULTIFD_COMPRESSION_NAMES, BlockFlag, Command,
-                      RamFlag, SectionType, DirtyBitmapFlag)
+                      DirtyBitmapFlag, RamFlag, SectionType)
 
 
 class _Sentinel:
