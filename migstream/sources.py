@@ -224,14 +224,16 @@ class StreamSource:
             view = memoryview(mm)[self.stream_offset:] if self.save_image else memoryview(mm)
             prev = None
             for start in range(0, len(view), WINDOW):
-                _populate(mm, self.stream_offset + start, WINDOW)
+                try:
+                    _advise(mm, _MADV_POPULATE_READ, self.stream_offset + start, WINDOW)
+                except OSError:  # an older kernel: pages fault in one by one instead
+                    pass
                 yield view[start:start + WINDOW]
                 self.consumed = min(len(view), start + WINDOW)
                 if prev is not None:
                     # The decoder has moved on past the previous window (file offsets:
-                    # a save image's stream starts inside the map; madvise wants pages).
-                    at = (self.stream_offset + prev) // mmap.PAGESIZE * mmap.PAGESIZE
-                    mm.madvise(mmap.MADV_DONTNEED, at, min(WINDOW, len(mm) - at))
+                    # a save image's stream starts inside the map).
+                    _advise(mm, mmap.MADV_DONTNEED, self.stream_offset + prev, WINDOW)
                 prev = start
             return
         if self._reader is None:
@@ -295,12 +297,10 @@ class _Window:
         self._f.close()
 
 
-def _populate(mm: mmap.mmap, start: int, length: int) -> None:
+def _advise(mm: mmap.mmap, advice: int, start: int, length: int) -> None:
+    """madvise the map's pages from the one holding ``start`` for ``length`` bytes
+    (madvise wants a page-aligned start)."""
     at = start // mmap.PAGESIZE * mmap.PAGESIZE
-    length = min(length + start - at, len(mm) - at)
-    if length <= 0:
-        return
-    try:
-        mm.madvise(_MADV_POPULATE_READ, at, length)
-    except OSError:  # an older kernel: pages fault in one by one instead
-        pass
+    length = min(length, len(mm) - at)
+    if length > 0:
+        mm.madvise(advice, at, length)
