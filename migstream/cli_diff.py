@@ -22,6 +22,13 @@ def _human_range(start: int, end: int) -> str:
     return f"{start:#x}-{end:#x}"
 
 
+def _ranges_text(ranges: list, max_ranges: int) -> str:
+    """``N ranges: a-b, c-d ... and M more`` for (start, end) byte ranges."""
+    shown = ranges[:max_ranges]
+    more = f" ... and {len(ranges) - len(shown)} more" if len(ranges) > len(shown) else ""
+    return f"{len(ranges)} ranges: " + ", ".join(_human_range(s, e) for s, e in shown) + more
+
+
 def _print(result, max_ranges: int) -> None:
     a, b = result.a, result.b
     print(f"a: {a.label}  ({a.machine or '?'}, page size {a.page_size})")
@@ -41,16 +48,12 @@ def _print(result, max_ranges: int) -> None:
     for r in result.resized:
         print(f"block resized: {r['block']}: {r['a']:#x} -> {r['b']:#x}")
     for d in result.pages:
-        shown = d.ranges[:max_ranges]
-        more = f" ... and {len(d.ranges) - len(shown)} more" if len(d.ranges) > len(shown) else ""
-        print(f"block {d.name}: {d.pages} pages differ in {len(d.ranges)} ranges: "
-              + ", ".join(_human_range(s, e) for s, e in shown) + more)
+        print(f"block {d.name}: {d.pages} pages differ in {_ranges_text(d.ranges, max_ranges)}")
     for d in result.disks:
         if d["change"] == "differs":
-            shown = d["ranges"][:max_ranges]
-            more = f" ... and {len(d['ranges']) - len(shown)} more" if len(d["ranges"]) > len(shown) else ""
-            print(f"disk {d['device']}: {d['blocks']} blocks of {d['block_size']} bytes differ in {len(d['ranges'])} "
-                  "ranges: " + ", ".join(_human_range(r["start"], r["end"]) for r in shown) + more)
+            ranges = [(r["start"], r["end"]) for r in d["ranges"]]
+            print(f"disk {d['device']}: {d['blocks']} blocks of {d['block_size']} bytes differ in "
+                  f"{_ranges_text(ranges, max_ranges)}")
         else:
             sizes = " -> ".join(f"{d[k]:#x}" for k in ("a", "b") if k in d)
             print(f"disk {d['device']}: {d['change']} ({sizes} bytes)")

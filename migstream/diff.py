@@ -169,19 +169,16 @@ def _side_from_dir(directory: str, label: str) -> Side:
         page_size = int(manifest["page_size"])
     except (KeyError, TypeError, ValueError):
         raise UsageError(f"{path}: no page_size in the manifest") from None
-    for name, (file, length) in blocks.items():
-        if not os.path.isfile(file):
-            raise UsageError(f"{directory}: block {name}: file {file} is missing")
-        if os.path.getsize(file) != length:
-            raise UsageError(f"{directory}: block {name}: file is {os.path.getsize(file)} bytes, "
-                             f"manifest says {length}")
+    disks = {d.name: (d.path, d.length) for d in read_disks(directory, path, manifest)}
+    for what, files in (("block", blocks), ("disk", disks)):
+        for name, (file, length) in files.items():
+            if not os.path.isfile(file):
+                raise UsageError(f"{directory}: {what} {name}: file {file} is missing")
+            if os.path.getsize(file) != length:
+                raise UsageError(f"{directory}: {what} {name}: file is {os.path.getsize(file)} bytes, "
+                                 f"manifest says {length}")
     absent = {b["name"] for b in manifest["blocks"] if b.get("absent")}
     config = {k: manifest[k] for k in _CONFIG_KEYS if manifest.get(k) is not None}
-    disks = {}
-    for d in read_disks(directory, path, manifest):
-        if not os.path.isfile(d.path) or os.path.getsize(d.path) != d.length:
-            raise UsageError(f"{directory}: disk {d.name}: file {d.path} is missing or not {d.length} bytes")
-        disks[d.name] = (d.path, d.length)
     return Side(label, page_size, manifest.get("machine"), blocks, bool(manifest.get("complete", True)),
                 config=config, absent=absent, disks=disks)
 

@@ -39,29 +39,23 @@ def read_manifest(directory: str) -> tuple[str, dict, list[ManifestBlock]]:
         raise UsageError(f"{path}: unreadable manifest: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("blocks"), list):
         raise UsageError(f"{path}: manifest has no 'blocks' list")
-    blocks = []
-    for i, entry in enumerate(doc["blocks"]):
-        try:
-            name, length, fname = entry["name"], int(entry["length"]), entry["file"]
-        except (KeyError, TypeError, ValueError):
-            raise UsageError(f"{path}: block entry {i} lacks name/length/file") from None
-        blocks.append(ManifestBlock(name, length, _inside(directory, path, f"block {name}", fname), entry))
-    return path, doc, blocks
+    return path, doc, _files(directory, path, doc["blocks"], "block", "name")
 
 
 def read_disks(directory: str, path: str, doc: dict) -> list[ManifestBlock]:
     """The manifest's ``disks`` (block migration), as ManifestBlocks named by device."""
-    disks = []
-    for i, entry in enumerate(doc.get("disks") or ()):
+    return _files(directory, path, doc.get("disks") or (), "disk", "device")
+
+
+def _files(directory: str, path: str, entries, what: str, name_key: str) -> list[ManifestBlock]:
+    """Entries of {name_key, length, file}, each file inside the directory."""
+    out = []
+    for i, entry in enumerate(entries):
         try:
-            name, length, fname = entry["device"], int(entry["length"]), entry["file"]
+            name, length, fname = entry[name_key], int(entry["length"]), entry["file"]
         except (KeyError, TypeError, ValueError):
-            raise UsageError(f"{path}: disk entry {i} lacks device/length/file") from None
-        disks.append(ManifestBlock(name, length, _inside(directory, path, f"disk {name}", fname), entry))
-    return disks
-
-
-def _inside(directory: str, path: str, what: str, fname) -> str:
-    if not isinstance(fname, str) or os.path.isabs(fname) or ".." in fname.split("/"):
-        raise UsageError(f"{path}: {what}: file name {fname!r} leaves the directory")
-    return os.path.join(directory, fname)
+            raise UsageError(f"{path}: {what} entry {i} lacks {name_key}/length/file") from None
+        if not isinstance(fname, str) or os.path.isabs(fname) or ".." in fname.split("/"):
+            raise UsageError(f"{path}: {what} {name}: file name {fname!r} leaves the directory")
+        out.append(ManifestBlock(name, length, os.path.join(directory, fname), entry))
+    return out
