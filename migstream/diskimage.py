@@ -15,7 +15,7 @@ import os
 from .errors import UsageError
 from .events import BlockRecord
 from .grammar import BLOCK_CHUNK
-from .ramimage import safe_file_name
+from .ramimage import new_file, safe_file_name
 
 
 class DiskFile:
@@ -45,11 +45,7 @@ class DiskImages:
             fname = safe_file_name("disk-" + device, self.taken)
             path = os.path.join(self.directory, fname)
             try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            try:
-                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                fd = new_file(path)
             except OSError as exc:
                 raise UsageError(f"cannot create {path}: {exc.strerror}") from exc
             disk = self.disks[device] = DiskFile(device, fname, fd)

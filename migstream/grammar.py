@@ -226,11 +226,16 @@ def _block_has_data(ctx) -> bool:
     return bool(ctx.flags & BlockFlag.DEVICE_BLOCK) and not ctx.flags & BlockFlag.ZERO_BLOCK
 
 
-BlockRecord = Struct(
+#: A block migration record up to its chunk.
+BlockRecordHead = Struct(
     "value_flags" / Int64ub,
     "flags" / Computed(this.value_flags & ((1 << BLOCK_SECTOR_BITS) - 1)),
     "value" / Computed(this.value_flags >> BLOCK_SECTOR_BITS),
     "device" / If(this.flags & BlockFlag.DEVICE_BLOCK, IdStr),
+)
+
+BlockRecord = Struct(
+    *BlockRecordHead.subcons,
     "data" / If(_block_has_data, Bytes(BLOCK_CHUNK)),
 )
 

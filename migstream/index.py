@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Iterator
 
 import numpy as np
-from construct import ConstructError, Struct
+from construct import ConstructError
 
 from .codecs.xbzrle import xbzrle_decode_into
 from .decoder import inflate_page
@@ -728,7 +728,7 @@ class StreamIndex:
         if kind == RowKind.BLOCK:
             src = _ReadBack(self, off)
             try:
-                block_rec = _BLOCK_RECORD_HEAD.parse_stream(src)
+                block_rec = g.BlockRecordHead.parse_stream(src)
                 head_len = src.tell() - off
             except ConstructError:
                 pass
@@ -928,10 +928,6 @@ _HEAD_LEN = {
     RowKind.VMDESCRIPTION: _TYPE_BYTE + g.VmDescription.subcons[0].subcon.lengthfield.sizeof(),
     RowKind.EOF: _TYPE_BYTE,
 }
-
-
-#: A block migration record up to its chunk data (the shown header).
-_BLOCK_RECORD_HEAD = Struct(*[sc for sc in g.BlockRecord.subcons if sc.name != "data"])
 
 
 class _ReadBack:

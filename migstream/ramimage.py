@@ -109,6 +109,17 @@ def safe_file_name(name: str, taken: set[str]) -> str:
     return candidate
 
 
+def new_file(path: str) -> int:
+    """A new, empty file at ``path`` opened read-write.  A file left by an earlier run
+    is unlinked, not truncated: truncating a big file with dirty pages waits for its
+    writeback (minutes on slow disks)."""
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+
+
 @dataclass
 class BlockFile:
     name: str
@@ -143,14 +154,7 @@ class RamImage:
         blk = self.blocks.get(name)
         if blk is None:
             fname = safe_file_name(name, self._names)
-            path = os.path.join(self.directory, fname)
-            # A file left by an earlier run is unlinked, not truncated: truncating a
-            # big file with dirty pages waits for its writeback (minutes on slow disks).
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
-                pass
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+            fd = new_file(os.path.join(self.directory, fname))
             blk = self.blocks[name] = BlockFile(name, length, fname, fd)
         if length is not None:
             blk.length = length

@@ -168,7 +168,6 @@ def _load(path: str) -> StreamTemplate:
     # Pass 2: copy the wanted ranges into a spool file (a block migration's disks can
     # be gigabytes); the template hands out views of its map, not copies in memory.
     spool = tempfile.TemporaryFile(prefix="migstream-template-")
-    extents: list[tuple[int, int]] = []  # (spool offset, length) per wanted range
     with StreamSource(path) as source:
         pos = 0
         w = 0
@@ -181,21 +180,21 @@ def _load(path: str) -> StreamTemplate:
                 a, b, _ = wanted[k]
                 lo, hi = max(a, pos), min(b, cend)
                 if lo < hi:
-                    if lo == a:
-                        extents.append((spool.tell(), 0))
                     spool.write(chunk[lo - pos:hi - pos])
-                    at, n = extents[-1]
-                    extents[-1] = (at, n + hi - lo)
                 k += 1
             pos = cend
-    if len(extents) != len(wanted) or any(n != b - a for (_, n), (a, b, _) in zip(extents, wanted)):
+    # The ranges went to the spool back to back, in order: all of them, or the input
+    # ended early.
+    if spool.tell() != sum(b - a for a, b, _ in wanted):
         raise UsageError(f"template {path}: could not re-read its sections")
     spool.flush()
     view = memoryview(mmap.mmap(spool.fileno(), 0, access=mmap.ACCESS_READ)) if spool.tell() else memoryview(b"")
     spool.close()  # the map keeps the (unlinked) file
     tpl.spool = view
-    for (at, n), (_, _, bucket) in zip(extents, wanted):
-        piece = view[at:at + n]
+    at = 0
+    for a, b, bucket in wanted:
+        piece = view[at:at + b - a]
+        at += b - a
         if bucket in ("configuration", "vmdescription"):
             setattr(tpl, bucket, bytes(piece))
         else:
