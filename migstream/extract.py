@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from .errors import StreamError
 from .diskimage import DiskImages
-from .events import BlockRecord, MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList, SectionStart
+from .errors import StreamError
+from .events import (BlockRecord, MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList,
+                     SectionStart)
 from .grammar import SectionType
 from .manifest import MANIFEST
 from .multifd import with_channels

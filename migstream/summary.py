@@ -7,10 +7,10 @@ from typing import Any
 
 from .events import (
     BlockRecord,
-    DirtyBitmapRecord,
     CommandEvent,
     Configuration,
     DeviceState,
+    DirtyBitmapRecord,
     EndOfStream,
     FileHeader,
     MappedRamBlock,

@@ -3,16 +3,23 @@ one with the grammar, disks rebuilt by `extract`, the loader's checks."""
 
 from __future__ import annotations
 
+import gc
 import json
 import random
+import subprocess
+import sys
+import tracemalloc
 
 import pytest
 
+from conftest import SAMPLES, read_zst, sample_by_name
 from migstream import grammar as g, writer as w
 from migstream.decoder import StreamDecoder
 from migstream.errors import StreamError, TruncatedStream
-from migstream.events import BlockRecord, SectionEnd
+from migstream.events import BlockRecord, DirtyBitmapRecord, SectionEnd
 from migstream.extract import extract
+from migstream.summary import StreamSummary
+from migstream.template import StreamTemplate
 
 B = g.BlockFlag
 CHUNK = g.BLOCK_CHUNK
@@ -126,8 +133,6 @@ def bitmap_stream(*payloads: bytes, start_eos: bool = True) -> bytes:
 
 
 def test_dirty_bitmap_records():
-    from migstream.events import DirtyBitmapRecord
-    from migstream.summary import StreamSummary
     bits = bytes(range(32))
     data = bitmap_stream(
         w.dirty_bitmap_record(D.START, node="n1", bitmap="bm0", granularity=65536, bitmap_flags=1)
@@ -157,7 +162,6 @@ def test_dirty_bitmap_records():
 def test_dirty_bitmap_extra_flag_bytes(flag_bytes, consumed):
     # qemu_get_bitmap_flags reads 2 or 4 bytes when 0x80 is set and keeps the last
     # byte: here EOS, so the section ends right after them.
-    from migstream.events import DirtyBitmapRecord
     data = bitmap_stream(flag_bytes, b"", start_eos=False)
     recs = [e for e in events(data) if isinstance(e, DirtyBitmapRecord)]
     at = data.index(flag_bytes + bytes([g.SectionType.FOOTER]))
@@ -183,15 +187,6 @@ def test_templates_keep_disks_out_of_memory(tmp_path):
     # x86-block's block sections hold 3 MiB of disk chunks.  Used as a template
     # (encode --template, transcode, rewrite), they are spooled to a file, not kept in
     # Python memory, and a transcode carries every block record over unchanged.
-    import tracemalloc
-
-    import gc
-    import subprocess
-    import sys
-
-    from conftest import SAMPLES, read_zst, sample_by_name
-    from migstream.template import StreamTemplate
-
     stream = SAMPLES / sample_by_name("x86-block")["stream"]
     StreamTemplate.load(str(stream))  # imports and caches first
     tracemalloc.start()
