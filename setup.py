@@ -1,4 +1,4 @@
-"""The one compiled part of migstream: the bulk-stage record walk (migstream/_runscan.c).
+"""The one compiled part of migstream: the bulk-stage record walk (migstream/wire/_runscan.c).
 
 Everything else is in pyproject.toml.  The extension is optional: without a C
 compiler the install still succeeds and migstream uses the same walk in Python
@@ -7,5 +7,5 @@ compiler the install still succeeds and migstream uses the same walk in Python
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("migstream._runscan", ["migstream/_runscan.c"], optional=True,
+setup(ext_modules=[Extension("migstream.wire._runscan", ["migstream/wire/_runscan.c"], optional=True,
                              extra_compile_args=["-O2"])])

@@ -55,7 +55,7 @@ def _file(path: str) -> dict:
 
 def library(image: str, out: str, repeat: int, mapped: bool) -> dict:
     from migstream import FdSink, MemoryImage, encode_stream
-    from migstream.mappedram_writer import encode_mapped_ram
+    from migstream.encode.mappedram_writer import encode_mapped_ram
 
     runs = []
     stats = None

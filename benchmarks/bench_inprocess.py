@@ -12,10 +12,10 @@ import sys
 import tempfile
 import time
 
-from migstream.extract import extract
-from migstream.sources import StreamSource
-from migstream.stream import iter_events, open_decoder
-from migstream.summary import StreamSummary
+from migstream.tools.extract import extract
+from migstream.containers.sources import StreamSource
+from migstream.containers.stream import iter_events, open_decoder
+from migstream.tools.summary import StreamSummary
 
 GUEST = 1 << 30
 
@@ -39,7 +39,7 @@ def info(path):
 def main():
     args = [a for a in sys.argv[1:] if a != "--python-walk"]
     if "--python-walk" in sys.argv:
-        from migstream import fastpath
+        from migstream.wire import fastpath
         fastpath._runscan = None
         print("run walk: Python")
     d = args[0] if args else "/var/tmp/migstream-bench"

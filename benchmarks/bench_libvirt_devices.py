@@ -24,9 +24,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from migstream.devices import device_states  # noqa: E402
-from migstream.sources import StreamSource  # noqa: E402
-from migstream.stream import iter_events, open_decoder  # noqa: E402
+from migstream.tools.devices import device_states  # noqa: E402
+from migstream.containers.sources import StreamSource  # noqa: E402
+from migstream.containers.stream import iter_events, open_decoder  # noqa: E402
 
 SAMPLES = os.path.join(ROOT, "samples")
 

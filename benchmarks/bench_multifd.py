@@ -27,7 +27,7 @@ sys.path.insert(0, ROOT)
 
 import zstandard  # noqa: E402
 
-from migstream.extract import extract  # noqa: E402
+from migstream.tools.extract import extract  # noqa: E402
 
 NAMES = ["x86-multifd-nocomp", "q10-multifd-nocomp", "x86-multifd-zlib", "q10-multifd-zlib",
          "x86-multifd-zstd", "q10-multifd-zstd", "q10-mapped-ram", "q10-mapped-ram-multifd", "q10-running"]

@@ -19,10 +19,12 @@ sys.path.insert(0, str(ROOT / "tests"))
 from kaitaistruct import BytesIO, KaitaiStream  # noqa: E402
 
 from conftest import load_samples, raw_stream  # noqa: E402
-from migstream.decoder import StreamDecoder  # noqa: E402
+from migstream.decode.decoder import StreamDecoder  # noqa: E402
 from migstream.events import NEED_DATA  # noqa: E402
-from migstream.formats.qemu_migration import QemuMigration  # noqa: E402
 from reference import reference_records  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "formats"))
+from qemu_migration import QemuMigration  # noqa: E402
 
 
 def decode(data, chunk=None):

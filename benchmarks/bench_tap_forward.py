@@ -26,7 +26,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from migstream.capture import TapSession  # noqa: E402
+from migstream.capture.sessions import TapSession  # noqa: E402
 
 BENCH_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 

@@ -29,9 +29,9 @@ import sys
 import time
 
 T_IMPORT = time.perf_counter()
-from migstream import writer as w  # noqa: E402
-from migstream.grammar import RamFlag  # noqa: E402
-from migstream.index import StreamIndex  # noqa: E402
+from migstream.wire import build as w  # noqa: E402
+from migstream.wire.grammar import RamFlag  # noqa: E402
+from migstream.tools.index import StreamIndex  # noqa: E402
 from migstream.tui.app import MigstreamApp  # noqa: E402
 
 IMPORT_S = time.perf_counter() - T_IMPORT

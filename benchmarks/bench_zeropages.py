@@ -18,7 +18,7 @@ import time
 
 import numpy as np
 
-from migstream.zeropages import zero_page_mask
+from migstream.encode.zeropages import zero_page_mask
 
 PAGE = 4096
 

@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atheris  # noqa: E402
 
 with atheris.instrument_imports(include=["migstream"]):
-    import migstream.decoder  # noqa: F401  (instrumented for coverage)
+    import migstream.decode.decoder  # noqa: F401  (instrumented for coverage)
     from harness import one_input
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import io
 
-from migstream.decoder import StreamDecoder
-from migstream.description import load_description
+from migstream.decode.decoder import StreamDecoder
+from migstream.decode.description import load_description
 from migstream.errors import StreamError
 from migstream.events import NEED_DATA, PageRecord, PageRun
 
@@ -115,7 +115,7 @@ def check_extract(data: bytes, workdir) -> None:
     from pathlib import Path
 
     from migstream.errors import UsageError
-    from migstream.extract import extract
+    from migstream.tools.extract import extract
 
     workdir = Path(workdir)
     src, out = workdir / "input.mig", workdir / "out"

@@ -11,7 +11,8 @@ import json
 import zlib
 from pathlib import Path
 
-from migstream import grammar as g, writer as w
+from migstream.wire import grammar as g
+from migstream.wire import build as w
 
 F = g.RamFlag
 C = g.Command
@@ -106,7 +107,7 @@ def _device_tail(path: Path, limit: int = 1 << 17) -> bytes | None:
     EOF and VMDESCRIPTION (the RAM sections left out): a valid stream QEMU could
     have sent for a VM without live RAM, made of real device state."""
     import zstandard
-    from migstream.decoder import StreamDecoder
+    from migstream.decode.decoder import StreamDecoder
     from migstream.events import Configuration, SectionStart
 
     with open(path, "rb") as f:

@@ -45,7 +45,7 @@ def structural_positions(data: bytes) -> dict[str, list[int]]:
     """Byte positions of headers, lengths and flags, found by decoding the intact
     stream (events carry offsets).  Keys name what the bytes are."""
     from harness import decode
-    from migstream import grammar as g
+    from migstream.wire import grammar as g
     from migstream.events import (CommandEvent, Configuration, PageRecord, PageRun, RamBlockList, RamMarker,
                                   SectionEnd, SectionStart, VmDescription)
 

@@ -1,6 +1,6 @@
 """migstream: decode, validate and extract QEMU live-migration streams."""
 
-from .decoder import StreamDecoder
+from .decode.decoder import StreamDecoder
 from .errors import MigstreamError, StreamError, TruncatedStream, UsageError
 from .events import (
     NEED_DATA,
@@ -21,14 +21,14 @@ from .events import (
     VmDescription,
     flag_names,
 )
-from .grammar import Command, RamFlag, SectionType
+from .wire.grammar import Command, RamFlag, SectionType
 
 # The encoding side is imported on first use (PEP 562), so that decoding front ends
 # start without it.
 _LAZY = {
-    "BytesSink": "encoder", "Encoder": "encoder", "FdSink": "encoder", "RamStats": "encoder",
-    "encode_stream": "encoder", "MemoryImage": "memimage", "RamBlockImage": "memimage",
-    "StreamTemplate": "template",
+    "BytesSink": "encode.encoder", "Encoder": "encode.encoder", "FdSink": "encode.encoder",
+    "RamStats": "encode.encoder", "encode_stream": "encode.encoder", "MemoryImage": "encode.memimage",
+    "RamBlockImage": "encode.memimage", "StreamTemplate": "tools.template",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
-from .grammar import (BLOCK_SECTOR_BITS, MULTIFD_COMPRESSION_MASK, MULTIFD_COMPRESSION_NAMES, BlockFlag, Command,
+from .wire.grammar import (BLOCK_SECTOR_BITS, MULTIFD_COMPRESSION_MASK, MULTIFD_COMPRESSION_NAMES, BlockFlag, Command,
                       DirtyBitmapFlag, RamFlag, SectionType)
 
 

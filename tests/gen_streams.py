@@ -6,8 +6,8 @@ from __future__ import annotations
 import random
 import zlib
 
-from migstream import writer as w
-from migstream.grammar import RamFlag
+from migstream.wire import build as w
+from migstream.wire.grammar import RamFlag
 
 PS = 4096
 

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 
 from conftest import raw_stream, sample_by_name
 from migstream.codecs.xbzrle import xbzrle_decode_into
-from migstream.decoder import StreamDecoder
+from migstream.decode.decoder import StreamDecoder
 from migstream.events import PageRecord, PageRun, RamBlockList, SectionStart
-from migstream.grammar import RamFlag, SectionType
+from migstream.wire.grammar import RamFlag, SectionType
 
 
 @dataclass(frozen=True)

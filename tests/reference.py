@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import io
 
-from migstream import grammar as g
+from migstream.wire import grammar as g
 
 ST = g.SectionType
 
@@ -157,7 +157,7 @@ def _mapped_ram_blocks(f, total: int, params: dict) -> tuple:
 
 def decoder_records(data: bytes, chunks=None, page_size=None):
     """The same list from StreamDecoder (runs expanded), fed in ``chunks``."""
-    from migstream.decoder import StreamDecoder
+    from migstream.decode.decoder import StreamDecoder
     from migstream.events import (NEED_DATA, BlockRecord, CommandEvent, Configuration, DeviceState,
                                   DirtyBitmapRecord, EndOfStream,
                                   PackageEnd, PageRecord, PageRun, RamBlockList, RamMarker, SectionStart,

@@ -7,7 +7,7 @@
 #   chromium           renders `migstream report` pages (tests/test_report.py)
 #   lzop               libvirt save images in lzop format are read with `lzop -dc`, as libvirt does
 #   nodejs, npm        kaitai-struct-compiler checks that formats/qemu_migration.py matches the .ksy
-#   gcc, python3-dev   build migstream/_runscan.c, the compiled record walk (python3-dev only
+#   gcc, python3-dev   build migstream/wire/_runscan.c, the compiled record walk (python3-dev only
 #                      when the Python that runs pip has no headers, as Debian's own python3)
 # and QEMU 10.0.2 from bookworm-backports, unpacked privately (samples/get_qemu10.sh).
 set -euo pipefail

@@ -13,13 +13,14 @@ import tracemalloc
 import pytest
 
 from conftest import SAMPLES, read_zst, sample_by_name
-from migstream import grammar as g, writer as w
-from migstream.decoder import StreamDecoder
+from migstream.wire import grammar as g
+from migstream.wire import build as w
+from migstream.decode.decoder import StreamDecoder
 from migstream.errors import StreamError, TruncatedStream
 from migstream.events import BlockRecord, DirtyBitmapRecord, SectionEnd
-from migstream.extract import extract
-from migstream.summary import StreamSummary
-from migstream.template import StreamTemplate
+from migstream.tools.extract import extract
+from migstream.tools.summary import StreamSummary
+from migstream.tools.template import StreamTemplate
 
 B = g.BlockFlag
 CHUNK = g.BLOCK_CHUNK

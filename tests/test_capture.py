@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SAMPLES, read_zst
-from migstream.capture import (
+from migstream.capture.sessions import (
     MAIN,
     MULTIFD,
     POSTCOPY_PREEMPT,
@@ -27,9 +27,9 @@ from migstream.capture import (
     identify_channel,
     parse_uri,
 )
-from migstream.capturedir import resolve_capture
+from migstream.containers.capturedir import resolve_capture
 from migstream.errors import StreamError, UsageError
-from migstream.returnpath import return_path_messages
+from migstream.decode.returnpath import return_path_messages
 
 MULTIFD_HEAD = struct.pack(">II", 0x11223344, 1)
 
@@ -296,7 +296,7 @@ def test_cli_capture_ends_with_the_migration(work):
 
 @pytest.mark.parametrize("where", ["/var/tmp", "/dev/shm"])  # O_DIRECT (ext4) and its fallback (tmpfs)
 def test_recording_file_keeps_every_byte(where):
-    from migstream.capture import RecordingFile
+    from migstream.capture.sessions import RecordingFile
 
     if not os.path.isdir(where):
         pytest.skip(f"no {where}")

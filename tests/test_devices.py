@@ -13,9 +13,9 @@ import sys
 import pytest
 
 from conftest import ROOT, read_zst, sample_by_name
-from migstream.devices import device_states
-from migstream.grammar import SectionType
-from migstream.vmstate import VmstateError, decode_s390_storage_attributes, decode_spapr_htab, decode_vmstate
+from migstream.tools.devices import device_states
+from migstream.wire.grammar import SectionType
+from migstream.decode.vmstate import VmstateError, decode_s390_storage_attributes, decode_spapr_htab, decode_vmstate
 
 TRUTH = ROOT / "tests" / "data" / "analyze-migration"
 COMPARED = ["x86-fresh-S", "x86-stopped", "x86-running", "x86-q35", "libvirt-raw"]

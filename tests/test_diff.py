@@ -11,9 +11,9 @@ import sys
 
 import pytest
 
-from migstream import grammar as g
-from migstream.diff import diff
-from migstream.extract import extract
+from migstream.wire import grammar as g
+from migstream.tools.diff import diff
+from migstream.tools.extract import extract
 from conftest import SAMPLES, raw_stream, sample_by_name
 from reference import reference_records
 

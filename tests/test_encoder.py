@@ -16,10 +16,10 @@ from conftest import raw_stream, sample_by_name
 from images import PAGE, dirty, mixed_image
 from migstream import (BytesSink, MemoryImage, PageRecord, PageRun, RamBlockList, SectionStart, StreamDecoder,
                        encode_stream)
-from migstream import writer as w
+from migstream.wire import build as w
 from migstream.errors import UsageError
-from migstream.grammar import RamFlag, SectionType
-from migstream.ramimage import RamImage
+from migstream.wire.grammar import RamFlag, SectionType
+from migstream.image.ramimage import RamImage
 
 PC = "pc-i440fx-7.2"
 
@@ -93,7 +93,7 @@ def test_stream_structure_and_grammar_builders():
 
 def test_fast_path_batches_match_builders(monkeypatch):
     """Batch boundaries (and the numpy header path) do not change the bytes."""
-    import migstream.encoder as enc
+    import migstream.encode.encoder as enc
 
     img = np.frombuffer(bytes(mixed_image(300 * PAGE, seed=3)), np.uint8)
     ref, _ = encode_arrays([("pc.ram", img)])
@@ -181,7 +181,7 @@ def test_xbzrle_rounds_decode_to_last_image(tmp_path):
 def test_xbzrle_last_stage_does_not_update_cache():
     """In the END section a hit is encoded against the cache but the cache keeps
     its content: the same delta twice in END would be encoded identically."""
-    from migstream.encoder import Encoder
+    from migstream.encode.encoder import Encoder
 
     a = np.zeros(4 * PAGE, np.uint8)
     a[:] = 1
@@ -371,8 +371,8 @@ def test_failure_midway_leaves_no_output(good_dir, tmp_path, monkeypatch):
     """An error after bytes were written removes OUT.tmp and never creates OUT."""
     from typer.testing import CliRunner
 
-    import migstream.encoder as enc
-    from migstream.cli import app
+    import migstream.encode.encoder as enc
+    from migstream.cli.app import app
 
     def boom(self, *a, **k):
         raise UsageError("disk on fire")
@@ -386,7 +386,7 @@ def test_failure_midway_leaves_no_output(good_dir, tmp_path, monkeypatch):
 def test_file_output_equals_pipe_output(good_dir, tmp_path, monkeypatch):
     """Regular files are written by parallel pwritev at precomputed offsets, pipes
     in order: the bytes are the same (small batches: many concurrent writes)."""
-    import migstream.encoder as enc
+    import migstream.encode.encoder as enc
 
     monkeypatch.setattr(enc, "BATCH_PAGES", 3)
     r = cli("encode", good_dir, "-o", tmp_path / "f.mig")
@@ -445,7 +445,7 @@ def test_xbzrle_rounds_reproduce_qemu_capture():
     is the sync count when QEMU sends it, and QEMU resumes its page search
     mid-RAM after a sync, so its syncs do not fall on the wrap-arounds that end
     our rounds (each iteration is one whole pass)."""
-    from migstream.encoder import Encoder
+    from migstream.encode.encoder import Encoder
 
     sample = sample_by_name("x86-xbzrle-deltas")
     data = raw_stream(sample)

@@ -9,8 +9,9 @@ import zlib
 
 import pytest
 
-from migstream import grammar as g, writer as w
-from migstream.decoder import StreamDecoder
+from migstream.wire import grammar as g
+from migstream.wire import build as w
+from migstream.decode.decoder import StreamDecoder
 from migstream.errors import StreamError, TruncatedStream
 
 F = g.RamFlag

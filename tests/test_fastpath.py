@@ -7,8 +7,9 @@ import zlib
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from migstream import grammar as g, writer as w
-from migstream.fastpath import RamPlans, FixedField, PrefixedField
+from migstream.wire import grammar as g
+from migstream.wire import build as w
+from migstream.wire.fastpath import RamPlans, FixedField, PrefixedField
 from reference import decoder_records, reference_records
 
 F = g.RamFlag
@@ -108,7 +109,7 @@ def test_chunking_does_not_change_events(ops, seed, cuts):
 
 
 def test_long_runs_are_batched():
-    from migstream.decoder import StreamDecoder
+    from migstream.decode.decoder import StreamDecoder
     from migstream.events import PageRun
     data = build_stream([[("zero", 0, i) for i in range(250)] + [("page", 0, i) for i in range(200)]], 1)
     dec = StreamDecoder()
@@ -119,12 +120,12 @@ def test_long_runs_are_batched():
     assert max(r.count for r in runs) >= 64
 
 
-# --- the run walk: compiled (migstream/_runscan.c) and Python --------------------------
+# --- the run walk: compiled (migstream/wire/_runscan.c) and Python --------------------------
 
 def test_compiled_walk_is_built():
     # setup.py builds it wherever a C compiler is present (CI installs gcc); without it
     # every bulk stage would silently take the slower Python walk.
-    from migstream.fastpath import RunWalker
+    from migstream.wire.fastpath import RunWalker
     assert RunWalker(RamPlans.for_page_size(4096)).compiled
 
 
@@ -144,7 +145,7 @@ def _run_bytes(rnd, kinds, addr, page_size):
        cap=st.integers(0, 400), cut=st.integers(0, 2**20), flip=st.integers(0, 2**20),
        seed=st.integers(0, 2**32))
 def test_compiled_walk_equals_python_walk(kinds, page_size, lead, page0, cap, cut, flip, seed):
-    from migstream.fastpath import RunWalker
+    from migstream.wire.fastpath import RunWalker
     rnd = random.Random(seed)
     addr = page0 * page_size
     buf = bytearray(rnd.randbytes(lead)) + _run_bytes(rnd, kinds, addr, page_size)
@@ -163,7 +164,7 @@ def test_compiled_walk_equals_python_walk(kinds, page_size, lead, page0, cap, cu
 
 def test_walk_stops_at_a_record_for_another_page():
     # The run ends where a header does not match "next page + tag" (here: a page skipped).
-    from migstream.fastpath import RunWalker
+    from migstream.wire.fastpath import RunWalker
     rnd = random.Random(3)
     buf = _run_bytes(rnd, ["page", "zero", "zero"], 0, 4096) + _run_bytes(rnd, ["zero"], 4 * 4096, 4096)
     for walker in (RunWalker(RamPlans.for_page_size(4096)), RunWalker(RamPlans.for_page_size(4096), compiled=False)):
@@ -174,8 +175,8 @@ def test_walk_stops_at_a_record_for_another_page():
 
 def test_runs_are_bounded_in_length(monkeypatch):
     # A bulk stage longer than MAX_RUN_RECORDS comes as several runs, nothing lost.
-    from migstream import fastpath
-    from migstream.decoder import StreamDecoder
+    from migstream.wire import fastpath
+    from migstream.decode.decoder import StreamDecoder
     from migstream.events import PageRun
     monkeypatch.setattr(fastpath, "MAX_RUN_RECORDS", 100)
     data = build_stream([[("zero", 0, i) for i in range(250)]], 1)
@@ -189,7 +190,7 @@ def test_runs_are_bounded_in_length(monkeypatch):
 
 def test_compiled_walk_grows_its_tables():
     # More records than the compiled walk's first allocation (4096).
-    from migstream.fastpath import RunWalker
+    from migstream.wire.fastpath import RunWalker
     rnd = random.Random(5)
     kinds = ["zero"] * 9000 + ["page"] * 3 + ["zero"] * 2000
     buf = memoryview(bytes(_run_bytes(rnd, kinds, 0, 1024)))
@@ -222,8 +223,8 @@ def test_decoding_commands_start_without_numpy(command, raw_sample_dir):
 def test_bytes_per_encoding_equal_record_extents(ops, seed, page_size):
     # `info`'s bytes per encoding (runs counted whole) equal the sum of the records'
     # extents in plain construct parsing (each record ends where the next element starts).
-    from migstream.decoder import StreamDecoder
-    from migstream.summary import StreamSummary
+    from migstream.decode.decoder import StreamDecoder
+    from migstream.tools.summary import StreamSummary
     data = build_stream(ops, seed, page_size)
     items = reference_records(data, page_size)
     start = [it[0] if isinstance(it[0], int) else it[1] for it in items]

@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conftest import ROOT
-from migstream import writer as w
+from migstream.wire import build as w
 from migstream.errors import StreamError
 from test_kaitai import build_full_stream, element
 
@@ -45,7 +45,7 @@ def test_huge_target_page_bits_is_a_stream_error():
 
 
 def _feed_in_chunks(data: bytes, chunk: int) -> tuple[list, float]:
-    from migstream.decoder import StreamDecoder
+    from migstream.decode.decoder import StreamDecoder
     from migstream.events import NEED_DATA
     dec = StreamDecoder()
     events = []
@@ -197,8 +197,8 @@ HOSTILE_DESCRIPTIONS = {
 
 @pytest.mark.parametrize("name", HOSTILE_DESCRIPTIONS)
 def test_hostile_description_frames_by_footer(name, tmp_path):
-    from migstream.sources import StreamSource
-    from migstream.stream import iter_events, open_decoder
+    from migstream.containers.sources import StreamSource
+    from migstream.containers.stream import iter_events, open_decoder
     body = (w.file_header() + w.section_start(3, "timer", full=True, version_id=2) + bytes(8) + w.footer(3)
             + w.eof())
     path = tmp_path / "s.mig"

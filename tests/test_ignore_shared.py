@@ -9,8 +9,8 @@ import sys
 import pytest
 
 from conftest import sample_by_name
-from migstream.devices import device_states
-from migstream.extract import extract
+from migstream.tools.devices import device_states
+from migstream.tools.extract import extract
 
 
 BOTH = pytest.mark.parametrize("name", ["x86-ignore-shared", "x86-qemu10-ignore-shared"])

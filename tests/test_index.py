@@ -10,9 +10,9 @@ import pytest
 from conftest import SAMPLES, load_samples, read_zst, sample_by_name
 from gen_streams import PS, mixed_stream
 from migstream.codecs.xbzrle import xbzrle_decode_into
-from migstream.decoder import inflate_page
-from migstream.grammar import RamFlag
-from migstream.index import PageState, RowKind, StreamIndex, xbzrle_runs
+from migstream.decode.decoder import inflate_page
+from migstream.wire.grammar import RamFlag
+from migstream.tools.index import PageState, RowKind, StreamIndex, xbzrle_runs
 from reference import reference_records
 
 CONT = int(RamFlag.CONTINUE)
@@ -228,7 +228,7 @@ def test_sample_iterations_and_block_counts(raw_sample_dir):
 
 
 def test_hostile_block_size_gets_no_page_map(tmp_path):
-    from migstream import writer as w
+    from migstream.wire import build as w
 
     huge = 1 << 49  # 512 TiB: the decoder accepts it (below its 1 PiB limit)
     data = (w.file_header() + w.section_start(2, "ram", 0, 4) + w.mem_size([("pc.ram", 64 * PS), ("big", huge)])

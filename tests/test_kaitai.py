@@ -12,15 +12,22 @@ import subprocess
 import tempfile
 import zlib
 
+import sys
+
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from kaitaistruct import BytesIO, KaitaiStream
 
 from conftest import ROOT, load_samples, raw_stream, sample_ids
-from migstream import grammar as g, writer as w
-from migstream.formats.qemu_migration import QemuMigration as K
+from migstream.wire import grammar as g
+from migstream.wire import build as w
 from reference import decoder_records, reference_records
 from test_fastpath import xbzrle_delta
+
+# formats/ is the language-neutral spec, not part of the package: its generated parser
+# is loaded from the checkout.
+sys.path.insert(0, str(ROOT / "formats"))
+from qemu_migration import QemuMigration as K  # noqa: E402
 
 F = g.RamFlag
 C = g.Command
@@ -100,7 +107,7 @@ def qemu_stream(sample: dict) -> bytes:
     data = raw_stream(sample)
     if not data.startswith(b"LibvirtQemud"):
         return data
-    from migstream.sources import StreamSource
+    from migstream.containers.sources import StreamSource
 
     with tempfile.NamedTemporaryFile() as tmp:
         tmp.write(data)
@@ -284,7 +291,7 @@ def test_block_list_parameters(ignore_shared, hugepages):
     """MEM_SIZE entries with block addresses (x-ignore-shared) and per-block page
     sizes (postcopy with huge pages): the Kaitai parameters and what the decoder
     derives from the configuration capabilities and POSTCOPY_ADVISE agree."""
-    from migstream.decoder import StreamDecoder
+    from migstream.decode.decoder import StreamDecoder
     from migstream.events import RamBlockList
     blocks = [("pc.ram", 1 << 21, 0x2000_0000, 1 << 21), ("pc.bios", 1 << 18, 0xFFFC_0000, 4096)]
     entries = b"".join(bytes([len(n)]) + n.encode() + ln.to_bytes(8, "big")

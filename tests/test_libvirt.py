@@ -12,8 +12,8 @@ import sys
 import pytest
 
 from conftest import SAMPLES, load_samples, raw_stream
-from migstream.libvirt import SaveImageError, domain_summary
-from migstream.sources import StreamSource
+from migstream.containers.libvirt import SaveImageError, domain_summary
+from migstream.containers.sources import StreamSource
 
 LIBVIRT = [s for s in load_samples() if s.get("kind") == "libvirt-save"]
 RAW = next(s for s in LIBVIRT if s["save_image_format"] == "raw")
@@ -186,9 +186,9 @@ def test_save_image_error_is_usage_error():
 def test_raw_image_windows_released_at_page_boundaries(raw_image, tmp_path, monkeypatch):
     """The raw image's stream starts at an unaligned file offset (92 + data_len): the
     mmap windows handed out and released past it must still cover it exactly."""
-    import migstream.sources as sources
+    import migstream.containers.sources as sources
     from conftest import read_zst
-    from migstream.extract import extract
+    from migstream.tools.extract import extract
 
     monkeypatch.setattr(sources, "WINDOW", 1 << 20)
     result = extract(str(raw_image), str(tmp_path))

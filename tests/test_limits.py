@@ -1,4 +1,4 @@
-"""Each bound in migstream/limits.py: the value right at the limit is accepted,
+"""Each bound in migstream/wire/limits.py: the value right at the limit is accepted,
 one step beyond is a StreamError at the right offset, before anything is allocated."""
 
 from __future__ import annotations
@@ -9,8 +9,11 @@ import time
 
 import pytest
 
-from migstream import decoder as decoder_module, grammar as g, limits, writer as w
-from migstream.decoder import StreamDecoder
+from migstream.decode import decoder as decoder_module
+from migstream.wire import grammar as g
+from migstream.wire import limits
+from migstream.wire import build as w
+from migstream.decode.decoder import StreamDecoder
 from migstream.errors import StreamError
 
 C = g.Command
@@ -107,7 +110,7 @@ def test_block_length_limit():
 def test_large_blocks_only_reserve_sparse_space(tmp_path):
     """A 1 TiB block with one page written: a 1 TiB sparse file, a few KiB of disk,
     no memory growth (the written-page bitmap is sparse too)."""
-    from migstream.extract import extract
+    from migstream.tools.extract import extract
     big = 1 << 40
     page = w.ram_record(F.PAGE, big - 4096, block="big", payload={"data": b"\x5a" * 4096})
     data = (w.file_header() + w.configuration("pc-i440fx-7.2") + w.section_start(2, "ram")
@@ -133,7 +136,7 @@ def test_page_offset_without_block_list(addr, kind, tmp_path):
     """Found by review: with no MEM_SIZE record (QEMU does not require one) block
     lengths are unknown, and extract wrote a page at offset 2^63 (OverflowError,
     a traceback).  Offsets past the largest block accepted are refused."""
-    from migstream.extract import extract
+    from migstream.tools.extract import extract
     payload = {"data": bytes(4096)} if kind == F.PAGE else {"fill": 7}
     first = w.ram_record(kind, 0, block="pc.ram", payload=payload)
     recs = first + w.ram_record(kind, addr, payload=payload)  # CONTINUE

@@ -8,10 +8,10 @@ import random
 import pytest
 
 from conftest import SAMPLES, read_zst
-from migstream.live import LiveDecoder, Throughput
-from migstream.sources import StreamSource
-from migstream.stream import iter_events, open_decoder
-from migstream.summary import StreamSummary
+from migstream.capture.live import LiveDecoder, Throughput
+from migstream.containers.sources import StreamSource
+from migstream.containers.stream import iter_events, open_decoder
+from migstream.tools.summary import StreamSummary
 
 
 def full_summary(path) -> dict:

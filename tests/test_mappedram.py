@@ -13,13 +13,13 @@ import sys
 import pytest
 
 from conftest import SAMPLES, read_zst, sample_by_name
-from migstream import grammar as g
+from migstream.wire import grammar as g
 from migstream.errors import StreamError, TruncatedStream
 from migstream.events import MappedRamBlock, MappedRamPages
-from migstream.extract import extract
-from migstream.mappedram import MappedRamFile, written_runs
-from migstream.sources import StreamSource
-from migstream.stream import iter_events, open_decoder
+from migstream.tools.extract import extract
+from migstream.decode.mappedram import MappedRamFile, written_runs
+from migstream.containers.sources import StreamSource
+from migstream.containers.stream import iter_events, open_decoder
 from test_samples import compare_truth
 
 NAMES = ["q10-mapped-ram", "q10-mapped-ram-multifd"]

@@ -17,10 +17,10 @@ import pytest
 
 from conftest import SAMPLES, read_zst, sample_by_name
 from images import PAGE, mixed_image, zero_page_count
-from migstream import grammar as g
+from migstream.wire import grammar as g
 from migstream.events import Configuration, MappedRamBlock
-from migstream.sources import StreamSource
-from migstream.stream import iter_events, open_decoder
+from migstream.containers.sources import StreamSource
+from migstream.containers.stream import iter_events, open_decoder
 
 MiB = 1 << 20
 

@@ -15,13 +15,13 @@ import sys
 import pytest
 
 from conftest import SAMPLES, read_zst, sample_by_name
-from migstream import grammar as g
+from migstream.wire import grammar as g
 from migstream.errors import StreamError
 from migstream.events import MultifdPacket, MultifdSync, RamMarker
-from migstream.extract import extract
-from migstream.multifd import Channel, ChannelError, with_channels
-from migstream.sources import StreamSource
-from migstream.stream import iter_events, open_decoder
+from migstream.tools.extract import extract
+from migstream.containers.multifd import Channel, ChannelError, with_channels
+from migstream.containers.sources import StreamSource
+from migstream.containers.stream import iter_events, open_decoder
 from test_samples import channel_files, compare_truth
 
 PACKET = 1344

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 
 from conftest import load_samples
-from migstream import pagecache
+from migstream.encode import pagecache
 from migstream.codecs.xbzrle import xbzrle_encode
 from migstream.errors import UsageError
-from migstream.grammar import RamFlag, SectionType
-from migstream.pagecache import CACHED_PAGE_LIFETIME, XbzrleCache
+from migstream.wire.grammar import RamFlag, SectionType
+from migstream.encode.pagecache import CACHED_PAGE_LIFETIME, XbzrleCache
 from page_history import page_changes
 
 PS = 4096

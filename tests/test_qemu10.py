@@ -7,10 +7,10 @@ import sys
 
 from conftest import SAMPLES, sample_by_name
 from migstream.events import CommandEvent, MultifdPacket, PageRecord, PageRun, RamMarker, SectionStart
-from migstream.grammar import Command, RamFlag, SectionType
-from migstream.multifd import with_channels
-from migstream.sources import StreamSource
-from migstream.stream import iter_events, open_decoder
+from migstream.wire.grammar import Command, RamFlag, SectionType
+from migstream.containers.multifd import with_channels
+from migstream.containers.sources import StreamSource
+from migstream.containers.stream import iter_events, open_decoder
 from test_samples import channel_files
 
 

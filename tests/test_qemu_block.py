@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from migstream.extract import extract
+from migstream.tools.extract import extract
 
 from qemu_vm import MiB, Vm, build_guest, guest_args, require_qemu
 

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import pytest
 
-from migstream.capture import CaptureSession, TapSession
-from migstream.capturedir import resolve_capture
-from migstream.extract import extract
-from migstream.multifd import with_channels
-from migstream.returnpath import return_path_messages
-from migstream.sources import StreamSource
-from migstream.stream import iter_events, open_decoder
-from migstream.summary import StreamSummary
+from migstream.capture.sessions import CaptureSession, TapSession
+from migstream.containers.capturedir import resolve_capture
+from migstream.tools.extract import extract
+from migstream.containers.multifd import with_channels
+from migstream.decode.returnpath import return_path_messages
+from migstream.containers.sources import StreamSource
+from migstream.containers.stream import iter_events, open_decoder
+from migstream.tools.summary import StreamSummary
 
 from qemu_vm import MiB, Vm, build_guest, differing_pages, guest_args, require_qemu
 

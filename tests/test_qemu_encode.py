@@ -17,7 +17,7 @@ import time
 import pytest
 
 from migstream import PageRecord, PageRun, SectionStart, StreamDecoder
-from migstream.grammar import RamFlag, SectionType
+from migstream.wire.grammar import RamFlag, SectionType
 
 from conftest import SAMPLES, read_zst, sample_by_name
 from images import PAGE, dirty, mixed_image, zero_page_count

@@ -6,10 +6,10 @@ import random
 
 from hypothesis import given, settings, strategies as st
 
-from migstream import grammar as g
+from migstream.wire import grammar as g
 from migstream.codecs.xbzrle import xbzrle_decode_into
 from migstream.events import PageRecord, PageRun, RamBlock, RamBlockList
-from migstream.ramimage import RamImage
+from migstream.image.ramimage import RamImage
 
 F = g.RamFlag
 PS = 4096

@@ -13,8 +13,8 @@ from collections import Counter
 
 import pytest
 
-from migstream import grammar as g
-from migstream.report import PALETTE
+from migstream.wire import grammar as g
+from migstream.tools.report import PALETTE
 from conftest import raw_stream, sample_by_name
 from reference import reference_records
 

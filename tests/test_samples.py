@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from conftest import SAMPLES, load_samples, read_zst, sample_ids
-from migstream.extract import extract
+from migstream.tools.extract import extract
 
 SAMPLES_LIST = load_samples()
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 import numpy as np
 
 from conftest import SAMPLES
-from migstream.grammar import RamFlag
-from migstream.index import PageState, RowKind
+from migstream.wire.grammar import RamFlag
+from migstream.tools.index import PageState, RowKind
 from migstream.tui.app import MigstreamApp
 from migstream.tui.pagemap import Legend, PageMap
 from migstream.tui.records import RecordTable

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from gen_streams import write_large_stream
-from migstream.index import RowKind
+from migstream.tools.index import RowKind
 from migstream.tui.app import MigstreamApp
 from migstream.tui.records import RecordTable
 

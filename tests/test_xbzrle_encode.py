@@ -22,7 +22,7 @@ from hypothesis import given, settings, strategies as st
 
 from conftest import load_samples
 from migstream.codecs.xbzrle import xbzrle_decode_into, xbzrle_encode
-from migstream.grammar import RamFlag
+from migstream.wire.grammar import RamFlag
 from page_history import page_changes
 
 PAGE = 4096

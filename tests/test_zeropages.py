@@ -5,8 +5,8 @@ import mmap
 import numpy as np
 import pytest
 
-from migstream import zeropages
-from migstream.zeropages import zero_page_mask
+from migstream.encode import zeropages
+from migstream.encode.zeropages import zero_page_mask
 
 
 def image(page_size: int, pages: int, seed: int = 0):

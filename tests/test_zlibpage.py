@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from migstream.codecs.zlibpage import PageCompressor, compress_page
-from migstream.grammar import RamFlag
+from migstream.wire.grammar import RamFlag
 from page_history import page_changes
 
 PAGE = 4096

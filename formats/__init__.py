@@ -1,1 +1,0 @@
-"""Language-neutral description of the stream (Kaitai Struct), installed as `migstream.formats`."""

@@ -1,0 +1,5 @@
+"""``python -m migstream.cli``: the ``migstream`` command."""
+
+from . import main
+
+main()

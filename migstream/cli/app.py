@@ -1,0 +1,84 @@
+"""The ``migstream`` Typer app, the options commands share, and how errors end a command.
+
+Exit codes: 0 ok, 1 invalid stream, 2 usage (bad arguments, unreadable files), 3
+output I/O error.  Data goes to stdout; progress, warnings and errors to stderr.  A
+stream error is one line ``error at offset 0x...: <what>``, never a traceback.
+
+Every command lives in its own module of this package and registers on ``app``;
+``migstream.cli`` imports them all (this module imports none of them).
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..containers.sources import StreamSource
+from ..containers.stream import open_decoder
+from ..decode.decoder import StreamDecoder
+from ..errors import MigstreamError, StreamError, UsageError
+from .progress import DecodeProgress
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Inspect, validate and extract QEMU live-migration streams.")
+
+StreamArg = Annotated[str, typer.Argument(metavar="STREAM", help="Stream file, .gz/.xz/.zst file, or - for stdin.")]
+PageSizeOpt = Annotated[Optional[int], typer.Option("--page-size", help="Target page size (overrides the stream).")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
+HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.")]
+ChannelOpt = Annotated[Optional[list[Path]], typer.Option(
+    "--channel", help="A multifd channel capture (repeatable; any order; .gz/.xz/.zst ok).")]
+
+
+def err(msg: str) -> None:
+    """One line on stderr."""
+    print(msg, file=sys.stderr)
+
+
+@contextmanager
+def opened_stream(stream: str, page_size: int | None, rdma: bool, progress: bool | None):
+    """The source, its decoder and a progress line for STREAM, closed on exit."""
+    source = StreamSource(stream)
+    try:
+        decoder = open_decoder(source, page_size=page_size, allow_hook=rdma)
+        prog = DecodeProgress(source.size, progress)
+        try:
+            yield source, decoder, prog
+        finally:
+            prog.done()
+    finally:
+        source.close()
+
+
+def warn_all(decoder: StreamDecoder) -> None:
+    for off, msg in decoder.warnings:
+        err(f"warning at offset 0x{off:x}: {msg}")
+
+
+def run_command(fn, *, trouble: int | None = None):
+    """Turn library errors into one line and an exit code.  ``trouble`` replaces
+    every error code for commands whose 1 means something else (diff: cmp's 2)."""
+    try:
+        return fn()
+    except StreamError as exc:
+        err(str(exc))
+        raise typer.Exit(trouble or 1)
+    except UsageError as exc:
+        err(f"error: {exc}")
+        raise typer.Exit(trouble or 2)
+    except MigstreamError as exc:
+        err(f"error: {exc}")
+        raise typer.Exit(trouble or 1)
+    except BrokenPipeError:
+        sys.stderr.close()
+        raise typer.Exit(0)
+    except OSError as exc:
+        err(f"error: {exc}")
+        raise typer.Exit(trouble or 3)
+    except KeyboardInterrupt:
+        raise typer.Exit(130)

@@ -1,0 +1,65 @@
+"""``migstream validate``: exit 0 when QEMU's loader would accept the stream."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Annotated
+
+import typer
+
+from ..containers.multifd import with_channels
+from ..containers.stream import iter_events
+from ..decode.decoder import inflate_page
+from ..errors import MigstreamError, StreamError
+from ..events import EndOfStream, PageRecord, Undecoded
+from ..wire.grammar import RamFlag
+from .app import (
+    ChannelOpt,
+    HookOpt,
+    JsonOpt,
+    PageSizeOpt,
+    ProgressOpt,
+    StreamArg,
+    app,
+    err,
+    opened_stream,
+    run_command,
+    warn_all,
+)
+
+
+@app.command()
+def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: ProgressOpt = None,
+             rdma: HookOpt = False, quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
+             channel: ChannelOpt = None) -> None:
+    """Exit 0 if QEMU's loader would accept the stream, else 1 with the offset of the fault."""
+
+    def go():
+        with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
+            eof = False
+            undecoded = None
+            for ev in with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder):
+                t = type(ev)
+                if t is PageRecord and ev.kind == RamFlag.COMPRESS_PAGE:
+                    try:
+                        inflate_page(ev.data, decoder.page_size)
+                    except Exception as exc:
+                        raise StreamError(f"decompress data failed: {exc}", ev.offset, section="ram",
+                                          block=ev.block, addr=ev.addr)
+                elif t is EndOfStream:
+                    eof = True
+                elif t is Undecoded:
+                    undecoded = ev.reason
+            prog.done()
+            warn_all(decoder)
+            if source.save_image is not None and not source.save_image.complete:
+                raise MigstreamError("libvirt save image is incomplete (magic LibvirtQemudPart: the save "
+                                     "never finished; libvirt refuses to restore it)")
+            if not eof and undecoded is None:
+                raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
+            if not quiet:
+                note = f" (RAM checked; {undecoded})" if undecoded else ""
+                print(f"ok: {decoder.offset} bytes, valid{note}")
+
+    run_command(go)

@@ -1,0 +1,306 @@
+"""Where stream bytes come from: files (mmap'd), pipes, gzip/xz/zstd files, and
+libvirt save images (``virsh save``: a header and the domain XML, then the QEMU
+stream raw or compressed with gzip/bzip2/xz/lzop/zstd; see ``libvirt.py``).
+
+A source yields chunks for ``StreamDecoder.feed``.  Chunks are never reused, so
+events that point into them stay valid.  Regular files are mapped and handed out
+as windows; once the decoder has moved past a window its pages are released
+(MADV_DONTNEED), so resident memory stays flat however large the stream.
+"""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import mmap
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import threading
+from typing import BinaryIO, Iterator
+
+from ..wire import libvirt_header as gl
+from .capturedir import is_capture_dir, resolve_capture
+from ..errors import UsageError
+from .libvirt import SaveImage, is_save_image, read_save_image
+
+_MAGICS = {
+    b"\x1f\x8b": "gzip",
+    b"\xfd7zXZ\x00": "xz",
+    b"\x28\xb5\x2f\xfd": "zstd",
+}
+#: What the format field of a libvirt save image means for decompression.
+_LIBVIRT_COMPRESSION = {gl.SaveFormat.RAW: None, gl.SaveFormat.GZIP: "gzip", gl.SaveFormat.BZIP2: "bzip2",
+                        gl.SaveFormat.XZ: "xz", gl.SaveFormat.LZOP: "lzop", gl.SaveFormat.ZSTD: "zstd"}
+HEAD = max(16, len(max(_MAGICS, key=len)))  # bytes to peek for content detection
+WINDOW = 16 << 20  # mmap window handed to the decoder
+# madvise(MADV_POPULATE_READ) (Linux 5.14): map a window's pages in one call instead
+# of a page fault per few pages; the bulk stage reads a header in every page.
+_MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
+READ_CHUNK = 4 << 20  # read size for pipes and decompressors
+
+
+def detect_compression(head: bytes) -> str | None:
+    for magic, name in _MAGICS.items():
+        if head.startswith(magic):
+            return name
+    return None
+
+
+class _PipeReader(io.RawIOBase):
+    """The stdout of an external decompressor (lzop) fed from ``raw``.
+
+    A file with a descriptor is handed to the child as its stdin (positioned at
+    the compressed data); anything else is copied by a feeder thread.  Errors of
+    the child (bad data) surface as OSError at the end of its output."""
+
+    def __init__(self, argv: list[str], raw: BinaryIO, name: str) -> None:
+        self._name = name
+        stdin: object = subprocess.PIPE
+        self._feed_from = None
+        try:
+            raw.fileno()
+            if isinstance(raw, io.BufferedReader) and raw.peek(1) and raw.raw.tell() != raw.tell():
+                raise io.UnsupportedOperation  # buffered bytes the child would not see
+            os.lseek(raw.fileno(), raw.tell(), os.SEEK_SET)
+            stdin = raw
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            self._feed_from = raw
+        self._proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        self._feeder = None
+        if self._feed_from is not None:
+            self._feeder = threading.Thread(target=self._feed, daemon=True)
+            self._feeder.start()
+
+    def _feed(self) -> None:
+        try:
+            while data := self._feed_from.read(1 << 20):
+                self._proc.stdin.write(data)
+        except (BrokenPipeError, OSError, ValueError):
+            pass
+        finally:
+            try:
+                self._proc.stdin.close()
+            except OSError:
+                pass
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        n = self._proc.stdout.readinto(b)
+        if n == 0:
+            rc = self._proc.wait()
+            if rc not in (0, 2):  # lzop exits 2 on warnings (libvirt passes --ignore-warn)
+                err = self._proc.stderr.read().decode("utf-8", "replace").strip()
+                raise OSError(f"{self._name} exited with {rc}: {err}")
+        return n
+
+    def close(self) -> None:
+        if self._proc.poll() is None:
+            self._proc.kill()
+        self._proc.wait()
+        for f in (self._proc.stdout, self._proc.stderr):
+            f.close()
+        super().close()
+
+
+class StreamSource:
+    """An opened stream.  ``size`` is known for plain files; ``seekable_file`` is
+    an open binary file for random access (description lookup), or None.
+    ``save_image`` describes a libvirt save image wrapped around the stream;
+    ``stream_offset`` is where the QEMU stream starts in the (decompressed) file."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.compression: str | None = None
+        self.size: int | None = None
+        self.seekable_file: BinaryIO | None = None
+        self._mmap: mmap.mmap | None = None
+        self._reader: BinaryIO | None = None
+        self.consumed = 0  # bytes handed out so far (progress)
+        self.save_image: SaveImage | None = None
+        self.stream_offset = 0
+        # A capture directory (migstream capture/tap) opens as its main channel.
+        self.capture_dir: str | None = None
+        self.channel_paths: list[str] = []  # its multifd channel files
+        if path != "-" and is_capture_dir(path):
+            self.capture_dir = path
+            self.path, self.channel_paths = resolve_capture(path)
+        self._open()
+
+    def _open(self) -> None:
+        if self.path == "-":
+            raw = sys.stdin.buffer
+            if not isinstance(raw, io.BufferedReader):
+                raw = io.BufferedReader(raw)  # type: ignore[arg-type]
+            self._wrap(raw, raw.peek(HEAD)[:HEAD])
+            return
+        if os.path.isdir(self.path):
+            raise UsageError(f"{self.path} is a directory, and not a capture (no capture.json)")
+        try:
+            f = open(self.path, "rb")
+        except OSError as exc:
+            raise UsageError(f"cannot open {self.path}: {exc.strerror}") from exc
+        st = os.fstat(f.fileno())
+        if stat.S_ISDIR(st.st_mode):
+            raise UsageError(f"{self.path} is a directory")
+        head = f.read(HEAD)
+        f.seek(0)
+        if stat.S_ISREG(st.st_mode) and is_save_image(head):
+            self._open_save_image(f, st.st_size)
+            return
+        if stat.S_ISREG(st.st_mode) and detect_compression(head) is None:
+            self.size = st.st_size
+            self.seekable_file = f
+            if st.st_size:
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return
+        self._wrap(f, head)
+
+    def _open_save_image(self, f: BinaryIO, file_size: int) -> None:
+        self.save_image = image = read_save_image(f.read)
+        self.stream_offset = image.stream_offset
+        if image.format == gl.SaveFormat.RAW:
+            # Map the whole file and hand out the part after the XML.
+            self.size = max(0, file_size - image.stream_offset)
+            self.seekable_file = _Window(f, image.stream_offset, self.size)
+            if file_size > image.stream_offset:
+                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return
+        self._decompress(f, _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)])
+
+    def _wrap(self, raw: BinaryIO, head: bytes) -> None:
+        kind = detect_compression(head)
+        if kind is not None:
+            self._decompress(raw, kind)
+            # A compressed libvirt save image (e.g. a .zst of a raw-format image).
+            inner = self._reader.peek(HEAD)[:HEAD] if hasattr(self._reader, "peek") else b""
+            if is_save_image(inner):
+                self._unwrap_save_image()
+            return
+        if is_save_image(head):
+            self._reader = raw
+            self._unwrap_save_image()
+            return
+        self._reader = raw
+
+    def _unwrap_save_image(self) -> None:
+        """Consume a save image's header from the current reader, then read its stream."""
+        reader = self._reader
+        self.save_image = image = read_save_image(lambda n: _read_exactly(reader, n))
+        self.stream_offset = image.stream_offset
+        kind = _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)]
+        if kind is not None:
+            self._decompress(reader, kind)
+
+    def _decompress(self, raw: BinaryIO, kind: str) -> None:
+        self.compression = kind
+        if kind == "bzip2":
+            self._reader = bz2.BZ2File(raw)
+        elif kind == "lzop":
+            if shutil.which("lzop") is None:
+                raise UsageError(f"{self.path}: lzop-compressed libvirt image needs the `lzop` program")
+            # libvirt restores with `lzop -dc --ignore-warn` (qemu_saveimage.c).
+            self._reader = io.BufferedReader(_PipeReader(["lzop", "-dc", "--ignore-warn"], raw, "lzop"),
+                                             READ_CHUNK)
+        elif kind == "gzip":
+            self._reader = gzip.GzipFile(fileobj=raw)
+        elif kind == "xz":
+            self._reader = lzma.LZMAFile(raw)
+        elif kind == "zstd":
+            import zstandard
+
+            self._reader = io.BufferedReader(
+                zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), READ_CHUNK)
+
+    def chunks(self) -> Iterator[memoryview | bytes]:
+        if self._mmap is not None:
+            mm = self._mmap
+            view = memoryview(mm)[self.stream_offset:] if self.save_image else memoryview(mm)
+            prev = None
+            for start in range(0, len(view), WINDOW):
+                try:
+                    _advise(mm, _MADV_POPULATE_READ, self.stream_offset + start, WINDOW)
+                except OSError:  # an older kernel: pages fault in one by one instead
+                    pass
+                yield view[start:start + WINDOW]
+                self.consumed = min(len(view), start + WINDOW)
+                if prev is not None:
+                    # The decoder has moved on past the previous window (file offsets:
+                    # a save image's stream starts inside the map).
+                    _advise(mm, mmap.MADV_DONTNEED, self.stream_offset + prev, WINDOW)
+                prev = start
+            return
+        if self._reader is None:
+            return
+        while True:
+            try:
+                data = self._reader.read(READ_CHUNK)
+            except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+                raise UsageError(f"{self.path}: cannot read {self.compression or ''} input: {exc}") from exc
+            except Exception as exc:  # zstandard.ZstdError
+                raise UsageError(f"{self.path}: cannot read {self.compression or ''} input: {exc}") from exc
+            if not data:
+                return
+            self.consumed += len(data)
+            yield data
+
+    def close(self) -> None:
+        # Views into the map may still be alive (events); the map is closed by GC then.
+        self._mmap = None
+        if self.seekable_file is not None:
+            self.seekable_file.close()
+        if self._reader is not None and self.path != "-":
+            try:
+                self._reader.close()
+            except Exception:
+                pass
+
+    def __enter__(self) -> "StreamSource":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _read_exactly(reader: BinaryIO, n: int) -> bytes:
+    parts = []
+    while n > 0:
+        b = reader.read(n)
+        if not b:
+            break
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
+class _Window:
+    """A read-only seekable view of [start, start+size) of a file: what the
+    description lookup needs of the QEMU stream inside a raw save image."""
+
+    def __init__(self, f: BinaryIO, start: int, size: int) -> None:
+        self._f, self._start, self._size = f, start, size
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._f.seek(self._start + pos) - self._start
+
+    def read(self, n: int = -1) -> bytes:
+        left = self._size - (self._f.tell() - self._start)
+        return self._f.read(left if n < 0 else min(n, left))
+
+    def close(self) -> None:
+        self._f.close()
+
+
+def _advise(mm: mmap.mmap, advice: int, start: int, length: int) -> None:
+    """madvise the map's pages from the one holding ``start`` for ``length`` bytes
+    (madvise wants a page-aligned start)."""
+    at = start // mmap.PAGESIZE * mmap.PAGESIZE
+    length = min(length, len(mm) - at)
+    if length > 0:
+        mm.madvise(advice, at, length)

@@ -1,0 +1,48 @@
+"""Driving a decoder from a source: the loop every front end uses."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+from ..decode.decoder import StreamDecoder
+from ..decode.description import load_description
+from ..errors import TruncatedStream
+from ..events import NEED_DATA
+from .sources import StreamSource
+
+
+def open_decoder(source: StreamSource, *, page_size: int | None = None, use_description: bool = True,
+                 allow_hook: bool = False) -> StreamDecoder:
+    """A decoder for ``source``; for seekable files the VMDESCRIPTION is read first
+    (it frames device sections and gives the page size)."""
+    description = None
+    if use_description and source.seekable_file is not None and source.size:
+        found = load_description(source.seekable_file, source.size)
+        if found:
+            description = found[1]
+    return StreamDecoder(page_size=page_size, description=description, allow_hook=allow_hook)
+
+
+def iter_events(source: StreamSource, decoder: StreamDecoder,
+                progress: Callable[[int], None] | None = None) -> Iterator:
+    """Every event of the stream, in order.  Raises StreamError at the first fault;
+    a stream that ends early raises TruncatedStream."""
+    for chunk in source.chunks():
+        decoder.feed(chunk)
+        while True:
+            ev = decoder.next_event()
+            if ev is NEED_DATA:
+                break
+            if ev is None:
+                return
+            yield ev
+        if progress is not None:
+            progress(source.consumed)
+    decoder.feed(b"")
+    while True:
+        ev = decoder.next_event()
+        if ev is None:
+            return
+        if ev is NEED_DATA:  # pragma: no cover - feed(b"") makes every read final
+            raise TruncatedStream("stream ends early", decoder.offset)
+        yield ev

@@ -1,0 +1,177 @@
+"""What ``info`` reports: counts gathered from events."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from typing import Any
+
+from ..events import (
+    BlockRecord,
+    CommandEvent,
+    Configuration,
+    DeviceState,
+    DirtyBitmapRecord,
+    EndOfStream,
+    FileHeader,
+    MappedRamBlock,
+    MultifdPacket,
+    MultifdSync,
+    PageRecord,
+    PageRun,
+    RamBlockList,
+    RamMarker,
+    SectionStart,
+    Undecoded,
+    VmDescription,
+)
+from ..wire.grammar import BLOCK_CHUNK, RamFlag, SectionType
+
+_PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
+
+ENCODING_NAMES = {
+    RamFlag.ZERO: "zero",
+    RamFlag.PAGE: "page",
+    RamFlag.XBZRLE: "xbzrle",
+    RamFlag.COMPRESS_PAGE: "compressed",
+}
+
+
+class StreamSummary:
+    """Feed it every event; ``as_dict()`` is the ``info --json`` document."""
+
+    def __init__(self) -> None:
+        self.version: int | None = None
+        self.configuration: Configuration | None = None
+        self.blocks: list = []
+        self.sections: Counter = Counter()
+        self.ram_parts = 0
+        self.records: Counter = Counter()
+        self.record_bytes: Counter = Counter()
+        self.pages_by_block: dict[str, Counter] = defaultdict(Counter)
+        self.markers: Counter = Counter()
+        self.devices: list[dict[str, Any]] = []
+        self.commands: Counter = Counter()
+        self.has_description = False
+        self.eof = False
+        self.undecoded: str | None = None
+        self.page_size: int | None = None
+        self.page_size_source: str | None = None
+        self.end_offset = 0
+        self.multifd_packets = 0
+        self.multifd_syncs = 0
+        self.block_devices: dict[str, Counter] = defaultdict(Counter)  # block migration, per device
+        self.dirty_bitmaps: dict[str, dict] = {}  # "node/bitmap" -> granularity and ranges sent
+        self._bitmap_names = (None, None)  # names carried over from the previous record
+
+    def add(self, ev) -> None:
+        t = type(ev)
+        if t is PageRun:
+            pages = ev.count_of(_PAGE)
+            zeros = ev.count - pages
+            by_block = self.pages_by_block[ev.block]
+            if pages:
+                self.records["page"] += pages
+                self.record_bytes["page"] += ev.record_bytes(_PAGE)
+                by_block["page"] += pages
+            if zeros:
+                self.records["zero"] += zeros
+                self.record_bytes["zero"] += ev.record_bytes(_ZERO)
+                by_block["zero"] += zeros
+        elif t is PageRecord:
+            name = ENCODING_NAMES[ev.kind]
+            self.records[name] += 1
+            self.record_bytes[name] += ev.size
+            self.pages_by_block[ev.block][name] += 1
+        elif t is MultifdPacket:
+            self.multifd_packets += 1
+            by_block = self.pages_by_block[ev.block] if ev.block else None
+            if ev.normal:
+                self.records["multifd-page"] += len(ev.normal)
+                self.record_bytes["multifd-page"] += ev.payload_size
+                by_block["multifd-page"] += len(ev.normal)
+            if ev.zero:
+                self.records["multifd-zero"] += len(ev.zero)
+                by_block["multifd-zero"] += len(ev.zero)
+        elif t is MultifdSync:
+            self.multifd_syncs += 1
+        elif t is DirtyBitmapRecord:
+            node, bitmap = self._bitmap_names
+            self._bitmap_names = (ev.node or node, ev.bitmap or bitmap)
+            name = "/".join(n or "?" for n in self._bitmap_names)
+            if ev.granularity is not None:
+                self.dirty_bitmaps[name] = {"granularity": ev.granularity, "bitmap_flags": ev.bitmap_flags,
+                                            "ranges": 0, "zero_ranges": 0, "bytes": 0}
+            elif ev.start_sector is not None:
+                bm = self.dirty_bitmaps.setdefault(name, {"granularity": None, "bitmap_flags": None,
+                                                          "ranges": 0, "zero_ranges": 0, "bytes": 0})
+                bm["ranges"] += 1
+                bm["zero_ranges"] += not ev.data
+                bm["bytes"] += len(ev.data)
+        elif t is BlockRecord:
+            if ev.is_chunk:
+                disk = self.block_devices[ev.device]
+                disk["chunks"] += 1
+                disk["zero_chunks"] += ev.is_zero
+                disk["bytes"] += len(ev.data)
+                disk["extent"] = max(disk["extent"], ev.disk_offset + BLOCK_CHUNK)
+        elif t is MappedRamBlock:
+            n = ev.pages_written
+            if n:
+                self.records["mapped-ram"] += n
+                self.record_bytes["mapped-ram"] += n * ev.page_size
+                self.pages_by_block[ev.name]["mapped-ram"] += n
+        elif t is RamMarker:
+            self.markers[ev.kind.name] += 1
+        elif t is SectionStart:
+            self.sections[ev.type.name] += 1
+            if ev.idstr == "ram" and ev.type == SectionType.PART:
+                self.ram_parts += 1
+        elif t is DeviceState:
+            self.devices.append({"idstr": ev.idstr, "instance_id": ev.instance_id, "offset": ev.offset,
+                                 "length": ev.length, "framing": ev.framing})
+        elif t is CommandEvent:
+            self.commands[ev.name] += 1
+        elif t is RamBlockList:
+            self.blocks = [{"name": b.name, "length": b.used_length,
+                            **({"page_size": b.page_size} if b.page_size else {}),
+                            **({"addr": b.addr} if b.addr is not None else {})} for b in ev.blocks]
+        elif t is Configuration:
+            self.configuration = ev
+        elif t is FileHeader:
+            self.version = ev.version
+        elif t is VmDescription:
+            self.has_description = True
+        elif t is EndOfStream:
+            self.eof = True
+        elif t is Undecoded:
+            self.undecoded = ev.reason
+
+    def as_dict(self) -> dict[str, Any]:
+        cfg = self.configuration
+        return {
+            "schema": 1,
+            "version": self.version,
+            "machine": cfg.machine if cfg else None,
+            "page_size": self.page_size,
+            "page_size_source": self.page_size_source,
+            "target_page_bits": cfg.target_page_bits if cfg else None,
+            "capabilities": list(cfg.capabilities) if cfg else [],
+            "uuid": cfg.uuid.hex() if cfg and cfg.uuid else None,
+            "ram_blocks": self.blocks,
+            "sections": dict(self.sections),
+            "ram_iterations": self.ram_parts,
+            "records": {k: {"count": self.records[k], "bytes": self.record_bytes[k]} for k in self.records},
+            "markers": dict(self.markers),
+            "pages_by_block": {b: dict(c) for b, c in self.pages_by_block.items()},
+            "commands": dict(self.commands),
+            "device_sections": len(self.devices),
+            "devices": self.devices,
+            "has_vmdescription": self.has_description,
+            "eof": self.eof,
+            "undecoded": self.undecoded,
+            "stream_bytes": self.end_offset,
+            "multifd_packets": self.multifd_packets,
+            "multifd_sync_points": self.multifd_syncs,
+            "block_devices": {name: dict(c) for name, c in self.block_devices.items()},
+            "dirty_bitmaps": self.dirty_bitmaps,
+        }
