@@ -7,5 +7,8 @@ compiler the install still succeeds and migstream uses the same walk in Python
 
 from setuptools import Extension, setup
 
-setup(ext_modules=[Extension("migstream.wire._runscan", ["migstream/wire/_runscan.c"], optional=True,
-                             extra_compile_args=["-O2"])])
+setup(
+    ext_modules=[
+        Extension("migstream.wire._runscan", ["migstream/wire/_runscan.c"], optional=True, extra_compile_args=["-O2"])
+    ]
+)

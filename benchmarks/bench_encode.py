@@ -63,11 +63,29 @@ def qemu_migrate(image: str, out: str, bandwidth: int, repeat: int) -> dict:
         sock = os.path.join(tmp, "qmp.sock")
         if os.path.exists(out):
             os.unlink(out)
-        proc = subprocess.Popen(["qemu-system-x86_64", "-accel", "tcg", "-display", "none", "-nodefaults",
-                                 "-M", "pc", "-m", f"{mib}M", "-machine", "memory-backend=pc.ram", "-object",
-                                 f"memory-backend-file,id=pc.ram,size={mib}M,mem-path={image},share=off", "-S",
-                                 "-qmp", f"unix:{sock},server=on,wait=off"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [
+                "qemu-system-x86_64",
+                "-accel",
+                "tcg",
+                "-display",
+                "none",
+                "-nodefaults",
+                "-M",
+                "pc",
+                "-m",
+                f"{mib}M",
+                "-machine",
+                "memory-backend=pc.ram",
+                "-object",
+                f"memory-backend-file,id=pc.ram,size={mib}M,mem-path={image},share=off",
+                "-S",
+                "-qmp",
+                f"unix:{sock},server=on,wait=off",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
             for _ in range(400):
                 if os.path.exists(sock):
@@ -99,8 +117,13 @@ def qemu_migrate(image: str, out: str, bandwidth: int, repeat: int) -> dict:
                 proc.kill()
                 proc.wait()
             subprocess.run(["rm", "-rf", tmp])
-    return {"best_s": min(runs), "runs_s": runs, "cpu_s": min(cpus), "stream_bytes": os.path.getsize(out),
-            "ram": info.get("ram", {})}
+    return {
+        "best_s": min(runs),
+        "runs_s": runs,
+        "cpu_s": min(cpus),
+        "stream_bytes": os.path.getsize(out),
+        "ram": info.get("ram", {}),
+    }
 
 
 def library_time(image: str, out: str, repeat: int) -> dict:
@@ -122,8 +145,13 @@ def library_time(image: str, out: str, repeat: int) -> dict:
         runs.append(time.perf_counter() - t0)
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         cpus.append(r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime)
-    return {"best_s": min(runs), "runs_s": runs, "cpu_s": min(cpus), "stream_bytes": os.path.getsize(out),
-            "ram": stats.as_dict()["ram"]}
+    return {
+        "best_s": min(runs),
+        "runs_s": runs,
+        "cpu_s": min(cpus),
+        "stream_bytes": os.path.getsize(out),
+        "ram": stats.as_dict()["ram"],
+    }
 
 
 def cli_time(args: list[str], out: str, repeat: int) -> dict:
@@ -133,16 +161,24 @@ def cli_time(args: list[str], out: str, repeat: int) -> dict:
             os.unlink(out)
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "migstream.cli", "encode", *args, "-o", out, "--no-progress"],
-                       check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, "-m", "migstream.cli", "encode", *args, "-o", out, "--no-progress"],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         wall = time.perf_counter() - t0
         after = resource.getrusage(resource.RUSAGE_CHILDREN)
         cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
         runs.append(wall)
         busy.append(cpu / wall)
         cpus.append(cpu)
-    return {"best_s": min(runs), "runs_s": runs, "cpu_s": min(cpus), "cores_busy": max(busy),
-            "stream_bytes": os.path.getsize(out)}
+    return {
+        "best_s": min(runs),
+        "runs_s": runs,
+        "cpu_s": min(cpus),
+        "cores_busy": max(busy),
+        "stream_bytes": os.path.getsize(out),
+    }
 
 
 def same_records(a: str, b: str, limit: int = 20000) -> bool:
@@ -178,8 +214,20 @@ def main() -> int:
     os.makedirs(a.dir, exist_ok=True)
     image = os.path.join(a.dir, "mixed-1g.img")
     if not os.path.exists(image):
-        subprocess.run([sys.executable, os.path.join(HERE, "make_image.py"), "--kind", "mixed", "--size", "1G",
-                        "--manifest", image + ".json", image], check=True)
+        subprocess.run(
+            [
+                sys.executable,
+                os.path.join(HERE, "make_image.py"),
+                "--kind",
+                "mixed",
+                "--size",
+                "1G",
+                "--manifest",
+                image + ".json",
+                image,
+            ],
+            check=True,
+        )
     small = os.path.join(a.dir, "mixed-256m.img")
     if not os.path.exists(small) or os.path.getsize(small) != 256 << 20:
         with open(image, "rb") as src, open(small, "wb") as dst:
@@ -197,26 +245,32 @@ def main() -> int:
         if not a.skip_qemu:
             runs.setdefault("qemu_unthrottled", []).append(qemu_migrate(image, qemu_out, 1 << 40, 1))
         runs.setdefault("library", []).append(library_time(image, ours_out, 1))
-        runs.setdefault("cli", []).append(cli_time([image, "--block", "pc.ram", "--machine", "pc-i440fx-7.2"],
-                                                   ours_out, 1))
+        runs.setdefault("cli", []).append(
+            cli_time([image, "--block", "pc.ram", "--machine", "pc-i440fx-7.2"], ours_out, 1)
+        )
     for key, rs in runs.items():
         best = min(rs, key=lambda r: r["best_s"])
         res[key] = {**best, "runs_s": [r["best_s"] for r in rs], "cpu_s": min(r["cpu_s"] for r in rs)}
     if not a.skip_qemu:
         res["records_equal_first_20000"] = same_records(qemu_out, ours_out)
-    res["compress_256m"] = cli_time([small, "--block", "pc.ram", "--machine", "pc-i440fx-7.2",
-                                     "--compress-threads", "2"], ours_out + ".z", max(1, a.repeat - 1))
+    res["compress_256m"] = cli_time(
+        [small, "--block", "pc.ram", "--machine", "pc-i440fx-7.2", "--compress-threads", "2"],
+        ours_out + ".z",
+        max(1, a.repeat - 1),
+    )
     res["load_average_at_end"] = os.getloadavg()
     for p in (qemu_out, ours_out, ours_out + ".z"):
         if os.path.exists(p):
             os.unlink(p)
 
     print(f"{'what':<44} {'best s':>8} {'cpu s':>7}   runs (wall s)")
-    rows = [("QEMU 7.2 migrate, max-bandwidth 1 TiB/s", "qemu_unthrottled"),
-            ("QEMU 7.2 migrate, default max-bandwidth", "qemu_default_bandwidth"),
-            ("migstream encode_stream (in-process)", "library"),
-            ("migstream encode (CLI, whole process)", "cli"),
-            ("migstream encode --compress-threads 2, 256M", "compress_256m")]
+    rows = [
+        ("QEMU 7.2 migrate, max-bandwidth 1 TiB/s", "qemu_unthrottled"),
+        ("QEMU 7.2 migrate, default max-bandwidth", "qemu_default_bandwidth"),
+        ("migstream encode_stream (in-process)", "library"),
+        ("migstream encode (CLI, whole process)", "cli"),
+        ("migstream encode --compress-threads 2, 256M", "compress_256m"),
+    ]
     for label, key in rows:
         if key in res:
             r = res[key]

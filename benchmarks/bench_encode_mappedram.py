@@ -81,8 +81,25 @@ def cli(image: str, out: str, repeat: int) -> dict:
         os.close(_fresh(out))
         os.unlink(out)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "migstream.cli", "encode", image, "--block", "pc.ram", "--machine",
-                        MACHINE, "--mapped-ram", "-o", out, "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "migstream.cli",
+                "encode",
+                image,
+                "--block",
+                "pc.ram",
+                "--machine",
+                MACHINE,
+                "--mapped-ram",
+                "-o",
+                out,
+                "--no-progress",
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         runs.append(time.perf_counter() - t0)
     return {"best_s": min(runs), "runs_s": runs, **_file(out)}
 
@@ -125,11 +142,29 @@ def qemu10_save(root: str, image: str, out: str, repeat: int) -> dict:
     runs = []
     for k in range(repeat):
         sock = f"{out}.qmp{k}"
-        cmd = [f"{root}/usr/bin/qemu-system-x86_64", "-L", f"{root}/usr/share/qemu", "-L", "/usr/share/seabios",
-               "-accel", "tcg", "-display", "none", "-nodefaults", "-S", "-M", MACHINE, "-m", f"{size >> 20}M",
-               "-machine", "memory-backend=pc.ram", "-object",
-               f"memory-backend-file,id=pc.ram,size={size},mem-path={image},share=off",
-               "-qmp", f"unix:{sock},server=on,wait=off"]
+        cmd = [
+            f"{root}/usr/bin/qemu-system-x86_64",
+            "-L",
+            f"{root}/usr/share/qemu",
+            "-L",
+            "/usr/share/seabios",
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-S",
+            "-M",
+            MACHINE,
+            "-m",
+            f"{size >> 20}M",
+            "-machine",
+            "memory-backend=pc.ram",
+            "-object",
+            f"memory-backend-file,id=pc.ram,size={size},mem-path={image},share=off",
+            "-qmp",
+            f"unix:{sock},server=on,wait=off",
+        ]
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         q = None
         try:
@@ -176,8 +211,9 @@ def main() -> int:
     SYNC = a.sync
     image = os.path.join(a.dir, "mixed-1g.img")
     if not os.path.exists(image):
-        subprocess.run([sys.executable, os.path.join(HERE, "make_image.py"), "--kind", "mixed", "--size", "1G",
-                        image], check=True)
+        subprocess.run(
+            [sys.executable, os.path.join(HERE, "make_image.py"), "--kind", "mixed", "--size", "1G", image], check=True
+        )
     subprocess.run(["cat", image], stdout=subprocess.DEVNULL, check=True)  # into the page cache
     out = os.path.join(a.dir, "bench-mappedram.mig")
     res: dict = {"image": image, "image_bytes": os.path.getsize(image), "load_average_at_start": os.getloadavg()}
@@ -192,14 +228,18 @@ def main() -> int:
 
     gib = res["image_bytes"] / (1 << 30)
     print(f"{'what':<42} {'best s':>7} {'GiB/s':>6} {'file MB':>8} {'alloc MB':>9}   runs")
-    for label, key in [("plain encode_stream (in-process)", "plain"),
-                       ("mapped-ram encode_mapped_ram (in-process)", "mapped_ram"),
-                       ("migstream encode --mapped-ram (CLI)", "mapped_ram_cli"),
-                       ("QEMU 10 migrate file: mapped-ram", "qemu10_mapped_ram")]:
+    for label, key in [
+        ("plain encode_stream (in-process)", "plain"),
+        ("mapped-ram encode_mapped_ram (in-process)", "mapped_ram"),
+        ("migstream encode --mapped-ram (CLI)", "mapped_ram_cli"),
+        ("QEMU 10 migrate file: mapped-ram", "qemu10_mapped_ram"),
+    ]:
         if key in res:
             r = res[key]
-            print(f"{label:<42} {r['best_s']:7.3f} {gib / r['best_s']:6.2f} {r['file_bytes'] / 1e6:8.1f} "
-                  f"{r['allocated_bytes'] / 1e6:9.1f}   {', '.join(f'{x:.3f}' for x in r['runs_s'])}")
+            print(
+                f"{label:<42} {r['best_s']:7.3f} {gib / r['best_s']:6.2f} {r['file_bytes'] / 1e6:8.1f} "
+                f"{r['allocated_bytes'] / 1e6:9.1f}   {', '.join(f'{x:.3f}' for x in r['runs_s'])}"
+            )
     print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
     if a.json:
         with open(a.json, "w") as f:

@@ -24,6 +24,7 @@ the rest is still measured.
     python3 benchmarks/bench_extract.py [--dir /var/tmp/migstream-bench] \\
         [--repeat 3] [--json results.json] [--migstream "python3 -m migstream"]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,6 +50,7 @@ GIBPS_GOAL = 10.0
 
 # --------------------------------------------------------------------------
 # helpers
+
 
 def ensure_gnu_time() -> None:
     if os.path.exists(GNU_TIME):
@@ -106,9 +108,15 @@ def run_timed(argv: list[str], cwd: str, timeout: float) -> dict:
     try:
         t0 = time.perf_counter()
         try:
-            p = subprocess.run([GNU_TIME, "-v", "-o", tpath, *argv], cwd=cwd, env=CHILD_ENV,
-                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, timeout=timeout)
+            p = subprocess.run(
+                [GNU_TIME, "-v", "-o", tpath, *argv],
+                cwd=cwd,
+                env=CHILD_ENV,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             return {"rc": None, "error": f"timeout after {timeout} s"}
         wall = time.perf_counter() - t0
@@ -124,8 +132,16 @@ def run_timed(argv: list[str], cwd: str, timeout: float) -> dict:
     return res
 
 
-def measure(name: str, argv: list[str], repeat: int, workroot: str, timeout: float,
-            guest_ram: int | None, stream: str, sync: bool = True):
+def measure(
+    name: str,
+    argv: list[str],
+    repeat: int,
+    workroot: str,
+    timeout: float,
+    guest_ram: int | None,
+    stream: str,
+    sync: bool = True,
+):
     """Run argv `repeat` times, each in a fresh temp dir under workroot.
     "{OUT}" in argv becomes DIR/out.  The first run's dir is kept (its path
     in runs[0]["_cwd"]) so the caller can verify the output; others are
@@ -138,8 +154,7 @@ def measure(name: str, argv: list[str], repeat: int, workroot: str, timeout: flo
             # output first: on this machine's ext4 pending writeback from
             # the last run otherwise adds up to ~2 s of noise to the next one
             os.sync()
-        r = run_timed([a.replace("{OUT}", os.path.join(cwd, "out")) for a in argv],
-                      cwd, timeout)
+        r = run_timed([a.replace("{OUT}", os.path.join(cwd, "out")) for a in argv], cwd, timeout)
         runs.append(r)
         if i == 0 and r.get("rc") == 0:
             files = {}
@@ -169,16 +184,18 @@ def measure(name: str, argv: list[str], repeat: int, workroot: str, timeout: flo
         res["rc"] = bad.get("rc")
         return res, runs
     walls = [r["wall_s"] for r in ok]
-    res.update({
-        "status": "ok",
-        "wall_s_best": min(walls),
-        "wall_s_median": statistics.median(walls),
-        "wall_s_runs": [round(w, 4) for w in walls],
-        "user_s_best_run": ok[walls.index(min(walls))].get("user_s"),
-        "sys_s_best_run": ok[walls.index(min(walls))].get("sys_s"),
-        "max_rss_bytes": max(r.get("max_rss_bytes", 0) for r in ok),
-        "stream_mib_per_s": os.path.getsize(stream) / 2**20 / min(walls),
-    })
+    res.update(
+        {
+            "status": "ok",
+            "wall_s_best": min(walls),
+            "wall_s_median": statistics.median(walls),
+            "wall_s_runs": [round(w, 4) for w in walls],
+            "user_s_best_run": ok[walls.index(min(walls))].get("user_s"),
+            "sys_s_best_run": ok[walls.index(min(walls))].get("sys_s"),
+            "max_rss_bytes": max(r.get("max_rss_bytes", 0) for r in ok),
+            "stream_mib_per_s": os.path.getsize(stream) / 2**20 / min(walls),
+        }
+    )
     if guest_ram:
         res["guest_ram_gib_per_s"] = guest_ram / GIB / min(walls)
     res["output_files"] = ok[0].get("_files", {})
@@ -237,8 +254,7 @@ def migstream_argv(spec: str) -> list[str] | None:
     if os.sep not in argv[0] and shutil.which(argv[0]) is None:
         return None
     try:
-        p = subprocess.run([*argv, "--help"], stdin=subprocess.DEVNULL,
-                           capture_output=True, timeout=60)
+        p = subprocess.run([*argv, "--help"], stdin=subprocess.DEVNULL, capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired):
         return None
     return argv if p.returncode == 0 else None
@@ -246,8 +262,9 @@ def migstream_argv(spec: str) -> list[str] | None:
 
 def fs_type(path: str) -> str:
     try:
-        out = subprocess.run(["findmnt", "-no", "FSTYPE", "--target", path],
-                             capture_output=True, text=True, timeout=10).stdout.split()
+        out = subprocess.run(
+            ["findmnt", "-no", "FSTYPE", "--target", path], capture_output=True, text=True, timeout=10
+        ).stdout.split()
         return out[0] if out else "?"
     except (OSError, subprocess.TimeoutExpired):
         return "?"
@@ -281,6 +298,7 @@ def machine_info() -> dict:
 
 # --------------------------------------------------------------------------
 
+
 def fmt_s(x):
     return f"{x:8.3f}" if isinstance(x, (int, float)) else f"{'-':>8}"
 
@@ -294,7 +312,9 @@ def print_table(rows: list[dict]) -> None:
         if r["status"] == "ok":
             rss = f"{r['max_rss_bytes'] / 1e6:7.1f} MB"
             gibps = f"{r['guest_ram_gib_per_s']:9.2f}" if r.get("guest_ram_gib_per_s") else f"{'-':>9}"
-            print(f"{r['name']:<34} {stream:<14} {fmt_s(r['wall_s_best'])} {fmt_s(r['wall_s_median'])} {rss:>10} {gibps}  ok")
+            print(
+                f"{r['name']:<34} {stream:<14} {fmt_s(r['wall_s_best'])} {fmt_s(r['wall_s_median'])} {rss:>10} {gibps}  ok"
+            )
         else:
             msg = r["status"] + (f": {r['error']}" if r.get("error") else "")
             print(f"{r['name']:<34} {stream:<14} {fmt_s(None)} {fmt_s(None)} {'-':>10} {'-':>9}  {msg[:120]}")
@@ -307,22 +327,30 @@ def main(argv=None) -> int:
     ap.add_argument("--zero", help="zero-only stream (default DIR/zero-1g.mig)")
     ap.add_argument("--raw", help="raw-only stream (default DIR/raw-1g.mig)")
     ap.add_argument("--analyze", help="analyze-migration.py (default DIR/qemu-scripts/analyze-migration.py)")
-    ap.add_argument("--python", default=shutil.which("python3") or sys.executable,
-                    help="interpreter for analyze-migration.py (default: python3 on PATH)")
-    ap.add_argument("--migstream", default=os.environ.get("MIGSTREAM", "migstream"),
-                    help='migstream command, e.g. "migstream" (default) or "python3 -m migstream"')
+    ap.add_argument(
+        "--python",
+        default=shutil.which("python3") or sys.executable,
+        help="interpreter for analyze-migration.py (default: python3 on PATH)",
+    )
+    ap.add_argument(
+        "--migstream",
+        default=os.environ.get("MIGSTREAM", "migstream"),
+        help='migstream command, e.g. "migstream" (default) or "python3 -m migstream"',
+    )
     ap.add_argument("--repeat", type=int, default=3, help="runs per command, best-of (default 3)")
-    ap.add_argument("--guest-ram", type=int, default=GIB,
-                    help="guest RAM bytes when STREAM.json is absent (default 1 GiB)")
-    ap.add_argument("--workdir", help="where the output dirs of the runs go (default DIR/work); "
-                    "its filesystem matters: e.g. /dev/shm/migstream-bench for tmpfs")
+    ap.add_argument(
+        "--guest-ram", type=int, default=GIB, help="guest RAM bytes when STREAM.json is absent (default 1 GiB)"
+    )
+    ap.add_argument(
+        "--workdir",
+        help="where the output dirs of the runs go (default DIR/work); "
+        "its filesystem matters: e.g. /dev/shm/migstream-bench for tmpfs",
+    )
     ap.add_argument("--timeout", type=float, default=1800.0, help="per run, seconds")
     ap.add_argument("--skip-analyze", action="store_true", help="do not run analyze-migration.py")
     ap.add_argument("--skip-migstream", action="store_true", help="do not run migstream")
-    ap.add_argument("--no-verify", action="store_true",
-                    help="do not compare extracted pc.ram with the source image")
-    ap.add_argument("--no-sync", action="store_true",
-                    help="do not run sync(2) before each timed run")
+    ap.add_argument("--no-verify", action="store_true", help="do not compare extracted pc.ram with the source image")
+    ap.add_argument("--no-sync", action="store_true", help="do not run sync(2) before each timed run")
     ap.add_argument("--json", help="write results here")
     args = ap.parse_args(argv)
 
@@ -352,13 +380,27 @@ def main(argv=None) -> int:
 
     def add(name, argv_, stream, verify=False):
         if not os.path.exists(stream):
-            rows.append({"name": name, "stream": stream, "status": "missing stream",
-                         "error": f"{stream} not found (run capture_qemu.py all)"})
+            rows.append(
+                {
+                    "name": name,
+                    "stream": stream,
+                    "status": "missing stream",
+                    "error": f"{stream} not found (run capture_qemu.py all)",
+                }
+            )
             return
         warm(stream)
         print(f"running {name} on {os.path.basename(stream)} x{args.repeat} ...", file=sys.stderr, flush=True)
-        res, runs = measure(name, argv_, args.repeat, workroot, args.timeout,
-                            guest_ram_of(stream, args.guest_ram), stream, not args.no_sync)
+        res, runs = measure(
+            name,
+            argv_,
+            args.repeat,
+            workroot,
+            args.timeout,
+            guest_ram_of(stream, args.guest_ram),
+            stream,
+            not args.no_sync,
+        )
         first = runs[0] if runs else {}
         if verify and res["status"] == "ok" and "_cwd" in first:
             res["verify"] = "skipped" if args.no_verify else verify_pc_ram(first["_cwd"], image_of(stream))
@@ -372,24 +414,38 @@ def main(argv=None) -> int:
             results["analyze_migration"] = analyze
             add("analyze-migration.py -x", [args.python, analyze, "-x", "-f", mixed], mixed, verify=True)
         else:
-            rows.append({"name": "analyze-migration.py -x", "stream": mixed, "status": "not available",
-                         "error": f"{analyze} missing (run get_analyze_migration.sh)"})
+            rows.append(
+                {
+                    "name": "analyze-migration.py -x",
+                    "stream": mixed,
+                    "status": "not available",
+                    "error": f"{analyze} missing (run get_analyze_migration.sh)",
+                }
+            )
 
     # (b) migstream
     if not args.skip_migstream:
         ms = migstream_argv(args.migstream)
         results["migstream"] = args.migstream if ms else None
-        jobs = [("migstream extract", ["extract", "{STREAM}", "-o", "{OUT}"], mixed, True),
-                ("migstream info", ["info", "{STREAM}"], mixed, False),
-                ("migstream validate", ["validate", "{STREAM}"], mixed, False),
-                ("migstream info", ["info", "{STREAM}"], zero, False),
-                ("migstream validate", ["validate", "{STREAM}"], zero, False),
-                ("migstream info", ["info", "{STREAM}"], raw, False),
-                ("migstream validate", ["validate", "{STREAM}"], raw, False)]
+        jobs = [
+            ("migstream extract", ["extract", "{STREAM}", "-o", "{OUT}"], mixed, True),
+            ("migstream info", ["info", "{STREAM}"], mixed, False),
+            ("migstream validate", ["validate", "{STREAM}"], mixed, False),
+            ("migstream info", ["info", "{STREAM}"], zero, False),
+            ("migstream validate", ["validate", "{STREAM}"], zero, False),
+            ("migstream info", ["info", "{STREAM}"], raw, False),
+            ("migstream validate", ["validate", "{STREAM}"], raw, False),
+        ]
         for name, sub, stream, verify in jobs:
             if ms is None:
-                rows.append({"name": name, "stream": stream, "status": "not available",
-                             "error": f"{args.migstream!r} not installed or not runnable"})
+                rows.append(
+                    {
+                        "name": name,
+                        "stream": stream,
+                        "status": "not available",
+                        "error": f"{args.migstream!r} not installed or not runnable",
+                    }
+                )
                 continue
             add(name, [*ms, *[a.replace("{STREAM}", stream) for a in sub]], stream, verify)
 
@@ -404,30 +460,41 @@ def main(argv=None) -> int:
     a, e = row("analyze-migration.py -x", mixed), row("migstream extract", mixed)
     if a and e:
         ratio = e["wall_s_best"] / a["wall_s_best"]
-        goals["extract_time_ratio"] = {"value": ratio, "goal": f"<= {EXTRACT_RATIO_GOAL}",
-                                       "pass": ratio <= EXTRACT_RATIO_GOAL,
-                                       "speedup": a["wall_s_best"] / e["wall_s_best"]}
+        goals["extract_time_ratio"] = {
+            "value": ratio,
+            "goal": f"<= {EXTRACT_RATIO_GOAL}",
+            "pass": ratio <= EXTRACT_RATIO_GOAL,
+            "speedup": a["wall_s_best"] / e["wall_s_best"],
+        }
     else:
         goals["extract_time_ratio"] = {"value": None, "goal": f"<= {EXTRACT_RATIO_GOAL}", "pass": None}
     if e:
-        goals["extract_peak_rss"] = {"value_mb": e["max_rss_bytes"] / 1e6, "goal": "< 150 MB",
-                                     "pass": e["max_rss_bytes"] < RSS_LIMIT_BYTES}
+        goals["extract_peak_rss"] = {
+            "value_mb": e["max_rss_bytes"] / 1e6,
+            "goal": "< 150 MB",
+            "pass": e["max_rss_bytes"] < RSS_LIMIT_BYTES,
+        }
     else:
         goals["extract_peak_rss"] = {"value_mb": None, "goal": "< 150 MB", "pass": None}
     for cmd in ("info", "validate"):
         for label, s in (("zero", zero), ("raw", raw)):
             r = row(f"migstream {cmd}", s)
             v = r.get("guest_ram_gib_per_s") if r else None
-            goals[f"{cmd}_{label}_gib_per_s"] = {"value": v, "goal": f"> {GIBPS_GOAL}",
-                                                 "pass": None if v is None else v > GIBPS_GOAL}
+            goals[f"{cmd}_{label}_gib_per_s"] = {
+                "value": v,
+                "goal": f"> {GIBPS_GOAL}",
+                "pass": None if v is None else v > GIBPS_GOAL,
+            }
     results["goals"] = goals
 
     # report
     m = results["machine"]
     print(f"\nmachine: {m['cpu']}, {m['cores']} cores, {m['memory']}, Linux {m['kernel']}, Python {m['python']}")
     for name, meta in results.get("streams", {}).items():
-        print(f"stream {name}: {meta['stream_bytes'] / 2**20:.1f} MiB, guest RAM {meta['guest_ram_bytes'] >> 20} MiB, "
-              f"QEMU save total-time {meta.get('total_time_ms_best', meta.get('total_time_ms'))} ms")
+        print(
+            f"stream {name}: {meta['stream_bytes'] / 2**20:.1f} MiB, guest RAM {meta['guest_ram_bytes'] >> 20} MiB, "
+            f"QEMU save total-time {meta.get('total_time_ms_best', meta.get('total_time_ms'))} ms"
+        )
     print(f"outputs written under {results['workdir']} ({results['workdir_fs']})")
     print(f"best of {args.repeat}; peak RSS = max over runs (MB = 10^6 bytes)\n")
     print_table(rows)

@@ -12,9 +12,9 @@ import sys
 import tempfile
 import time
 
-from migstream.tools.extract import extract
 from migstream.containers.sources import StreamSource
 from migstream.containers.stream import iter_events, open_decoder
+from migstream.tools.extract import extract
 from migstream.tools.summary import StreamSummary
 
 GUEST = 1 << 30
@@ -40,6 +40,7 @@ def main():
     args = [a for a in sys.argv[1:] if a != "--python-walk"]
     if "--python-walk" in sys.argv:
         from migstream.wire import fastpath
+
         fastpath._runscan = None
         print("run walk: Python")
     d = args[0] if args else "/var/tmp/migstream-bench"
@@ -53,10 +54,12 @@ def main():
     path = os.path.join(d, "mixed-1g.mig")
     if os.path.exists(path):
         out = tempfile.mkdtemp(dir=d)
+
         def run():
             shutil.rmtree(out, ignore_errors=True)
             os.sync()
             extract(path, out)
+
         t = best(run)
         print(f"extract loop  mixed-1g.mig   {t:6.3f} s  {GUEST / t / 2**30:6.2f} GiB/s of guest RAM")
         shutil.rmtree(out, ignore_errors=True)

@@ -24,9 +24,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
-from migstream.tools.devices import device_states  # noqa: E402
 from migstream.containers.sources import StreamSource  # noqa: E402
 from migstream.containers.stream import iter_events, open_decoder  # noqa: E402
+from migstream.tools.devices import device_states  # noqa: E402
 
 SAMPLES = os.path.join(ROOT, "samples")
 
@@ -76,12 +76,21 @@ def main():
         with open(os.path.join(SAMPLES, name + ".mig.zst"), "rb") as f, open(path, "wb") as o:
             zstandard.ZstdDecompressor().copy_stream(f, o)
         t_in, doc = best(lambda: device_states(path))
-        t_cli, _ = best(lambda: subprocess.run([sys.executable, "-m", "migstream.cli", "devices", "--json", path],
-                                               capture_output=True, check=True, cwd=ROOT))
+        t_cli, _ = best(
+            lambda: subprocess.run(
+                [sys.executable, "-m", "migstream.cli", "devices", "--json", path],
+                capture_output=True,
+                check=True,
+                cwd=ROOT,
+            )
+        )
         t_am = "n/a"
         if os.path.exists(a.analyze):
-            t, _ = best(lambda: subprocess.run([sys.executable, a.analyze, "-f", path, "-d", "state"],
-                                               capture_output=True, check=True))
+            t, _ = best(
+                lambda: subprocess.run(
+                    [sys.executable, a.analyze, "-f", path, "-d", "state"], capture_output=True, check=True
+                )
+            )
             t_am = f"{t:.3f}"
         print(f"| {name} | {len(doc['sections'])} | {t_in:.3f} | {t_cli:.3f} | {t_am} |")
 

@@ -29,8 +29,17 @@ import zstandard  # noqa: E402
 
 from migstream.tools.extract import extract  # noqa: E402
 
-NAMES = ["x86-multifd-nocomp", "q10-multifd-nocomp", "x86-multifd-zlib", "q10-multifd-zlib",
-         "x86-multifd-zstd", "q10-multifd-zstd", "q10-mapped-ram", "q10-mapped-ram-multifd", "q10-running"]
+NAMES = [
+    "x86-multifd-nocomp",
+    "q10-multifd-nocomp",
+    "x86-multifd-zlib",
+    "q10-multifd-zlib",
+    "x86-multifd-zstd",
+    "q10-multifd-zstd",
+    "q10-mapped-ram",
+    "q10-mapped-ram-multifd",
+    "q10-running",
+]
 
 
 def unzstd(src, dst):
@@ -47,17 +56,32 @@ def capture_big(image, workdir, qemu10_root):
 
     size = os.path.getsize(image)
     binary = v2.qemu10_wrapper(qemu10_root, workdir)
-    args = ["-M", "pc", "-m", f"{size >> 20}M", "-machine", "memory-backend=pc.ram", "-object",
-            f"memory-backend-file,id=pc.ram,size={size},mem-path={image},share=off", "-S"]
-    runs = [("big-multifd-nocomp", ["multifd"], v2.multifd("none"), "multi"),
-            ("big-multifd-zstd", ["multifd"], v2.multifd("zstd"), "multi"),
-            ("big-mapped-ram", ["mapped-ram"], {}, "file")]
+    args = [
+        "-M",
+        "pc",
+        "-m",
+        f"{size >> 20}M",
+        "-machine",
+        "memory-backend=pc.ram",
+        "-object",
+        f"memory-backend-file,id=pc.ram,size={size},mem-path={image},share=off",
+        "-S",
+    ]
+    runs = [
+        ("big-multifd-nocomp", ["multifd"], v2.multifd("none"), "multi"),
+        ("big-multifd-zstd", ["multifd"], v2.multifd("zstd"), "multi"),
+        ("big-mapped-ram", ["mapped-ram"], {}, "file"),
+    ]
     out = []
     for name, caps, params, transport in runs:
         q = ms.Qemu(binary, args, workdir, name)
         try:
-            s = {"name": name, "caps": caps, "params": dict(params, **{"max-bandwidth": 1 << 40}),
-                 "transport": transport}
+            s = {
+                "name": name,
+                "caps": caps,
+                "params": dict(params, **{"max-bandwidth": 1 << 40}),
+                "transport": transport,
+            }
             _uri, main, chans, _final, _notes = v2.migrate_once(q, s, workdir, caps, "10")
         finally:
             q.close()

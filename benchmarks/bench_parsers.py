@@ -18,10 +18,10 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from kaitaistruct import BytesIO, KaitaiStream  # noqa: E402
 
-from conftest import load_samples, raw_stream  # noqa: E402
 from migstream.decode.decoder import StreamDecoder  # noqa: E402
 from migstream.events import NEED_DATA  # noqa: E402
-from reference import reference_records  # noqa: E402
+from support.reference import reference_records  # noqa: E402
+from support.samples import load_samples, raw_stream  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "formats"))
 from qemu_migration import QemuMigration  # noqa: E402
@@ -30,7 +30,7 @@ from qemu_migration import QemuMigration  # noqa: E402
 def decode(data, chunk=None):
     dec = StreamDecoder()
     for i in range(0, len(data), chunk or len(data)):
-        dec.feed(memoryview(data)[i:i + (chunk or len(data))])
+        dec.feed(memoryview(data)[i : i + (chunk or len(data))])
         while (ev := dec.next_event()) is not NEED_DATA and ev is not None:
             pass
     dec.feed(b"")
@@ -51,8 +51,10 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    print(f"{'sample':16} {'MiB':>6} {'records':>8} {'kaitai s':>9} {'construct s':>11} "
-          f"{'decoder s':>9} {'decoder 4KiB feeds s':>20}")
+    print(
+        f"{'sample':16} {'MiB':>6} {'records':>8} {'kaitai s':>9} {'construct s':>11} "
+        f"{'decoder s':>9} {'decoder 4KiB feeds s':>20}"
+    )
     for s in load_samples():
         data = raw_stream(s)
         n = sum(1 for r in reference_records(data) if not isinstance(r[0], str))

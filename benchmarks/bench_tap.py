@@ -42,9 +42,13 @@ class Vm:
     def __init__(self, workdir: str, tag: str, args: list[str]) -> None:
         self.sock = os.path.join(workdir, f"{tag}.qmp")
         self.errlog = open(os.path.join(workdir, f"{tag}.stderr"), "wb")
-        self.proc = subprocess.Popen([QEMU, "-accel", "tcg", "-display", "none", "-nodefaults",
-                                      "-qmp", f"unix:{self.sock},server=on,wait=off"] + args,
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self.errlog)
+        self.proc = subprocess.Popen(
+            [QEMU, "-accel", "tcg", "-display", "none", "-nodefaults", "-qmp", f"unix:{self.sock},server=on,wait=off"]
+            + args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=self.errlog,
+        )
         self.qmp = None
         deadline = time.monotonic() + 30
         while self.qmp is None:
@@ -84,8 +88,13 @@ class Vm:
 def one_run(image: str, size_mib: int, via_tap: bool, multifd: int, rec_dir: str, migstream: list[str]) -> dict:
     work = tempfile.mkdtemp(prefix="mgs-bench-")
     machine = ["-M", "pc", "-m", f"{size_mib}M"]
-    src_args = machine + ["-machine", "memory-backend=pc.ram", "-object",
-                          f"memory-backend-file,id=pc.ram,size={size_mib}M,mem-path={image},share=off", "-S"]
+    src_args = machine + [
+        "-machine",
+        "memory-backend=pc.ram",
+        "-object",
+        f"memory-backend-file,id=pc.ram,size={size_mib}M,mem-path={image},share=off",
+        "-S",
+    ]
     dst_sock = os.path.join(work, "dst.sock")
     tap_sock = os.path.join(work, "tap.sock")
     src = dst = tap = None
@@ -102,9 +111,23 @@ def one_run(image: str, size_mib: int, via_tap: bool, multifd: int, rec_dir: str
         target = dst_sock
         if via_tap:
             shutil.rmtree(rec_dir, ignore_errors=True)
-            tap = subprocess.Popen(migstream + ["tap", "--listen", f"unix:{tap_sock}", "--forward",
-                                                f"unix:{dst_sock}", "-o", rec_dir, "--json", "--no-progress"],
-                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            tap = subprocess.Popen(
+                migstream
+                + [
+                    "tap",
+                    "--listen",
+                    f"unix:{tap_sock}",
+                    "--forward",
+                    f"unix:{dst_sock}",
+                    "-o",
+                    rec_dir,
+                    "--json",
+                    "--no-progress",
+                ],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
             deadline = time.monotonic() + 20
             while not os.path.exists(tap_sock):
                 if tap.poll() is not None or time.monotonic() > deadline:
@@ -121,16 +144,23 @@ def one_run(image: str, size_mib: int, via_tap: bool, multifd: int, rec_dir: str
         if st["status"] != "completed":
             raise SystemExit(f"migration {st['status']}: {st}")
         wall_ms = round((time.perf_counter() - t0) * 1000)
-        res = {"via_tap": via_tap, "total_time_ms": st["total-time"], "wall_ms": wall_ms,
-               "downtime_ms": st.get("downtime"),
-               "transferred": st["ram"]["transferred"], "mbps": st["ram"].get("mbps")}
+        res = {
+            "via_tap": via_tap,
+            "total_time_ms": st["total-time"],
+            "wall_ms": wall_ms,
+            "downtime_ms": st.get("downtime"),
+            "transferred": st["ram"]["transferred"],
+            "mbps": st["ram"].get("mbps"),
+        }
         if tap is not None:
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
             out, err = tap.communicate(timeout=60)
             after = resource.getrusage(resource.RUSAGE_CHILDREN)
             # The tap is the only child reaped in between: its own CPU time.
-            res["tap_cpu_s"] = {"user": round(after.ru_utime - before.ru_utime, 3),
-                                "sys": round(after.ru_stime - before.ru_stime, 3)}
+            res["tap_cpu_s"] = {
+                "user": round(after.ru_utime - before.ru_utime, 3),
+                "sys": round(after.ru_stime - before.ru_stime, 3),
+            }
             if tap.returncode != 0:
                 raise SystemExit(f"tap failed ({tap.returncode}): {err}\n{out}")
             doc = json.loads(out)
@@ -153,14 +183,18 @@ def main(argv=None) -> int:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--multifd", type=int, default=0, help="multifd channels (0 = off)")
     ap.add_argument("--rec-dir", default=os.path.join(BENCH_DIR, "tap-rec"))
-    ap.add_argument("--migstream", default=f"{sys.executable} -m migstream.cli",
-                    help="how to run migstream (default: this Python)")
+    ap.add_argument(
+        "--migstream", default=f"{sys.executable} -m migstream.cli", help="how to run migstream (default: this Python)"
+    )
     ap.add_argument("--json", help="write all runs and the summary here")
     args = ap.parse_args(argv)
     if not os.path.exists(args.image):
         os.makedirs(os.path.dirname(args.image), exist_ok=True)
-        subprocess.run([sys.executable, os.path.join(HERE, "make_image.py"), "--kind", "mixed", "--size", "1G",
-                        args.image], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [sys.executable, os.path.join(HERE, "make_image.py"), "--kind", "mixed", "--size", "1G", args.image],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
     size_mib = os.path.getsize(args.image) >> 20
     migstream = args.migstream.split()
     if migstream[1:3] == ["-m", "migstream.cli"]:
@@ -175,34 +209,55 @@ def main(argv=None) -> int:
         for via_tap in (False, True):
             r = one_run(args.image, size_mib, via_tap, args.multifd, args.rec_dir, migstream)
             runs.append(r)
-            print(f"run {i + 1} {'tap   ' if via_tap else 'direct'}: total-time {r['total_time_ms']} ms"
-                  + (f", recorded {sum(r['recorded'].values()) / 2**20:.0f} MiB in {len(r['recorded'])} "
-                     f"channel(s), complete={r['recording_complete']}, tap CPU {r['tap_cpu_s']['user']} s user "
-                     f"+ {r['tap_cpu_s']['sys']} s sys" if via_tap else ""), flush=True)
+            print(
+                f"run {i + 1} {'tap   ' if via_tap else 'direct'}: total-time {r['total_time_ms']} ms"
+                + (
+                    f", recorded {sum(r['recorded'].values()) / 2**20:.0f} MiB in {len(r['recorded'])} "
+                    f"channel(s), complete={r['recording_complete']}, tap CPU {r['tap_cpu_s']['user']} s user "
+                    f"+ {r['tap_cpu_s']['sys']} s sys"
+                    if via_tap
+                    else ""
+                ),
+                flush=True,
+            )
     # QEMU 7.2 now and then reports total-time 0 for a completed migration: such a run
     # (and its pair) is left out, and the polling wall time is kept beside it.
-    pairs = [(runs[i], runs[i + 1]) for i in range(0, len(runs), 2)
-             if runs[i]["total_time_ms"] > 0 and runs[i + 1]["total_time_ms"] > 0]
+    pairs = [
+        (runs[i], runs[i + 1])
+        for i in range(0, len(runs), 2)
+        if runs[i]["total_time_ms"] > 0 and runs[i + 1]["total_time_ms"] > 0
+    ]
     if not pairs:
         raise SystemExit("no valid run pairs")
     direct = [d["total_time_ms"] for d, _ in pairs]
     tapped = [t["total_time_ms"] for _, t in pairs]
     pair_ratios = [t / d for d, t in zip(direct, tapped)]
     cpu = [t["tap_cpu_s"]["user"] + t["tap_cpu_s"]["sys"] for _, t in pairs]
-    summary = {"image": args.image, "guest_ram_mib": size_mib, "multifd": args.multifd, "repeat": args.repeat,
-               "valid_pairs": len(pairs), "direct_ms": direct, "tap_ms": tapped,
-               "median_ratio": round(statistics.median(tapped) / statistics.median(direct), 3),
-               "best_ratio": round(min(tapped) / min(direct), 3),
-               "median_pair_ratio": round(statistics.median(pair_ratios), 3),
-               "tap_cpu_s_median": round(statistics.median(cpu), 3),
-               "load_average": os.getloadavg()}
+    summary = {
+        "image": args.image,
+        "guest_ram_mib": size_mib,
+        "multifd": args.multifd,
+        "repeat": args.repeat,
+        "valid_pairs": len(pairs),
+        "direct_ms": direct,
+        "tap_ms": tapped,
+        "median_ratio": round(statistics.median(tapped) / statistics.median(direct), 3),
+        "best_ratio": round(min(tapped) / min(direct), 3),
+        "median_pair_ratio": round(statistics.median(pair_ratios), 3),
+        "tap_cpu_s_median": round(statistics.median(cpu), 3),
+        "load_average": os.getloadavg(),
+    }
     print(f"direct: median {statistics.median(direct):.0f} ms, best {min(direct)} ms")
     print(f"tap:    median {statistics.median(tapped):.0f} ms, best {min(tapped)} ms")
-    print(f"tap process CPU (user+sys, incl. ~0.4 s start-up): median {summary['tap_cpu_s_median']} s; "
-          f"load average {summary['load_average'][0]:.1f} on {os.cpu_count()} CPUs")
-    print(f"ratio:  median {summary['median_ratio']}x, best {summary['best_ratio']}x, "
-          f"median of pairs {summary['median_pair_ratio']}x (goal < 1.1x): "
-          f"{'PASS' if summary['median_ratio'] < 1.1 else 'FAIL'}")
+    print(
+        f"tap process CPU (user+sys, incl. ~0.4 s start-up): median {summary['tap_cpu_s_median']} s; "
+        f"load average {summary['load_average'][0]:.1f} on {os.cpu_count()} CPUs"
+    )
+    print(
+        f"ratio:  median {summary['median_ratio']}x, best {summary['best_ratio']}x, "
+        f"median of pairs {summary['median_pair_ratio']}x (goal < 1.1x): "
+        f"{'PASS' if summary['median_ratio'] < 1.1 else 'FAIL'}"
+    )
     if args.json:
         with open(args.json, "w") as f:
             json.dump({"summary": summary, "runs": runs}, f, indent=2)

@@ -81,9 +81,12 @@ def main(argv=None) -> int:
                 h.update(block)
         exact = h.digest() == expected.digest()
         size = args.size_mib << 20
-        print(f"run {run + 1}: {size / 2**20:.0f} MiB in {wall:.3f} s = {size / wall / 2**20:.0f} MiB/s, "
-              f"tap CPU {r1.ru_utime - r0.ru_utime:.3f} s user + {r1.ru_stime - r0.ru_stime:.3f} s sys, "
-              f"recording {ch['recording']}, {ch['recorded_bytes']} bytes, byte-exact {exact}", flush=True)
+        print(
+            f"run {run + 1}: {size / 2**20:.0f} MiB in {wall:.3f} s = {size / wall / 2**20:.0f} MiB/s, "
+            f"tap CPU {r1.ru_utime - r0.ru_utime:.3f} s user + {r1.ru_stime - r0.ru_stime:.3f} s sys, "
+            f"recording {ch['recording']}, {ch['recorded_bytes']} bytes, byte-exact {exact}",
+            flush=True,
+        )
         shutil.rmtree(work, ignore_errors=True)
     shutil.rmtree(args.dir, ignore_errors=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")

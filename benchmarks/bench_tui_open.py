@@ -29,10 +29,10 @@ import sys
 import time
 
 T_IMPORT = time.perf_counter()
-from migstream.wire import build as w  # noqa: E402
-from migstream.wire.grammar import RamFlag  # noqa: E402
 from migstream.tools.index import StreamIndex  # noqa: E402
 from migstream.tui.app import MigstreamApp  # noqa: E402
+from migstream.wire import build as w  # noqa: E402
+from migstream.wire.grammar import RamFlag  # noqa: E402
 
 IMPORT_S = time.perf_counter() - T_IMPORT
 
@@ -45,8 +45,14 @@ def generated_stream(path: str, size: int = 1 << 30) -> str:
     pages = size // ps
     rnd = random.Random(1)
     with open(path, "wb") as f:
-        f.write(w.file_header() + w.section_start(2, "ram", 0, 4) + w.mem_size([("pc.ram", size)])
-                + w.ram_record(RamFlag.EOS) + w.footer(2) + w.section_part(2))
+        f.write(
+            w.file_header()
+            + w.section_start(2, "ram", 0, 4)
+            + w.mem_size([("pc.ram", size)])
+            + w.ram_record(RamFlag.EOS)
+            + w.footer(2)
+            + w.section_part(2)
+        )
         page = rnd.randbytes(ps)
         f.write(w.ram_record(RamFlag.PAGE, 0, block="pc.ram", payload={"data": page}))
         for p in range(1, pages):
@@ -91,13 +97,20 @@ def index_only(path: str) -> dict:
         ix.page_states(row)
     per_state = (time.perf_counter() - t) / len(rows)
     ix.close()
-    return {"index_only_s": took, "rows": r.count, "index_bytes": memory, "checkpoints": len(ix._checkpoints),
-            "page_states_ms": per_state * 1000, "stream_bytes": ix.size}
+    return {
+        "index_only_s": took,
+        "rows": r.count,
+        "index_bytes": memory,
+        "checkpoints": len(ix._checkpoints),
+        "page_states_ms": per_state * 1000,
+        "stream_bytes": ix.size,
+    }
 
 
 def main(argv: list[str]) -> None:
-    streams = argv or [p for p in (os.path.join(BENCH_DIR, n) for n in ("raw-1g.mig", "mixed-1g.mig"))
-                       if os.path.exists(p)]
+    streams = argv or [
+        p for p in (os.path.join(BENCH_DIR, n) for n in ("raw-1g.mig", "mixed-1g.mig")) if os.path.exists(p)
+    ]
     if not streams:
         os.makedirs(BENCH_DIR, exist_ok=True)
         streams = [generated_stream(os.path.join(BENCH_DIR, "tui-pages-1g.mig"))]
@@ -108,14 +121,18 @@ def main(argv: list[str]) -> None:
         res["first_screen_worst_s"] = max(r["first_screen_s"] for r in runs)
         res.update(index_only(path))
         print(f"{os.path.basename(path)}: {res['stream_bytes'] / (1 << 30):.2f} GiB, {res['rows']} rows")
-        print(f"  first screen   {res['first_screen_s']:.3f} s after the app starts (best of 3, worst "
-              f"{res['first_screen_worst_s']:.3f} s), "
-              f"{res['first_screen_s'] + IMPORT_S:.3f} s with imports "
-              f"(index complete then: {res['complete_at_first_screen']})")
+        print(
+            f"  first screen   {res['first_screen_s']:.3f} s after the app starts (best of 3, worst "
+            f"{res['first_screen_worst_s']:.3f} s), "
+            f"{res['first_screen_s'] + IMPORT_S:.3f} s with imports "
+            f"(index complete then: {res['complete_at_first_screen']})"
+        )
         print(f"  indexed (UI)   {res['indexed_s']:.3f} s")
-        print(f"  index only     {res['index_only_s']:.3f} s  "
-              f"({res['stream_bytes'] / (1 << 30) / res['index_only_s']:.2f} GiB/s), "
-              f"index {res['index_bytes'] / (1 << 20):.1f} MiB in {res['checkpoints']} checkpoints + columns")
+        print(
+            f"  index only     {res['index_only_s']:.3f} s  "
+            f"({res['stream_bytes'] / (1 << 30) / res['index_only_s']:.2f} GiB/s), "
+            f"index {res['index_bytes'] / (1 << 20):.1f} MiB in {res['checkpoints']} checkpoints + columns"
+        )
         print(f"  page map state {res['page_states_ms']:.2f} ms per cursor position")
         print(f"  iteration step {res['iteration_step_s']:.3f} s (key press to repaint, Pilot)")
     print(f"peak RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MiB")

@@ -30,12 +30,15 @@ def main() -> int:
     os.makedirs(workdir, exist_ok=True)
     exe = os.path.join(args.dir, "write_floor")
     subprocess.run(["gcc", "-O2", "-o", exe, os.path.join(HERE, "write_floor.c")], check=True)
-    out = subprocess.run([exe, image, os.path.join(workdir, "write-floor.bin")], check=True,
-                         stdout=subprocess.PIPE, text=True).stdout
+    out = subprocess.run(
+        [exe, image, os.path.join(workdir, "write-floor.bin")], check=True, stdout=subprocess.PIPE, text=True
+    ).stdout
     for line in out.splitlines():
         row = json.loads(line)
-        print(f"{row['way']:<11} {row['seconds']:7.3f} s  {row['bytes'] / row['seconds'] / 2**30:5.2f} GiB/s"
-              f"  ({row['bytes'] >> 20} MiB in {row['writes']} writes)")
+        print(
+            f"{row['way']:<11} {row['seconds']:7.3f} s  {row['bytes'] / row['seconds'] / 2**30:5.2f} GiB/s"
+            f"  ({row['bytes'] >> 20} MiB in {row['writes']} writes)"
+        )
     return 0
 
 

@@ -28,8 +28,9 @@ def chunked(reduce_rows, pages_per_chunk=1024):
         rows = np.frombuffer(buf, np.uint64).reshape(-1, PAGE // 8)
         mask = np.empty(len(rows), bool)
         for i in range(0, len(rows), pages_per_chunk):
-            reduce_rows(rows[i:i + pages_per_chunk], mask[i:i + pages_per_chunk])
+            reduce_rows(rows[i : i + pages_per_chunk], mask[i : i + pages_per_chunk])
         return mask
+
     return fn
 
 
@@ -50,7 +51,7 @@ def first_word_then_gather(c, out):
 
 def bytes_loop(buf):
     zero = bytes(PAGE)
-    return np.fromiter((buf[i:i + PAGE] == zero for i in range(0, len(buf), PAGE)), bool)
+    return np.fromiter((buf[i : i + PAGE] == zero for i in range(0, len(buf), PAGE)), bool)
 
 
 def main() -> None:
@@ -59,11 +60,13 @@ def main() -> None:
         mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
     size = len(mm)
     np.frombuffer(mm, np.uint64).sum()  # warm the page cache and the mapping
-    methods = [("zero_page_mask", lambda b: zero_page_mask(b, PAGE)),
-               ("any(axis=1)", chunked(by_any)),
-               ("max(axis=1)", chunked(by_max)),
-               ("first word + gather", chunked(first_word_then_gather)),
-               ("bytes == ZERO loop", bytes_loop)]
+    methods = [
+        ("zero_page_mask", lambda b: zero_page_mask(b, PAGE)),
+        ("any(axis=1)", chunked(by_any)),
+        ("max(axis=1)", chunked(by_max)),
+        ("first word + gather", chunked(first_word_then_gather)),
+        ("bytes == ZERO loop", bytes_loop),
+    ]
     times = {name: [] for name, _ in methods}
     want = None
     for _ in range(5):
@@ -77,7 +80,9 @@ def main() -> None:
     print(f"{size / 2**30:.2f} GiB, {int(want.sum())} of {len(want)} pages zero")
     for name, ts in times.items():
         ts.sort()
-        print(f"{name:22s} best {size / ts[0] / 2**30:6.2f} GiB/s   median {size / ts[len(ts) // 2] / 2**30:6.2f} GiB/s")
+        print(
+            f"{name:22s} best {size / ts[0] / 2**30:6.2f} GiB/s   median {size / ts[len(ts) // 2] / 2**30:6.2f} GiB/s"
+        )
 
 
 if __name__ == "__main__":

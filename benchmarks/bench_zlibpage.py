@@ -55,8 +55,10 @@ def main() -> None:
             if best is None or w < best[0]:
                 best = (w, c, out)
         w, c, out = best
-        print(f"threads={threads}: {len(rows) / w:9.0f} pages/s  {len(rows) * PAGE / w / 1e6:6.1f} MB/s in  "
-              f"ratio {out / (len(rows) * PAGE):.3f}  cpu/wall {c / w:.2f}")
+        print(
+            f"threads={threads}: {len(rows) / w:9.0f} pages/s  {len(rows) * PAGE / w / 1e6:6.1f} MB/s in  "
+            f"ratio {out / (len(rows) * PAGE):.3f}  cpu/wall {c / w:.2f}"
+        )
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ stream with those figures.
 QEMU is Debian bookworm's qemu-system-x86 (7.2); it is installed with
 apt-get when missing (needs root).  `pip install qemu.qmp` for QMP.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,8 +47,11 @@ def ensure_qemu() -> str:
         sys.exit(f"{QEMU} not found; run: apt-get install -y qemu-system-x86")
     print(f"{QEMU} not found: installing qemu-system-x86 with apt-get", file=sys.stderr)
     subprocess.run(["apt-get", "update", "-q"], check=True)
-    subprocess.run(["apt-get", "install", "-y", "-q", "qemu-system-x86"], check=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    subprocess.run(
+        ["apt-get", "install", "-y", "-q", "qemu-system-x86"],
+        check=True,
+        env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+    )
     path = shutil.which(QEMU)
     if not path:
         sys.exit(f"{QEMU} still not found after apt-get install")
@@ -76,12 +80,23 @@ async def _capture(qemu: str, image: str, out: str, timeout: float) -> dict:
     tmpdir = tempfile.mkdtemp(prefix="migstream-capture-")
     sock = os.path.join(tmpdir, "qmp.sock")
     argv = [
-        qemu, "-accel", "tcg", "-display", "none", "-nodefaults",
-        "-M", "pc", "-m", f"{mib}M",
-        "-machine", "memory-backend=pc.ram",
-        "-object", f"memory-backend-file,id=pc.ram,size={mib}M,mem-path={image},share=off",
+        qemu,
+        "-accel",
+        "tcg",
+        "-display",
+        "none",
+        "-nodefaults",
+        "-M",
+        "pc",
+        "-m",
+        f"{mib}M",
+        "-machine",
+        "memory-backend=pc.ram",
+        "-object",
+        f"memory-backend-file,id=pc.ram,size={mib}M,mem-path={image},share=off",
         "-S",
-        "-qmp", f"unix:{sock},server=on,wait=off",
+        "-qmp",
+        f"unix:{sock},server=on,wait=off",
     ]
     if os.path.exists(out):
         os.unlink(out)
@@ -149,8 +164,10 @@ async def _capture(qemu: str, image: str, out: str, timeout: float) -> dict:
         "downtime_ms": info.get("downtime"),
         "setup_time_ms": info.get("setup-time"),
         "wall_s_from_migrate_cmd": round(wall, 3),
-        "ram": {k: ram.get(k) for k in ("total", "transferred", "duplicate", "normal",
-                                         "normal-bytes", "dirty-sync-count", "mbps")},
+        "ram": {
+            k: ram.get(k)
+            for k in ("total", "transferred", "duplicate", "normal", "normal-bytes", "dirty-sync-count", "mbps")
+        },
     }
 
 
@@ -162,11 +179,13 @@ def capture(image: str, out: str, timeout: float = 600.0, quiet: bool = False) -
         json.dump(res, f, indent=2)
         f.write("\n")
     if not quiet:
-        print(f"{os.path.basename(out)}: QEMU total-time {res['total_time_ms']} ms, "
-              f"stream {res['stream_bytes']} bytes ({res['stream_bytes'] / 2**20:.1f} MiB), "
-              f"guest RAM {res['guest_ram_bytes'] >> 20} MiB, "
-              f"pages: {res['ram']['duplicate']} zero, {res['ram']['normal']} normal "
-              f"[{res['qemu']}]")
+        print(
+            f"{os.path.basename(out)}: QEMU total-time {res['total_time_ms']} ms, "
+            f"stream {res['stream_bytes']} bytes ({res['stream_bytes'] / 2**20:.1f} MiB), "
+            f"guest RAM {res['guest_ram_bytes'] >> 20} MiB, "
+            f"pages: {res['ram']['duplicate']} zero, {res['ram']['normal']} normal "
+            f"[{res['qemu']}]"
+        )
     return res
 
 
@@ -176,9 +195,21 @@ def make_image(path: str, kind: str, size: str) -> None:
             meta = json.load(f)
         if meta.get("kind") == kind and meta.get("size") == os.path.getsize(path):
             return
-    subprocess.run([sys.executable, os.path.join(HERE, "make_image.py"), "--kind", kind,
-                    "--size", size, "--manifest", path + ".json", path], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [
+            sys.executable,
+            os.path.join(HERE, "make_image.py"),
+            "--kind",
+            kind,
+            "--size",
+            size,
+            "--manifest",
+            path + ".json",
+            path,
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def run_set(directory: str, kinds: list[str], size: str, repeat: int) -> list[dict]:
@@ -221,13 +252,14 @@ def main(argv=None) -> int:
     s.add_argument("image")
     s.add_argument("out")
     s.add_argument("--timeout", type=float, default=600.0)
-    for name, help_ in (("uniform", "zero-only and raw-only streams"),
-                        ("all", "mixed, zero-only and raw-only streams")):
+    for name, help_ in (
+        ("uniform", "zero-only and raw-only streams"),
+        ("all", "mixed, zero-only and raw-only streams"),
+    ):
         u = sub.add_parser(name, parents=[common], help=help_)
         u.add_argument("--dir", default=DEFAULT_DIR)
         u.add_argument("--size", default="1G", help="guest RAM / image size (default 1G)")
-        u.add_argument("--repeat", type=int, default=1,
-                       help="capture N times, keep the fastest total-time (default 1)")
+        u.add_argument("--repeat", type=int, default=1, help="capture N times, keep the fastest total-time (default 1)")
     args = ap.parse_args(argv)
 
     if args.cmd == "stream":

@@ -18,6 +18,7 @@ of the machine (numpy's PCG64 with per-chunk seeds).
     python3 benchmarks/make_image.py --kind random /var/tmp/migstream-bench/raw-1g.img
     python3 benchmarks/make_image.py --size 64M --manifest m.json small.img
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,8 @@ def page_kinds(n_pages: int, seed: int, zero_pct: int, random_pct: int) -> np.nd
     n_text = n_pages - n_zero - n_random
     kinds = np.empty(n_pages, dtype=np.uint8)
     kinds[:n_zero] = KIND_ZERO
-    kinds[n_zero:n_zero + n_random] = KIND_RANDOM
-    kinds[n_zero + n_random:] = KIND_TEXT
+    kinds[n_zero : n_zero + n_random] = KIND_RANDOM
+    kinds[n_zero + n_random :] = KIND_TEXT
     assert n_text >= 0
     rng = np.random.Generator(np.random.PCG64([seed, 0xC0FFEE]))
     return kinds[rng.permutation(n_pages)]
@@ -98,7 +99,7 @@ def build_corpus(seed: int, nbytes: int = 8 << 20) -> bytes:
     out = bytearray()
     pos = 0
     for s, (slen, p) in enumerate(zip(sentence_len, punct)):
-        chunk = [words[i] for i in idx[pos:pos + slen]]
+        chunk = [words[i] for i in idx[pos : pos + slen]]
         pos += slen
         if not chunk:
             break
@@ -120,12 +121,13 @@ def make_text_pages(corpus: np.ndarray, page_numbers: np.ndarray, rng: np.random
     pages = corpus[idx]
     for row, pno in enumerate(page_numbers):
         head = b"[page %08x] " % int(pno)
-        pages[row, :len(head)] = np.frombuffer(head, dtype=np.uint8)
+        pages[row, : len(head)] = np.frombuffer(head, dtype=np.uint8)
     return pages
 
 
-def write_image(path: str, size: int, kind: str, seed: int,
-                zero_pct: int = 50, random_pct: int = 30, want_sha: bool = False) -> dict:
+def write_image(
+    path: str, size: int, kind: str, seed: int, zero_pct: int = 50, random_pct: int = 30, want_sha: bool = False
+) -> dict:
     n_pages = size // PAGE
     if kind == "mixed":
         kinds = page_kinds(n_pages, seed, zero_pct, random_pct)
@@ -146,11 +148,11 @@ def write_image(path: str, size: int, kind: str, seed: int,
     with open(tmp, "wb") as f:
         f.truncate(size)  # sparse; zero pages are simply skipped
         for c0 in range(0, n_pages, CHUNK_PAGES):
-            ck = kinds[c0:c0 + CHUNK_PAGES]
+            ck = kinds[c0 : c0 + CHUNK_PAGES]
             npg = len(ck)
             if not ck.any():
                 if sha:
-                    sha.update(zero_chunk[:npg * PAGE])
+                    sha.update(zero_chunk[: npg * PAGE])
                 continue
             rng = np.random.Generator(np.random.PCG64([seed, 1, c0 // CHUNK_PAGES]))
             buf = np.zeros((npg, PAGE), dtype=np.uint8)
@@ -198,8 +200,7 @@ def main(argv=None) -> int:
         ap.error("--zero-pct + --random-pct must be <= 100")
     os.makedirs(os.path.dirname(os.path.abspath(args.output)), exist_ok=True)
     t0 = time.perf_counter()
-    info = write_image(args.output, args.size, args.kind, args.seed,
-                       args.zero_pct, args.random_pct, args.sha256)
+    info = write_image(args.output, args.size, args.kind, args.seed, args.zero_pct, args.random_pct, args.sha256)
     info["seconds"] = round(time.perf_counter() - t0, 3)
     if args.manifest:
         with open(args.manifest, "w") as f:

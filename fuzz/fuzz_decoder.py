@@ -24,13 +24,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import atheris  # noqa: E402
 
 with atheris.instrument_imports(include=["migstream"]):
-    import migstream.decode.decoder  # noqa: F401  (instrumented for coverage)
     from harness import one_input
+
+    import migstream.decode.decoder  # noqa: F401  (instrumented for coverage)
 
 
 def main() -> None:
     if len(sys.argv) == 3 and sys.argv[1] == "--seeds":
         from seeds import write_corpus
+
         corpus = Path(sys.argv[2])
         n = write_corpus(corpus, mode_byte=True)
         print(f"{n} seeds in {corpus}")

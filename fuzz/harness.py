@@ -29,7 +29,7 @@ def decode(data: bytes, mode: int = 0, description: dict | None = None) -> list:
         chunks = [data[:cut], data[cut:]]
     elif mode & 3 == 2:  # pieces of 1 B .. 32 KiB, at most 512 of them (fuzzing speed)
         step = max(1 << ((mode >> 2) & 15), size // 512)
-        chunks = [data[i:i + step] for i in range(0, size, step)]
+        chunks = [data[i : i + step] for i in range(0, size, step)]
     else:  # three pieces
         a, b = sorted(((mode * 7919) % size, (mode * 104729) % size))
         chunks = [data[:a], data[a:b], data[b:]]
@@ -50,8 +50,20 @@ def _checked(ev):
     # Derived properties must hold for anything the decoder emits.
     if type(ev) is PageRun:
         assert ev.count == len(ev.starts) == len(ev.kinds) >= 2
-        last = next(iter(PageRun(ev.offset + ev.starts[-1], ev.block, ev.addr, 1, ev.page_size,
-                                 ev.data[ev.starts[-1]:], [0], ev.kinds[-1:]).records()))
+        last = next(
+            iter(
+                PageRun(
+                    ev.offset + ev.starts[-1],
+                    ev.block,
+                    ev.addr,
+                    1,
+                    ev.page_size,
+                    ev.data[ev.starts[-1] :],
+                    [0],
+                    ev.kinds[-1:],
+                ).records()
+            )
+        )
         assert last.offset + last.size == ev.offset + len(ev.data)
     elif type(ev) is PageRecord:
         assert ev.size > 0 and ev.payload_offset > ev.offset
@@ -93,8 +105,7 @@ def _check(data: bytes, mode: int, description: dict | None) -> StreamError | No
         decode(data, mode, description)
     except StreamError as exc:
         if not (isinstance(exc.offset, int) and 0 <= exc.offset <= len(data)):
-            raise AssertionError(f"StreamError offset {exc.offset!r} outside the input "
-                                 f"of {len(data)} bytes") from exc
+            raise AssertionError(f"StreamError offset {exc.offset!r} outside the input of {len(data)} bytes") from exc
         return exc
     return None
 

@@ -11,8 +11,8 @@ import json
 import zlib
 from pathlib import Path
 
-from migstream.wire import grammar as g
 from migstream.wire import build as w
+from migstream.wire import grammar as g
 
 F = g.RamFlag
 C = g.Command
@@ -40,8 +40,7 @@ def ram_records() -> bytes:
 
 def full_stream(*, footers: bool = True, description: bool = True) -> bytes:
     foot = w.footer if footers else (lambda sid: b"")
-    out = w.file_header() + w.configuration("pc-i440fx-7.2", target_page_bits=12,
-                                            capabilities=["x-ignore-shared"][:0])
+    out = w.file_header() + w.configuration("pc-i440fx-7.2", target_page_bits=12, capabilities=["x-ignore-shared"][:0])
     out += w.command(C.OPEN_RETURN_PATH) + w.command(C.PING, {"value": 1})
     out += w.section_start(2, "ram") + w.mem_size(BLOCKS) + w.ram_record(F.EOS) + foot(2)
     out += w.section_part(2) + ram_records() + w.ram_record(F.EOS) + foot(2)
@@ -50,11 +49,25 @@ def full_stream(*, footers: bool = True, description: bool = True) -> bytes:
     out += w.section_start(4, "cpu_common", instance_id=0, version_id=1, full=True) + b"\x00\x01" + foot(4)
     out += w.eof()
     if description:
-        desc = {"page_size": PS, "devices": [
-            {"name": "timer", "instance_id": 0, "vmsd_name": "timer", "version": 2,
-             "fields": [{"name": "x", "type": "buffer", "size": 24}]},
-            {"name": "cpu_common", "instance_id": 0, "vmsd_name": "cpu_common", "version": 1,
-             "fields": [{"name": "halted", "type": "uint16", "size": 2}]}]}
+        desc = {
+            "page_size": PS,
+            "devices": [
+                {
+                    "name": "timer",
+                    "instance_id": 0,
+                    "vmsd_name": "timer",
+                    "version": 2,
+                    "fields": [{"name": "x", "type": "buffer", "size": 24}],
+                },
+                {
+                    "name": "cpu_common",
+                    "instance_id": 0,
+                    "vmsd_name": "cpu_common",
+                    "version": 1,
+                    "fields": [{"name": "halted", "type": "uint16", "size": 2}],
+                },
+            ],
+        }
         out += w.vmdescription(json.dumps(desc).encode())
     return out
 
@@ -65,8 +78,10 @@ def postcopy_stream() -> bytes:
     out += w.command(C.POSTCOPY_ADVISE, {"ram_pagesize_summary": PS, "target_page_size": PS})
     out += w.section_start(2, "ram") + w.mem_size(BLOCKS) + w.ram_record(F.EOS) + w.footer(2)
     out += w.section_part(2) + _page(F.PAGE, 0, "pc.ram", data=b"\x01" * PS) + w.ram_record(F.EOS) + w.footer(2)
-    out += w.command(C.POSTCOPY_RAM_DISCARD, {"version": 0, "idstr": "pc.ram", "terminator": 0,
-                                              "ranges": [{"start": 0, "length": 2}]})
+    out += w.command(
+        C.POSTCOPY_RAM_DISCARD,
+        {"version": 0, "idstr": "pc.ram", "terminator": 0, "ranges": [{"start": 0, "length": 2}]},
+    )
     inner = w.command(C.POSTCOPY_LISTEN)
     inner += w.section_start(3, "timer", version_id=2, full=True) + bytes(8) + w.footer(3)
     inner += w.command(C.PING, {"value": g.QEMU_VM_PING_PACKAGED_LOADED}) + w.command(C.POSTCOPY_RUN)
@@ -82,12 +97,13 @@ def seed_streams(sample_head: int = 16384) -> dict[str, bytes]:
         "full": full_stream(),
         "no-footers": full_stream(footers=False, description=False),
         "postcopy": postcopy_stream(),
-        "config-subsections": w.file_header() + w.configuration(
-            "virt-7.2", target_page_bits=12, capabilities=["x-ignore-shared"], uuid=bytes(range(16)))
+        "config-subsections": w.file_header()
+        + w.configuration("virt-7.2", target_page_bits=12, capabilities=["x-ignore-shared"], uuid=bytes(range(16)))
         + w.eof(),
     }
     if (SAMPLES / "samples.json").exists():
         import zstandard
+
         for s in json.loads((SAMPLES / "samples.json").read_text()):
             if not s["stream"].endswith(".zst"):
                 continue  # not a zstd-compressed QEMU stream (e.g. a libvirt save image)
@@ -107,6 +123,7 @@ def _device_tail(path: Path, limit: int = 1 << 17) -> bytes | None:
     EOF and VMDESCRIPTION (the RAM sections left out): a valid stream QEMU could
     have sent for a VM without live RAM, made of real device state."""
     import zstandard
+
     from migstream.decode.decoder import StreamDecoder
     from migstream.events import Configuration, SectionStart
 

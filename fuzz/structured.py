@@ -22,6 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "unit"))
 
 from harness import check, check_extract  # noqa: E402
 from test_fuzz import mutate  # noqa: E402
@@ -41,15 +42,24 @@ def random_element(rnd: random.Random, depth: int = 0):
                 kind, start = rnd.choice(["page", "zero"]), rnd.randint(0, 60)
                 recs += [(kind, rnd.randint(0, 1), start + i) for i in range(rnd.randint(2, 70))]
             else:
-                recs.append((rnd.choice(["page", "zero", "zero", "xbzrle", "compress", "flush"]),
-                             rnd.randint(0, len(BLOCKS) - 1), rnd.randint(0, 100)))
+                recs.append(
+                    (
+                        rnd.choice(["page", "zero", "zero", "xbzrle", "compress", "flush"]),
+                        rnd.randint(0, len(BLOCKS) - 1),
+                        rnd.randint(0, 100),
+                    )
+                )
         return ("ram", recs)
     if r < 0.65:
         return ("device", rnd.choice(DEVICES), rnd.randint(0, 3), rnd.randbytes(rnd.randint(0, 200)))
     if r < 0.9 or depth:
         return ("command", rnd.choice(COMMANDS))
-    return ("packaged", [random_element(rnd, 1) for _ in range(rnd.randint(0, 4))], rnd.random() < 0.5,
-            rnd.randbytes(rnd.randint(0, 8)))
+    return (
+        "packaged",
+        [random_element(rnd, 1) for _ in range(rnd.randint(0, 4))],
+        rnd.random() < 0.5,
+        rnd.randbytes(rnd.randint(0, 8)),
+    )
 
 
 def main(argv=None) -> int:
@@ -61,15 +71,25 @@ def main(argv=None) -> int:
     ap.add_argument("--extract-every", type=int, default=10, help="also run the extract job on every Nth input")
     args = ap.parse_args(argv)
     rnd = random.Random(args.seed)
-    pool = [build_full_stream([random_element(rnd) for _ in range(rnd.randint(0, 6))], rnd.getrandbits(32),
-                              rnd.choice([4096, 1024, 8192]), rnd.random() < 0.5) for _ in range(args.pool)]
+    pool = [
+        build_full_stream(
+            [random_element(rnd) for _ in range(rnd.randint(0, 6))],
+            rnd.getrandbits(32),
+            rnd.choice([4096, 1024, 8192]),
+            rnd.random() < 0.5,
+        )
+        for _ in range(args.pool)
+    ]
     t0 = time.monotonic()
     stats = {"inputs": 0, "ok": 0, "stream_error": 0, "violations": 0, "extracts": 0}
     import tempfile
+
     workdir = tempfile.mkdtemp(prefix="migstream-fuzz-")
     while stats["inputs"] < args.inputs and time.monotonic() - t0 < args.seconds:
-        muts = [(rnd.choice(MUTATIONS), rnd.random(), rnd.randrange(256), rnd.randint(1, 64))
-                for _ in range(rnd.randint(1, 4))]
+        muts = [
+            (rnd.choice(MUTATIONS), rnd.random(), rnd.randrange(256), rnd.randint(1, 64))
+            for _ in range(rnd.randint(1, 4))
+        ]
         data, mode = mutate(rnd.choice(pool), muts), rnd.randrange(256)
         stats["inputs"] += 1
         try:
@@ -85,6 +105,7 @@ def main(argv=None) -> int:
             print(f"violation: {type(exc).__name__}: {exc} -> {out}", file=sys.stderr)
     stats["seconds"] = round(time.monotonic() - t0, 1)
     import shutil
+
     shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(stats))
     return 1 if stats["violations"] else 0

@@ -26,6 +26,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
+sys.path.insert(0, str(HERE.parent / "tests" / "unit"))
 
 
 class _Timeout(Exception):
@@ -45,12 +46,29 @@ def structural_positions(data: bytes) -> dict[str, list[int]]:
     """Byte positions of headers, lengths and flags, found by decoding the intact
     stream (events carry offsets).  Keys name what the bytes are."""
     from harness import decode
-    from migstream.wire import grammar as g
-    from migstream.events import (CommandEvent, Configuration, PageRecord, PageRun, RamBlockList, RamMarker,
-                                  SectionEnd, SectionStart, VmDescription)
 
-    pos: dict[str, list[int]] = {"section header": [], "footer": [], "ram flags": [], "ram addr": [],
-                                 "length": [], "command": [], "block list": []}
+    from migstream.events import (
+        CommandEvent,
+        Configuration,
+        PageRecord,
+        PageRun,
+        RamBlockList,
+        RamMarker,
+        SectionEnd,
+        SectionStart,
+        VmDescription,
+    )
+    from migstream.wire import grammar as g
+
+    pos: dict[str, list[int]] = {
+        "section header": [],
+        "footer": [],
+        "ram flags": [],
+        "ram addr": [],
+        "length": [],
+        "command": [],
+        "block list": [],
+    }
     for ev in decode(data):
         t = type(ev)
         if t is SectionStart:
@@ -119,7 +137,9 @@ def run(data: bytes, truncations, flips: int, seed: int, per_input: float) -> di
             violations.append({"kind": kind, "at": where, "error": f"error offset 0x{err.offset:x} past the cut"})
 
     from harness import decode
+
     from migstream.events import EndOfStream
+
     eof_end = next(ev.offset for ev in decode(data) if type(ev) is EndOfStream) + 1
 
     for cut in truncations:
@@ -138,7 +158,7 @@ def run(data: bytes, truncations, flips: int, seed: int, per_input: float) -> di
 
 
 def parse_truncations(spec: str, size: int) -> list[int]:
-    """"all", or comma-separated slices "a:b" / "-n:" of byte positions."""
+    """ "all", or comma-separated slices "a:b" / "-n:" of byte positions."""
     if spec == "all":
         return list(range(size))
     out: list[int] = []
@@ -158,13 +178,19 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-mb", type=int, default=1024, help="address-space cap (RLIMIT_AS) in MiB")
     args = ap.parse_args(argv)
 
-    from conftest import raw_stream, sample_by_name
+    from support.samples import raw_stream, sample_by_name
+
     data = raw_stream(sample_by_name(args.sample))
     limit_memory(args.mem_mb)  # after loading the sample: every decode runs under the cap
     t = time.monotonic()
     summary = run(data, parse_truncations(args.truncate, len(data)), args.flips, args.seed, args.per_input)
-    summary.update(sample=args.sample, size=len(data), seconds=round(time.monotonic() - t, 1),
-                   mem_cap_mb=args.mem_mb, peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10)
+    summary.update(
+        sample=args.sample,
+        size=len(data),
+        seconds=round(time.monotonic() - t, 1),
+        mem_cap_mb=args.mem_mb,
+        peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss >> 10,
+    )
     print(json.dumps(summary))
     return 1 if summary["violation_count"] else 0
 

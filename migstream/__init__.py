@@ -26,9 +26,14 @@ from .wire.grammar import Command, RamFlag, SectionType
 # The encoding side is imported on first use (PEP 562), so that decoding front ends
 # start without it.
 _LAZY = {
-    "BytesSink": "encode.encoder", "Encoder": "encode.encoder", "FdSink": "encode.encoder",
-    "RamStats": "encode.encoder", "encode_stream": "encode.encoder", "MemoryImage": "encode.memimage",
-    "RamBlockImage": "encode.memimage", "StreamTemplate": "tools.template",
+    "BytesSink": "encode.encoder",
+    "Encoder": "encode.encoder",
+    "FdSink": "encode.encoder",
+    "RamStats": "encode.encoder",
+    "encode_stream": "encode.encoder",
+    "MemoryImage": "encode.memimage",
+    "RamBlockImage": "encode.memimage",
+    "StreamTemplate": "tools.template",
 }
 
 
@@ -42,10 +47,39 @@ def __getattr__(name: str):
     globals()[name] = value
     return value
 
+
 __all__ = [
-    "StreamDecoder", "NEED_DATA", "MigstreamError", "StreamError", "TruncatedStream", "UsageError",
-    "CommandEvent", "Configuration", "DeviceState", "EndOfStream", "FileHeader", "PackageEnd",
-    "PageRecord", "PageRun", "RamBlock", "RamBlockList", "RamMarker", "SectionEnd", "SectionStart",
-    "Undecoded", "VmDescription", "flag_names", "Command", "RamFlag", "SectionType",
-    "Encoder", "encode_stream", "RamStats", "BytesSink", "FdSink", "MemoryImage", "RamBlockImage", "StreamTemplate",
+    "StreamDecoder",
+    "NEED_DATA",
+    "MigstreamError",
+    "StreamError",
+    "TruncatedStream",
+    "UsageError",
+    "CommandEvent",
+    "Configuration",
+    "DeviceState",
+    "EndOfStream",
+    "FileHeader",
+    "PackageEnd",
+    "PageRecord",
+    "PageRun",
+    "RamBlock",
+    "RamBlockList",
+    "RamMarker",
+    "SectionEnd",
+    "SectionStart",
+    "Undecoded",
+    "VmDescription",
+    "flag_names",
+    "Command",
+    "RamFlag",
+    "SectionType",
+    "Encoder",
+    "encode_stream",
+    "RamStats",
+    "BytesSink",
+    "FdSink",
+    "MemoryImage",
+    "RamBlockImage",
+    "StreamTemplate",
 ]

@@ -14,8 +14,15 @@ class StreamError(MigstreamError):
     ``addr`` (offset inside the block) are filled in where known.
     """
 
-    def __init__(self, message: str, offset: int, *, section: str | None = None,
-                 block: str | None = None, addr: int | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        offset: int,
+        *,
+        section: str | None = None,
+        block: str | None = None,
+        addr: int | None = None,
+    ) -> None:
         super().__init__(message)
         self.message = message
         self.offset = offset

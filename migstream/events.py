@@ -7,11 +7,20 @@ describes.  Payload fields are memoryviews into the decoder's input; they stay v
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Sequence
+from typing import Any
 
-from .wire.grammar import (BLOCK_SECTOR_BITS, MULTIFD_COMPRESSION_MASK, MULTIFD_COMPRESSION_NAMES, BlockFlag, Command,
-                      DirtyBitmapFlag, RamFlag, SectionType)
+from .wire.grammar import (
+    BLOCK_SECTOR_BITS,
+    MULTIFD_COMPRESSION_MASK,
+    MULTIFD_COMPRESSION_NAMES,
+    BlockFlag,
+    Command,
+    DirtyBitmapFlag,
+    RamFlag,
+    SectionType,
+)
 
 
 class _Sentinel:
@@ -178,7 +187,7 @@ class PageRun:
     def page(self, i: int) -> memoryview:
         """The payload of record i (a PAGE record): the page that ends the record."""
         end = self._end(i)
-        return self.data[end - self.page_size:end]
+        return self.data[end - self.page_size : end]
 
     def fill(self, i: int) -> int:
         """The fill byte of record i (a ZERO record): the byte that ends the record."""
@@ -285,10 +294,16 @@ class BlockRecord:
         return self.value << BLOCK_SECTOR_BITS
 
     def row(self) -> dict:
-        return {"offset": self.offset, "event": "block", "flags": self.flags,
-                "flag_names": block_flag_names(self.flags), "device": self.device,
-                "disk_offset": self.disk_offset if self.is_chunk else None,
-                "progress": self.value if self.flags & BlockFlag.PROGRESS else None, "data_size": len(self.data)}
+        return {
+            "offset": self.offset,
+            "event": "block",
+            "flags": self.flags,
+            "flag_names": block_flag_names(self.flags),
+            "device": self.device,
+            "disk_offset": self.disk_offset if self.is_chunk else None,
+            "progress": self.value if self.flags & BlockFlag.PROGRESS else None,
+            "data_size": len(self.data),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,10 +326,19 @@ class DirtyBitmapRecord:
     data: memoryview = field(default=memoryview(b""), repr=False, compare=False)
 
     def row(self) -> dict:
-        return {"offset": self.offset, "event": "dirty_bitmap", "flags": self.flags,
-                "flag_names": dirty_bitmap_flag_names(self.flags), "node": self.node, "bitmap": self.bitmap,
-                "granularity": self.granularity, "bitmap_flags": self.bitmap_flags,
-                "start_sector": self.start_sector, "nr_sectors": self.nr_sectors, "data_size": len(self.data)}
+        return {
+            "offset": self.offset,
+            "event": "dirty_bitmap",
+            "flags": self.flags,
+            "flag_names": dirty_bitmap_flag_names(self.flags),
+            "node": self.node,
+            "bitmap": self.bitmap,
+            "granularity": self.granularity,
+            "bitmap_flags": self.bitmap_flags,
+            "start_sector": self.start_sector,
+            "nr_sectors": self.nr_sectors,
+            "data_size": len(self.data),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -363,10 +387,17 @@ class MappedRamBlock:
         return int.from_bytes(self.bitmap, "little").bit_count()
 
     def row(self) -> dict:
-        return {"offset": self.offset, "event": "mapped_ram_block", "block": self.name,
-                "length": self.used_length, "version": self.version, "page_size": self.page_size,
-                "bitmap_offset": self.bitmap_offset, "pages_offset": self.pages_offset,
-                "pages_written": self.pages_written}
+        return {
+            "offset": self.offset,
+            "event": "mapped_ram_block",
+            "block": self.name,
+            "length": self.used_length,
+            "version": self.version,
+            "page_size": self.page_size,
+            "bitmap_offset": self.bitmap_offset,
+            "pages_offset": self.pages_offset,
+            "pages_written": self.pages_written,
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -381,8 +412,13 @@ class MappedRamPages:
     data: memoryview
 
     def row(self) -> dict:
-        return {"offset": self.offset, "event": "mapped_ram_pages", "block": self.block, "addr": self.addr,
-                "length": len(self.data)}
+        return {
+            "offset": self.offset,
+            "event": "mapped_ram_pages",
+            "block": self.block,
+            "addr": self.addr,
+            "length": len(self.data),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -408,14 +444,23 @@ class MultifdPacket:
         return bool(self.flags & 0x01)
 
     def page(self, i: int):
-        return self.pages[i * self.page_size:(i + 1) * self.page_size]
+        return self.pages[i * self.page_size : (i + 1) * self.page_size]
 
     def row(self) -> dict:
-        return {"offset": self.offset, "event": "multifd_packet", "channel": self.channel, "file": self.file,
-                "packet_num": self.packet_num, "flags": self.flags, "sync": self.sync,
-                "compression": MULTIFD_COMPRESSION_NAMES.get(self.flags & MULTIFD_COMPRESSION_MASK, "?"),
-                "block": self.block, "normal_pages": len(self.normal), "zero_pages": len(self.zero),
-                "payload_size": self.payload_size}
+        return {
+            "offset": self.offset,
+            "event": "multifd_packet",
+            "channel": self.channel,
+            "file": self.file,
+            "packet_num": self.packet_num,
+            "flags": self.flags,
+            "sync": self.sync,
+            "compression": MULTIFD_COMPRESSION_NAMES.get(self.flags & MULTIFD_COMPRESSION_MASK, "?"),
+            "block": self.block,
+            "normal_pages": len(self.normal),
+            "zero_pages": len(self.zero),
+            "payload_size": self.payload_size,
+        }
 
 
 @dataclass(frozen=True, slots=True)

@@ -30,15 +30,25 @@ MiB = ms.MiB
 QEMU = "qemu-system-x86_64"
 
 SAMPLES = [
-    dict(name="x86-block", mode="image", caps=["block", "zero-blocks"], params={"max-bandwidth": 256 * MiB},
-         notes="QEMU 7.2 block migration (capabilities block + zero-blocks), stopped VM: the 3 MiB "
-               "disk d1 and the 1 MiB boot disk ide0-hd0 travel in the 'block' section in 1 MiB "
-               "chunks (d1's all-zero second MiB as a ZERO_BLOCK record)."),
-    dict(name="x86-dirty-bitmaps", mode="image", caps=["dirty-bitmaps"], params={},
-         bitmap={"node": "n1", "name": "bm0", "persistent": False},
-         notes="QEMU 7.2 capability dirty-bitmaps with one non-persistent bitmap on disk d1 "
-               "(block-dirty-bitmap-add), stopped VM: a 'dirty-bitmap' section (START and END) "
-               "and MIG_CMD_POSTCOPY_ADVISE with length 0 (dirty-bitmap-only postcopy)."),
+    dict(
+        name="x86-block",
+        mode="image",
+        caps=["block", "zero-blocks"],
+        params={"max-bandwidth": 256 * MiB},
+        notes="QEMU 7.2 block migration (capabilities block + zero-blocks), stopped VM: the 3 MiB "
+        "disk d1 and the 1 MiB boot disk ide0-hd0 travel in the 'block' section in 1 MiB "
+        "chunks (d1's all-zero second MiB as a ZERO_BLOCK record).",
+    ),
+    dict(
+        name="x86-dirty-bitmaps",
+        mode="image",
+        caps=["dirty-bitmaps"],
+        params={},
+        bitmap={"node": "n1", "name": "bm0", "persistent": False},
+        notes="QEMU 7.2 capability dirty-bitmaps with one non-persistent bitmap on disk d1 "
+        "(block-dirty-bitmap-add), stopped VM: a 'dirty-bitmap' section (START and END) "
+        "and MIG_CMD_POSTCOPY_ADVISE with length 0 (dirty-bitmap-only postcopy).",
+    ),
 ]
 
 
@@ -46,7 +56,7 @@ def make_disk(path):
     """3 MiB: text, zeros, text ending in 32 KiB of random bytes (seeded; small, to keep
     the sample small)."""
     text = (b"a disk chunk for the block migration sample; " * 30000)[:MiB]
-    data = text + bytes(MiB) + text[:MiB - 32768] + random.Random(3).randbytes(32768)
+    data = text + bytes(MiB) + text[: MiB - 32768] + random.Random(3).randbytes(32768)
     with open(path, "wb") as f:
         f.write(data)
     return data
@@ -56,9 +66,19 @@ def capture(s, out, workdir, guest_img):
     name = s["name"]
     disk = os.path.join(workdir, f"{name}.disk.raw")
     disk_data = make_disk(disk)
-    args = ["-M", "pc", "-m", "32M", "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on",
-            "-drive", f"file={disk},format=raw,if=none,id=d1,node-name=n1", "-device", "virtio-blk-pci,drive=d1",
-            "-S"]
+    args = [
+        "-M",
+        "pc",
+        "-m",
+        "32M",
+        "-drive",
+        f"file={guest_img},format=raw,if=ide,snapshot=on",
+        "-drive",
+        f"file={disk},format=raw,if=none,id=d1,node-name=n1",
+        "-device",
+        "virtio-blk-pci,drive=d1",
+        "-S",
+    ]
     raw = os.path.join(workdir, f"{name}.mig")
     q = ms.Qemu(QEMU, args, workdir, name)
     try:
@@ -79,21 +99,37 @@ def capture(s, out, workdir, guest_img):
     v2.store_truth(out, truths_raw)
     ms.zstd(raw, os.path.join(out, f"{name}.mig.zst"))
     entry = {
-        "name": name, "stream": f"{name}.mig.zst", "stream_size": os.path.getsize(raw), "machine": "pc",
-        "machine_type_in_stream": "pc-i440fx-7.2", "arch": "x86_64",
+        "name": name,
+        "stream": f"{name}.mig.zst",
+        "stream_size": os.path.getsize(raw),
+        "machine": "pc",
+        "machine_type_in_stream": "pc-i440fx-7.2",
+        "arch": "x86_64",
         "qemu_version": f"{version['qemu']['major']}.{version['qemu']['minor']}.{version['qemu']['micro']}"
-                        f" {version.get('package', '').strip()}".strip(),
-        "capabilities": s["caps"], "parameters": s["params"], "transport": "exec:cat > FILE",
-        "ram_block": "pc.ram", "ram_size": 32 * MiB, "ram_blocks": blocks, "truth": truths,
-        "query_migrate": final, "qemu_cmdline": " ".join(a.replace(workdir + "/", "") for a in q.cmdline),
+        f" {version.get('package', '').strip()}".strip(),
+        "capabilities": s["caps"],
+        "parameters": s["params"],
+        "transport": "exec:cat > FILE",
+        "ram_block": "pc.ram",
+        "ram_size": 32 * MiB,
+        "ram_blocks": blocks,
+        "truth": truths,
+        "query_migrate": final,
+        "qemu_cmdline": " ".join(a.replace(workdir + "/", "") for a in q.cmdline),
         "notes": s["notes"] + (" " + " ".join(notes) if notes else ""),
     }
     if "block" in s["caps"]:
         with open(os.path.join(workdir, f"{name}.disk.bin"), "wb") as f:
             f.write(disk_data)
         ms.zstd(os.path.join(workdir, f"{name}.disk.bin"), os.path.join(out, f"{name}.disk.zst"))
-        entry["disks"] = [{"device": "d1", "file": f"{name}.disk.zst", "length": len(disk_data),
-                           "source": "the source's disk image (raw)"}]
+        entry["disks"] = [
+            {
+                "device": "d1",
+                "file": f"{name}.disk.zst",
+                "length": len(disk_data),
+                "source": "the source's disk image (raw)",
+            }
+        ]
     return entry
 
 

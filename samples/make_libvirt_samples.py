@@ -110,8 +110,11 @@ def restart_libvirtd():
 
 
 def pmemsave(path, addr, size):
-    virsh("qemu-monitor-command", DOMAIN,
-          json.dumps({"execute": "pmemsave", "arguments": {"val": addr, "size": size, "filename": path}}))
+    virsh(
+        "qemu-monitor-command",
+        DOMAIN,
+        json.dumps({"execute": "pmemsave", "arguments": {"val": addr, "size": size, "filename": path}}),
+    )
     for _ in range(50):
         if os.path.exists(path) and os.path.getsize(path) == size:
             return open(path, "rb").read()
@@ -123,8 +126,14 @@ def header_fields(path):
     with open(path, "rb") as f:
         head = f.read(92)
     version, data_len, was_running, fmt, cookie = __import__("struct").unpack_from("<5I", head, 16)
-    return {"magic": head[:16].decode(), "version": version, "data_len": data_len,
-            "was_running": was_running, "format": fmt, "cookie_offset": cookie}
+    return {
+        "magic": head[:16].decode(),
+        "version": version,
+        "data_len": data_len,
+        "was_running": was_running,
+        "format": fmt,
+        "cookie_offset": cookie,
+    }
 
 
 def build_zstd_image(raw_image, out):
@@ -132,6 +141,7 @@ def build_zstd_image(raw_image, out):
     through `zstd -c`; restore runs `zstd -dc`): the real raw image's header with
     format = 5 and its real QEMU stream compressed.  Built, not saved by libvirt."""
     import struct
+
     with open(raw_image, "rb", buffering=0) as f:  # unbuffered: zstd reads the same fd
         head = bytearray(f.read(92))
         (data_len,) = struct.unpack_from("<I", head, 20)
@@ -186,8 +196,11 @@ def main():
             virsh("save", DOMAIN, path)
             virsh("restore", path, "--paused")
             again = pmemsave(os.path.join(work, f"check-{fmt}.bin"), 0, RAM)
-            diff = [o for o in range(0, RAM, 4096) if again[o:o + 4096] != truth[o:o + 4096]
-                    and not any(lo <= o < hi for lo, hi in X86_EXCLUDE)]
+            diff = [
+                o
+                for o in range(0, RAM, 4096)
+                if again[o : o + 4096] != truth[o : o + 4096] and not any(lo <= o < hi for lo, hi in X86_EXCLUDE)
+            ]
             if diff:
                 raise RuntimeError(f"{fmt}: restored RAM differs in {len(diff)} pages")
             images.append((fmt, path))
@@ -204,13 +217,32 @@ def main():
     with open(os.path.join(work, "truth-ram.bin"), "wb") as f:
         f.write(data)
     zstd(os.path.join(work, "truth-ram.bin"), os.path.join(a.out, "libvirt.ram.zst"))
-    shared_bios = subprocess.run(["zstd", "-dc", os.path.join(a.out, "x86.pc.bios.zst")],
-                                 capture_output=True, check=True).stdout
-    truths = [{"file": "libvirt.ram.zst", "block": "pc.ram", "block_offset": 0, "length": RAM, "gpa": 0,
-               "exclude": X86_EXCLUDE, "source": "destination-load-pmemsave"}]
+    shared_bios = subprocess.run(
+        ["zstd", "-dc", os.path.join(a.out, "x86.pc.bios.zst")], capture_output=True, check=True
+    ).stdout
+    truths = [
+        {
+            "file": "libvirt.ram.zst",
+            "block": "pc.ram",
+            "block_offset": 0,
+            "length": RAM,
+            "gpa": 0,
+            "exclude": X86_EXCLUDE,
+            "source": "destination-load-pmemsave",
+        }
+    ]
     if bios == shared_bios:
-        truths.append({"file": "x86.pc.bios.zst", "block": "pc.bios", "block_offset": 0, "length": BIOS,
-                       "gpa": (1 << 32) - BIOS, "exclude": [], "source": "destination-load-pmemsave"})
+        truths.append(
+            {
+                "file": "x86.pc.bios.zst",
+                "block": "pc.bios",
+                "block_offset": 0,
+                "length": BIOS,
+                "gpa": (1 << 32) - BIOS,
+                "exclude": [],
+                "source": "destination-load-pmemsave",
+            }
+        )
     for fmt, path in images:
         if fmt == "raw":
             committed = "libvirt-raw.img.zst"
@@ -218,29 +250,35 @@ def main():
         else:
             committed = f"libvirt-{fmt}.img"
             shutil.copyfile(path, os.path.join(a.out, committed))
-        entries.append({
-            "name": f"libvirt-{fmt}",
-            "kind": "libvirt-save",
-            "stream": committed,
-            "stream_size": os.path.getsize(path),
-            "header": header_fields(path),
-            "save_image_format": fmt,
-            "made_by": "built from libvirt-raw" if fmt == "zstd" else "virsh save (libvirt 9.0.0)",
-            "domain": {"name": DOMAIN, "uuid": UUID, "memory_kib": RAM >> 10},
-            "machine": "pc",
-            "arch": "x86_64",
-            "versions": version.strip().splitlines(),
-            "ram_block": "pc.ram",
-            "truth": truths,
-            "notes": ("built by build_zstd_image() from libvirt-raw: libvirt 9.0.0 has no zstd "
-                      "save format; header and stream are libvirt-raw's, format 5, stream "
-                      "compressed with zstd -c as qemu_saveimage.c does" if fmt == "zstd" else
-                      "virsh save of the running domain (was_running 1); truth = pmemsave after "
-                      "virsh restore --paused of this image" if fmt == "raw" else
-                      f"save_image_format = \"{fmt}\" in qemu.conf; virsh save of the paused domain "
-                      "restored from libvirt-raw (was_running 0); virsh restore --paused of this "
-                      "image gives the same pc.ram as the truth"),
-        })
+        entries.append(
+            {
+                "name": f"libvirt-{fmt}",
+                "kind": "libvirt-save",
+                "stream": committed,
+                "stream_size": os.path.getsize(path),
+                "header": header_fields(path),
+                "save_image_format": fmt,
+                "made_by": "built from libvirt-raw" if fmt == "zstd" else "virsh save (libvirt 9.0.0)",
+                "domain": {"name": DOMAIN, "uuid": UUID, "memory_kib": RAM >> 10},
+                "machine": "pc",
+                "arch": "x86_64",
+                "versions": version.strip().splitlines(),
+                "ram_block": "pc.ram",
+                "truth": truths,
+                "notes": (
+                    "built by build_zstd_image() from libvirt-raw: libvirt 9.0.0 has no zstd "
+                    "save format; header and stream are libvirt-raw's, format 5, stream "
+                    "compressed with zstd -c as qemu_saveimage.c does"
+                    if fmt == "zstd"
+                    else "virsh save of the running domain (was_running 1); truth = pmemsave after "
+                    "virsh restore --paused of this image"
+                    if fmt == "raw"
+                    else f'save_image_format = "{fmt}" in qemu.conf; virsh save of the paused domain '
+                    "restored from libvirt-raw (was_running 0); virsh restore --paused of this "
+                    "image gives the same pc.ram as the truth"
+                ),
+            }
+        )
     path = os.path.join(a.out, "samples.json")
     names = {e["name"] for e in entries}
     listed = [s for s in json.load(open(path)) if s["name"] not in names] if os.path.exists(path) else []

@@ -41,7 +41,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GUEST_ASM = os.path.join(HERE, "guest", "guest.asm")
 MiB = 1 << 20
 
-X86_EXCLUDE = [[0xA0000, 0x100000]]   # VGA window / BIOS ROM alias (block offsets)
+X86_EXCLUDE = [[0xA0000, 0x100000]]  # VGA window / BIOS ROM alias (block offsets)
 
 
 def log(*a):
@@ -54,70 +54,158 @@ def log(*a):
 RUNNING_PARAMS = {"max-bandwidth": 32 * MiB, "downtime-limit": 30}
 
 SAMPLES = [
-    dict(name="x86-fresh-S", arch="x86_64", machine="pc", mode="paused",
-         caps=[], params={},
-         notes="i440fx started with -S and never run: pc.ram is all zero, "
-               "firmware only in the ROM blocks (pc.bios, pc.rom)."),
-    dict(name="x86-stopped", arch="x86_64", machine="pc", mode="stopped",
-         caps=[], params={},
-         notes="i440fx, test guest ran ~2 s after printing 'ready', then QMP stop, "
-               "then migrate (single pass, no dirtying)."),
-    dict(name="x86-running", arch="x86_64", machine="pc", mode="running",
-         caps=[], params=dict(RUNNING_PARAMS),
-         notes="i440fx, test guest dirtying pages during migration."),
-    dict(name="x86-xbzrle", arch="x86_64", machine="pc", mode="running",
-         caps=["xbzrle"], params=dict(RUNNING_PARAMS, **{"xbzrle-cache-size": 8 * MiB}),
-         notes="i440fx, guest dirtying, XBZRLE on."),
-    dict(name="x86-compress", arch="x86_64", machine="pc", mode="running",
-         caps=["compress"], params=dict(RUNNING_PARAMS, **{"compress-threads": 2}),
-         notes="i440fx, guest dirtying, legacy multi-thread zlib compression "
-               "(COMPRESS_PAGE records). Loading needs 'compress' on the destination."),
-    dict(name="x86-postcopy", arch="x86_64", machine="pc", mode="running",
-         caps=["postcopy-ram"], params={"max-bandwidth": 8 * MiB, "downtime-limit": 30},
-         postcopy_after=0.5,
-         transport="unix",
-         notes="i440fx, guest dirtying, postcopy-ram on, migrate-start-postcopy "
-               "about 1 s after migrate. Captured over a unix socket (return path "
-               "needed); the capture server answers nothing but a "
-               "MIG_RP_MSG_SHUT(0) once postcopy is active, so the source can complete. "
-               "With exec:cat QEMU 7.2 accepts postcopy but then stays in "
-               "postcopy-active forever (its return-path thread never gets SHUT/EOF)."),
-    dict(name="x86-q35", arch="x86_64", machine="q35", mode="running",
-         caps=[], params=dict(RUNNING_PARAMS),
-         notes="q35 (ICH9), test guest dirtying pages during migration."),
-    dict(name="x86-ignore-shared", arch="x86_64", machine="pc", mode="stopped",
-         caps=["x-ignore-shared"], params={}, shared_ram=True,
-         notes="i440fx whose pc.ram is a shared memory-backend-file (share=on), capability "
-               "x-ignore-shared on both sides: MEM_SIZE carries each block's guest address and "
-               "pc.ram's pages are not in the stream (a destination maps the same file). The "
-               "truth covers pc.bios only; pc.ram's content lives in the shared file, not here."),
-    dict(name="x86-qemu10-ignore-shared", arch="x86_64", machine="pc", mode="stopped",
-         caps=["x-ignore-shared"], params={}, shared_ram=True, qemu_root="QEMU10_ROOT",
-         notes="As x86-ignore-shared, with QEMU 10.0.2 (Debian bookworm-backports, unpacked into "
-               "a private folder, $QEMU10_ROOT, default /var/tmp/qemu10; see README): its "
-               "VMDESCRIPTION describes the configuration section (8.2+) and it sends "
-               "SWITCHOVER_START. Made for the devices and x-ignore-shared tests."),
-    dict(name="aarch64-virt", arch="aarch64", machine="virt", mode="image",
-         caps=[], params={}, ram_base=0x40000000, ram_size=64 * MiB,
-         ram_id="mach-virt.ram", extra=["-cpu", "max"],
-         notes="aarch64 virt -cpu max, paused (-S), RAM preloaded from a generated "
-               "image via memory-backend-file (share=off); no firmware/kernel."),
-    dict(name="ppc64-pseries", arch="ppc64", machine="pseries", mode="image",
-         caps=[], params={}, ram_base=0, ram_size=256 * MiB,
-         ram_id="ppc_spapr.ram", extra=[],
-         notes="ppc64 pseries, paused (-S), RAM preloaded from a generated image "
-               "via memory-backend-file (share=off). QEMU copies SLOF into RAM at 0, "
-               "so the first ~1 MiB is firmware, not the image."),
-    dict(name="s390x-ccw", arch="s390x", machine="s390-ccw-virtio", mode="image",
-         caps=[], params={}, ram_base=0, ram_size=64 * MiB,
-         ram_id="s390.ram", extra=[],
-         notes="s390x s390-ccw-virtio, paused (-S), RAM preloaded from a generated "
-               "image via memory-backend-file (share=off). QEMU loads the s390-ccw "
-               "firmware near the top of RAM (0x3e00000)."),
+    dict(
+        name="x86-fresh-S",
+        arch="x86_64",
+        machine="pc",
+        mode="paused",
+        caps=[],
+        params={},
+        notes="i440fx started with -S and never run: pc.ram is all zero, "
+        "firmware only in the ROM blocks (pc.bios, pc.rom).",
+    ),
+    dict(
+        name="x86-stopped",
+        arch="x86_64",
+        machine="pc",
+        mode="stopped",
+        caps=[],
+        params={},
+        notes="i440fx, test guest ran ~2 s after printing 'ready', then QMP stop, "
+        "then migrate (single pass, no dirtying).",
+    ),
+    dict(
+        name="x86-running",
+        arch="x86_64",
+        machine="pc",
+        mode="running",
+        caps=[],
+        params=dict(RUNNING_PARAMS),
+        notes="i440fx, test guest dirtying pages during migration.",
+    ),
+    dict(
+        name="x86-xbzrle",
+        arch="x86_64",
+        machine="pc",
+        mode="running",
+        caps=["xbzrle"],
+        params=dict(RUNNING_PARAMS, **{"xbzrle-cache-size": 8 * MiB}),
+        notes="i440fx, guest dirtying, XBZRLE on.",
+    ),
+    dict(
+        name="x86-compress",
+        arch="x86_64",
+        machine="pc",
+        mode="running",
+        caps=["compress"],
+        params=dict(RUNNING_PARAMS, **{"compress-threads": 2}),
+        notes="i440fx, guest dirtying, legacy multi-thread zlib compression "
+        "(COMPRESS_PAGE records). Loading needs 'compress' on the destination.",
+    ),
+    dict(
+        name="x86-postcopy",
+        arch="x86_64",
+        machine="pc",
+        mode="running",
+        caps=["postcopy-ram"],
+        params={"max-bandwidth": 8 * MiB, "downtime-limit": 30},
+        postcopy_after=0.5,
+        transport="unix",
+        notes="i440fx, guest dirtying, postcopy-ram on, migrate-start-postcopy "
+        "about 1 s after migrate. Captured over a unix socket (return path "
+        "needed); the capture server answers nothing but a "
+        "MIG_RP_MSG_SHUT(0) once postcopy is active, so the source can complete. "
+        "With exec:cat QEMU 7.2 accepts postcopy but then stays in "
+        "postcopy-active forever (its return-path thread never gets SHUT/EOF).",
+    ),
+    dict(
+        name="x86-q35",
+        arch="x86_64",
+        machine="q35",
+        mode="running",
+        caps=[],
+        params=dict(RUNNING_PARAMS),
+        notes="q35 (ICH9), test guest dirtying pages during migration.",
+    ),
+    dict(
+        name="x86-ignore-shared",
+        arch="x86_64",
+        machine="pc",
+        mode="stopped",
+        caps=["x-ignore-shared"],
+        params={},
+        shared_ram=True,
+        notes="i440fx whose pc.ram is a shared memory-backend-file (share=on), capability "
+        "x-ignore-shared on both sides: MEM_SIZE carries each block's guest address and "
+        "pc.ram's pages are not in the stream (a destination maps the same file). The "
+        "truth covers pc.bios only; pc.ram's content lives in the shared file, not here.",
+    ),
+    dict(
+        name="x86-qemu10-ignore-shared",
+        arch="x86_64",
+        machine="pc",
+        mode="stopped",
+        caps=["x-ignore-shared"],
+        params={},
+        shared_ram=True,
+        qemu_root="QEMU10_ROOT",
+        notes="As x86-ignore-shared, with QEMU 10.0.2 (Debian bookworm-backports, unpacked into "
+        "a private folder, $QEMU10_ROOT, default /var/tmp/qemu10; see README): its "
+        "VMDESCRIPTION describes the configuration section (8.2+) and it sends "
+        "SWITCHOVER_START. Made for the devices and x-ignore-shared tests.",
+    ),
+    dict(
+        name="aarch64-virt",
+        arch="aarch64",
+        machine="virt",
+        mode="image",
+        caps=[],
+        params={},
+        ram_base=0x40000000,
+        ram_size=64 * MiB,
+        ram_id="mach-virt.ram",
+        extra=["-cpu", "max"],
+        notes="aarch64 virt -cpu max, paused (-S), RAM preloaded from a generated "
+        "image via memory-backend-file (share=off); no firmware/kernel.",
+    ),
+    dict(
+        name="ppc64-pseries",
+        arch="ppc64",
+        machine="pseries",
+        mode="image",
+        caps=[],
+        params={},
+        ram_base=0,
+        ram_size=256 * MiB,
+        ram_id="ppc_spapr.ram",
+        extra=[],
+        notes="ppc64 pseries, paused (-S), RAM preloaded from a generated image "
+        "via memory-backend-file (share=off). QEMU copies SLOF into RAM at 0, "
+        "so the first ~1 MiB is firmware, not the image.",
+    ),
+    dict(
+        name="s390x-ccw",
+        arch="s390x",
+        machine="s390-ccw-virtio",
+        mode="image",
+        caps=[],
+        params={},
+        ram_base=0,
+        ram_size=64 * MiB,
+        ram_id="s390.ram",
+        extra=[],
+        notes="s390x s390-ccw-virtio, paused (-S), RAM preloaded from a generated "
+        "image via memory-backend-file (share=off). QEMU loads the s390-ccw "
+        "firmware near the top of RAM (0x3e00000).",
+    ),
 ]
 
-QEMU_BIN = {"x86_64": "qemu-system-x86_64", "aarch64": "qemu-system-aarch64",
-            "ppc64": "qemu-system-ppc64", "s390x": "qemu-system-s390x"}
+QEMU_BIN = {
+    "x86_64": "qemu-system-x86_64",
+    "aarch64": "qemu-system-aarch64",
+    "ppc64": "qemu-system-ppc64",
+    "s390x": "qemu-system-s390x",
+}
 
 
 def qemu_root(s):
@@ -138,6 +226,7 @@ def qemu_binary(s):
 
 # ---------------------------------------------------------------------------
 # helpers
+
 
 def build_guest(workdir):
     """nasm the boot sector + stage 2, pad to 1 MiB (SeaBIOS on q35 needs it)."""
@@ -178,8 +267,8 @@ def make_ram_image(path, size, seed=1234):
             else:
                 page = bytearray(4096)
                 o = (i * 8) & 0xFFC
-                page[o:o + 4] = struct.pack("<I", i)
-        buf[off:off + 4096] = page
+                page[o : o + 4] = struct.pack("<I", i)
+        buf[off : off + 4096] = page
     with open(path, "wb") as f:
         f.write(buf)
 
@@ -195,13 +284,21 @@ class Qemu:
         self.sock = os.path.join(workdir, f"{tag}.qmp")
         self.serial = os.path.join(workdir, f"{tag}.serial")
         self.errlog = os.path.join(workdir, f"{tag}.stderr")
-        cmd = [binary, "-accel", "tcg", "-display", "none", "-nodefaults",
-               "-serial", f"file:{self.serial}",
-               "-qmp", f"unix:{self.sock},server=on,wait=off"] + args
+        cmd = [
+            binary,
+            "-accel",
+            "tcg",
+            "-display",
+            "none",
+            "-nodefaults",
+            "-serial",
+            f"file:{self.serial}",
+            "-qmp",
+            f"unix:{self.sock},server=on,wait=off",
+        ] + args
         self.cmdline = cmd
         log("  $", " ".join(cmd))
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL,
-                                     stderr=open(self.errlog, "wb"))
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(self.errlog, "wb"))
         self.qmp = None
         try:
             self._connect()
@@ -304,9 +401,15 @@ def ramblocks(q):
         parts = line.split()
         # QEMU 10 appends HVA and RO columns.
         if len(parts) >= 6 and parts[3].startswith("0x") and parts[5].startswith("0x"):
-            out.append({"name": parts[0], "page_size": parts[1] + " " + parts[2],
-                        "offset": int(parts[3], 16), "used": int(parts[4], 16),
-                        "max": int(parts[5], 16)})
+            out.append(
+                {
+                    "name": parts[0],
+                    "page_size": parts[1] + " " + parts[2],
+                    "offset": int(parts[3], 16),
+                    "used": int(parts[4], 16),
+                    "max": int(parts[5], 16),
+                }
+            )
     return out
 
 
@@ -315,19 +418,26 @@ def qemu_args(s, workdir, guest_img, incoming=False):
     if qemu_root(s):
         args += ["-L", os.path.join(qemu_root(s), "usr/share/qemu")]
     if s["arch"] == "x86_64":
-        args += ["-m", "32M",
-                 "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
+        args += ["-m", "32M", "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
         if s.get("shared_ram"):
             # Source and destination map the same file: what x-ignore-shared is for.
-            args += ["-machine", "memory-backend=pc.ram",
-                     "-object", f"memory-backend-file,id=pc.ram,size=32M,"
-                                f"mem-path={os.path.join(workdir, s['name'] + '.shared')},share=on"]
+            args += [
+                "-machine",
+                "memory-backend=pc.ram",
+                "-object",
+                f"memory-backend-file,id=pc.ram,size=32M,"
+                f"mem-path={os.path.join(workdir, s['name'] + '.shared')},share=on",
+            ]
     else:
         img = os.path.join(workdir, f"{s['name']}.img")
-        args += ["-m", f"{s['ram_size'] // MiB}M",
-                 "-machine", f"memory-backend={s['ram_id']}",
-                 "-object", f"memory-backend-file,id={s['ram_id']},size={s['ram_size']},"
-                            f"mem-path={img},share=off"]
+        args += [
+            "-m",
+            f"{s['ram_size'] // MiB}M",
+            "-machine",
+            f"memory-backend={s['ram_id']}",
+            "-object",
+            f"memory-backend-file,id={s['ram_id']},size={s['ram_size']},mem-path={img},share=off",
+        ]
         args += s.get("extra", [])
     if incoming:
         args += ["-S", "-incoming", "defer"]
@@ -350,8 +460,12 @@ def wait_migration(q, s, server=None, timeout=120):
         if status in ("failed", "cancelled"):
             raise RuntimeError(f"migration {status}: {st}")
         el = time.time() - t0
-        if s.get("postcopy_after") is not None and not post_started and el >= s["postcopy_after"] \
-                and status == "active":
+        if (
+            s.get("postcopy_after") is not None
+            and not post_started
+            and el >= s["postcopy_after"]
+            and status == "active"
+        ):
             log("  migrate-start-postcopy")
             q.cmd("migrate-start-postcopy")
             post_started = True
@@ -360,11 +474,9 @@ def wait_migration(q, s, server=None, timeout=120):
         else:
             zero_since = None
         stuck = zero_since is not None and time.time() - zero_since > 3
-        if server is not None and (status == "postcopy-active" or stuck) \
-                and not getattr(server, "shut", False):
+        if server is not None and (status == "postcopy-active" or stuck) and not getattr(server, "shut", False):
             if stuck:
-                notes.append("precopy finished before postcopy started; SHUT sent to "
-                             "let the source complete")
+                notes.append("precopy finished before postcopy started; SHUT sent to let the source complete")
             # The destination would answer SHUT at the very end; nothing on the
             # source depends on its timing, so send it once postcopy runs.
             time.sleep(0.5)
@@ -393,7 +505,7 @@ def check_header(path):
         raise RuntimeError(f"bad stream header {head[:8]!r}")
     if head[8] == 0x07:
         (n,) = struct.unpack(">I", head[9:13])
-        return head[13:13 + n].decode("ascii", "replace")
+        return head[13 : 13 + n].decode("ascii", "replace")
     return None
 
 
@@ -403,9 +515,11 @@ def diff_pages(a_path, b_path, length, exclude):
     b = open(b_path, "rb").read()
     if len(a) != length or len(b) != length:
         raise RuntimeError(f"pmemsave length mismatch {len(a)} {len(b)} != {length}")
-    return [off for off in range(0, length, 4096)
-            if not any(lo <= off < hi for lo, hi in exclude)
-            and a[off:off + 4096] != b[off:off + 4096]]
+    return [
+        off
+        for off in range(0, length, 4096)
+        if not any(lo <= off < hi for lo, hi in exclude) and a[off : off + 4096] != b[off : off + 4096]
+    ]
 
 
 def loaded_truth_diffs(q, s, workdir, truths_raw, done_states):
@@ -433,12 +547,10 @@ def loaded_truth_diffs(q, s, workdir, truths_raw, done_states):
 def verify(s, workdir, guest_img, stream, truths_raw, caps):
     """Load the stream into a paused destination and compare pmemsave dumps."""
     binary = qemu_binary(s)
-    q = Qemu(binary, qemu_args(s, workdir, guest_img, incoming=True), workdir,
-             f"{s['name']}-dst")
+    q = Qemu(binary, qemu_args(s, workdir, guest_img, incoming=True), workdir, f"{s['name']}-dst")
     try:
         if caps:
-            q.cmd("migrate-set-capabilities",
-                  capabilities=[{"capability": c, "state": True} for c in caps])
+            q.cmd("migrate-set-capabilities", capabilities=[{"capability": c, "state": True} for c in caps])
         if "compress" in caps:
             q.cmd("migrate-set-parameters", **{"decompress-threads": 2})
         q.cmd("migrate-incoming", uri=f"exec:cat {stream}")
@@ -448,6 +560,7 @@ def verify(s, workdir, guest_img, stream, truths_raw, caps):
 
 
 # ---------------------------------------------------------------------------
+
 
 def capture(s, out, workdir, guest_img, do_verify):
     name = s["name"]
@@ -464,7 +577,8 @@ def capture(s, out, workdir, guest_img, do_verify):
         ver = q.cmd("query-version")
         qv = ver["qemu"]
         qemu_version = f"{qv['major']}.{qv['minor']}.{qv['micro']}" + (
-            f" ({ver['package'].strip()})" if ver.get("package") else "")
+            f" ({ver['package'].strip()})" if ver.get("package") else ""
+        )
         if s["mode"] in ("running", "stopped"):
             t0 = time.time()
             while "migstream guest ready" not in q.serial_text():
@@ -477,8 +591,7 @@ def capture(s, out, workdir, guest_img, do_verify):
                 q.cmd("stop")
         blocks = ramblocks(q)
         if s["caps"]:
-            q.cmd("migrate-set-capabilities",
-                  capabilities=[{"capability": c, "state": True} for c in s["caps"]])
+            q.cmd("migrate-set-capabilities", capabilities=[{"capability": c, "state": True} for c in s["caps"]])
         if s["params"]:
             q.cmd("migrate-set-parameters", **s["params"])
         if s.get("transport") == "unix":
@@ -498,9 +611,11 @@ def capture(s, out, workdir, guest_img, do_verify):
         status_after = q.cmd("query-status")["status"]
         ticks = q.serial_text().count("migstream guest tick")
         ram = st.get("ram", {})
-        log(f"  completed: dirty-sync-count={ram.get('dirty-sync-count')} "
+        log(
+            f"  completed: dirty-sync-count={ram.get('dirty-sync-count')} "
             f"transferred={ram.get('transferred')} total-time={st.get('total-time')}ms "
-            f"downtime={st.get('downtime')}ms vm={status_after}")
+            f"downtime={st.get('downtime')}ms vm={status_after}"
+        )
 
         # ground truth from the stopped source
         truths, truths_raw = [], []
@@ -518,9 +633,14 @@ def capture(s, out, workdir, guest_img, do_verify):
         for blk, gpa, length, ex in specs:
             rawf = os.path.join(workdir, f"{name}.{blk}.bin")
             q.cmd("pmemsave", val=gpa, size=length, filename=rawf)
-            t = {"file": f"{name}.ram.zst" if blk == main["name"] else f"{name}.{blk}.zst",
-                 "block": blk, "block_offset": 0, "length": length, "gpa": gpa,
-                 "exclude": ex}
+            t = {
+                "file": f"{name}.ram.zst" if blk == main["name"] else f"{name}.{blk}.zst",
+                "block": blk,
+                "block_offset": 0,
+                "length": length,
+                "gpa": gpa,
+                "exclude": ex,
+            }
             truths.append(t)
             truths_raw.append((t, rawf))
         final = q.cmd("query-migrate")
@@ -540,12 +660,14 @@ def capture(s, out, workdir, guest_img, do_verify):
         img = open(os.path.join(workdir, f"{name}.img"), "rb").read()
         dump = open(truths_raw[0][1], "rb").read()
         if dump != img:
-            d = [o for o in range(0, len(img), 4096) if img[o:o + 4096] != dump[o:o + 4096]]
+            d = [o for o in range(0, len(img), 4096) if img[o : o + 4096] != dump[o : o + 4096]]
             what = ""
-            if dump[d[0]:d[0] + 4] == b"\xd0\x0d\xfe\xed":
+            if dump[d[0] : d[0] + 4] == b"\xd0\x0d\xfe\xed":
                 what = f" (QEMU wrote a flattened device tree, magic d00dfeed, at {d[0]:#x})"
-            notes.append(f"pmemsave differs from the generated RAM image in {len(d)} pages, "
-                         f"block offsets {[hex(o) for o in d[:16]]}{what}.")
+            notes.append(
+                f"pmemsave differs from the generated RAM image in {len(d)} pages, "
+                f"block offsets {[hex(o) for o in d[:16]]}{what}."
+            )
         else:
             notes.append("pmemsave equals the generated RAM image")
 
@@ -555,8 +677,10 @@ def capture(s, out, workdir, guest_img, do_verify):
         for t, dst, diffs in verify(s, workdir, guest_img, raw_stream, truths_raw, s["caps"]):
             if not diffs:
                 log(f"  verify {t['block']}: destination == source")
-                notes.append(f"{t['block']}: a paused destination (same QEMU binary) loading this "
-                             f"stream has identical memory (outside excludes).")
+                notes.append(
+                    f"{t['block']}: a paused destination (same QEMU binary) loading this "
+                    f"stream has identical memory (outside excludes)."
+                )
                 continue
             log(f"  verify {t['block']}: {len(diffs)} pages differ -> truth from destination")
             # The stream (as QEMU itself loads it) is the reference for a decoder:
@@ -570,12 +694,13 @@ def capture(s, out, workdir, guest_img, do_verify):
                 f"destination loads from this stream in {len(diffs)} pages (the guest's "
                 f"latest small increments / page rewrites are missing from the stream), so "
                 f"this truth is the destination's pmemsave after loading the stream; the "
-                f"differing block offsets are in source_differs_pages.")
+                f"differing block offsets are in source_differs_pages."
+            )
 
     zstd(raw_stream, os.path.join(out, f"{name}.mig.zst"))
     for t, rawf in truths_raw:
         data = bytearray(open(rawf, "rb").read())
-        for lo, hi in t["exclude"]:      # excluded bytes are stored as zeros
+        for lo, hi in t["exclude"]:  # excluded bytes are stored as zeros
             data[lo:hi] = bytes(hi - lo)
         with open(rawf, "wb") as f:
             f.write(data)
@@ -583,7 +708,8 @@ def capture(s, out, workdir, guest_img, do_verify):
             # the firmware ROM is identical in every x86 sample: store it once
             shared = os.path.join(out, "x86.pc.bios.zst")
             same = os.path.exists(shared) and subprocess.run(
-                ["zstd", "-dc", shared], capture_output=True, check=True).stdout == bytes(data)
+                ["zstd", "-dc", shared], capture_output=True, check=True
+            ).stdout == bytes(data)
             if same or not os.path.exists(shared):
                 t["file"] = "x86.pc.bios.zst"
         dst = os.path.join(out, t["file"])
@@ -608,10 +734,20 @@ def capture(s, out, workdir, guest_img, do_verify):
         "ram_size": size,
         "ram_blocks": blocks,
         "truth": truths,
-        "query_migrate": {k: final.get(k) for k in
-                          ("status", "total-time", "downtime", "setup-time",
-                           "expected-downtime", "ram", "xbzrle-cache", "compression")
-                          if k in final},
+        "query_migrate": {
+            k: final.get(k)
+            for k in (
+                "status",
+                "total-time",
+                "downtime",
+                "setup-time",
+                "expected-downtime",
+                "ram",
+                "xbzrle-cache",
+                "compression",
+            )
+            if k in final
+        },
         "qemu_cmdline": " ".join(q.cmdline).replace(workdir + "/", ""),
         "guest_ticks_printed": ticks if s["arch"] == "x86_64" else None,
         "notes": " ".join([s["notes"]] + notes),

@@ -54,64 +54,131 @@ def multifd(comp, channels=2):
 # the vm that was paused due to previous migration".)
 SAMPLES = [
     # --- QEMU 10, main stream only
-    dict(name="q10-running", qemu="10", mode="running", caps=[], params=dict(RUNNING),
-         transport="exec",
-         notes="QEMU 10.0 i440fx, guest dirtying pages during migration (several "
-               "iterations, SWITCHOVER_START before the RAM END section); default "
-               "zero-page-detection (multifd; without the multifd capability the main "
-               "thread detects zero pages as before)."),
-    dict(name="q10-zpd-none", qemu="10", mode="image", caps=[],
-         params={"zero-page-detection": "none"}, transport="exec",
-         notes="QEMU 10.0, stopped guest, zero-page-detection none: zero pages are sent "
-               "as full PAGE records."),
+    dict(
+        name="q10-running",
+        qemu="10",
+        mode="running",
+        caps=[],
+        params=dict(RUNNING),
+        transport="exec",
+        notes="QEMU 10.0 i440fx, guest dirtying pages during migration (several "
+        "iterations, SWITCHOVER_START before the RAM END section); default "
+        "zero-page-detection (multifd; without the multifd capability the main "
+        "thread detects zero pages as before).",
+    ),
+    dict(
+        name="q10-zpd-none",
+        qemu="10",
+        mode="image",
+        caps=[],
+        params={"zero-page-detection": "none"},
+        transport="exec",
+        notes="QEMU 10.0, stopped guest, zero-page-detection none: zero pages are sent as full PAGE records.",
+    ),
     # --- multifd over a socket, 2 channels
-    dict(name="x86-multifd-nocomp", qemu="7.2", mode="running", caps=["multifd"],
-         params=dict(RUNNING, **multifd("none")), transport="multi",
-         notes="QEMU 7.2 multifd, 2 channels, no compression, guest dirtying (several "
-               "sync rounds)."),
-    dict(name="x86-multifd-zlib", qemu="7.2", mode="image", caps=["multifd"],
-         params=multifd("zlib"), transport="multi",
-         notes="QEMU 7.2 multifd, 2 channels, zlib, stopped guest."),
-    dict(name="x86-multifd-zstd", qemu="7.2", mode="image", caps=["multifd"],
-         params=multifd("zstd"), transport="multi",
-         notes="QEMU 7.2 multifd, 2 channels, zstd, stopped guest."),
-    dict(name="q10-multifd-nocomp", qemu="10", mode="running", caps=["multifd"],
-         params=dict(RUNNING, **multifd("none")), transport="multi",
-         notes="QEMU 10.0 multifd, 2 channels, no compression, guest dirtying; zero "
-               "pages listed in packets (zero-page-detection multifd, the default)."),
-    dict(name="q10-multifd-zlib", qemu="10", mode="image", caps=["multifd"],
-         params=multifd("zlib"), transport="multi",
-         notes="QEMU 10.0 multifd, 2 channels, zlib, stopped guest."),
-    dict(name="q10-multifd-zstd", qemu="10", mode="image", caps=["multifd"],
-         params=multifd("zstd"), transport="multi",
-         notes="QEMU 10.0 multifd, 2 channels, zstd, stopped guest."),
-    dict(name="q10-multifd-zpd-legacy", qemu="10", mode="image", caps=["multifd"],
-         params=dict(multifd("none"), **{"zero-page-detection": "legacy"}), transport="multi",
-         notes="QEMU 10.0 multifd, 2 channels, stopped guest, zero-page-detection legacy: "
-               "zero pages as ZERO records on the main channel."),
+    dict(
+        name="x86-multifd-nocomp",
+        qemu="7.2",
+        mode="running",
+        caps=["multifd"],
+        params=dict(RUNNING, **multifd("none")),
+        transport="multi",
+        notes="QEMU 7.2 multifd, 2 channels, no compression, guest dirtying (several sync rounds).",
+    ),
+    dict(
+        name="x86-multifd-zlib",
+        qemu="7.2",
+        mode="image",
+        caps=["multifd"],
+        params=multifd("zlib"),
+        transport="multi",
+        notes="QEMU 7.2 multifd, 2 channels, zlib, stopped guest.",
+    ),
+    dict(
+        name="x86-multifd-zstd",
+        qemu="7.2",
+        mode="image",
+        caps=["multifd"],
+        params=multifd("zstd"),
+        transport="multi",
+        notes="QEMU 7.2 multifd, 2 channels, zstd, stopped guest.",
+    ),
+    dict(
+        name="q10-multifd-nocomp",
+        qemu="10",
+        mode="running",
+        caps=["multifd"],
+        params=dict(RUNNING, **multifd("none")),
+        transport="multi",
+        notes="QEMU 10.0 multifd, 2 channels, no compression, guest dirtying; zero "
+        "pages listed in packets (zero-page-detection multifd, the default).",
+    ),
+    dict(
+        name="q10-multifd-zlib",
+        qemu="10",
+        mode="image",
+        caps=["multifd"],
+        params=multifd("zlib"),
+        transport="multi",
+        notes="QEMU 10.0 multifd, 2 channels, zlib, stopped guest.",
+    ),
+    dict(
+        name="q10-multifd-zstd",
+        qemu="10",
+        mode="image",
+        caps=["multifd"],
+        params=multifd("zstd"),
+        transport="multi",
+        notes="QEMU 10.0 multifd, 2 channels, zstd, stopped guest.",
+    ),
+    dict(
+        name="q10-multifd-zpd-legacy",
+        qemu="10",
+        mode="image",
+        caps=["multifd"],
+        params=dict(multifd("none"), **{"zero-page-detection": "legacy"}),
+        transport="multi",
+        notes="QEMU 10.0 multifd, 2 channels, stopped guest, zero-page-detection legacy: "
+        "zero pages as ZERO records on the main channel.",
+    ),
     # --- mapped-ram (file: URI)
-    dict(name="q10-mapped-ram", qemu="10", mode="image", caps=["mapped-ram"],
-         params={}, transport="file",
-         notes="QEMU 10.0 mapped-ram to a file: URI, stopped guest (as libvirt saves)."),
-    dict(name="q10-mapped-ram-multifd", qemu="10", mode="image",
-         caps=["mapped-ram", "multifd"], params=multifd("none"), transport="file",
-         notes="QEMU 10.0 mapped-ram + multifd (2 channels write pages in place with pwritev), "
-               "stopped guest."),
+    dict(
+        name="q10-mapped-ram",
+        qemu="10",
+        mode="image",
+        caps=["mapped-ram"],
+        params={},
+        transport="file",
+        notes="QEMU 10.0 mapped-ram to a file: URI, stopped guest (as libvirt saves).",
+    ),
+    dict(
+        name="q10-mapped-ram-multifd",
+        qemu="10",
+        mode="image",
+        caps=["mapped-ram", "multifd"],
+        params=multifd("none"),
+        transport="file",
+        notes="QEMU 10.0 mapped-ram + multifd (2 channels write pages in place with pwritev), stopped guest.",
+    ),
 ]
 
 #: What every migration starts from (capabilities not in the sample are switched off too).
-DEFAULT_PARAMS = {"7.2": {"multifd-compression": "none"},
-                  "10": {"multifd-compression": "none", "zero-page-detection": "multifd"}}
+DEFAULT_PARAMS = {
+    "7.2": {"multifd-compression": "none"},
+    "10": {"multifd-compression": "none", "zero-page-detection": "multifd"},
+}
 
 
 def qemu10_wrapper(root, workdir):
     """A shell wrapper so that make_samples.Qemu can start QEMU 10 like any binary."""
     path = os.path.join(workdir, "qemu10-system-x86_64")
     with open(path, "w") as f:
-        f.write("#!/bin/sh\n"
-                f"QEMU_MODULE_DIR={root}/usr/lib/x86_64-linux-gnu/qemu "
-                f"exec {root}/usr/bin/qemu-system-x86_64 -L {root}/usr/share/qemu "
-                "-L /usr/share/seabios \"$@\"\n")
+        f.write(
+            "#!/bin/sh\n"
+            f"QEMU_MODULE_DIR={root}/usr/lib/x86_64-linux-gnu/qemu "
+            f"exec {root}/usr/bin/qemu-system-x86_64 -L {root}/usr/share/qemu "
+            '-L /usr/share/seabios "$@"\n'
+        )
     os.chmod(path, 0o755)
     return path
 
@@ -219,8 +286,12 @@ def x86_args(s, guest_img, incoming=False):
         img = os.path.join(os.path.dirname(guest_img), "ram.img")
         if not os.path.exists(img):
             ms.make_ram_image(img, IMAGE_SIZE)
-        args += ["-machine", "memory-backend=pc.ram", "-object",
-                 f"memory-backend-file,id=pc.ram,size={IMAGE_SIZE},mem-path={img},share=off"]
+        args += [
+            "-machine",
+            "memory-backend=pc.ram",
+            "-object",
+            f"memory-backend-file,id=pc.ram,size={IMAGE_SIZE},mem-path={img},share=off",
+        ]
         if not incoming:
             args += ["-S"]
     if incoming:
@@ -239,8 +310,9 @@ def verify(s, binary, workdir, guest_img, main, channels, truths_raw):
     q = ms.Qemu(binary, x86_args(s, guest_img, incoming=True), workdir, f"{s['name']}-dst")
     conns = []
     try:
-        set_migration(q, {"caps": s["caps"], "params": {k: v for k, v in s["params"].items()
-                                                         if k.startswith("multifd")}})
+        set_migration(
+            q, {"caps": s["caps"], "params": {k: v for k, v in s["params"].items() if k.startswith("multifd")}}
+        )
         if s["transport"] == "multi":
             sock = os.path.join(workdir, f"{s['name']}-dst.sock")
             q.cmd("migrate-incoming", uri=f"unix:{sock}")
@@ -284,13 +356,17 @@ def migrate_once(q, s, workdir, all_caps, qemu):
         if server is not None:
             server.finish()
     ram = final.get("ram", {})
-    ms.log(f"  completed: dirty-sync-count={ram.get('dirty-sync-count')} "
-           f"transferred={ram.get('transferred')} multifd-bytes={ram.get('multifd-bytes')}")
+    ms.log(
+        f"  completed: dirty-sync-count={ram.get('dirty-sync-count')} "
+        f"transferred={ram.get('transferred')} multifd-bytes={ram.get('multifd-bytes')}"
+    )
     channels = []
     if server is not None:
         named = name_channels(server.files)
-        order = ["main" if named.get("main") == f else
-                 f"channel {next(k for k, v in named.items() if v == f)}" for f in server.files]
+        order = [
+            "main" if named.get("main") == f else f"channel {next(k for k, v in named.items() if v == f)}"
+            for f in server.files
+        ]
         notes.append(f"connections accepted in this order: {', '.join(order)}.")
         os.replace(named.pop("main"), raw_main)
         for cid in sorted(named):
@@ -304,13 +380,21 @@ def take_truth(q, blocks, workdir, stem):
     main = next(b for b in blocks if b["name"] == "pc.ram")
     bios = next(b for b in blocks if b["name"] == "pc.bios")
     truths, truths_raw = [], []
-    for blk, gpa, length, ex in [("pc.ram", 0, main["used"], ms.X86_EXCLUDE),
-                                 ("pc.bios", (1 << 32) - bios["used"], bios["used"], [])]:
+    for blk, gpa, length, ex in [
+        ("pc.ram", 0, main["used"], ms.X86_EXCLUDE),
+        ("pc.bios", (1 << 32) - bios["used"], bios["used"], []),
+    ]:
         rawf = os.path.join(workdir, f"{stem}.{blk}.bin")
         q.cmd("pmemsave", val=gpa, size=length, filename=rawf)
-        t = {"file": f"{stem}.ram.zst" if blk == "pc.ram" else f"{stem}.{blk}.zst",
-             "block": blk, "block_offset": 0, "length": length, "gpa": gpa, "exclude": ex,
-             "source": "source-pmemsave"}
+        t = {
+            "file": f"{stem}.ram.zst" if blk == "pc.ram" else f"{stem}.{blk}.zst",
+            "block": blk,
+            "block_offset": 0,
+            "length": length,
+            "gpa": gpa,
+            "exclude": ex,
+            "source": "source-pmemsave",
+        }
         truths.append(t)
         truths_raw.append((t, rawf))
     return truths, truths_raw
@@ -325,15 +409,17 @@ def store_truth(out, truths_raw):
             f.write(data)
         if t["file"] == "x86-image.ram.zst":
             p = os.path.join(out, t["file"])
-            if os.path.exists(p) and subprocess.run(["zstd", "-dc", p], capture_output=True,
-                                                    check=True).stdout != bytes(data):
+            if os.path.exists(p) and subprocess.run(
+                ["zstd", "-dc", p], capture_output=True, check=True
+            ).stdout != bytes(data):
                 raise RuntimeError("pc.ram of an image-backed VM differs from x86-image.ram.zst")
         if t["block"] == "pc.bios":
             # One file per distinct firmware image (7.2's and 10's SeaBIOS differ).
             for cand in ("x86.pc.bios.zst", "x86-q10.pc.bios.zst"):
                 p = os.path.join(out, cand)
-                if not os.path.exists(p) or subprocess.run(["zstd", "-dc", p], capture_output=True,
-                                                           check=True).stdout == bytes(data):
+                if not os.path.exists(p) or subprocess.run(
+                    ["zstd", "-dc", p], capture_output=True, check=True
+                ).stdout == bytes(data):
                     t["file"] = cand
                     break
         dst = os.path.join(out, t["file"])
@@ -356,7 +442,8 @@ def capture_group(group, out, workdir, guest_img, binaries, do_verify):
         ver = q.cmd("query-version")
         qv = ver["qemu"]
         qemu_version = f"{qv['major']}.{qv['minor']}.{qv['micro']}" + (
-            f" ({ver['package'].strip()})" if ver.get("package") else "")
+            f" ({ver['package'].strip()})" if ver.get("package") else ""
+        )
         t0 = time.time()
         while first["mode"] != "image" and "migstream guest ready" not in q.serial_text():
             if time.time() - t0 > 60:
@@ -380,30 +467,40 @@ def capture_group(group, out, workdir, guest_img, binaries, do_verify):
         for s, uri, raw_main, channels, final, notes in runs:
             for t, dst, diffs in verify(s, binary, workdir, guest_img, raw_main, channels, truths_raw):
                 if not diffs:
-                    notes.append(f"{t['block']}: a paused QEMU {qemu} destination loading this "
-                                 f"capture has identical memory (outside excludes).")
+                    notes.append(
+                        f"{t['block']}: a paused QEMU {qemu} destination loading this "
+                        f"capture has identical memory (outside excludes)."
+                    )
                     continue
                 if len(group) > 1:
-                    raise RuntimeError(f"{s['name']}: destination differs from the stopped source "
-                                       f"in {len(diffs)} pages of {t['block']}")
+                    raise RuntimeError(
+                        f"{s['name']}: destination differs from the stopped source "
+                        f"in {len(diffs)} pages of {t['block']}"
+                    )
                 ms.log(f"  verify {t['block']}: {len(diffs)} pages differ -> truth from destination")
                 rawf = [r for tt, r in truths_raw if tt is t][0]
                 shutil.copyfile(dst, rawf)
                 t["source"] = "destination-load-pmemsave"
                 t["source_differs_pages"] = diffs
-                notes.append(f"{t['block']}: the stopped source's pmemsave differed from what a "
-                             f"QEMU {qemu} destination loads from this capture in {len(diffs)} pages; "
-                             f"the truth is the destination's pmemsave (offsets in source_differs_pages).")
+                notes.append(
+                    f"{t['block']}: the stopped source's pmemsave differed from what a "
+                    f"QEMU {qemu} destination loads from this capture in {len(diffs)} pages; "
+                    f"the truth is the destination's pmemsave (offsets in source_differs_pages)."
+                )
     store_truth(out, truths_raw)
     if first["mode"] == "image":
         img = open(os.path.join(workdir, "ram.img"), "rb").read()
         dump = open(truths_raw[0][1], "rb").read()
-        same = all(img[o:o + 4096] == dump[o:o + 4096] for o in range(0, len(img), 4096)
-                   if not any(lo <= o < hi for lo, hi in ms.X86_EXCLUDE))
-        shared_notes.append("pc.ram preloaded from make_samples.make_ram_image(32 MiB) via "
-                            "memory-backend-file (share=off), VM never run (-S); "
-                            + ("pmemsave equals the image outside the excluded window."
-                               if same else "pmemsave DIFFERS from the image."))
+        same = all(
+            img[o : o + 4096] == dump[o : o + 4096]
+            for o in range(0, len(img), 4096)
+            if not any(lo <= o < hi for lo, hi in ms.X86_EXCLUDE)
+        )
+        shared_notes.append(
+            "pc.ram preloaded from make_samples.make_ram_image(32 MiB) via "
+            "memory-backend-file (share=off), VM never run (-S); "
+            + ("pmemsave equals the image outside the excluded window." if same else "pmemsave DIFFERS from the image.")
+        )
 
     entries = []
     for s, uri, raw_main, channels, final, notes in runs:
@@ -414,28 +511,31 @@ def capture_group(group, out, workdir, guest_img, binaries, do_verify):
             ms.zstd(ch, os.path.join(out, fn))
             chan_entries.append({"file": fn, "size": os.path.getsize(ch)})
         main = next(b for b in blocks if b["name"] == "pc.ram")
-        entries.append({
-            "name": s["name"],
-            "stream": f"{s['name']}.mig.zst",
-            "stream_size": os.path.getsize(raw_main),
-            "channels": chan_entries,
-            "mapped_ram": "mapped-ram" in s["caps"],
-            "machine": "pc",
-            "machine_type_in_stream": ms.check_header(raw_main),
-            "arch": "x86_64",
-            "qemu_version": qemu_version,
-            "capabilities": s["caps"],
-            "parameters": s["params"],
-            "transport": uri,
-            "ram_block": "pc.ram",
-            "ram_size": main["used"],
-            "ram_blocks": blocks,
-            "truth": truths,
-            "query_migrate": {k: final.get(k) for k in ("status", "total-time", "downtime", "setup-time", "ram")
-                              if k in final},
-            "qemu_cmdline": " ".join(q.cmdline).replace(workdir + "/", ""),
-            "notes": " ".join([s["notes"]] + notes + shared_notes),
-        })
+        entries.append(
+            {
+                "name": s["name"],
+                "stream": f"{s['name']}.mig.zst",
+                "stream_size": os.path.getsize(raw_main),
+                "channels": chan_entries,
+                "mapped_ram": "mapped-ram" in s["caps"],
+                "machine": "pc",
+                "machine_type_in_stream": ms.check_header(raw_main),
+                "arch": "x86_64",
+                "qemu_version": qemu_version,
+                "capabilities": s["caps"],
+                "parameters": s["params"],
+                "transport": uri,
+                "ram_block": "pc.ram",
+                "ram_size": main["used"],
+                "ram_blocks": blocks,
+                "truth": truths,
+                "query_migrate": {
+                    k: final.get(k) for k in ("status", "total-time", "downtime", "setup-time", "ram") if k in final
+                },
+                "qemu_cmdline": " ".join(q.cmdline).replace(workdir + "/", ""),
+                "notes": " ".join([s["notes"]] + notes + shared_notes),
+            }
+        )
     return entries
 
 

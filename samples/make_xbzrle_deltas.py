@@ -56,7 +56,11 @@ CONFIGS = {
     "x86-xbzrle-deltas": dict(
         rounds=14,  # mutations, alternating sets: each page gets ~7 deltas
         params={"xbzrle-cache-size": 64 * MiB, "max-bandwidth": 256 * 1024, "downtime-limit": 1},
-        mutate=1.0, same=True, ballast=0, sets="k % 2"),
+        mutate=1.0,
+        same=True,
+        ballast=0,
+        sets="k % 2",
+    ),
     # page_cache.c's collisions and aging: 16 slots, so test pages k, k+16, k+32
     # share a slot; the sets are chosen so that k and k+16 are in different sets
     # (their sends are an odd number of syncs apart) and k and k+32 in the same
@@ -68,7 +72,11 @@ CONFIGS = {
     "x86-xbzrle-aging": dict(
         rounds=16,
         params={"xbzrle-cache-size": 64 * 1024, "max-bandwidth": 256 * 1024, "downtime-limit": 1},
-        mutate=0.6, same=False, ballast=16, sets="(k + k // 16) % 2"),
+        mutate=0.6,
+        same=False,
+        ballast=16,
+        sets="(k + k // 16) % 2",
+    ),
 }
 
 
@@ -113,7 +121,7 @@ def mutations(rnd, same_allowed=True):
     def dword(page):
         p = bytearray(page)
         at = rnd.randrange(0, PAGE, 4)
-        p[at:at + 4] = ((int.from_bytes(p[at:at + 4], "little") + 1) & 0xFFFFFFFF).to_bytes(4, "little")
+        p[at : at + 4] = ((int.from_bytes(p[at : at + 4], "little") + 1) & 0xFFFFFFFF).to_bytes(4, "little")
         return bytes(p)
 
     def scattered(page):
@@ -153,9 +161,16 @@ def mutations(rnd, same_allowed=True):
     def same(page):
         return page
 
-    return [("dword", dword), ("scattered", scattered), ("comb", comb), ("long-runs", long_runs),
-            ("border", border), ("border", border), ("rewrite", rewrite), ("zero", zero)] + (
-                [("same", same)] if same_allowed else [])
+    return [
+        ("dword", dword),
+        ("scattered", scattered),
+        ("comb", comb),
+        ("long-runs", long_runs),
+        ("border", border),
+        ("border", border),
+        ("rewrite", rewrite),
+        ("zero", zero),
+    ] + ([("same", same)] if same_allowed else [])
 
 
 def base_page(rnd, k):
@@ -176,8 +191,7 @@ def capture(NAME, cfg, out, workdir, do_verify):
     guest_img = os.path.join(workdir, "empty.img")  # only for make_samples.verify's -drive
     with open(guest_img, "wb") as f:
         f.truncate(MiB)
-    args = ["-S", "-M", "pc", "-m", "32M", "-qtest", f"unix:{qt_sock},server=on,wait=off",
-            "-qtest-log", "/dev/null"]
+    args = ["-S", "-M", "pc", "-m", "32M", "-qtest", f"unix:{qt_sock},server=on,wait=off", "-qtest-log", "/dev/null"]
     q = ms.Qemu("qemu-system-x86_64", args, workdir, NAME)
     qt = None
     used = {}
@@ -185,7 +199,8 @@ def capture(NAME, cfg, out, workdir, do_verify):
         ver = q.cmd("query-version")
         qv = ver["qemu"]
         qemu_version = f"{qv['major']}.{qv['minor']}.{qv['micro']}" + (
-            f" ({ver['package'].strip()})" if ver.get("package") else "")
+            f" ({ver['package'].strip()})" if ver.get("package") else ""
+        )
         qt = QTest(qt_sock)
         pages = {}
         for k in range(total_pages):
@@ -229,20 +244,30 @@ def capture(NAME, cfg, out, workdir, do_verify):
                 done_rounds += 1
             time.sleep(0.005)
         ram = st.get("ram", {})
-        ms.log(f"  completed after {done_rounds} mutation rounds: dirty-sync-count="
-               f"{ram.get('dirty-sync-count')} xbzrle={st.get('xbzrle-cache')}")
+        ms.log(
+            f"  completed after {done_rounds} mutation rounds: dirty-sync-count="
+            f"{ram.get('dirty-sync-count')} xbzrle={st.get('xbzrle-cache')}"
+        )
         if done_rounds < ROUNDS:
             raise RuntimeError(f"migration completed after only {done_rounds} mutation rounds")
         truths, truths_raw = [], []
         main = next(b for b in blocks if b["name"] == "pc.ram")
         bios = next(b for b in blocks if b["name"] == "pc.bios")
-        for blk, gpa, length, ex in [("pc.ram", 0, main["used"], ms.X86_EXCLUDE),
-                                     ("pc.bios", (1 << 32) - bios["used"], bios["used"], [])]:
+        for blk, gpa, length, ex in [
+            ("pc.ram", 0, main["used"], ms.X86_EXCLUDE),
+            ("pc.bios", (1 << 32) - bios["used"], bios["used"], []),
+        ]:
             rawf = os.path.join(workdir, f"{NAME}.{blk}.bin")
             q.cmd("pmemsave", val=gpa, size=length, filename=rawf)
-            t = {"file": f"{NAME}.ram.zst" if blk == "pc.ram" else "x86.pc.bios.zst",
-                 "block": blk, "block_offset": 0, "length": length, "gpa": gpa, "exclude": ex,
-                 "source": "source-pmemsave"}
+            t = {
+                "file": f"{NAME}.ram.zst" if blk == "pc.ram" else "x86.pc.bios.zst",
+                "block": blk,
+                "block_offset": 0,
+                "length": length,
+                "gpa": gpa,
+                "exclude": ex,
+                "source": "source-pmemsave",
+            }
             truths.append(t)
             truths_raw.append((t, rawf))
         final = q.cmd("query-migrate")
@@ -254,7 +279,7 @@ def capture(NAME, cfg, out, workdir, do_verify):
     notes = [f"mutations applied: {json.dumps(used, sort_keys=True)}."]
     ram_dump = open(truths_raw[0][1], "rb").read()
     for k in range(total_pages):
-        if ram_dump[TEST_BASE + k * PAGE:TEST_BASE + (k + 1) * PAGE] != pages[k]:
+        if ram_dump[TEST_BASE + k * PAGE : TEST_BASE + (k + 1) * PAGE] != pages[k]:
             raise RuntimeError(f"test page {k} differs from what was written")
     s = dict(name=NAME, arch="x86_64", machine="pc", mode="paused")
     if do_verify:
@@ -262,8 +287,10 @@ def capture(NAME, cfg, out, workdir, do_verify):
             if diffs:
                 raise RuntimeError(f"destination differs from source in {t['block']}: {diffs[:8]}")
             ms.log(f"  verify {t['block']}: destination == source")
-            notes.append(f"{t['block']}: a paused QEMU 7.2 destination loading this stream has "
-                         f"identical memory (outside excludes).")
+            notes.append(
+                f"{t['block']}: a paused QEMU 7.2 destination loading this stream has "
+                f"identical memory (outside excludes)."
+            )
 
     ms.zstd(raw_stream, os.path.join(out, f"{NAME}.mig.zst"))
     data = bytearray(ram_dump)
@@ -274,8 +301,10 @@ def capture(NAME, cfg, out, workdir, do_verify):
     ms.zstd(truths_raw[0][1], os.path.join(out, f"{NAME}.ram.zst"))
     shared = os.path.join(out, "x86.pc.bios.zst")
     bios_dump = open(truths_raw[1][1], "rb").read()
-    if not os.path.exists(shared) or ms.subprocess.run(
-            ["zstd", "-dc", shared], capture_output=True, check=True).stdout != bios_dump:
+    if (
+        not os.path.exists(shared)
+        or ms.subprocess.run(["zstd", "-dc", shared], capture_output=True, check=True).stdout != bios_dump
+    ):
         truths[1]["file"] = f"{NAME}.pc.bios.zst"
         ms.zstd(truths_raw[1][1], os.path.join(out, truths[1]["file"]))
 
@@ -294,18 +323,29 @@ def capture(NAME, cfg, out, workdir, do_verify):
         "ram_size": main["used"],
         "ram_blocks": blocks,
         "truth": truths,
-        "query_migrate": {k: final.get(k) for k in
-                          ("status", "total-time", "downtime", "setup-time",
-                           "expected-downtime", "ram", "xbzrle-cache", "compression")
-                          if k in final},
+        "query_migrate": {
+            k: final.get(k)
+            for k in (
+                "status",
+                "total-time",
+                "downtime",
+                "setup-time",
+                "expected-downtime",
+                "ram",
+                "xbzrle-cache",
+                "compression",
+            )
+            if k in final
+        },
         "qemu_cmdline": " ".join(q.cmdline).replace(workdir + "/", ""),
         "guest_ticks_printed": None,
         "test_pages": {"gpa": TEST_BASE, "count": total_pages, "sets": cfg["sets"]},
-        "notes": ("i440fx paused (-S), RAM written only through the qtest protocol: "
-                  f"{total_pages} pages at {TEST_BASE:#x} mutated with designed XBZRLE deltas, "
-                  "two sets of pages (test_pages.sets) mutated alternately, one set per dirty sync "
-                  f"(see make_xbzrle_deltas.py, config {json.dumps(cfg, sort_keys=True)}). "
-                  + " ".join(notes)),
+        "notes": (
+            "i440fx paused (-S), RAM written only through the qtest protocol: "
+            f"{total_pages} pages at {TEST_BASE:#x} mutated with designed XBZRLE deltas, "
+            "two sets of pages (test_pages.sets) mutated alternately, one set per dirty sync "
+            f"(see make_xbzrle_deltas.py, config {json.dumps(cfg, sort_keys=True)}). " + " ".join(notes)
+        ),
     }
 
 

@@ -1,46 +1,33 @@
-import json
+"""Fixtures shared by every test, and the kind markers.
+
+Tests live in folders by kind; each test gets its folder's marker, registered in
+pyproject.toml, so ``pytest -m "not qemu"`` runs everything but real QEMU:
+  unit/     the library on generated input (and single samples as fixtures)
+  samples/  the bundled real QEMU captures against their truth files
+  qemu/     real QEMU (7.2 under TCG) loads what we write, or writes what we read
+  tui/      the Textual app, headless, and its SVG snapshots
+Shared helpers are in ``support/`` (``from support.samples import ...``).
+"""
+
 from pathlib import Path
 
 import pytest
-import zstandard
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLES = ROOT / "samples"
+from support.samples import load_samples, raw_stream
 
-
-def load_samples():
-    path = SAMPLES / "samples.json"
-    if not path.exists():
-        return []
-    return json.loads(path.read_text())
+KINDS = ("unit", "samples", "qemu", "tui")
 
 
-def read_zst(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()
-
-
-def raw_stream(sample: dict) -> bytes:
-    """The sample file's content: .zst files decompressed, others (libvirt images
-    with their own compression) as committed."""
-    path = SAMPLES / sample["stream"]
-    return read_zst(path) if path.name.endswith(".zst") else path.read_bytes()
+def pytest_collection_modifyitems(items):
+    for item in items:
+        kind = Path(str(item.fspath)).parent.name
+        if kind in KINDS:
+            item.add_marker(kind)
 
 
 @pytest.fixture(scope="session")
 def samples():
     return load_samples()
-
-
-def sample_ids():
-    return [s["name"] for s in load_samples()]
-
-
-def sample_by_name(name: str) -> dict:
-    for s in load_samples():
-        if s["name"] == name:
-            return s
-    raise KeyError(name)
 
 
 @pytest.fixture(scope="session")

@@ -41,8 +41,8 @@ import stat
 import struct
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from ..containers.capturedir import CAPTURE_JSON, MAIN, MULTIFD, POSTCOPY_PREEMPT
 from ..errors import UsageError
@@ -225,9 +225,15 @@ class Recorder:
 
     KEEP_IDLE = 64  # free buffers kept for reuse (re-faulting fresh 1 MiB buffers costs sys time)
 
-    def __init__(self, path_fn: Callable[[], str], *, budget: BacklogBudget | None = None,
-                 lossless: bool = False, on_warning: Callable[[str], None] | None = None,
-                 label: str = "") -> None:
+    def __init__(
+        self,
+        path_fn: Callable[[], str],
+        *,
+        budget: BacklogBudget | None = None,
+        lossless: bool = False,
+        on_warning: Callable[[str], None] | None = None,
+        label: str = "",
+    ) -> None:
         self._path_fn = path_fn
         self.path: str | None = None
         self.label = label
@@ -296,8 +302,9 @@ class Recorder:
             self.stopped = {"offset": self.submitted, "reason": reason}
             self.active = False
             if self._on_warning:
-                self._on_warning(f"{self.label}: recording stopped at byte {self.submitted}: {reason}; "
-                                 "forwarding continues")
+                self._on_warning(
+                    f"{self.label}: recording stopped at byte {self.submitted}: {reason}; forwarding continues"
+                )
 
     def close(self) -> None:
         """No more data: flush and wait for the writer."""
@@ -346,7 +353,7 @@ class Recorder:
             if f is not None:
                 f.abort()
 
-    def _write_failed(self, f: "RecordingFile | None", exc: OSError) -> None:
+    def _write_failed(self, f: RecordingFile | None, exc: OSError) -> None:
         # The file stays a valid prefix: the recording ends where the disk stopped.
         self._write_ok = False
         self.active = False
@@ -354,8 +361,9 @@ class Recorder:
         if self.stopped is None:
             self.stopped = {"offset": self.written, "reason": f"write error: {exc}"}
             if self._on_warning:
-                self._on_warning(f"{self.label}: recording stopped at byte {self.written}: "
-                                 f"write error: {exc}; forwarding continues")
+                self._on_warning(
+                    f"{self.label}: recording stopped at byte {self.written}: write error: {exc}; forwarding continues"
+                )
         else:
             self.stopped["offset"] = min(self.stopped["offset"], self.written)
 
@@ -418,7 +426,7 @@ class RecordingFile:
             if address is not None:
                 ctypes.memmove(self._stage_address + self.fill, address + done, take)
             else:
-                self._view[self.fill:self.fill + take] = data[done:done + take]
+                self._view[self.fill : self.fill + take] = data[done : done + take]
             self.fill += take
             done += take
             if self.fill == self.STAGE:
@@ -435,7 +443,7 @@ class RecordingFile:
         self.written += n
         tail = self.fill - n
         if n and tail:
-            self._view[0:tail] = self._view[n:self.fill]
+            self._view[0:tail] = self._view[n : self.fill]
         self.fill = tail
 
     def close(self) -> None:
@@ -444,7 +452,7 @@ class RecordingFile:
             if self.fill:
                 fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)
                 fcntl.fcntl(self.fd, fcntl.F_SETFL, fl & ~os.O_DIRECT)
-                data = self._view[:self.fill]
+                data = self._view[: self.fill]
                 while data:
                     k = os.write(self.fd, data)
                     data = data[k:]
@@ -488,8 +496,16 @@ class Channel:
         return self.end is not None
 
     def as_dict(self) -> dict:
-        d = {"index": self.index, "order": self.index, "kind": self.kind, "file": self.file,
-             "bytes": self.bytes, "start": self.start, "end": self.end, "first_bytes": self.first_bytes}
+        d = {
+            "index": self.index,
+            "order": self.index,
+            "kind": self.kind,
+            "file": self.file,
+            "bytes": self.bytes,
+            "start": self.start,
+            "end": self.end,
+            "first_bytes": self.first_bytes,
+        }
         rec = self.recorder
         d["recorded_bytes"] = rec.written if rec else 0
         d["recording"] = "stopped" if rec and rec.stopped else ("complete" if self.closed else "running")
@@ -544,7 +560,7 @@ class _Session:
         """Where QEMU should migrate to (the actual port for ``tcp:...:0``)."""
         return self.listen_endpoint.uri
 
-    def start(self) -> "_Session":
+    def start(self) -> _Session:
         self._accept_thread.start()
         return self
 
@@ -611,8 +627,8 @@ class _Session:
             "forward": getattr(self, "forward_uri", None),
             "started": self.started,
             "ended": self.ended,
-            "complete": self._finished.is_set() and all(
-                ch["recording"] == "complete" and not ch.get("return_recording_stopped") for ch in channels),
+            "complete": self._finished.is_set()
+            and all(ch["recording"] == "complete" and not ch.get("return_recording_stopped") for ch in channels),
             "main": next((ch["file"] for ch in channels if ch["kind"] == MAIN), None),
             "channels": channels,
             "warnings": list(self.warnings),
@@ -679,8 +695,9 @@ class _Session:
         except OSError as exc:
             self._warn(f"cannot write {CAPTURE_JSON}: {exc}")
 
-    def _pump(self, ch: Channel, src: socket.socket, dst: socket.socket | None, rec: Recorder | None,
-              returning: bool) -> None:
+    def _pump(
+        self, ch: Channel, src: socket.socket, dst: socket.socket | None, rec: Recorder | None, returning: bool
+    ) -> None:
         """Copy src -> dst (if any) and into rec until src ends; then half-close dst.
 
         Chunks are forwarded as soon as they arrive.  A recording buffer is handed to
@@ -709,7 +726,7 @@ class _Session:
                 if not n:
                     break
                 if sendall is not None:
-                    sendall(view[fill:fill + n])
+                    sendall(view[fill : fill + n])
                 fill += n
                 total += n
                 if returning:
@@ -759,8 +776,7 @@ class _Session:
 
     def _check_finished(self) -> None:
         with self._lock:
-            done = (self.channels and all(c.closed for c in self.channels)
-                    and any(c.kind == MAIN for c in self.channels))
+            done = self.channels and all(c.closed for c in self.channels) and any(c.kind == MAIN for c in self.channels)
         if done and not self._finished.is_set():
             self.ended = time.time()
             self._finished.set()
@@ -788,8 +804,13 @@ class CaptureSession(_Session):
 
     def _run_channel(self, ch: Channel, conn: socket.socket) -> None:
         self._identify(ch, conn)
-        ch.recorder = Recorder(lambda: os.path.join(self.directory, ch.file), budget=self.budget,
-                               lossless=True, on_warning=self._warn, label=f"channel {ch.index} ({ch.kind})")
+        ch.recorder = Recorder(
+            lambda: os.path.join(self.directory, ch.file),
+            budget=self.budget,
+            lossless=True,
+            on_warning=self._warn,
+            label=f"channel {ch.index} ({ch.kind})",
+        )
         self._pump(ch, conn, None, ch.recorder, returning=False)
 
     def _close_channel(self, ch: Channel) -> None:
@@ -832,8 +853,9 @@ class TapSession(_Session):
         self._pairs[ch.index] = (conn, dst)
         ch.open_directions = 2
         label = f"channel {ch.index}"
-        ch.return_recorder = Recorder(lambda: self._return_path(ch), budget=self.budget,
-                                      on_warning=self._warn, label=f"{label} return path")
+        ch.return_recorder = Recorder(
+            lambda: self._return_path(ch), budget=self.budget, on_warning=self._warn, label=f"{label} return path"
+        )
         self._spawn(self._run_forward, ch, conn, dst, name=f"migstream-tap ch{ch.index}")
         self._spawn(self._pump, ch, dst, conn, ch.return_recorder, True, name=f"migstream-tap ch{ch.index} rp")
 
@@ -843,8 +865,12 @@ class TapSession(_Session):
 
     def _run_forward(self, ch: Channel, conn: socket.socket, dst: socket.socket) -> None:
         self._identify(ch, conn)
-        ch.recorder = Recorder(lambda: os.path.join(self.directory, ch.file), budget=self.budget,
-                               on_warning=self._warn, label=f"channel {ch.index} ({ch.kind})")
+        ch.recorder = Recorder(
+            lambda: os.path.join(self.directory, ch.file),
+            budget=self.budget,
+            on_warning=self._warn,
+            label=f"channel {ch.index} ({ch.kind})",
+        )
         self._pump(ch, conn, dst, ch.recorder, returning=False)
 
     def _close_channel(self, ch: Channel) -> None:

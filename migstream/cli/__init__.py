@@ -1,13 +1,22 @@
-"""The ``migstream`` command: one module per command, each registering on ``app.app``.
-
-The order of the imports below is the order ``migstream --help`` lists the commands.
-"""
+"""The ``migstream`` command: one module per command, each registering on ``app.app``."""
 
 from __future__ import annotations
 
-from . import info, records, extract, validate  # noqa: F401  (the core four first)
-from . import capture, devices, diff, encode, report, rewrite, tui  # noqa: F401
+from . import capture, devices, diff, encode, extract, info, records, report, rewrite, tui, validate  # noqa: F401
 from .app import app
+
+#: How ``migstream --help`` lists the commands: the core four first.
+HELP_ORDER = (
+    "info", "records", "extract", "validate", "capture", "tap", "devices", "diff", "encode", "report",
+    "transcode", "rewrite", "tui",
+)  # fmt: skip
+
+
+def _command_name(cmd) -> str:
+    return cmd.name or cmd.callback.__name__.replace("_", "-")
+
+
+app.registered_commands.sort(key=lambda cmd: HELP_ORDER.index(_command_name(cmd)))
 
 
 def main() -> None:

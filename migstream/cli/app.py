@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -23,16 +23,24 @@ from ..decode.decoder import StreamDecoder
 from ..errors import MigstreamError, StreamError, UsageError
 from .progress import DecodeProgress
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
-                  help="Inspect, validate and extract QEMU live-migration streams.")
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Inspect, validate and extract QEMU live-migration streams.",
+)
 
 StreamArg = Annotated[str, typer.Argument(metavar="STREAM", help="Stream file, .gz/.xz/.zst file, or - for stdin.")]
-PageSizeOpt = Annotated[Optional[int], typer.Option("--page-size", help="Target page size (overrides the stream).")]
+PageSizeOpt = Annotated[int | None, typer.Option("--page-size", help="Target page size (overrides the stream).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
+ProgressOpt = Annotated[
+    bool, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")
+]
 HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.")]
-ChannelOpt = Annotated[Optional[list[Path]], typer.Option(
-    "--channel", help="A multifd channel capture (repeatable; any order; .gz/.xz/.zst ok).")]
+ChannelOpt = Annotated[
+    list[Path] | None,
+    typer.Option("--channel", help="A multifd channel capture (repeatable; any order; .gz/.xz/.zst ok)."),
+]
 
 
 def err(msg: str) -> None:

@@ -16,13 +16,20 @@ from ..tools.vocabulary import human_size
 from ..wire.limits import DEFAULT_MAX_BACKLOG
 from .app import JsonOpt, ProgressOpt, app, err, run_command
 
-ListenOpt = Annotated[str, typer.Option("--listen", help="Where QEMU migrates to: unix:/path or tcp:HOST:PORT "
-                                                          "(tcp:PORT = loopback).")]
+ListenOpt = Annotated[
+    str, typer.Option("--listen", help="Where QEMU migrates to: unix:/path or tcp:HOST:PORT (tcp:PORT = loopback).")
+]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="Directory for the channel files and capture.json.")]
-BacklogOpt = Annotated[int, typer.Option("--max-backlog", metavar="MIB",
-                                         help="MiB of recorded data allowed to wait for the disk (all channels "
-                                              "together); beyond it the tap stops recording the channel that "
-                                              "overflows and keeps forwarding.")]
+BacklogOpt = Annotated[
+    int,
+    typer.Option(
+        "--max-backlog",
+        metavar="MIB",
+        help="MiB of recorded data allowed to wait for the disk (all channels "
+        "together); beyond it the tap stops recording the channel that "
+        "overflows and keeps forwarding.",
+    ),
+]
 
 
 class _Ticker:
@@ -38,7 +45,7 @@ class _Ticker:
 
     def tick(self) -> None:
         s = self.session
-        for w in s.warnings[self._warned:]:
+        for w in s.warnings[self._warned :]:
             self._clear()
             err(f"warning: {w}")
         self._warned = len(s.warnings)
@@ -51,8 +58,15 @@ class _Ticker:
         kinds = {}
         for c in s.channels:
             kinds[c.kind or "?"] = kinds.get(c.kind or "?", 0) + 1
-        chans = (f"{len(s.channels)} channel{'s' if len(s.channels) > 1 else ''} ("
-                 + ", ".join(f"{n} {k}" for k, n in kinds.items()) + ")") if s.channels else "waiting for QEMU"
+        chans = (
+            (
+                f"{len(s.channels)} channel{'s' if len(s.channels) > 1 else ''} ("
+                + ", ".join(f"{n} {k}" for k, n in kinds.items())
+                + ")"
+            )
+            if s.channels
+            else "waiting for QEMU"
+        )
         line = f"{chans} | {human_size(total)}, {human_size(int(rate))}/s"
         if self.live is not None:
             st = self.live.status()
@@ -79,15 +93,19 @@ def _serve(session, *, progress: bool | None, live: bool, json_out: bool) -> Non
     enabled = sys.stderr.isatty() if progress is None else progress
     live_dec = None
     if live:
+
         def main_path():
             ch = session.main_channel()
             return os.path.join(session.directory, ch.file) if ch is not None and ch.file else None
+
         live_dec = LiveDecoder(main_path)
     ticker = _Ticker(session, enabled, live_dec)
     old_term = signal.signal(signal.SIGTERM, lambda *a: (_ for _ in ()).throw(KeyboardInterrupt()))
     interrupted = False
-    err(f"listening on {session.uri}" + (f", forwarding to {session.forward_uri}"
-                                          if getattr(session, "forward_uri", None) else ""))
+    err(
+        f"listening on {session.uri}"
+        + (f", forwarding to {session.forward_uri}" if getattr(session, "forward_uri", None) else "")
+    )
     session.start()
     try:
         last_manifest = time.monotonic()
@@ -143,13 +161,20 @@ def _report(manifest: dict, directory: str) -> None:
             line += f"  error: {c['error']}"
         err(line)
     if manifest["ended"] and manifest["started"]:
-        err(f"{len(manifest['channels'])} channel(s) recorded in {directory} "
-             f"(complete: {'yes' if manifest['complete'] else 'no'})")
+        err(
+            f"{len(manifest['channels'])} channel(s) recorded in {directory} "
+            f"(complete: {'yes' if manifest['complete'] else 'no'})"
+        )
 
 
 @app.command()
-def capture(listen: ListenOpt, output: OutOpt, json_out: JsonOpt = False, progress: ProgressOpt = None,
-            max_backlog: BacklogOpt = DEFAULT_MAX_BACKLOG >> 20) -> None:
+def capture(
+    listen: ListenOpt,
+    output: OutOpt,
+    json_out: JsonOpt = False,
+    progress: ProgressOpt = None,
+    max_backlog: BacklogOpt = DEFAULT_MAX_BACKLOG >> 20,
+) -> None:
     """Be a migration destination: record the main and every multifd channel to DIR."""
 
     def go():
@@ -162,13 +187,20 @@ def capture(listen: ListenOpt, output: OutOpt, json_out: JsonOpt = False, progre
 
 
 @app.command()
-def tap(listen: ListenOpt,
-        forward: Annotated[str, typer.Option("--forward", help="The real destination: unix:/path or tcp:HOST:PORT.")],
-        output: OutOpt,
-        live: Annotated[bool, typer.Option("--live", help="Decode the main channel as it arrives: iterations, "
-                                                          "pages by encoding, throughput.")] = False,
-        json_out: JsonOpt = False, progress: ProgressOpt = None,
-        max_backlog: BacklogOpt = DEFAULT_MAX_BACKLOG >> 20) -> None:
+def tap(
+    listen: ListenOpt,
+    forward: Annotated[str, typer.Option("--forward", help="The real destination: unix:/path or tcp:HOST:PORT.")],
+    output: OutOpt,
+    live: Annotated[
+        bool,
+        typer.Option(
+            "--live", help="Decode the main channel as it arrives: iterations, pages by encoding, throughput."
+        ),
+    ] = False,
+    json_out: JsonOpt = False,
+    progress: ProgressOpt = None,
+    max_backlog: BacklogOpt = DEFAULT_MAX_BACKLOG >> 20,
+) -> None:
     """Sit between source and destination QEMU: forward every channel both ways, record them to DIR."""
 
     def go():

@@ -27,8 +27,10 @@ def devices(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt
         for s in doc["sections"]:
             if isinstance(s.get("state"), dict) and "__undescribed__" in s["state"]:
                 u = s["state"]["__undescribed__"]
-                err(f"warning: section {s['idstr']} (#{s['section_id']}): {len(u['bytes']) // 2} bytes at offset "
-                     f"0x{u['offset']:x} not covered by the VMDESCRIPTION; kept as hex")
+                err(
+                    f"warning: section {s['idstr']} (#{s['section_id']}): {len(u['bytes']) // 2} bytes at offset "
+                    f"0x{u['offset']:x} not covered by the VMDESCRIPTION; kept as hex"
+                )
         failed = [s for s in doc["sections"] if s.get("error")]
         for s in failed:
             err(s["error"])
@@ -71,14 +73,18 @@ def _print(doc: dict) -> None:
     out = []
     cfg = doc["configuration"]
     if cfg:
-        out.append(f"configuration  machine {cfg['machine']}"
-                   + (f", target page bits {cfg['target_page_bits']}" if cfg["target_page_bits"] else "")
-                   + (f", capabilities {', '.join(cfg['capabilities'])}" if cfg["capabilities"] else ""))
+        out.append(
+            f"configuration  machine {cfg['machine']}"
+            + (f", target page bits {cfg['target_page_bits']}" if cfg["target_page_bits"] else "")
+            + (f", capabilities {', '.join(cfg['capabilities'])}" if cfg["capabilities"] else "")
+        )
     if not doc["has_description"]:
         out.append("(no VMDESCRIPTION: device sections are framed, not decoded)")
     for s in doc["sections"]:
-        head = (f"0x{s['offset']:010x}  {s['type']:<5} #{s['section_id']:<3} {s['idstr']} "
-                f"instance {s['instance_id']} version {s['version_id']}  {s['size']} bytes")
+        head = (
+            f"0x{s['offset']:010x}  {s['type']:<5} #{s['section_id']:<3} {s['idstr']} "
+            f"instance {s['instance_id']} version {s['version_id']}  {s['size']} bytes"
+        )
         if s.get("vmsd_name") and s["vmsd_name"] != s["idstr"].rsplit("/", 1)[-1]:
             head += f"  (vmsd {s['vmsd_name']})"
         out.append(head)

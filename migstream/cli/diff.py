@@ -13,9 +13,13 @@ import typer
 
 from .app import PageSizeOpt, app, run_command
 
-SideArg = Annotated[str, typer.Argument(
-    metavar="SIDE", help="A stream (file, .gz/.xz/.zst, - for stdin), STREAM@N (after N RAM iterations), "
-                         "or an extract directory.")]
+SideArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="SIDE",
+        help="A stream (file, .gz/.xz/.zst, - for stdin), STREAM@N (after N RAM iterations), or an extract directory.",
+    ),
+]
 
 
 def _human_range(start: int, end: int) -> str:
@@ -52,8 +56,10 @@ def _print(result, max_ranges: int) -> None:
     for d in result.disks:
         if d["change"] == "differs":
             ranges = [(r["start"], r["end"]) for r in d["ranges"]]
-            print(f"disk {d['device']}: {d['blocks']} blocks of {d['block_size']} bytes differ in "
-                  f"{_ranges_text(ranges, max_ranges)}")
+            print(
+                f"disk {d['device']}: {d['blocks']} blocks of {d['block_size']} bytes differ in "
+                f"{_ranges_text(ranges, max_ranges)}"
+            )
         else:
             sizes = " -> ".join(f"{d[k]:#x}" for k in ("a", "b") if k in d)
             print(f"disk {d['device']}: {d['change']} ({sizes} bytes)")
@@ -63,7 +69,9 @@ def _print(result, max_ranges: int) -> None:
             print(f"{head}: {dev['change']}")
             continue
         fields = dev["fields"]
-        shown = ", ".join(f"{f['field'] or '(state)'} {_short(f['a'])} -> {_short(f['b'])}" for f in fields[:max_ranges])
+        shown = ", ".join(
+            f"{f['field'] or '(state)'} {_short(f['a'])} -> {_short(f['b'])}" for f in fields[:max_ranges]
+        )
         more = f" ... and {len(fields) - max_ranges} more" if len(fields) > max_ranges else ""
         print(f"{head}: {len(fields)} fields differ: {shown}{more}")
     if not result.devices_compared:
@@ -76,10 +84,13 @@ def _short(v) -> str:
 
 
 @app.command("diff")
-def diff_command(side_a: SideArg, side_b: SideArg,
-                 json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output (every range).")] = False,
-                 max_ranges: Annotated[int, typer.Option("--max-ranges", help="Ranges listed per block in text output.")] = 8,
-                 page_size: PageSizeOpt = None) -> None:
+def diff_command(
+    side_a: SideArg,
+    side_b: SideArg,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output (every range).")] = False,
+    max_ranges: Annotated[int, typer.Option("--max-ranges", help="Ranges listed per block in text output.")] = 8,
+    page_size: PageSizeOpt = None,
+) -> None:
     """Compare two saves: configuration, RAM blocks added/removed/resized, pages that differ,
     device state field by field.
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
-import sys
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -20,25 +16,65 @@ from .progress import EncodeProgress
 
 @app.command()
 def encode(
-    source: Annotated[str, typer.Argument(metavar="DIR|IMAGE",
-                                          help="Extract layout directory (manifest.json + block files) or a raw block image.")],
+    source: Annotated[
+        str,
+        typer.Argument(
+            metavar="DIR|IMAGE", help="Extract layout directory (manifest.json + block files) or a raw block image."
+        ),
+    ],
     output: Annotated[str, typer.Option("-o", "--output", help="Stream file to write, or - for stdout.")],
-    block: Annotated[Optional[str], typer.Option("--block", help="Block name of a raw image (e.g. pc.ram).")] = None,
-    machine: Annotated[Optional[str], typer.Option("--machine", help="Machine type as QEMU sends it (e.g. pc-i440fx-7.2).")] = None,
-    then: Annotated[Optional[list[str]], typer.Option("--then", metavar="DIR|IMAGE",
-                                                      help="A later image of the same VM: one more iteration (repeatable).")] = None,
-    template: Annotated[Optional[str], typer.Option("--template", metavar="STREAM",
-                                                    help="Copy configuration, device sections and VMDESCRIPTION from this capture.")] = None,
-    xbzrle_cache: Annotated[Optional[str], typer.Option("--xbzrle-cache", metavar="BYTES",
-                                                        help="Use XBZRLE after the bulk stage with a cache of this size (e.g. 64M).")] = None,
-    compress_threads: Annotated[int, typer.Option("--compress-threads", help="COMPRESS_PAGE records from N threads (0: off).")] = 0,
-    compress_level: Annotated[int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")] = 1,
-    final_in_end: Annotated[bool, typer.Option("--final-in-end/--no-final-in-end",
-                                               help="Send the last --then image in the END section (stop-and-copy).")] = True,
-    stats_json: Annotated[Optional[Path], typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")] = None,
+    block: Annotated[str | None, typer.Option("--block", help="Block name of a raw image (e.g. pc.ram).")] = None,
+    machine: Annotated[
+        str | None, typer.Option("--machine", help="Machine type as QEMU sends it (e.g. pc-i440fx-7.2).")
+    ] = None,
+    then: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--then", metavar="DIR|IMAGE", help="A later image of the same VM: one more iteration (repeatable)."
+        ),
+    ] = None,
+    template: Annotated[
+        str | None,
+        typer.Option(
+            "--template",
+            metavar="STREAM",
+            help="Copy configuration, device sections and VMDESCRIPTION from this capture.",
+        ),
+    ] = None,
+    xbzrle_cache: Annotated[
+        str | None,
+        typer.Option(
+            "--xbzrle-cache",
+            metavar="BYTES",
+            help="Use XBZRLE after the bulk stage with a cache of this size (e.g. 64M).",
+        ),
+    ] = None,
+    compress_threads: Annotated[
+        int, typer.Option("--compress-threads", help="COMPRESS_PAGE records from N threads (0: off).")
+    ] = 0,
+    compress_level: Annotated[
+        int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")
+    ] = 1,
+    final_in_end: Annotated[
+        bool,
+        typer.Option(
+            "--final-in-end/--no-final-in-end", help="Send the last --then image in the END section (stop-and-copy)."
+        ),
+    ] = True,
+    stats_json: Annotated[
+        Path | None, typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")
+    ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")] = False,
-    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")] = None,
-    mapped_ram: Annotated[bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram): pages at fixed offsets, zero pages left as holes.")] = False,
+    progress: Annotated[
+        bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")
+    ] = None,
+    mapped_ram: Annotated[
+        bool,
+        typer.Option(
+            "--mapped-ram",
+            help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram): pages at fixed offsets, zero pages left as holes.",
+        ),
+    ] = False,
 ) -> None:
     """Encode memory images into a migration stream that QEMU loads with -incoming."""
 
@@ -59,8 +95,9 @@ def encode(
             first = MemoryImage.open(source, block=block, machine=machine)
             images.append(first)
             for later in then or []:
-                img = MemoryImage.open(later, block=block if not os.path.isdir(later) else None,
-                                       machine=machine or first.machine)
+                img = MemoryImage.open(
+                    later, block=block if not os.path.isdir(later) else None, machine=machine or first.machine
+                )
                 images.append(img)
             tpl = StreamTemplate.load(template) if template else None
             with output_fd(output) as fd:
@@ -71,9 +108,16 @@ def encode(
                 else:
                     sink = FdSink(fd)
                     try:
-                        stats = encode_stream(images, sink, xbzrle_cache_size=cache,
-                                              compress_threads=compress_threads, compress_level=compress_level,
-                                              template=tpl, final_in_end=final_in_end, progress=prog)
+                        stats = encode_stream(
+                            images,
+                            sink,
+                            xbzrle_cache_size=cache,
+                            compress_threads=compress_threads,
+                            compress_level=compress_level,
+                            template=tpl,
+                            final_in_end=final_in_end,
+                            progress=prog,
+                        )
                     finally:
                         sink.close()
         finally:

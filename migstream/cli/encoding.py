@@ -71,12 +71,16 @@ def _print_stats(doc: dict, out) -> None:
     ]
     if "xbzrle-cache" in doc:
         x = doc["xbzrle-cache"]
-        lines.append(f"xbzrle           pages {x['pages']:,}, bytes {x['bytes']:,}, cache-miss {x['cache-miss']:,}, "
-                     f"cache-miss-rate {x['cache-miss-rate']:.4f}, overflow {x['overflow']:,}")
+        lines.append(
+            f"xbzrle           pages {x['pages']:,}, bytes {x['bytes']:,}, cache-miss {x['cache-miss']:,}, "
+            f"cache-miss-rate {x['cache-miss-rate']:.4f}, overflow {x['overflow']:,}"
+        )
     if "compression" in doc:
         c = doc["compression"]
-        lines.append(f"compression      pages {c['pages']:,}, compressed-size {c['compressed-size']:,}, "
-                     f"rate {c['compression-rate']:.2f}")
+        lines.append(
+            f"compression      pages {c['pages']:,}, compressed-size {c['compressed-size']:,}, "
+            f"rate {c['compression-rate']:.2f}"
+        )
     if "mapped-ram" in doc:
         f = doc["mapped-ram"]
         lines.append(f"mapped-ram file  {f['file-bytes']:,} bytes, {f['allocated-bytes']:,} bytes allocated (sparse)")

@@ -4,12 +4,10 @@ plus manifest.json."""
 from __future__ import annotations
 
 import json
-import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
-from pathlib import Path
-from typing import Optional
 
 from .app import (
     ChannelOpt,
@@ -20,19 +18,22 @@ from .app import (
     StreamArg,
     app,
     err,
-    opened_stream,
     run_command,
-    warn_all,
 )
 from .progress import DecodeProgress, stream_size
 
 
 @app.command()
-def extract(stream: StreamArg,
-            output: Annotated[Path, typer.Option("-o", "--output", help="Directory for block files + manifest.json.")],
-            block: Annotated[Optional[list[str]], typer.Option("--block", help="Only this RAM block (repeatable).")] = None,
-            page_size: PageSizeOpt = None, progress: ProgressOpt = None, rdma: HookOpt = False,
-            json_out: JsonOpt = False, channel: ChannelOpt = None) -> None:
+def extract(
+    stream: StreamArg,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Directory for block files + manifest.json.")],
+    block: Annotated[list[str] | None, typer.Option("--block", help="Only this RAM block (repeatable).")] = None,
+    page_size: PageSizeOpt = None,
+    progress: ProgressOpt = None,
+    rdma: HookOpt = False,
+    json_out: JsonOpt = False,
+    channel: ChannelOpt = None,
+) -> None:
     """Rebuild every RAM block as a sparse file in DIR, plus DIR/manifest.json."""
 
     def go():
@@ -42,8 +43,15 @@ def extract(stream: StreamArg,
             prog = DecodeProgress(stream_size(stream), progress)
         from ..tools.extract import extract as do_extract  # numpy and the RAM image: extract only
 
-        result = do_extract(stream, str(output), blocks=set(block) if block else None, page_size=page_size,
-                            allow_hook=rdma, progress=prog, channels=[str(c) for c in channel or ()])
+        result = do_extract(
+            stream,
+            str(output),
+            blocks=set(block) if block else None,
+            page_size=page_size,
+            allow_hook=rdma,
+            progress=prog,
+            channels=[str(c) for c in channel or ()],
+        )
         if prog:
             prog.done()
         for off, msg in result.warnings:

@@ -4,8 +4,6 @@ records by encoding)."""
 from __future__ import annotations
 
 import json
-import sys
-from typing import Annotated
 
 import typer
 
@@ -25,13 +23,18 @@ from .app import (
     err,
     opened_stream,
     run_command,
-    warn_all,
 )
 
 
 @app.command()
-def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = None,
-         progress: ProgressOpt = None, rdma: HookOpt = False, channel: ChannelOpt = None) -> None:
+def info(
+    stream: StreamArg,
+    json_out: JsonOpt = False,
+    page_size: PageSizeOpt = None,
+    progress: ProgressOpt = None,
+    rdma: HookOpt = False,
+    channel: ChannelOpt = None,
+) -> None:
     """What is in a stream: machine, page size, RAM blocks, sections, records by encoding."""
 
     def go():
@@ -40,7 +43,9 @@ def info(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = 
             error = None
             stats: list = []
             try:
-                for ev in with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder, stats):
+                for ev in with_channels(
+                    iter_events(source, decoder, prog), channel or source.channel_paths, decoder, stats
+                ):
                     summary.add(ev)
             except StreamError as exc:
                 error = exc
@@ -74,11 +79,15 @@ def _print_info(d: dict) -> None:
     if lv:
         dom = lv["domain"]
         mem = human_size(dom["memory"]) if dom["memory"] is not None else "?"
-        out.append(f"libvirt image    {'complete' if lv['complete'] else 'INCOMPLETE (LibvirtQemudPart)'}, "
-                   f"format {lv['format']}, was running: {'yes' if lv['was_running'] else 'no'}")
+        out.append(
+            f"libvirt image    {'complete' if lv['complete'] else 'INCOMPLETE (LibvirtQemudPart)'}, "
+            f"format {lv['format']}, was running: {'yes' if lv['was_running'] else 'no'}"
+        )
         out.append(f"domain           {dom['name']}  uuid {dom['uuid']}  memory {mem}")
-        out.append(f"QEMU stream at   file offset 0x{lv['stream_offset']:x} "
-                   f"(offsets below are inside the {'decompressed ' if lv['format'] != 'raw' else ''}stream)")
+        out.append(
+            f"QEMU stream at   file offset 0x{lv['stream_offset']:x} "
+            f"(offsets below are inside the {'decompressed ' if lv['format'] != 'raw' else ''}stream)"
+        )
     out.append(f"stream version   {d['version']}")
     out.append(f"machine          {d['machine'] or '(no configuration section)'}")
     out.append(f"page size        {d['page_size']} ({d['page_size_source']})")
@@ -106,14 +115,20 @@ def _print_info(d: dict) -> None:
     if d["commands"]:
         out.append("commands         " + ", ".join(f"{k} {v}" for k, v in d["commands"].items()))
     for c in d.get("multifd_channels", ()):
-        out.append(f"multifd channel  {c['id']}: {c['packets']} packets ({c['sync_packets']} SYNC), "
-                   f"{c['normal_pages']} pages, {c['zero_pages']} zero pages, {c['compression']}  {c['file']}")
+        out.append(
+            f"multifd channel  {c['id']}: {c['packets']} packets ({c['sync_packets']} SYNC), "
+            f"{c['normal_pages']} pages, {c['zero_pages']} zero pages, {c['compression']}  {c['file']}"
+        )
     for name, c in d.get("block_devices", {}).items():
-        out.append(f"block migration  {name}: {c['chunks']} chunks of 1 MiB ({c['zero_chunks']} zero), "
-                   f"{human_size(c['bytes'])} of data, up to {human_size(c['extent'])}")
+        out.append(
+            f"block migration  {name}: {c['chunks']} chunks of 1 MiB ({c['zero_chunks']} zero), "
+            f"{human_size(c['bytes'])} of data, up to {human_size(c['extent'])}"
+        )
     for name, c in d.get("dirty_bitmaps", {}).items():
-        out.append(f"dirty bitmap     {name}: granularity {c['granularity']}, {c['ranges']} ranges "
-                   f"({c['zero_ranges']} zero), {human_size(c['bytes'])} of bits")
+        out.append(
+            f"dirty bitmap     {name}: granularity {c['granularity']}, {c['ranges']} ranges "
+            f"({c['zero_ranges']} zero), {human_size(c['bytes'])} of bits"
+        )
     out.append(f"device sections  {d['device_sections']}")
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:

@@ -32,12 +32,10 @@ from ..wire.grammar import RamFlag
 from .app import (
     ChannelOpt,
     HookOpt,
-    JsonOpt,
     PageSizeOpt,
     ProgressOpt,
     StreamArg,
     app,
-    err,
     opened_stream,
     run_command,
     warn_all,
@@ -58,25 +56,56 @@ def _record_rows(events):
             continue
         if t is SectionStart:
             section = f"{ev.type.name}#{ev.section_id}"
-            yield {"offset": ev.offset, "event": "section", "section": section, "type": ev.type.name,
-                   "idstr": ev.idstr, "instance_id": ev.instance_id, "version_id": ev.version_id}
+            yield {
+                "offset": ev.offset,
+                "event": "section",
+                "section": section,
+                "type": ev.type.name,
+                "idstr": ev.idstr,
+                "instance_id": ev.instance_id,
+                "version_id": ev.version_id,
+            }
         elif t is SectionEnd:
             yield {"offset": ev.offset, "event": "section_end", "section": section, "footer": ev.footer}
         elif t is RamMarker:
-            yield {"offset": ev.offset, "event": "ram", "section": section, "flags": ev.flags,
-                   "flag_names": flag_names(ev.flags), "encoding": ev.kind.name.lower(), "payload_size": 0}
+            yield {
+                "offset": ev.offset,
+                "event": "ram",
+                "section": section,
+                "flags": ev.flags,
+                "flag_names": flag_names(ev.flags),
+                "encoding": ev.kind.name.lower(),
+                "payload_size": 0,
+            }
         elif t is RamBlockList:
-            yield {"offset": ev.offset, "event": "mem_size", "section": section, "total": ev.total,
-                   "blocks": [{"name": b.name, "length": b.used_length} for b in ev.blocks]}
+            yield {
+                "offset": ev.offset,
+                "event": "mem_size",
+                "section": section,
+                "total": ev.total,
+                "blocks": [{"name": b.name, "length": b.used_length} for b in ev.blocks],
+            }
         elif t is CommandEvent:
             fields = {k: (v.hex() if isinstance(v, bytes) else v) for k, v in ev.fields.items()}
             yield {"offset": ev.offset, "event": "command", "command": ev.name, "length": ev.length, **fields}
         elif t is DeviceState:
-            yield {"offset": ev.offset, "event": "device", "section": section, "idstr": ev.idstr,
-                   "instance_id": ev.instance_id, "payload_size": ev.length, "framing": ev.framing}
+            yield {
+                "offset": ev.offset,
+                "event": "device",
+                "section": section,
+                "idstr": ev.idstr,
+                "instance_id": ev.instance_id,
+                "payload_size": ev.length,
+                "framing": ev.framing,
+            }
         elif t is Configuration:
-            yield {"offset": ev.offset, "event": "configuration", "machine": ev.machine,
-                   "target_page_bits": ev.target_page_bits, "capabilities": list(ev.capabilities)}
+            yield {
+                "offset": ev.offset,
+                "event": "configuration",
+                "machine": ev.machine,
+                "target_page_bits": ev.target_page_bits,
+                "capabilities": list(ev.capabilities),
+            }
         elif t is FileHeader:
             yield {"offset": ev.offset, "event": "header", "version": ev.version}
         elif t is PackageEnd:
@@ -96,9 +125,17 @@ def _record_rows(events):
 def _page_row(rec: PageRecord, section: str) -> dict:
     kind = rec.kind
     size = rec.payload_size
-    row = {"offset": rec.offset, "event": "page", "section": section, "block": rec.block, "addr": rec.addr,
-           "flags": rec.flags, "flag_names": flag_names(rec.flags), "encoding": ENCODING_NAMES[kind],
-           "payload_size": size}
+    row = {
+        "offset": rec.offset,
+        "event": "page",
+        "section": section,
+        "block": rec.block,
+        "addr": rec.addr,
+        "flags": rec.flags,
+        "flag_names": flag_names(rec.flags),
+        "encoding": ENCODING_NAMES[kind],
+        "payload_size": size,
+    }
     if kind == RamFlag.ZERO:
         row["fill"] = rec.fill
     return row
@@ -109,8 +146,10 @@ def _format_row(r: dict) -> str:
     head = f"0x{r['offset']:010x}  {r.get('section', '-'):<10}"
     if ev == "page":
         extra = f" fill=0x{r['fill']:02x}" if "fill" in r else ""
-        return (f"{head}  {r['block']:<24} 0x{r['addr']:010x}  {r['flag_names']:<22} {r['encoding']:<10} "
-                f"{r['payload_size']}{extra}")
+        return (
+            f"{head}  {r['block']:<24} 0x{r['addr']:010x}  {r['flag_names']:<22} {r['encoding']:<10} "
+            f"{r['payload_size']}{extra}"
+        )
     if ev == "ram":
         return f"{head}  {'':<24} {'':<12}  {r['flag_names']:<22} {r['encoding']:<10} 0"
     if ev == "section":
@@ -132,8 +171,10 @@ def _format_row(r: dict) -> str:
         if r["granularity"] is not None:
             what.append(f"granularity {r['granularity']} flags {r['bitmap_flags']:#x}")
         if r["start_sector"] is not None:
-            what.append(f"sectors {r['start_sector']}+{r['nr_sectors']}"
-                        + (f", {r['data_size']} bytes of bits" if r["data_size"] else ""))
+            what.append(
+                f"sectors {r['start_sector']}+{r['nr_sectors']}"
+                + (f", {r['data_size']} bytes of bits" if r["data_size"] else "")
+            )
         return f"{head}  DIRTY_BITMAP {r['flag_names']:<30} {' '.join(what)}"
     if ev == "mem_size":
         blocks = ", ".join(f"{b['name']}={b['length']:#x}" for b in r["blocks"])
@@ -148,16 +189,23 @@ def _format_row(r: dict) -> str:
 
 
 @app.command()
-def records(stream: StreamArg, json_out: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
-            page_size: PageSizeOpt = None, progress: ProgressOpt = False, rdma: HookOpt = False,
-            channel: ChannelOpt = None) -> None:
+def records(
+    stream: StreamArg,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
+    page_size: PageSizeOpt = None,
+    progress: ProgressOpt = False,
+    rdma: HookOpt = False,
+    channel: ChannelOpt = None,
+) -> None:
     """One line per record and event: offset, section, block, page offset, flags, encoding, payload size."""
 
     def go():
         with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
             out = sys.stdout
             try:
-                for row in _record_rows(with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder)):
+                for row in _record_rows(
+                    with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder)
+                ):
                     out.write((json.dumps(row) if json_out else _format_row(row)) + "\n")
             finally:
                 out.flush()

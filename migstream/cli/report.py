@@ -12,9 +12,12 @@ from .progress import DecodeProgress, stream_size
 
 
 @app.command("report")
-def report_command(stream: StreamArg,
-                   output: Annotated[str, typer.Option("-o", "--output", help="HTML file to write, - for stdout.")],
-                   page_size: PageSizeOpt = None, progress: ProgressOpt = None) -> None:
+def report_command(
+    stream: StreamArg,
+    output: Annotated[str, typer.Option("-o", "--output", help="HTML file to write, - for stdout.")],
+    page_size: PageSizeOpt = None,
+    progress: ProgressOpt = None,
+) -> None:
     """A self-contained HTML report: summary, per-iteration charts, page maps, devices, errors.
 
     An invalid stream still gets a report (showing the error); the exit code is then 1."""

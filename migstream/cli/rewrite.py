@@ -4,7 +4,7 @@ own device state, memory re-encoded (and patched)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -13,22 +13,49 @@ from .app import app, run_command
 from .encoding import check_mapped_ram_options, output_fd, parse_size, report_stats
 from .progress import EncodeProgress
 
-InArg = Annotated[str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")]
+InArg = Annotated[
+    str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")
+]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="Stream file to write, or - for stdout.")]
-ChannelOpt = Annotated[Optional[list[str]], typer.Option("--channel", metavar="FILE", help="A multifd channel file of the input (repeatable).")]
-XbzrleOpt = Annotated[Optional[str], typer.Option("--xbzrle-cache", metavar="BYTES",
-                                                  help="Send XBZRLE deltas (cache size, e.g. 64M): the input's iterations become rounds.")]
+ChannelOpt = Annotated[
+    list[str] | None,
+    typer.Option("--channel", metavar="FILE", help="A multifd channel file of the input (repeatable)."),
+]
+XbzrleOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--xbzrle-cache",
+        metavar="BYTES",
+        help="Send XBZRLE deltas (cache size, e.g. 64M): the input's iterations become rounds.",
+    ),
+]
 CompressOpt = Annotated[int, typer.Option("--compress-threads", help="COMPRESS_PAGE records from N threads (0: off).")]
 LevelOpt = Annotated[int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")]
-StatsOpt = Annotated[Optional[Path], typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")]
+StatsOpt = Annotated[Path | None, typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")]
-ProgressOpt = Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")]
+ProgressOpt = Annotated[
+    bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")
+]
 PlainOpt = Annotated[bool, typer.Option("--plain", help="ZERO and PAGE records only (the default).")]
-MappedOpt = Annotated[bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram).")]
+MappedOpt = Annotated[
+    bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram).")
+]
 
 
-def _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_threads, compress_level,
-                   stats_json, json_out, progress, plain, mapped_ram):
+def _run_transcode(
+    stream,
+    output,
+    patches,
+    channel,
+    xbzrle_cache,
+    compress_threads,
+    compress_level,
+    stats_json,
+    json_out,
+    progress,
+    plain,
+    mapped_ram,
+):
     def go():
         from ..encode.encoder import FdSink  # engine imported on use: the CLI starts faster
         from ..tools.rewrite import transcode
@@ -47,9 +74,17 @@ def _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_thre
             with output_fd(output) as fd:
                 sink = fd if mapped_ram else FdSink(fd)
                 try:
-                    stats = transcode(stream, sink, patches=patches, channels=channel or None,
-                                      xbzrle_cache_size=cache, compress_threads=compress_threads,
-                                      compress_level=compress_level, progress=prog, mapped_ram=mapped_ram)
+                    stats = transcode(
+                        stream,
+                        sink,
+                        patches=patches,
+                        channels=channel or None,
+                        xbzrle_cache_size=cache,
+                        compress_threads=compress_threads,
+                        compress_level=compress_level,
+                        progress=prog,
+                        mapped_ram=mapped_ram,
+                    )
                 finally:
                     if not mapped_ram:
                         sink.close()
@@ -61,25 +96,63 @@ def _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_thre
 
 
 @app.command("transcode")
-def transcode_command(stream: InArg, output: OutOpt, channel: ChannelOpt = None, xbzrle_cache: XbzrleOpt = None,
-                      compress_threads: CompressOpt = 0, compress_level: LevelOpt = 1, stats_json: StatsOpt = None,
-                      json_out: JsonOpt = False, progress: ProgressOpt = None, plain: PlainOpt = False,
-                      mapped_ram: MappedOpt = False) -> None:
+def transcode_command(
+    stream: InArg,
+    output: OutOpt,
+    channel: ChannelOpt = None,
+    xbzrle_cache: XbzrleOpt = None,
+    compress_threads: CompressOpt = 0,
+    compress_level: LevelOpt = 1,
+    stats_json: StatsOpt = None,
+    json_out: JsonOpt = False,
+    progress: ProgressOpt = None,
+    plain: PlainOpt = False,
+    mapped_ram: MappedOpt = False,
+) -> None:
     """Re-encode a capture (XBZRLE, compressed, multifd, postcopy...) as another encoding
     of the same final memory and device state."""
-    _run_transcode(stream, output, [], channel, xbzrle_cache, compress_threads, compress_level, stats_json,
-                   json_out, progress, plain, mapped_ram)
+    _run_transcode(
+        stream,
+        output,
+        [],
+        channel,
+        xbzrle_cache,
+        compress_threads,
+        compress_level,
+        stats_json,
+        json_out,
+        progress,
+        plain,
+        mapped_ram,
+    )
 
 
 @app.command("rewrite")
-def rewrite_command(stream: InArg, output: OutOpt,
-                    patch: Annotated[Optional[list[str]], typer.Option(
-                        "--patch", metavar="BLOCK:OFFSET=FILE", help="Write FILE's bytes at OFFSET of RAM block BLOCK (repeatable).")] = None,
-                    patch_hex: Annotated[Optional[list[str]], typer.Option(
-                        "--patch-hex", metavar="BLOCK:OFFSET=HEX", help="Write these hex bytes at OFFSET of BLOCK (repeatable).")] = None,
-                    channel: ChannelOpt = None, xbzrle_cache: XbzrleOpt = None, compress_threads: CompressOpt = 0,
-                    compress_level: LevelOpt = 1, stats_json: StatsOpt = None, json_out: JsonOpt = False,
-                    progress: ProgressOpt = None, plain: PlainOpt = False, mapped_ram: MappedOpt = False) -> None:
+def rewrite_command(
+    stream: InArg,
+    output: OutOpt,
+    patch: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--patch", metavar="BLOCK:OFFSET=FILE", help="Write FILE's bytes at OFFSET of RAM block BLOCK (repeatable)."
+        ),
+    ] = None,
+    patch_hex: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--patch-hex", metavar="BLOCK:OFFSET=HEX", help="Write these hex bytes at OFFSET of BLOCK (repeatable)."
+        ),
+    ] = None,
+    channel: ChannelOpt = None,
+    xbzrle_cache: XbzrleOpt = None,
+    compress_threads: CompressOpt = 0,
+    compress_level: LevelOpt = 1,
+    stats_json: StatsOpt = None,
+    json_out: JsonOpt = False,
+    progress: ProgressOpt = None,
+    plain: PlainOpt = False,
+    mapped_ram: MappedOpt = False,
+) -> None:
     """Patch guest memory of a capture and re-emit it with its own device state and
     configuration, ready for `-incoming`."""
 
@@ -92,5 +165,17 @@ def rewrite_command(stream: InArg, output: OutOpt,
         return patches
 
     patches = run_command(parse)
-    _run_transcode(stream, output, patches, channel, xbzrle_cache, compress_threads, compress_level, stats_json,
-                   json_out, progress, plain, mapped_ram)
+    _run_transcode(
+        stream,
+        output,
+        patches,
+        channel,
+        xbzrle_cache,
+        compress_threads,
+        compress_level,
+        stats_json,
+        json_out,
+        progress,
+        plain,
+        mapped_ram,
+    )

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import sys
 from typing import Annotated
 
 import typer
@@ -17,12 +15,10 @@ from ..wire.grammar import RamFlag
 from .app import (
     ChannelOpt,
     HookOpt,
-    JsonOpt,
     PageSizeOpt,
     ProgressOpt,
     StreamArg,
     app,
-    err,
     opened_stream,
     run_command,
     warn_all,
@@ -30,9 +26,14 @@ from .app import (
 
 
 @app.command()
-def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: ProgressOpt = None,
-             rdma: HookOpt = False, quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
-             channel: ChannelOpt = None) -> None:
+def validate(
+    stream: StreamArg,
+    page_size: PageSizeOpt = None,
+    progress: ProgressOpt = None,
+    rdma: HookOpt = False,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
+    channel: ChannelOpt = None,
+) -> None:
     """Exit 0 if QEMU's loader would accept the stream, else 1 with the offset of the fault."""
 
     def go():
@@ -45,8 +46,9 @@ def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: Progres
                     try:
                         inflate_page(ev.data, decoder.page_size)
                     except Exception as exc:
-                        raise StreamError(f"decompress data failed: {exc}", ev.offset, section="ram",
-                                          block=ev.block, addr=ev.addr)
+                        raise StreamError(
+                            f"decompress data failed: {exc}", ev.offset, section="ram", block=ev.block, addr=ev.addr
+                        )
                 elif t is EndOfStream:
                     eof = True
                 elif t is Undecoded:
@@ -54,8 +56,10 @@ def validate(stream: StreamArg, page_size: PageSizeOpt = None, progress: Progres
             prog.done()
             warn_all(decoder)
             if source.save_image is not None and not source.save_image.complete:
-                raise MigstreamError("libvirt save image is incomplete (magic LibvirtQemudPart: the save "
-                                     "never finished; libvirt refuses to restore it)")
+                raise MigstreamError(
+                    "libvirt save image is incomplete (magic LibvirtQemudPart: the save "
+                    "never finished; libvirt refuses to restore it)"
+                )
             if not eof and undecoded is None:
                 raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
             if not quiet:

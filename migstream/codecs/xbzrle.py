@@ -57,7 +57,7 @@ def xbzrle_decode_into(src, page) -> int:
             raise XbzrleError(f"empty data run at delta offset {i}")
         if d + nzrun > dlen or i + nzrun > slen:
             raise XbzrleError(f"data run of {nzrun} bytes passes the end of the page or delta")
-        page[d:d + nzrun] = src[i:i + nzrun]
+        page[d : d + nzrun] = src[i : i + nzrun]
         i += nzrun
         d += nzrun
     return d

@@ -20,8 +20,8 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator
 
 # Pages per task handed to a thread: enough that the pool's per-task cost
 # (tens of µs) is small next to compressing them (about 50 µs per 4 KiB page at
@@ -87,7 +87,7 @@ class PageCompressor:
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def __enter__(self) -> "PageCompressor":
+    def __enter__(self) -> PageCompressor:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -57,14 +57,15 @@ def resolve_capture(directory: str) -> tuple[str, list[str]]:
     if main is None:
         raise UsageError(f"{directory}: {CAPTURE_JSON} lists no main channel")
     if not os.path.exists(main):
-        raise UsageError(f"{directory}: main channel file {os.path.basename(main)} is missing "
-                         "(nothing was recorded?)")
+        raise UsageError(f"{directory}: main channel file {os.path.basename(main)} is missing (nothing was recorded?)")
     return main, others
 
 
 def channel_kinds(directory: str) -> dict[str, str]:
     """File path -> channel kind, for every recorded channel file."""
     doc = load_capture(directory)
-    return {os.path.join(directory, os.path.basename(str(c["file"]))): c.get("kind")
-            for c in doc["channels"] if isinstance(c, dict) and c.get("file")}
-
+    return {
+        os.path.join(directory, os.path.basename(str(c["file"]))): c.get("kind")
+        for c in doc["channels"]
+        if isinstance(c, dict) and c.get("file")
+    }

@@ -10,15 +10,23 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 
-from ..wire import libvirt_header as gl
 from ..errors import UsageError
+from ..wire import libvirt_header as gl
 
 #: A larger XML area is refused (libvirt writes the XML + 64 KiB of padding).
 MAX_DATA_LEN = 64 << 20
 
 #: Decompressors this toolkit can run for each stored format.
-SUPPORTED_FORMATS = frozenset({gl.SaveFormat.RAW, gl.SaveFormat.GZIP, gl.SaveFormat.BZIP2,
-                               gl.SaveFormat.XZ, gl.SaveFormat.LZOP, gl.SaveFormat.ZSTD})
+SUPPORTED_FORMATS = frozenset(
+    {
+        gl.SaveFormat.RAW,
+        gl.SaveFormat.GZIP,
+        gl.SaveFormat.BZIP2,
+        gl.SaveFormat.XZ,
+        gl.SaveFormat.LZOP,
+        gl.SaveFormat.ZSTD,
+    }
+)
 
 
 class SaveImageError(UsageError):
@@ -60,10 +68,17 @@ class SaveImage:
         return domain_summary(self.domain_xml)
 
     def as_dict(self) -> dict:
-        return {"complete": self.complete, "byte_order": self.byte_order, "version": self.version,
-                "data_len": self.data_len, "was_running": self.was_running, "format": self.format_name,
-                "cookie_offset": self.cookie_offset, "stream_offset": self.stream_offset,
-                "domain": self.domain()}
+        return {
+            "complete": self.complete,
+            "byte_order": self.byte_order,
+            "version": self.version,
+            "data_len": self.data_len,
+            "was_running": self.was_running,
+            "format": self.format_name,
+            "cookie_offset": self.cookie_offset,
+            "stream_offset": self.stream_offset,
+            "domain": self.domain(),
+        }
 
 
 def is_save_image(head: bytes) -> bool:
@@ -77,11 +92,11 @@ def parse_header(head: bytes) -> tuple[dict, str]:
     magic = head[:16]
     if magic not in (gl.MAGIC_COMPLETE, gl.MAGIC_PARTIAL):
         raise SaveImageError(f"image magic is incorrect: {magic!r}", 0)
-    hdr = gl.SaveHeaderLE.parse(head[:gl.SAVE_HEADER_SIZE])
+    hdr = gl.SaveHeaderLE.parse(head[: gl.SAVE_HEADER_SIZE])
     order = "little"
     if hdr.version > gl.SAVE_VERSION:
         # qemuSaveImageBswapHeader: written on a host of the other byte order.
-        hdr = gl.SaveHeaderBE.parse(head[:gl.SAVE_HEADER_SIZE])
+        hdr = gl.SaveHeaderBE.parse(head[: gl.SAVE_HEADER_SIZE])
         order = "big"
     if hdr.version > gl.SAVE_VERSION:
         raise SaveImageError(f"image version is not supported ({hdr.version} > {gl.SAVE_VERSION})", 16)
@@ -101,12 +116,13 @@ def read_save_image(read) -> SaveImage:
     hdr, order = parse_header(head)
     data = read(hdr["data_len"])
     if len(data) < hdr["data_len"]:
-        raise SaveImageError(f"domain XML truncated: {len(data)} of {hdr['data_len']} bytes",
-                             gl.SAVE_HEADER_SIZE + len(data))
+        raise SaveImageError(
+            f"domain XML truncated: {len(data)} of {hdr['data_len']} bytes", gl.SAVE_HEADER_SIZE + len(data)
+        )
     fmt = hdr["format"]
     if fmt not in SUPPORTED_FORMATS:
         name = gl.SaveFormat(fmt).name.lower() if fmt in gl.SaveFormat._value2member_map_ else str(fmt)
-        why = (" (a mapped-ram stream: not read here)" if fmt == gl.SaveFormat.SPARSE else "")
+        why = " (a mapped-ram stream: not read here)" if fmt == gl.SaveFormat.SPARSE else ""
         raise SaveImageError(f"unsupported save image format: {name}{why}", 28)
     cookie_off = hdr["cookie_offset"]
     xml_bytes = data[:cookie_off] if cookie_off else data
@@ -128,15 +144,27 @@ def _c_string(b: bytes) -> str:
     return b.split(b"\0", 1)[0].decode("utf-8", "replace")
 
 
-_MEMORY_UNITS = {"b": 1, "bytes": 1, "k": 1 << 10, "kib": 1 << 10, "kb": 1000, "m": 1 << 20, "mib": 1 << 20,
-                 "mb": 10**6, "g": 1 << 30, "gib": 1 << 30, "gb": 10**9, "t": 1 << 40, "tib": 1 << 40,
-                 "tb": 10**12}
+_MEMORY_UNITS = {
+    "b": 1,
+    "bytes": 1,
+    "k": 1 << 10,
+    "kib": 1 << 10,
+    "kb": 1000,
+    "m": 1 << 20,
+    "mib": 1 << 20,
+    "mb": 10**6,
+    "g": 1 << 30,
+    "gib": 1 << 30,
+    "gb": 10**9,
+    "t": 1 << 40,
+    "tib": 1 << 40,
+    "tb": 10**12,
+}
 
 
 def domain_summary(xml_text: str) -> dict:
     """The few facts a user wants first; tolerant of odd XML (None where absent)."""
-    out = {"name": None, "uuid": None, "memory": None, "vcpus": None, "machine": None, "arch": None,
-           "type": None}
+    out = {"name": None, "uuid": None, "memory": None, "vcpus": None, "machine": None, "arch": None, "type": None}
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError:

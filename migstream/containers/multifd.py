@@ -29,13 +29,13 @@ import os
 import stat
 import struct
 import zlib
-from typing import Iterable, Iterator
+from collections.abc import Iterable, Iterator
 
 from construct import Bytes, FormatField
 
-from ..wire import grammar as g
 from ..errors import StreamError, UsageError
 from ..events import MultifdPacket, MultifdSync, RamBlockList, RamMarker
+from ..wire import grammar as g
 from .sources import detect_compression
 
 MultifdFlag = g.MultifdFlag
@@ -80,8 +80,9 @@ _PACKET_FIELDS = [sc.name for sc in g.MultiFDPacketFixed.subcons]
 class ChannelError(StreamError):
     """A fault in a multifd channel file; ``offset`` is an offset in that file."""
 
-    def __init__(self, message: str, file: str, offset: int, *, block: str | None = None,
-                 addr: int | None = None) -> None:
+    def __init__(
+        self, message: str, file: str, offset: int, *, block: str | None = None, addr: int | None = None
+    ) -> None:
         super().__init__(message, offset, section="multifd", block=block, addr=addr)
         self.file = file
 
@@ -115,8 +116,9 @@ class _ChannelInput:
         f.seek(0)
         kind = detect_compression(head)
         if kind is None and stat.S_ISREG(st.st_mode):
-            self._view = memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if st.st_size else \
-                memoryview(b"")
+            self._view = (
+                memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if st.st_size else memoryview(b"")
+            )
         elif kind == "zstd":
             import zstandard
 
@@ -135,7 +137,7 @@ class _ChannelInput:
     def read(self, n: int):
         """Up to n bytes (fewer only at the end of the file)."""
         if self._view is not None:
-            data = self._view[self.offset:self.offset + n]
+            data = self._view[self.offset : self.offset + n]
         else:
             parts = []
             got = 0
@@ -188,11 +190,13 @@ class Channel:
             raise ChannelError(f"file ends inside MultiFDInit_t ({len(head)} of {INIT.size} bytes)", self.name, 0)
         magic, version, uuid, cid, _u1, _u2 = INIT.unpack_from(head)
         if magic != g.MULTIFD_MAGIC:
-            raise ChannelError(f"multifd: received packet magic {magic:x} expected {g.MULTIFD_MAGIC:x} "
-                               f"(not a multifd channel)", self.name, 0)
+            raise ChannelError(
+                f"multifd: received packet magic {magic:x} expected {g.MULTIFD_MAGIC:x} (not a multifd channel)",
+                self.name,
+                0,
+            )
         if version != g.MULTIFD_VERSION:
-            raise ChannelError(f"multifd: received packet version {version} expected {g.MULTIFD_VERSION}",
-                               self.name, 4)
+            raise ChannelError(f"multifd: received packet version {version} expected {g.MULTIFD_VERSION}", self.name, 4)
         self.id = cid
         self.uuid = bytes(uuid)
         self.compression: int | None = None
@@ -254,8 +258,9 @@ class Channel:
         if alloc > self.page_count:
             self.fail(f"received packet with {alloc} pages, expected {self.page_count}", off)
         if normal_n > alloc:
-            self.fail(f"received packet with {normal_n} non-zero pages, which exceeds maximum expected "
-                      f"pages {alloc}", off)
+            self.fail(
+                f"received packet with {normal_n} non-zero pages, which exceeds maximum expected pages {alloc}", off
+            )
         if zero_n > alloc - normal_n:
             self.fail(f"received packet with {zero_n} zero pages, expected maximum {alloc - normal_n}", off)
         table = self.input.read(self._offsets_size)
@@ -295,8 +300,9 @@ class Channel:
             pages, payload_size = self._payload(off, flags, normal_n, f["next_packet_size"], block)
         self.normal_pages += normal_n
         self.zero_pages += zero_n
-        return MultifdPacket(off, self.id, self.name, num, flags, block, normal, zero, pages,
-                             self.page_size, payload_size)
+        return MultifdPacket(
+            off, self.id, self.name, num, flags, block, normal, zero, pages, self.page_size, payload_size
+        )
 
     def _payload(self, off: int, flags: int, normal_n: int, next_size: int, block: str):
         comp = flags & g.MULTIFD_COMPRESSION_MASK
@@ -312,11 +318,15 @@ class Channel:
                 self.fail(f"file ends inside a packet payload ({len(data)} of {want} bytes)", off, block=block)
             return data, want
         if comp not in (_ZLIB, _ZSTD):
-            self.fail(f"compression {g.MULTIFD_COMPRESSION_NAMES.get(comp, hex(comp))} is not supported", off,
-                      block=block)
+            self.fail(
+                f"compression {g.MULTIFD_COMPRESSION_NAMES.get(comp, hex(comp))} is not supported", off, block=block
+            )
         if next_size > MAX_COMPRESSED:
-            self.fail(f"compressed payload of {next_size} bytes (the receiver's buffer holds {MAX_COMPRESSED})",
-                      off, block=block)
+            self.fail(
+                f"compressed payload of {next_size} bytes (the receiver's buffer holds {MAX_COMPRESSED})",
+                off,
+                block=block,
+            )
         data = self.input.read(next_size)
         if len(data) < next_size:
             self.fail(f"file ends inside a packet payload ({len(data)} of {next_size} bytes)", off, block=block)
@@ -346,7 +356,7 @@ class Channel:
         view = memoryview(data)
         try:
             for i in range(0, len(view), _ZSTD_FEED):
-                piece = self._zstd.decompress(view[i:i + _ZSTD_FEED])
+                piece = self._zstd.decompress(view[i : i + _ZSTD_FEED])
                 got += len(piece)
                 if got > want:
                     raise ValueError("payload inflates to more than the packet's pages")
@@ -412,15 +422,19 @@ class MultifdChannels:
         seen: dict[int, Channel] = {}
         for ch in self.channels:
             if ch.id >= len(self.channels):
-                raise ChannelError(f"multifd: received channel id {ch.id} is greater than number of channels "
-                                   f"{len(self.channels)}", ch.name, 24)
+                raise ChannelError(
+                    f"multifd: received channel id {ch.id} is greater than number of channels {len(self.channels)}",
+                    ch.name,
+                    24,
+                )
             if ch.id in seen:
                 raise ChannelError(f"multifd: channel id {ch.id} also in {seen[ch.id].name}", ch.name, 24)
             seen[ch.id] = ch
         uuids = {ch.uuid for ch in self.channels}
         if len(uuids) > 1:
-            raise ChannelError("multifd: channels carry different source uuids (not from one migration)",
-                               self.channels[-1].name, 8)
+            raise ChannelError(
+                "multifd: channels carry different source uuids (not from one migration)", self.channels[-1].name, 8
+            )
         self.channels.sort(key=lambda c: c.id)
         self._expect: int | None = None  # next packet_num, when numbering is contiguous
         self.contiguous: bool | None = None
@@ -434,9 +448,12 @@ class MultifdChannels:
         for ch in self.channels:
             pkt = ch.next_packet(blocks)
             if pkt is None:
-                raise ChannelError(f"channel {ch.id} ends before the SYNC packet of sync point "
-                                   f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
-                                   ch.name, ch.input.offset)
+                raise ChannelError(
+                    f"channel {ch.id} ends before the SYNC packet of sync point "
+                    f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
+                    ch.name,
+                    ch.input.offset,
+                )
             heap.append((pkt.packet_num, ch.id, pkt))
         heapq.heapify(heap)
         while heap:
@@ -448,9 +465,12 @@ class MultifdChannels:
             ch = self.channels[cid]
             nxt = ch.next_packet(blocks)
             if nxt is None:
-                raise ChannelError(f"channel {ch.id} ends before the SYNC packet of sync point "
-                                   f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
-                                   ch.name, ch.input.offset)
+                raise ChannelError(
+                    f"channel {ch.id} ends before the SYNC packet of sync point "
+                    f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
+                    ch.name,
+                    ch.input.offset,
+                )
             heapq.heappush(heap, (nxt.packet_num, cid, nxt))
 
     def _check_number(self, pkt: MultifdPacket) -> None:
@@ -466,8 +486,9 @@ class MultifdChannels:
             return
         if pkt.packet_num != self._expect:
             what = "duplicate" if pkt.packet_num < self._expect else "gap"
-            raise ChannelError(f"packet_num {what}: expected packet {self._expect}, got {pkt.packet_num}",
-                               pkt.file, pkt.offset)
+            raise ChannelError(
+                f"packet_num {what}: expected packet {self._expect}, got {pkt.packet_num}", pkt.file, pkt.offset
+            )
         self._expect += 1
 
     def leftover(self, blocks: dict) -> list[MultifdPacket]:
@@ -482,11 +503,21 @@ class MultifdChannels:
         return rest
 
     def stats(self) -> list[dict]:
-        return [{"file": ch.path, "id": ch.id, "packets": ch.packets, "sync_packets": ch.sync_packets,
-                 "normal_pages": ch.normal_pages, "zero_pages": ch.zero_pages,
-                 "device_state_packets": ch.device_state_packets,
-                 "compression": g.MULTIFD_COMPRESSION_NAMES.get(ch.compression, "?")
-                 if ch.compression is not None else None} for ch in self.channels]
+        return [
+            {
+                "file": ch.path,
+                "id": ch.id,
+                "packets": ch.packets,
+                "sync_packets": ch.sync_packets,
+                "normal_pages": ch.normal_pages,
+                "zero_pages": ch.zero_pages,
+                "device_state_packets": ch.device_state_packets,
+                "compression": g.MULTIFD_COMPRESSION_NAMES.get(ch.compression, "?")
+                if ch.compression is not None
+                else None,
+            }
+            for ch in self.channels
+        ]
 
     def close(self) -> None:
         for ch in self.channels:
@@ -514,8 +545,13 @@ def with_channels(events: Iterable, channel_paths, decoder, stats: list | None =
                 if sync_on_eos is None:
                     sync_on_eos = False
                 if not paths and flushes == 1:
-                    decoder.warnings.append((ev.offset, "the stream used multifd (MULTIFD_FLUSH records): its pages "
-                                                        "travelled on channel connections; pass them with --channel"))
+                    decoder.warnings.append(
+                        (
+                            ev.offset,
+                            "the stream used multifd (MULTIFD_FLUSH records): its pages "
+                            "travelled on channel connections; pass them with --channel",
+                        )
+                    )
                 is_sync = not sync_on_eos
             elif kind == _EOS:
                 if sync_on_eos is None:
@@ -532,8 +568,12 @@ def with_channels(events: Iterable, channel_paths, decoder, stats: list | None =
         if chans is not None:
             rest = chans.leftover(decoder.blocks)
             if rest:
-                decoder.warnings.append((decoder.offset, f"{len(rest)} multifd packets after the last sync point "
-                                                         "(applied in packet_num order)"))
+                decoder.warnings.append(
+                    (
+                        decoder.offset,
+                        f"{len(rest)} multifd packets after the last sync point (applied in packet_num order)",
+                    )
+                )
                 yield from rest
     finally:
         if chans is not None:

@@ -21,11 +21,12 @@ import stat
 import subprocess
 import sys
 import threading
-from typing import BinaryIO, Iterator
+from collections.abc import Iterator
+from typing import BinaryIO
 
+from ..errors import UsageError
 from ..wire import libvirt_header as gl
 from .capturedir import is_capture_dir, resolve_capture
-from ..errors import UsageError
 from .libvirt import SaveImage, is_save_image, read_save_image
 
 _MAGICS = {
@@ -34,8 +35,14 @@ _MAGICS = {
     b"\x28\xb5\x2f\xfd": "zstd",
 }
 #: What the format field of a libvirt save image means for decompression.
-_LIBVIRT_COMPRESSION = {gl.SaveFormat.RAW: None, gl.SaveFormat.GZIP: "gzip", gl.SaveFormat.BZIP2: "bzip2",
-                        gl.SaveFormat.XZ: "xz", gl.SaveFormat.LZOP: "lzop", gl.SaveFormat.ZSTD: "zstd"}
+_LIBVIRT_COMPRESSION = {
+    gl.SaveFormat.RAW: None,
+    gl.SaveFormat.GZIP: "gzip",
+    gl.SaveFormat.BZIP2: "bzip2",
+    gl.SaveFormat.XZ: "xz",
+    gl.SaveFormat.LZOP: "lzop",
+    gl.SaveFormat.ZSTD: "zstd",
+}
 HEAD = max(16, len(max(_MAGICS, key=len)))  # bytes to peek for content detection
 WINDOW = 16 << 20  # mmap window handed to the decoder
 # madvise(MADV_POPULATE_READ) (Linux 5.14): map a window's pages in one call instead
@@ -206,8 +213,7 @@ class StreamSource:
             if shutil.which("lzop") is None:
                 raise UsageError(f"{self.path}: lzop-compressed libvirt image needs the `lzop` program")
             # libvirt restores with `lzop -dc --ignore-warn` (qemu_saveimage.c).
-            self._reader = io.BufferedReader(_PipeReader(["lzop", "-dc", "--ignore-warn"], raw, "lzop"),
-                                             READ_CHUNK)
+            self._reader = io.BufferedReader(_PipeReader(["lzop", "-dc", "--ignore-warn"], raw, "lzop"), READ_CHUNK)
         elif kind == "gzip":
             self._reader = gzip.GzipFile(fileobj=raw)
         elif kind == "xz":
@@ -216,19 +222,20 @@ class StreamSource:
             import zstandard
 
             self._reader = io.BufferedReader(
-                zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), READ_CHUNK)
+                zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), READ_CHUNK
+            )
 
     def chunks(self) -> Iterator[memoryview | bytes]:
         if self._mmap is not None:
             mm = self._mmap
-            view = memoryview(mm)[self.stream_offset:] if self.save_image else memoryview(mm)
+            view = memoryview(mm)[self.stream_offset :] if self.save_image else memoryview(mm)
             prev = None
             for start in range(0, len(view), WINDOW):
                 try:
                     _advise(mm, _MADV_POPULATE_READ, self.stream_offset + start, WINDOW)
                 except OSError:  # an older kernel: pages fault in one by one instead
                     pass
-                yield view[start:start + WINDOW]
+                yield view[start : start + WINDOW]
                 self.consumed = min(len(view), start + WINDOW)
                 if prev is not None:
                     # The decoder has moved on past the previous window (file offsets:
@@ -261,7 +268,7 @@ class StreamSource:
             except Exception:
                 pass
 
-    def __enter__(self) -> "StreamSource":
+    def __enter__(self) -> StreamSource:
         return self
 
     def __exit__(self, *exc) -> None:

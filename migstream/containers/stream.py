@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..decode.decoder import StreamDecoder
 from ..decode.description import load_description
@@ -11,8 +11,9 @@ from ..events import NEED_DATA
 from .sources import StreamSource
 
 
-def open_decoder(source: StreamSource, *, page_size: int | None = None, use_description: bool = True,
-                 allow_hook: bool = False) -> StreamDecoder:
+def open_decoder(
+    source: StreamSource, *, page_size: int | None = None, use_description: bool = True, allow_hook: bool = False
+) -> StreamDecoder:
     """A decoder for ``source``; for seekable files the VMDESCRIPTION is read first
     (it frames device sections and gives the page size)."""
     description = None
@@ -23,8 +24,9 @@ def open_decoder(source: StreamSource, *, page_size: int | None = None, use_desc
     return StreamDecoder(page_size=page_size, description=description, allow_hook=allow_hook)
 
 
-def iter_events(source: StreamSource, decoder: StreamDecoder,
-                progress: Callable[[int], None] | None = None) -> Iterator:
+def iter_events(
+    source: StreamSource, decoder: StreamDecoder, progress: Callable[[int], None] | None = None
+) -> Iterator:
     """Every event of the stream, in order.  Raises StreamError at the first fault;
     a stream that ends early raises TruncatedStream."""
     for chunk in source.chunks():

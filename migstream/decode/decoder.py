@@ -26,11 +26,10 @@ import struct
 import zlib
 from typing import Any
 
-from construct import ConstructError, StreamError as ConstructStreamError
+from construct import ConstructError
+from construct import StreamError as ConstructStreamError
 
-from ..wire import grammar as g
 from ..codecs.xbzrle import xbzrle_decode_into
-from .description import DeviceIndex, description_page_size
 from ..errors import StreamError, TruncatedStream, XbzrleError
 from ..events import (
     NEED_DATA,
@@ -54,6 +53,7 @@ from ..events import (
     Undecoded,
     VmDescription,
 )
+from ..wire import grammar as g
 from ..wire.fastpath import BLOCK_HEADER, IDSTR_LENGTH, RAM_HEADER, SECTION_ID, RamPlans, RunWalker
 from ..wire.limits import (
     MAX_BLOCK_LENGTH,
@@ -69,8 +69,9 @@ from ..wire.limits import (
     MIN_PAGE_SIZE,
     MIN_TARGET_PAGE_BITS,
 )
-from .mappedram import MappedRamList, check_mapped_ram_header
 from ..wire.pagesize import page_size_for
+from .description import DeviceIndex, description_page_size
+from .mappedram import MappedRamList, check_mapped_ram_header
 
 RamFlag = g.RamFlag
 ST = g.SectionType
@@ -115,8 +116,14 @@ class _Section:
 class StreamDecoder:
     """Turns the bytes of one migration stream (main channel) into events."""
 
-    def __init__(self, *, page_size: int | None = None, description: dict | None = None,
-                 allow_hook: bool = False, max_description: int = MAX_DESCRIPTION) -> None:
+    def __init__(
+        self,
+        *,
+        page_size: int | None = None,
+        description: dict | None = None,
+        allow_hook: bool = False,
+        max_description: int = MAX_DESCRIPTION,
+    ) -> None:
         self._buf: Any = memoryview(b"")  # the bytes being parsed
         self._pos = 0  # parse position in _buf
         self._base = 0  # stream offset of _buf[0]
@@ -211,11 +218,11 @@ class StreamDecoder:
         chunk = self._chunk
         if chunk is None:
             return False
-        tail = self._buf[self._elem:]
+        tail = self._buf[self._elem :]
         take = max(65536, 2 * len(tail))  # geometric growth: linear copying in total
         pieces = [tail]
         while take > 0 and self._chunk is not None:
-            piece = self._chunk[self._chunk_used:self._chunk_used + take]
+            piece = self._chunk[self._chunk_used : self._chunk_used + take]
             pieces.append(piece)
             self._chunk_used += len(piece)
             take -= len(piece)
@@ -245,16 +252,20 @@ class StreamDecoder:
             end = self._packages[-1][0]
             if self._base + self._pos + n > end:
                 raise StreamError(
-                    f"element runs past the end of the PACKAGED data at 0x{end:x}", self.offset,
-                    section=self._section.idstr if self._section else None)
+                    f"element runs past the end of the PACKAGED data at 0x{end:x}",
+                    self.offset,
+                    section=self._section.idstr if self._section else None,
+                )
         while self._pos + n > len(self._buf):
             if not self._eof and self._pos + n > len(self._buf) + self._pending():
                 raise _NeedData  # wait for enough input before joining anything
             if not self._grow():
                 if self._eof:
-                    raise TruncatedStream(f"stream ends inside an element (needs {n} bytes, "
-                                          f"{len(self._buf) - self._pos} left)", self.offset,
-                                          section=self._section.idstr if self._section else None)
+                    raise TruncatedStream(
+                        f"stream ends inside an element (needs {n} bytes, {len(self._buf) - self._pos} left)",
+                        self.offset,
+                        section=self._section.idstr if self._section else None,
+                    )
                 raise _NeedData
 
     # --- events --------------------------------------------------------------------
@@ -301,7 +312,7 @@ class StreamDecoder:
     def _idstr(self) -> str:
         n = self._unpack(IDSTR_LENGTH)
         self._need(n)
-        s = bytes(self._buf[self._pos:self._pos + n]).decode("latin-1")
+        s = bytes(self._buf[self._pos : self._pos + n]).decode("latin-1")
         self._pos += n
         return s
 
@@ -319,15 +330,14 @@ class StreamDecoder:
             self._retry = (self.offset, have)
         while avail < limit and self._grow():  # at EOF too: input already fed must be joined
             avail = len(self._buf) - self._pos
-        view = self._buf[self._pos:self._pos + min(avail, limit)]
+        view = self._buf[self._pos : self._pos + min(avail, limit)]
         stream = io.BytesIO(view)
         try:
             obj = con.parse_stream(stream, **params)
         except ConstructStreamError as exc:
             if avail < limit and not self._eof:
                 raise _NeedData from exc
-            raise TruncatedStream(f"stream ends inside an element ({exc.__class__.__name__})",
-                                  self.offset) from exc
+            raise TruncatedStream(f"stream ends inside an element ({exc.__class__.__name__})", self.offset) from exc
         self._pos += stream.tell()
         return obj
 
@@ -336,8 +346,9 @@ class StreamDecoder:
         magic = self._unpack(struct.Struct(">I"))
         version = self._unpack(struct.Struct(">I"))
         if magic != g.QEMU_VM_FILE_MAGIC:
-            raise StreamError(f"not a QEMU migration stream: magic 0x{magic:08x}, expected "
-                              f"0x{g.QEMU_VM_FILE_MAGIC:08x} (\"QEVM\")", off)
+            raise StreamError(
+                f'not a QEMU migration stream: magic 0x{magic:08x}, expected 0x{g.QEMU_VM_FILE_MAGIC:08x} ("QEVM")', off
+            )
         if version == g.QEMU_VM_FILE_VERSION_COMPAT:
             raise StreamError("SaveVM v2 format is obsolete and don't work anymore", off + 4)
         if version != g.QEMU_VM_FILE_VERSION:
@@ -400,8 +411,11 @@ class StreamDecoder:
         self._section_type = typ
         if sec.idstr == "ram" and sec.instance_id == 0 and typ != ST.FULL:
             if sec.version_id != g.RAM_SECTION_VERSION:
-                raise StreamError(f"ram section version {sec.version_id}, the loader accepts only "
-                                  f"{g.RAM_SECTION_VERSION}", off, section="ram")
+                raise StreamError(
+                    f"ram section version {sec.version_id}, the loader accepts only {g.RAM_SECTION_VERSION}",
+                    off,
+                    section="ram",
+                )
             self._enter_ram(off)
             self._state = "ram"
         elif sec.idstr == g.BLOCK_SECTION and typ != ST.FULL:
@@ -419,7 +433,7 @@ class StreamDecoder:
         if n > MAX_MACHINE_NAME:
             raise StreamError(f"configuration machine name of {n} bytes (limit {MAX_MACHINE_NAME})", off + 1)
         self._need(n)
-        machine = bytes(self._buf[self._pos:self._pos + n]).decode("latin-1")
+        machine = bytes(self._buf[self._pos : self._pos + n]).decode("latin-1")
         self._pos += n
         fields: dict[str, Any] = {}
         while True:
@@ -432,30 +446,33 @@ class StreamDecoder:
             except ConstructError as exc:
                 self._pos += 1
                 name = self._idstr()
-                raise StreamError(f"unknown configuration subsection '{name}'", sub_off,
-                                  section="configuration") from exc
+                raise StreamError(
+                    f"unknown configuration subsection '{name}'", sub_off, section="configuration"
+                ) from exc
             body = sub.body
             if "target_page_bits" in body:
                 bits = body.target_page_bits
                 if not MIN_TARGET_PAGE_BITS <= bits <= MAX_TARGET_PAGE_BITS:
                     # The loader compares with its own TARGET_PAGE_BITS (savevm.c
                     # configuration_post_load); outside this range no target matches.
-                    raise StreamError(f"Received TARGET_PAGE_BITS is {bits}, outside "
-                                      f"{MIN_TARGET_PAGE_BITS}..{MAX_TARGET_PAGE_BITS}", sub_off,
-                                      section="configuration")
+                    raise StreamError(
+                        f"Received TARGET_PAGE_BITS is {bits}, outside {MIN_TARGET_PAGE_BITS}..{MAX_TARGET_PAGE_BITS}",
+                        sub_off,
+                        section="configuration",
+                    )
                 fields["target_page_bits"] = bits
             elif "capabilities" in body:
                 fields["capabilities"] = tuple(body.capabilities)
             elif "uuid" in body:
                 fields["uuid"] = bytes(body.uuid)
-        fields["data"] = bytes(self._buf[off + 1 - self._base:self._pos])
+        fields["data"] = bytes(self._buf[off + 1 - self._base : self._pos])
         self.configuration = Configuration(off, machine, **fields)
         self._mapped_ram = "mapped-ram" in self.configuration.capabilities
         return self.configuration
 
     def _command(self, off: int) -> CommandEvent:
         self._need(g.CommandHeader.sizeof())
-        head = g.CommandHeader.parse(self._buf[self._pos:self._pos + g.CommandHeader.sizeof()])
+        head = g.CommandHeader.parse(self._buf[self._pos : self._pos + g.CommandHeader.sizeof()])
         cmd, length = head.cmd, head.length
         self._need(4 + length)
         self._check_command_length(off, cmd, length)
@@ -464,9 +481,11 @@ class StreamDecoder:
         except ConstructError as exc:
             raise StreamError(f"malformed command {cmd}: {exc}", off, section="command") from exc
         body = obj.payload.body
-        fields = {k: (bytes(v) if isinstance(v, (bytes, bytearray)) else v)
-                  for k, v in (body.items() if hasattr(body, "items") else {"data": body}.items())
-                  if not k.startswith("_")}
+        fields = {
+            k: (bytes(v) if isinstance(v, (bytes, bytearray)) else v)
+            for k, v in (body.items() if hasattr(body, "items") else {"data": body}.items())
+            if not k.startswith("_")
+        }
         if "ranges" in fields:
             fields["ranges"] = [(r.start, r.length) for r in fields["ranges"]]
         self._check_command(off, cmd, length, fields)
@@ -480,9 +499,14 @@ class StreamDecoder:
         return CommandEvent(off, cmd, length, fields)
 
     _COMMAND_LENGTHS = {
-        g.Command.OPEN_RETURN_PATH: 0, g.Command.PING: 4, g.Command.POSTCOPY_LISTEN: 0,
-        g.Command.POSTCOPY_RUN: 0, g.Command.PACKAGED: 4, g.Command.ENABLE_COLO: 0,
-        g.Command.POSTCOPY_RESUME: 0, g.Command.SWITCHOVER_START: 0,
+        g.Command.OPEN_RETURN_PATH: 0,
+        g.Command.PING: 4,
+        g.Command.POSTCOPY_LISTEN: 0,
+        g.Command.POSTCOPY_RUN: 0,
+        g.Command.PACKAGED: 4,
+        g.Command.ENABLE_COLO: 0,
+        g.Command.POSTCOPY_RESUME: 0,
+        g.Command.SWITCHOVER_START: 0,
     }
 
     def _check_command_length(self, off: int, cmd: int, length: int) -> None:
@@ -495,11 +519,13 @@ class StreamDecoder:
             raise StreamError(f"MIG_CMD 0x{cmd:x} unknown (len 0x{length:x})", off, section="command")
         want = self._COMMAND_LENGTHS.get(cmd)
         if want is not None and length != want:
-            raise StreamError(f"{name} received with bad length - expecting {want}, got {length}",
-                              off, section="command")
+            raise StreamError(
+                f"{name} received with bad length - expecting {want}, got {length}", off, section="command"
+            )
         if cmd == g.Command.POSTCOPY_ADVISE and length not in (0, 16):
-            raise StreamError(f"POSTCOPY_ADVISE received with bad length - expecting 0 or 16, got {length}",
-                              off, section="command")
+            raise StreamError(
+                f"POSTCOPY_ADVISE received with bad length - expecting 0 or 16, got {length}", off, section="command"
+            )
 
     def _check_command(self, off: int, cmd: int, length: int, fields: dict) -> None:
         if cmd == g.Command.POSTCOPY_ADVISE:
@@ -513,8 +539,7 @@ class StreamDecoder:
             if length < 20 or (length - 3 - len(fields["idstr"])) % 16:
                 raise StreamError(f"POSTCOPY_RAM_DISCARD received with bad length {length}", off, section="command")
             if fields["version"] != 0 or fields["terminator"] != 0:
-                raise StreamError("POSTCOPY_RAM_DISCARD with bad version or name terminator", off,
-                                  section="command")
+                raise StreamError("POSTCOPY_RAM_DISCARD with bad version or name terminator", off, section="command")
         elif cmd == g.Command.RECV_BITMAP:
             if length != len(fields["idstr"]) + 1:
                 raise StreamError(f"RECV_BITMAP received with bad length {length}", off, section="command")
@@ -534,8 +559,11 @@ class StreamDecoder:
             self._need(5)
             (sid,) = SECTION_ID.unpack_from(self._buf, self._pos + 1)
             if sid != sec.section_id:
-                raise StreamError(f"Mismatched section id in footer for {sec.idstr} - read 0x{sid:x} "
-                                  f"expected 0x{sec.section_id:x}", off, section=sec.idstr)
+                raise StreamError(
+                    f"Mismatched section id in footer for {sec.idstr} - read 0x{sid:x} expected 0x{sec.section_id:x}",
+                    off,
+                    section=sec.idstr,
+                )
             self._pos += 5
         self._state = "top"
         self._section = None
@@ -555,7 +583,7 @@ class StreamDecoder:
             device = self._idstr()
             if not flags & g.BlockFlag.ZERO_BLOCK:
                 self._need(g.BLOCK_CHUNK)
-                data = self._buf[self._pos:self._pos + g.BLOCK_CHUNK]
+                data = self._buf[self._pos : self._pos + g.BLOCK_CHUNK]
                 self._pos += g.BLOCK_CHUNK
         elif not flags & (g.BlockFlag.PROGRESS | g.BlockFlag.EOS):
             raise StreamError(f"Unknown block migration flags: {flags:#x}", off, section=sec.idstr)
@@ -581,23 +609,34 @@ class StreamDecoder:
             raise StreamError(f"malformed dirty-bitmap record: {exc}", off, section=sec.idstr) from exc
         start, bits = head.start, head.bits
         if start is not None and start.bitmap_flags & g.DIRTY_BITMAP_START_RESERVED:
-            raise StreamError(f"Unknown flags in migrated dirty bitmap header: {start.bitmap_flags:x}", off,
-                              section=sec.idstr)
+            raise StreamError(
+                f"Unknown flags in migrated dirty bitmap header: {start.bitmap_flags:x}", off, section=sec.idstr
+            )
         data = memoryview(b"")
         if bits is not None and bits.buffer_size is not None:
             if bits.buffer_size > g.DIRTY_BITMAP_MAX_BUFFER:
-                raise StreamError(f"Bitmap migration stream buffer allocation request is too large "
-                                  f"({bits.buffer_size} bytes)", off, section=sec.idstr)
+                raise StreamError(
+                    f"Bitmap migration stream buffer allocation request is too large ({bits.buffer_size} bytes)",
+                    off,
+                    section=sec.idstr,
+                )
             self._need(bits.buffer_size)
-            data = self._buf[self._pos:self._pos + bits.buffer_size]
+            data = self._buf[self._pos : self._pos + bits.buffer_size]
             self._pos += bits.buffer_size
         if head.flags & _DIRTY_BITMAP_EOS:
             self._state = "footer"
-        return DirtyBitmapRecord(off, sec.section_id, head.flags, head.node, head.bitmap,
-                                 start.granularity if start is not None else None,
-                                 start.bitmap_flags if start is not None else None,
-                                 bits.start_sector if bits is not None else None,
-                                 bits.nr_sectors if bits is not None else None, data)
+        return DirtyBitmapRecord(
+            off,
+            sec.section_id,
+            head.flags,
+            head.node,
+            head.bitmap,
+            start.granularity if start is not None else None,
+            start.bitmap_flags if start is not None else None,
+            bits.start_sector if bits is not None else None,
+            bits.nr_sectors if bits is not None else None,
+            data,
+        )
 
     # --- device (non-RAM) sections -------------------------------------------------
 
@@ -620,19 +659,22 @@ class StreamDecoder:
             if size is None and self._footers:
                 # Earlier sections had footers, so this one has one too, unless the
                 # input was cut (QEMU: "Missing section footer" / an early end).
-                raise TruncatedStream(f"stream ends inside device section '{sec.idstr}' (no section "
-                                      "footer before the end of the input)", off, section=sec.idstr)
+                raise TruncatedStream(
+                    f"stream ends inside device section '{sec.idstr}' (no section footer before the end of the input)",
+                    off,
+                    section=sec.idstr,
+                )
         if size is None:
             self._state = "done"
-            why = ("no JSON description and no section footers" if self._footers is False
-                   else "its footer was not found")
-            return Undecoded(off, f"device section '{sec.idstr}' cannot be framed ({why}); "
-                                  "device sections from here on were not decoded")
-        data = self._buf[self._pos:self._pos + size]
+            why = "no JSON description and no section footers" if self._footers is False else "its footer was not found"
+            return Undecoded(
+                off,
+                f"device section '{sec.idstr}' cannot be framed ({why}); device sections from here on were not decoded",
+            )
+        data = self._buf[self._pos : self._pos + size]
         self._pos += size
         self._state = "footer"
-        return DeviceState(off, sec.section_id, sec.idstr, sec.instance_id, size, framing, data,
-                           self._section_type)
+        return DeviceState(off, sec.section_id, sec.idstr, sec.instance_id, size, framing, data, self._section_type)
 
     def _footer_at(self, stream_off: int, section_id: int) -> bool:
         i = stream_off - self._base
@@ -651,7 +693,7 @@ class StreamDecoder:
         while True:
             end = min(len(self._buf) - self._pos, MAX_FOOTER_SCAN + 6)
             lo = max(0, searched - 5)
-            hay = bytes(self._buf[self._pos + lo:self._pos + end])
+            hay = bytes(self._buf[self._pos + lo : self._pos + end])
             at = hay.find(needle)
             while 0 <= at and lo + at + 5 < end:
                 if hay[at + 5] in _TOP_TYPES:
@@ -659,8 +701,11 @@ class StreamDecoder:
                     return lo + at
                 at = hay.find(needle, at + 1)
             if end > MAX_FOOTER_SCAN:
-                raise StreamError(f"no footer for section '{self._section.idstr}' within "
-                                  f"{MAX_FOOTER_SCAN} bytes", self.offset, section=self._section.idstr)
+                raise StreamError(
+                    f"no footer for section '{self._section.idstr}' within {MAX_FOOTER_SCAN} bytes",
+                    self.offset,
+                    section=self._section.idstr,
+                )
             searched = end
             self._scan = (self.offset, searched)
             # Join more only once it at least doubles what was searched (linear total).
@@ -721,8 +766,11 @@ class StreamDecoder:
             return RamMarker(off, flags)
         if kind == RamFlag.HOOK:
             if not self._allow_hook:
-                raise StreamError("RAM_SAVE_FLAG_HOOK: RDMA hooks don't belong in a file or socket stream "
-                                  "(use --rdma to accept)", off, section="ram")
+                raise StreamError(
+                    "RAM_SAVE_FLAG_HOOK: RDMA hooks don't belong in a file or socket stream (use --rdma to accept)",
+                    off,
+                    section="ram",
+                )
             return RamMarker(off, flags)
         raise StreamError(f"Unknown combination of migration flags: 0x{flags:x}", off, section="ram")
 
@@ -730,21 +778,32 @@ class StreamDecoder:
         ignore_shared = bool(self.configuration and "x-ignore-shared" in self.configuration.capabilities)
         self._pos = off - self._base
         try:
-            rec = self._construct(g.RamRecord, MAX_BLOCK_LIST, page_size=self.page_size,
-                                  ignore_shared=ignore_shared, postcopy_hugepages=self._postcopy_hugepages)
+            rec = self._construct(
+                g.RamRecord,
+                MAX_BLOCK_LIST,
+                page_size=self.page_size,
+                ignore_shared=ignore_shared,
+                postcopy_hugepages=self._postcopy_hugepages,
+            )
         except ConstructError as exc:
             raise StreamError(f"malformed RAM block list: {exc}", off, section="ram") from exc
-        blocks = tuple(RamBlock(b.idstr, b.used_length, b.page_size, b.addr)
-                       for b in (rec.payload.blocks or ()))
+        blocks = tuple(RamBlock(b.idstr, b.used_length, b.page_size, b.addr) for b in (rec.payload.blocks or ()))
         if len(blocks) >= MAX_RAM_BLOCKS and sum(b.used_length for b in blocks) < total:
             raise StreamError(f"MEM_SIZE lists more than {MAX_RAM_BLOCKS} RAM blocks", off, section="ram")
         if sum(b.used_length for b in blocks) != total:
-            raise StreamError(f"RAM block lengths add up to 0x{sum(b.used_length for b in blocks):x}, "
-                              f"MEM_SIZE announced 0x{total:x}", off, section="ram")
+            raise StreamError(
+                f"RAM block lengths add up to 0x{sum(b.used_length for b in blocks):x}, MEM_SIZE announced 0x{total:x}",
+                off,
+                section="ram",
+            )
         for b in blocks:
             if b.used_length > MAX_BLOCK_LENGTH:
-                raise StreamError(f"RAM block {b.name} of 0x{b.used_length:x} bytes is implausibly large",
-                                  off, section="ram", block=b.name)
+                raise StreamError(
+                    f"RAM block {b.name} of 0x{b.used_length:x} bytes is implausibly large",
+                    off,
+                    section="ram",
+                    block=b.name,
+                )
             self.blocks[b.name] = b
         return RamBlockList(off, total, blocks)
 
@@ -755,8 +814,9 @@ class StreamDecoder:
         if flags & _CONTINUE:
             block = self._last_block
             if block is None:
-                raise StreamError("Ack, bad migration stream! (CONTINUE with no previous block)",
-                                  off, section="ram", addr=addr)
+                raise StreamError(
+                    "Ack, bad migration stream! (CONTINUE with no previous block)", off, section="ram", addr=addr
+                )
             if kind in _RUN_KINDS and not self._packages:
                 info = self.blocks.get(block)
                 if addr < (info.used_length if info is not None else MAX_BLOCK_LENGTH):
@@ -773,13 +833,18 @@ class StreamDecoder:
             raise StreamError(f"Illegal RAM offset {addr:x}", off, section="ram", block=block, addr=addr)
         if info is None and addr >= MAX_BLOCK_LENGTH:
             # No MEM_SIZE told the block's length: no block is this large (limits.py).
-            raise StreamError(f"Illegal RAM offset {addr:x} (beyond the largest block accepted, "
-                              f"0x{MAX_BLOCK_LENGTH:x})", off, section="ram", block=block, addr=addr)
+            raise StreamError(
+                f"Illegal RAM offset {addr:x} (beyond the largest block accepted, 0x{MAX_BLOCK_LENGTH:x})",
+                off,
+                section="ram",
+                block=block,
+                addr=addr,
+            )
         payload_off = self.offset
         if kind == _PAGE:
             n = self.page_size
             self._need(n)
-            data = self._buf[self._pos:self._pos + n]
+            data = self._buf[self._pos : self._pos + n]
             self._pos += n
             return PageRecord(off, flags, block, addr, payload_off, data)
         if kind == _ZERO:
@@ -789,27 +854,33 @@ class StreamDecoder:
             encoding = self._u8()
             length = self._unpack(struct.Struct(">H"))
             if encoding != g.XBZRLE_ENCODING_FLAG:
-                raise StreamError("Failed to load XBZRLE page - wrong compression!", off,
-                                  section="ram", block=block, addr=addr)
+                raise StreamError(
+                    "Failed to load XBZRLE page - wrong compression!", off, section="ram", block=block, addr=addr
+                )
             if length > self.page_size:
-                raise StreamError(f"Failed to load XBZRLE page - len overflow! ({length} > {self.page_size})",
-                                  off, section="ram", block=block, addr=addr)
+                raise StreamError(
+                    f"Failed to load XBZRLE page - len overflow! ({length} > {self.page_size})",
+                    off,
+                    section="ram",
+                    block=block,
+                    addr=addr,
+                )
             self._need(length)
-            data = self._buf[self._pos:self._pos + length]
+            data = self._buf[self._pos : self._pos + length]
             self._pos += length
             try:
                 xbzrle_decode_into(data, bytearray(self.page_size))
             except XbzrleError as exc:
-                raise StreamError(f"Failed to load XBZRLE page - decode error! ({exc})", off,
-                                  section="ram", block=block, addr=addr) from exc
+                raise StreamError(
+                    f"Failed to load XBZRLE page - decode error! ({exc})", off, section="ram", block=block, addr=addr
+                ) from exc
             return PageRecord(off, flags, block, addr, payload_off, data, encoding=encoding)
         # COMPRESS_PAGE
         length = self._unpack(struct.Struct(">I"))
         if length > compress_bound(self.page_size):
-            raise StreamError(f"Invalid compressed data length: {length}", off, section="ram",
-                              block=block, addr=addr)
+            raise StreamError(f"Invalid compressed data length: {length}", off, section="ram", block=block, addr=addr)
         self._need(length)
-        data = self._buf[self._pos:self._pos + length]
+        data = self._buf[self._pos : self._pos + length]
         self._pos += length
         return PageRecord(off, flags, block, addr, payload_off, data)
 
@@ -844,8 +915,13 @@ class StreamDecoder:
         off = self.offset
         ignore_shared = bool(self.configuration and "x-ignore-shared" in self.configuration.capabilities)
         try:
-            entry = self._construct(g.MappedRamBlockEntry, 512, page_size=self.page_size,
-                                    ignore_shared=ignore_shared, postcopy_hugepages=False)
+            entry = self._construct(
+                g.MappedRamBlockEntry,
+                512,
+                page_size=self.page_size,
+                ignore_shared=ignore_shared,
+                postcopy_hugepages=False,
+            )
         except ConstructError as exc:
             raise StreamError(f"malformed mapped-ram block entry: {exc}", off, section="ram") from exc
         name, used, addr, hdr = entry.idstr, entry.used_length, entry.addr, entry.mapped_ram
@@ -854,15 +930,16 @@ class StreamDecoder:
         if hdr.pages_offset:
             gap = hdr.bitmap_offset - self.offset
             self._need(gap + bitmap_size)
-            bitmap = bytes(self._buf[self._pos + gap:self._pos + gap + bitmap_size])
+            bitmap = bytes(self._buf[self._pos + gap : self._pos + gap + bitmap_size])
             self._pos += gap + bitmap_size
         self.blocks[name] = RamBlock(name, used, None, addr)
         mr.blocks.append(self.blocks[name])
         mr.left -= used
         mr.region = (name, hdr.pages_offset, hdr.pages_offset + used) if hdr.pages_offset else None
         self._state = "mapped_skip" if mr.region else "mapped_block"
-        return MappedRamBlock(off, name, used, addr, hdr.version, hdr.page_size, hdr.bitmap_offset,
-                              hdr.pages_offset, bitmap)
+        return MappedRamBlock(
+            off, name, used, addr, hdr.version, hdr.page_size, hdr.bitmap_offset, hdr.pages_offset, bitmap
+        )
 
     def _mapped_input(self) -> int:
         """Bytes available at _pos, switching to the fed chunk when the joined
@@ -873,8 +950,9 @@ class StreamDecoder:
         if avail <= 0:
             if self._eof:
                 name = self._mapped.region[0] if self._mapped.region else None
-                raise TruncatedStream("stream ends inside a mapped-ram page region", self.offset,
-                                      section="ram", block=name)
+                raise TruncatedStream(
+                    "stream ends inside a mapped-ram page region", self.offset, section="ram", block=name
+                )
             self._elem = self._pos
             raise _NeedData
         return avail
@@ -904,10 +982,11 @@ class StreamDecoder:
                 try:
                     self._need(ps)  # a page split between two chunks: join just that page
                 except TruncatedStream as exc:
-                    raise TruncatedStream("stream ends inside a mapped-ram page region", off, section="ram",
-                                          block=name, addr=off - start) from exc
+                    raise TruncatedStream(
+                        "stream ends inside a mapped-ram page region", off, section="ram", block=name, addr=off - start
+                    ) from exc
                 n = ps
-        data = self._buf[self._pos:self._pos + n]
+        data = self._buf[self._pos : self._pos + n]
         self._pos += n
         return MappedRamPages(off, name, off - start, data)
 
@@ -928,10 +1007,13 @@ class StreamDecoder:
             return None
         length = self._unpack(struct.Struct(">I"))
         if length > self._max_description:
-            raise StreamError(f"VMDESCRIPTION of {length} bytes exceeds the limit of {self._max_description}",
-                              off, section="vmdescription")
+            raise StreamError(
+                f"VMDESCRIPTION of {length} bytes exceeds the limit of {self._max_description}",
+                off,
+                section="vmdescription",
+            )
         self._need(length)
-        text = bytes(self._buf[self._pos:self._pos + length])
+        text = bytes(self._buf[self._pos : self._pos + length])
         self._pos += length
         self._state = "trailer"
         return VmDescription(off, text)
@@ -952,6 +1034,9 @@ def inflate_page(data, page_size: int) -> bytes:
     d = zlib.decompressobj()
     out = d.decompress(bytes(data), page_size)
     if not d.eof or len(out) != page_size:
-        raise zlib.error(f"zlib stream inflates to {len(out)} bytes"
-                         + ("" if d.eof else " and does not end") + f", expected {page_size}")
+        raise zlib.error(
+            f"zlib stream inflates to {len(out)} bytes"
+            + ("" if d.eof else " and does not end")
+            + f", expected {page_size}"
+        )
     return out

@@ -17,7 +17,6 @@ from ..wire.grammar import SectionType
 from ..wire.limits import MAX_DESCRIPTION, MAX_SUBSECTION_DEPTH
 
 
-
 def find_description(tail: bytes, total_size: int) -> tuple[int, bytes] | None:
     """Find the VMDESCRIPTION in ``tail`` (the last bytes of a stream of
     ``total_size`` bytes).  Returns (stream offset of the 0x06 byte, JSON bytes)."""
@@ -27,8 +26,8 @@ def find_description(tail: bytes, total_size: int) -> tuple[int, bytes] | None:
     while pos >= 0:
         if pos + 6 <= len(tail):
             (length,) = struct.unpack_from(">I", tail, pos + 1)
-            if length == len(tail) - pos - 5 and tail[pos + 5:pos + 6] == b"{":
-                return base + pos, bytes(tail[pos + 5:])
+            if length == len(tail) - pos - 5 and tail[pos + 5 : pos + 6] == b"{":
+                return base + pos, bytes(tail[pos + 5 :])
         pos = tail.rfind(marker, 0, pos)
     return None
 

@@ -22,8 +22,8 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from ..wire import grammar as g
 from ..errors import StreamError
+from ..wire import grammar as g
 
 if TYPE_CHECKING:
     import numpy as np
@@ -49,8 +49,9 @@ class MappedRamList:
             self.left = self.total
 
 
-def check_mapped_ram_header(name: str, used_length: int, hdr, after_header: int, page_size: int,
-                            left: int, offset: int) -> int:
+def check_mapped_ram_header(
+    name: str, used_length: int, hdr, after_header: int, page_size: int, left: int, offset: int
+) -> int:
     """The loader's checks on one block's header; returns the bitmap size in bytes.
     ``after_header`` is the stream offset just past the header."""
 
@@ -62,8 +63,10 @@ def check_mapped_ram_header(name: str, used_length: int, hdr, after_header: int,
     if used_length > MAX_BLOCK_LENGTH:
         fail(f"RAM block {name} of 0x{used_length:x} bytes is implausibly large")
     if hdr.version > g.MAPPED_RAM_HDR_VERSION:
-        fail(f"Migration mapped-ram capability version not supported (expected <= "
-             f"{g.MAPPED_RAM_HDR_VERSION}, got {hdr.version})")
+        fail(
+            f"Migration mapped-ram capability version not supported (expected <= "
+            f"{g.MAPPED_RAM_HDR_VERSION}, got {hdr.version})"
+        )
     if hdr.page_size != page_size:
         fail(f"mapped-ram header page size {hdr.page_size}, target page size {page_size}")
     if used_length % page_size:
@@ -74,14 +77,16 @@ def check_mapped_ram_header(name: str, used_length: int, hdr, after_header: int,
         fail(f"Error reading ramblock {name} pages, region has bad alignment (0x{hdr.pages_offset:x})")
     size = g.mapped_ram_bitmap_size(used_length, page_size)
     if hdr.bitmap_offset < after_header:
-        fail(f"mapped-ram bitmap at 0x{hdr.bitmap_offset:x} lies before the end of its header "
-             f"(0x{after_header:x})")
+        fail(f"mapped-ram bitmap at 0x{hdr.bitmap_offset:x} lies before the end of its header (0x{after_header:x})")
     if hdr.bitmap_offset - after_header > MAX_BITMAP_GAP:
-        fail(f"mapped-ram bitmap at 0x{hdr.bitmap_offset:x} is 0x{hdr.bitmap_offset - after_header:x} "
-             f"bytes after its header (QEMU writes it right after)")
+        fail(
+            f"mapped-ram bitmap at 0x{hdr.bitmap_offset:x} is 0x{hdr.bitmap_offset - after_header:x} "
+            f"bytes after its header (QEMU writes it right after)"
+        )
     if hdr.bitmap_offset + size > hdr.pages_offset:
-        fail(f"mapped-ram bitmap (0x{hdr.bitmap_offset:x} + {size}) runs into the page region at "
-             f"0x{hdr.pages_offset:x}")
+        fail(
+            f"mapped-ram bitmap (0x{hdr.bitmap_offset:x} + {size}) runs into the page region at 0x{hdr.pages_offset:x}"
+        )
     return size
 
 
@@ -93,7 +98,7 @@ def bitmap_bits(bitmap: bytes, first: int, count: int) -> np.ndarray:
     lo, hi = first // 8, -(-(first + count) // 8)
     bits = np.unpackbits(np.frombuffer(bitmap, dtype=np.uint8, count=hi - lo, offset=lo), bitorder="little")
     start = first - lo * 8
-    return bits[start:start + count].astype(bool)
+    return bits[start : start + count].astype(bool)
 
 
 def written_runs(bitmap: bytes, first: int, count: int) -> list[tuple[int, int]]:
@@ -127,7 +132,7 @@ class MappedRamFile:
     def close(self) -> None:
         os.close(self._fd)
 
-    def __enter__(self) -> "MappedRamFile":
+    def __enter__(self) -> MappedRamFile:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -24,15 +24,16 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from .description import device_key
 from ..errors import MigstreamError
 from ..wire.grammar import SectionType
+from .description import device_key
 
 #: VMStateInfo names read as big-endian signed / unsigned integers.
 # "int32 le" is "less or equal" (vmstate_info_int32_le checks loaded <= current), big-endian.
 SIGNED = frozenset({"int8", "int16", "int32", "int64", "int32 equal", "int64 equal", "int32 le"})
-UNSIGNED = frozenset({"uint8", "uint16", "uint32", "uint64", "uint8 equal", "uint16 equal", "uint32 equal",
-                      "uint64 equal"})
+UNSIGNED = frozenset(
+    {"uint8", "uint16", "uint32", "uint64", "uint8 equal", "uint16 equal", "uint32 equal", "uint64 equal"}
+)
 NULLPTR_MARKER = 0x30  # VMS_NULLPTR_MARKER, migration/vmstate-types.c
 MAX_DEPTH = 64  # nesting limit for hostile descriptions
 MAX_ELEMENTS = 1 << 22  # array_len limit for hostile descriptions
@@ -68,9 +69,13 @@ class _Reader:
 
     def take(self, n: int, path: str) -> bytes:
         if n < 0 or self.pos + n > len(self.data):
-            raise VmstateError(f"payload ends inside the field (needs {n} bytes, {len(self.data) - self.pos} left)",
-                               self.base + self.pos, device=self.device, path=path)
-        b = self.data[self.pos:self.pos + n]
+            raise VmstateError(
+                f"payload ends inside the field (needs {n} bytes, {len(self.data) - self.pos} left)",
+                self.base + self.pos,
+                device=self.device,
+                path=path,
+            )
+        b = self.data[self.pos : self.pos + n]
         self.pos += n
         return b
 
@@ -87,16 +92,21 @@ def _field_value(r: _Reader, field: dict, path: str, depth: int) -> Any:
         if r.peek() == NULLPTR_MARKER:
             r.take(1, path)
             return None
-        raise Undescribed("a non-NULL element of an array of pointers whose description only covers "
-                          "NULL elements (QEMU before 10.0 described such arrays by their first element)",
-                          r.base + r.pos, device=r.device, path=path)
+        raise Undescribed(
+            "a non-NULL element of an array of pointers whose description only covers "
+            "NULL elements (QEMU before 10.0 described such arrays by their first element)",
+            r.base + r.pos,
+            device=r.device,
+            path=path,
+        )
     if typ == "struct" and isinstance(field.get("struct"), dict):
         start = r.pos
         value = _read_vmsd(r, field["struct"], path, depth + 1)  # partial structs are lost on Undescribed
         used = r.pos - start
         if size and used != size:
-            raise VmstateError(f"struct took {used} bytes, the description says {size}", r.base + start,
-                               device=r.device, path=path)
+            raise VmstateError(
+                f"struct took {used} bytes, the description says {size}", r.base + start, device=r.device, path=path
+            )
         return value
     raw = r.take(size, path)
     if typ == "bool" and size == 1:
@@ -104,8 +114,9 @@ def _field_value(r: _Reader, field: dict, path: str, depth: int) -> Any:
     if typ == "nullptr":
         if size == 1 and raw[0] == NULLPTR_MARKER:
             return None
-        raise VmstateError(f"nullptr field is {raw.hex()}, expected 30", r.base + r.pos - size,
-                           device=r.device, path=path)
+        raise VmstateError(
+            f"nullptr field is {raw.hex()}, expected 30", r.base + r.pos - size, device=r.device, path=path
+        )
     if typ == "capability" and size >= 1 and raw[0] == size - 1:
         # configuration/capabilities: u8 length + capability name (savevm.c put_capability)
         return raw[1:].decode("latin-1")
@@ -153,8 +164,9 @@ def _read_vmsd(r: _Reader, desc: dict, path: str, depth: int = 0, out: dict | No
         elif index is not None:
             lst = out.setdefault(name, [])
             if not isinstance(lst, list):
-                raise VmstateError("element of an array whose name is also a plain field", r.base + r.pos,
-                                   device=r.device, path=sub)
+                raise VmstateError(
+                    "element of an array whose name is also a plain field", r.base + r.pos, device=r.device, path=sub
+                )
             lst.append(_field_value(r, field, f"{sub}[{index}]", depth))
         else:
             out[name] = _field_value(r, field, sub, depth)
@@ -163,20 +175,29 @@ def _read_vmsd(r: _Reader, desc: dict, path: str, depth: int = 0, out: dict | No
         at = r.base + r.pos
         if r.peek() != SectionType.SUBSECTION:
             got = r.peek()
-            raise VmstateError(f"subsection {want} expected (0x05), found "
-                               f"{'end of payload' if got is None else hex(got)}", at, device=r.device, path=path)
+            raise VmstateError(
+                f"subsection {want} expected (0x05), found {'end of payload' if got is None else hex(got)}",
+                at,
+                device=r.device,
+                path=path,
+            )
         r.take(1, path)
         n = r.take(1, path)[0]
         name = r.take(n, path).decode("latin-1")
         (version,) = struct.unpack(">I", r.take(4, path))
         if name != want:
-            raise VmstateError(f"subsection '{name}' where the description has '{want}'", at, device=r.device,
-                               path=path)
+            raise VmstateError(
+                f"subsection '{name}' where the description has '{want}'", at, device=r.device, path=path
+            )
         out[name] = value = {}
         _read_vmsd(r, subdesc, f"{path}/{name}" if path else name, depth + 1, value)
         if isinstance(value, dict) and subdesc.get("version") is not None and version != subdesc.get("version"):
-            raise VmstateError(f"subsection {name} version {version}, description says {subdesc.get('version')}",
-                               at, device=r.device, path=path)
+            raise VmstateError(
+                f"subsection {name} version {version}, description says {subdesc.get('version')}",
+                at,
+                device=r.device,
+                path=path,
+            )
     return out
 
 
@@ -193,14 +214,16 @@ def decode_vmstate(payload, description: dict, *, offset: int = 0, device: str =
         _read_vmsd(r, description, "", 0, state)
     except (AttributeError, TypeError, ValueError) as exc:
         # A description that is not shaped like QEMU's (hostile or damaged JSON).
-        raise VmstateError(f"unusable description: {exc.__class__.__name__}: {exc}", offset + r.pos,
-                           device=device) from exc
+        raise VmstateError(
+            f"unusable description: {exc.__class__.__name__}: {exc}", offset + r.pos, device=device
+        ) from exc
     except Undescribed as exc:
-        state["__undescribed__"] = {"offset": exc.offset, "reason": str(exc), "bytes": r.data[r.pos:].hex()}
+        state["__undescribed__"] = {"offset": exc.offset, "reason": str(exc), "bytes": r.data[r.pos :].hex()}
         return state
     if r.pos != len(r.data):
-        raise VmstateError(f"{len(r.data) - r.pos} bytes of payload left after the described fields",
-                           offset + r.pos, device=device)
+        raise VmstateError(
+            f"{len(r.data) - r.pos} bytes of payload left after the described fields", offset + r.pos, device=device
+        )
     return state
 
 
@@ -235,8 +258,9 @@ def decode_spapr_htab(payload, section_type: SectionType, *, offset: int = 0) ->
     (head,) = struct.unpack_from(">i", data)
     if section_type == SectionType.START:
         if len(data) != 4:
-            raise VmstateError(f"spapr/htab START payload of {len(data)} bytes, expected 4", offset,
-                               device="spapr/htab")
+            raise VmstateError(
+                f"spapr/htab START payload of {len(data)} bytes, expected 4", offset, device="spapr/htab"
+            )
         return {"htab_shift": head}
     if head == -1:
         if len(data) != 4:
@@ -261,8 +285,9 @@ def decode_spapr_htab(payload, section_type: SectionType, *, offset: int = 0) ->
         valid += n_valid
         invalid += n_invalid
     if pos != len(data):
-        raise VmstateError(f"{len(data) - pos} bytes after the spapr/htab end marker", offset + pos,
-                           device="spapr/htab")
+        raise VmstateError(
+            f"{len(data) - pos} bytes after the spapr/htab end marker", offset + pos, device="spapr/htab"
+        )
     return {"hpt": True, "chunks": chunks, "valid_hptes": valid, "invalid_hptes": invalid}
 
 
@@ -283,8 +308,9 @@ def decode_s390_storage_attributes(payload, *, offset: int = 0) -> dict:
     first_gfn = None
     while True:
         if pos + 8 > len(data):
-            raise VmstateError("s390-storage_attributes ends without EOS", offset + pos,
-                               device="s390-storage_attributes")
+            raise VmstateError(
+                "s390-storage_attributes ends without EOS", offset + pos, device="s390-storage_attributes"
+            )
         (word,) = struct.unpack_from(">Q", data, pos)
         pos += 8
         flags = word & (S390_PAGE_SIZE - 1)
@@ -294,25 +320,38 @@ def decode_s390_storage_attributes(payload, *, offset: int = 0) -> dict:
             done = True
         elif flags == STATTR_FLAG_MORE:
             if pos + 8 > len(data):
-                raise VmstateError("s390-storage_attributes count runs past the section", offset + pos,
-                                   device="s390-storage_attributes")
+                raise VmstateError(
+                    "s390-storage_attributes count runs past the section",
+                    offset + pos,
+                    device="s390-storage_attributes",
+                )
             (count,) = struct.unpack_from(">Q", data, pos)
             pos += 8
             if count > len(data) - pos:
-                raise VmstateError(f"s390-storage_attributes run of {count} bytes runs past the section",
-                                   offset + pos, device="s390-storage_attributes")
+                raise VmstateError(
+                    f"s390-storage_attributes run of {count} bytes runs past the section",
+                    offset + pos,
+                    device="s390-storage_attributes",
+                )
             pos += count
             runs += 1
             pages += count
             gfn = (word - flags) // S390_PAGE_SIZE
             first_gfn = gfn if first_gfn is None else min(first_gfn, gfn)
         elif flags == STATTR_FLAG_ERROR:
-            raise VmstateError("Storage attributes data is incomplete (STATTR_FLAG_ERROR)", offset + pos - 8,
-                               device="s390-storage_attributes")
+            raise VmstateError(
+                "Storage attributes data is incomplete (STATTR_FLAG_ERROR)",
+                offset + pos - 8,
+                device="s390-storage_attributes",
+            )
         else:
-            raise VmstateError(f"Unexpected storage attribute flag data: {flags:#x}", offset + pos - 8,
-                               device="s390-storage_attributes")
+            raise VmstateError(
+                f"Unexpected storage attribute flag data: {flags:#x}",
+                offset + pos - 8,
+                device="s390-storage_attributes",
+            )
     if pos != len(data):
-        raise VmstateError(f"{len(data) - pos} bytes after the storage attributes EOS", offset + pos,
-                           device="s390-storage_attributes")
+        raise VmstateError(
+            f"{len(data) - pos} bytes after the storage attributes EOS", offset + pos, device="s390-storage_attributes"
+        )
     return {"runs": runs, "pages": pages, "done": done, "first_gfn": first_gfn}

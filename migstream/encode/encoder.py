@@ -48,15 +48,15 @@ import fcntl
 import os
 import stat
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
-from ..wire import grammar as g
-from ..wire import build as writer
 from ..errors import UsageError
+from ..wire import build as writer
+from ..wire import grammar as g
 from ..wire.fastpath import IDSTR_LENGTH, RAM_HEADER, payload_plan
 from .memimage import MemoryImage
 from .zeropages import zero_page_mask
@@ -169,7 +169,7 @@ class FdSink:
     def _write_parts(self, bufs, wants, off) -> None:
         fd = self.fd
         for k, want in enumerate(wants):
-            part = bufs[k * IOV_MAX:(k + 1) * IOV_MAX]
+            part = bufs[k * IOV_MAX : (k + 1) * IOV_MAX]
             done = os.writev(fd, part) if off is None else os.pwritev(fd, part, off)
             if done < want:
                 self._finish(part, done, off)
@@ -244,30 +244,48 @@ class RamStats:
 
     def as_dict(self) -> dict:
         ram = {
-            "total": self.total, "transferred": self.transferred, "duplicate": self.duplicate,
-            "normal": self.normal, "normal-bytes": self.normal_bytes, "page-size": self.page_size,
-            "dirty-sync-count": self.dirty_sync_count, "precopy-bytes": self.precopy_bytes,
-            "downtime-bytes": self.downtime_bytes, "remaining": 0,
+            "total": self.total,
+            "transferred": self.transferred,
+            "duplicate": self.duplicate,
+            "normal": self.normal,
+            "normal-bytes": self.normal_bytes,
+            "page-size": self.page_size,
+            "dirty-sync-count": self.dirty_sync_count,
+            "precopy-bytes": self.precopy_bytes,
+            "downtime-bytes": self.downtime_bytes,
+            "remaining": 0,
         }
-        doc = {"ram": ram, "iterations": self.iterations, "part-sections": self.part_sections,
-               "stream-bytes": self.stream_bytes}
+        doc = {
+            "ram": ram,
+            "iterations": self.iterations,
+            "part-sections": self.part_sections,
+            "stream-bytes": self.stream_bytes,
+        }
         if self.xbzrle_cache_size:
             handled = self.xbzrle_pages_handled
             doc["xbzrle-cache"] = {
-                "cache-size": self.xbzrle_cache_size, "bytes": self.xbzrle_bytes, "pages": self.xbzrle_pages,
+                "cache-size": self.xbzrle_cache_size,
+                "bytes": self.xbzrle_bytes,
+                "pages": self.xbzrle_pages,
                 "cache-miss": self.xbzrle_cache_miss,
                 # QEMU computes both rates per sync period; here: over the whole run.
                 "cache-miss-rate": round(self.xbzrle_cache_miss / handled, 6) if handled else 0,
-                "encoding-rate": (round(self.xbzrle_pages * self.page_size / self.xbzrle_bytes, 6)
-                                  if self.xbzrle_bytes else 0),
+                "encoding-rate": (
+                    round(self.xbzrle_pages * self.page_size / self.xbzrle_bytes, 6) if self.xbzrle_bytes else 0
+                ),
                 "overflow": self.xbzrle_overflow,
             }
         if self.compress_threads:
             doc["compression"] = {
-                "pages": self.compression_pages, "compressed-size": self.compressed_size, "busy": 0,
+                "pages": self.compression_pages,
+                "compressed-size": self.compressed_size,
+                "busy": 0,
                 "busy-rate": 0,
-                "compression-rate": (round(self.compression_pages * self.page_size / self.compressed_size, 6)
-                                     if self.compressed_size else 0),
+                "compression-rate": (
+                    round(self.compression_pages * self.page_size / self.compressed_size, 6)
+                    if self.compressed_size
+                    else 0
+                ),
             }
         return doc
 
@@ -301,9 +319,18 @@ class _Counting:
 class Encoder:
     """One outgoing migration: RAM from images, device state from an optional template."""
 
-    def __init__(self, sink, first: MemoryImage, *, xbzrle_cache_size: int = 0, compress_threads: int = 0,
-                 compress_level: int = 1, template=None, ram_section_id: int | None = None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self,
+        sink,
+        first: MemoryImage,
+        *,
+        xbzrle_cache_size: int = 0,
+        compress_threads: int = 0,
+        compress_level: int = 1,
+        template=None,
+        ram_section_id: int | None = None,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> None:
         self.stats = RamStats(page_size=first.page_size)
         self.sink = _Counting(sink, self.stats)
         self.machine = first.machine
@@ -314,8 +341,11 @@ class Encoder:
         self.first = first
         if template is not None:
             template.check_fits(self.machine, self.page_size, self.layout)
-        self.section_id = template.ram_section_id if template is not None else (
-            ram_section_id if ram_section_id is not None else DEFAULT_RAM_SECTION_ID)
+        self.section_id = (
+            template.ram_section_id
+            if template is not None
+            else (ram_section_id if ram_section_id is not None else DEFAULT_RAM_SECTION_ID)
+        )
         if self.section_id == 0:
             raise UsageError("RAM section id 0 would be taken for another handler by QEMU's loader")
         self.progress = progress
@@ -327,14 +357,15 @@ class Encoder:
             from .pagecache import XbzrleCache
 
             if xbzrle_cache_size < self.page_size:
-                raise UsageError(f"XBZRLE cache of {xbzrle_cache_size} bytes is smaller than a page "
-                                 f"({self.page_size})")
+                raise UsageError(f"XBZRLE cache of {xbzrle_cache_size} bytes is smaller than a page ({self.page_size})")
             if xbzrle_cache_size > max(2 * self.stats.total, 64 << 20):
                 # The cache is allocated up front.  QEMU takes any size (its default
                 # is 64 MiB, more than small guests' RAM); beyond twice the guest's
                 # RAM a cache only costs memory.
-                raise UsageError(f"XBZRLE cache of {xbzrle_cache_size} bytes is more than twice the guest's RAM "
-                                 f"({self.stats.total} bytes)")
+                raise UsageError(
+                    f"XBZRLE cache of {xbzrle_cache_size} bytes is more than twice the guest's RAM "
+                    f"({self.stats.total} bytes)"
+                )
             self.cache = XbzrleCache(xbzrle_cache_size, self.page_size)
             self.stats.xbzrle_cache_size = xbzrle_cache_size
         self.compressor = None
@@ -369,9 +400,12 @@ class Encoder:
         # ram_save_setup: MEM_SIZE with every block and its used length, EOS.
         # (ram_init_bitmaps performs the first bitmap sync.)
         self.stats.dirty_sync_count = 1
-        w(writer.section_start(self.section_id, "ram", 0, g.RAM_SECTION_VERSION)
-          + writer.mem_size(self.layout, page_size=self.page_size)
-          + self._eos() + writer.footer(self.section_id))
+        w(
+            writer.section_start(self.section_id, "ram", 0, g.RAM_SECTION_VERSION)
+            + writer.mem_size(self.layout, page_size=self.page_size)
+            + self._eos()
+            + writer.footer(self.section_id)
+        )
         if self.template is not None:
             for piece in self.template.during_ram:
                 w(piece)
@@ -532,7 +566,7 @@ class Encoder:
             if pages is None:
                 batches.append(np.arange(s, min(npages, s + BATCH_PAGES), dtype=np.int64))
             else:
-                batches.append(pages[s:s + BATCH_PAGES])
+                batches.append(pages[s : s + BATCH_PAGES])
         with ThreadPoolExecutor(max_workers=1) as pool:
             ahead = pool.submit(_zero_mask, blk.data, batches[0], ps) if PIPELINE else None
             for k, batch in enumerate(batches):
@@ -564,7 +598,7 @@ class Encoder:
                 self.stats.duplicate += 1
             else:
                 head.append(self._head(blk.name, p * ps, _PAGE))
-                head.append(data[p * ps:(p + 1) * ps])
+                head.append(data[p * ps : (p + 1) * ps])
                 self.stats.normal += 1
             self._account(sum(len(b) for b in head))
             self.sink.writev(head)
@@ -584,7 +618,7 @@ class Encoder:
         npage = len(page_idx)
         cuts = np.empty(npage + 2, np.int64)
         cuts[0] = 0
-        cuts[1:npage + 1] = starts[page_idx] + _HEADER_SIZE
+        cuts[1 : npage + 1] = starts[page_idx] + _HEADER_SIZE
         cuts[npage + 1] = len(glue)
         gv = memoryview(glue)
         dv = memoryview(data)
@@ -592,7 +626,7 @@ class Encoder:
         offs = (batch[page_idx] * ps).tolist()
         iov = [None] * (2 * npage + 1)
         iov[0::2] = [gv[a:b] for a, b in zip(c, c[1:])]
-        iov[1::2] = [dv[o:o + ps] for o in offs]
+        iov[1::2] = [dv[o : o + ps] for o in offs]
         lengths = np.empty(2 * npage + 1, np.int64)
         lengths[0::2] = np.diff(cuts)
         lengths[1::2] = ps
@@ -631,7 +665,7 @@ class Encoder:
                     # xbzrle_cache_zero_page: a stale cached copy must not survive.
                     self.cache.insert(blk.ram_addr + addr, self._zero_page, age)
             else:
-                page = data[addr:addr + ps]
+                page = data[addr : addr + ps]
                 if not self.xbzrle_enabled or self._save_xbzrle_page(blk, addr, page, age, iov) is None:
                     self._normal_record(blk, addr, page, iov)
         self.sink.writev(iov)
@@ -646,7 +680,7 @@ class Encoder:
         named = blk.name == self.last_sent_block
         for i, p in enumerate(pages):
             if named and not zero[i]:
-                todo.append(data[p * ps:(p + 1) * ps])
+                todo.append(data[p * ps : (p + 1) * ps])
             named = True
         return iter(self.compressor.map(todo))
 
@@ -738,7 +772,7 @@ def _zero_mask(data: np.ndarray, pages: np.ndarray, ps: int) -> np.ndarray:
         return np.zeros(0, bool)
     first, last = int(pages[0]), int(pages[-1])
     if last - first + 1 == len(pages):  # a contiguous stretch: no gather
-        return zero_page_mask(data[first * ps:(last + 1) * ps], ps)
+        return zero_page_mask(data[first * ps : (last + 1) * ps], ps)
     rows = _rows(data, ps)
     return ~rows[pages].any(axis=1)
 
@@ -755,24 +789,39 @@ def _differing_pages(old: np.ndarray, new: np.ndarray, ps: int) -> np.ndarray:
     out = []
     step = BATCH_PAGES * ps
     for s in range(0, len(new), step):
-        a = _rows(old[s:s + step], ps)
-        b = _rows(new[s:s + step], ps)
+        a = _rows(old[s : s + step], ps)
+        b = _rows(new[s : s + step], ps)
         idx = np.flatnonzero((a != b).any(axis=1))
         if len(idx):
             out.append(idx + s // ps)
     return np.concatenate(out).astype(np.int64) if out else np.zeros(0, np.int64)
 
 
-def encode_stream(images: Sequence[MemoryImage], sink, *, xbzrle_cache_size: int = 0, compress_threads: int = 0,
-                  compress_level: int = 1, template=None, final_in_end: bool = True,
-                  progress: Callable[[int, int], None] | None = None) -> RamStats:
+def encode_stream(
+    images: Sequence[MemoryImage],
+    sink,
+    *,
+    xbzrle_cache_size: int = 0,
+    compress_threads: int = 0,
+    compress_level: int = 1,
+    template=None,
+    final_in_end: bool = True,
+    progress: Callable[[int, int], None] | None = None,
+) -> RamStats:
     """Encode ``images`` (the first is the bulk stage, each later one an iteration)
     into ``sink``.  With ``final_in_end`` the last later image is sent in the END
     section (the stop-and-copy phase); otherwise END carries no pages."""
     if not images:
         raise UsageError("no memory image to encode")
-    enc = Encoder(sink, images[0], xbzrle_cache_size=xbzrle_cache_size, compress_threads=compress_threads,
-                  compress_level=compress_level, template=template, progress=progress)
+    enc = Encoder(
+        sink,
+        images[0],
+        xbzrle_cache_size=xbzrle_cache_size,
+        compress_threads=compress_threads,
+        compress_level=compress_level,
+        template=template,
+        progress=progress,
+    )
     try:
         for img in images[1:]:
             enc._check_layout(img)

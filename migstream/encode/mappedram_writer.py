@@ -41,17 +41,17 @@ from __future__ import annotations
 import os
 import stat
 from collections import deque
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
-from ..wire import grammar as g
-from ..wire import build as writer
-from .encoder import DEFAULT_RAM_SECTION_ID, RamStats, _target_page_bits_for
 from ..errors import UsageError
+from ..wire import build as writer
+from ..wire import grammar as g
 from ..wire.fastpath import RAM_HEADER
+from .encoder import DEFAULT_RAM_SECTION_ID, RamStats, _target_page_bits_for
 from .memimage import MemoryImage
 from .zeropages import zero_page_mask
 
@@ -89,10 +89,21 @@ def _round_up(n: int, a: int) -> int:
 def block_entry(name: str, used_length: int, page_size: int, bitmap_offset: int, pages_offset: int) -> bytes:
     """A MEM_SIZE block entry with its MappedRamHeader, from the grammar."""
     return g.MappedRamBlockEntry.build(
-        {"idstr": name, "used_length": used_length, "page_size": None, "addr": None,
-         "mapped_ram": {"version": g.MAPPED_RAM_HDR_VERSION, "page_size": page_size,
-                        "bitmap_offset": bitmap_offset, "pages_offset": pages_offset}},
-        ignore_shared=False, postcopy_hugepages=False)
+        {
+            "idstr": name,
+            "used_length": used_length,
+            "page_size": None,
+            "addr": None,
+            "mapped_ram": {
+                "version": g.MAPPED_RAM_HDR_VERSION,
+                "page_size": page_size,
+                "bitmap_offset": bitmap_offset,
+                "pages_offset": pages_offset,
+            },
+        },
+        ignore_shared=False,
+        postcopy_hugepages=False,
+    )
 
 
 def plan_regions(first_entry_offset: int, layout, page_size: int) -> list[BlockRegion]:
@@ -110,8 +121,9 @@ def plan_regions(first_entry_offset: int, layout, page_size: int) -> list[BlockR
     return regions
 
 
-def mapped_ram_configuration(machine: str, *, template_configuration: bytes = b"",
-                             target_page_bits: int | None = None) -> bytes:
+def mapped_ram_configuration(
+    machine: str, *, template_configuration: bytes = b"", target_page_bits: int | None = None
+) -> bytes:
     """The CONFIGURATION element with ``mapped-ram`` among the capabilities.  A
     template's configuration (machine name, target-page-bits, uuid, other
     capabilities) is kept, re-built from the grammar with the capability added."""
@@ -126,8 +138,9 @@ def mapped_ram_configuration(machine: str, *, template_configuration: bytes = b"
         caps, uuid = cfg["capabilities"], cfg["uuid"]
     for cap in caps:
         if cap in _UNSUPPORTED_CAPABILITIES:
-            raise UsageError(f"the template has capability {cap}: {_UNSUPPORTED_CAPABILITIES[cap]} are not "
-                             f"written with --mapped-ram")
+            raise UsageError(
+                f"the template has capability {cap}: {_UNSUPPORTED_CAPABILITIES[cap]} are not written with --mapped-ram"
+            )
     if MAPPED_RAM not in caps:
         caps.append(MAPPED_RAM)
     return writer.configuration(machine, target_page_bits=target_page_bits, capabilities=caps, uuid=uuid)
@@ -135,15 +148,18 @@ def mapped_ram_configuration(machine: str, *, template_configuration: bytes = b"
 
 def check_output_fd(fd: int) -> None:
     if not stat.S_ISREG(os.fstat(fd).st_mode):
-        raise UsageError("mapped-ram output must be a regular file: QEMU reads it with a file: URI "
-                         "and the writer seeks (pages go to fixed offsets)")
+        raise UsageError(
+            "mapped-ram output must be a regular file: QEMU reads it with a file: URI "
+            "and the writer seeks (pages go to fixed offsets)"
+        )
 
 
 class MappedRamWriter:
     """One mapped-ram file from memory images (the last one is what the file holds)."""
 
-    def __init__(self, fd: int, first: MemoryImage, *, template=None,
-                 progress: Callable[[int, int], None] | None = None) -> None:
+    def __init__(
+        self, fd: int, first: MemoryImage, *, template=None, progress: Callable[[int, int], None] | None = None
+    ) -> None:
         check_output_fd(fd)
         self.fd = fd
         self.page_size = first.page_size
@@ -208,8 +224,9 @@ class MappedRamWriter:
         regions = plan_regions(len(head), self.layout, ps)
         _pwrite_all(self.fd, head, 0)
         for r in regions:
-            _pwrite_all(self.fd, block_entry(r.name, r.used_length, ps, r.bitmap_offset, r.pages_offset),
-                        r.entry_offset)
+            _pwrite_all(
+                self.fd, block_entry(r.name, r.used_length, ps, r.bitmap_offset, r.pages_offset), r.entry_offset
+            )
         # ram_save_setup's sync, one per later round (migration_bitmap_sync), and
         # the completion's.
         st.dirty_sync_count = 1 + len(images)
@@ -245,7 +262,7 @@ class MappedRamWriter:
         mv = memoryview(data)
         for first in range(0, npages, CHUNK_PAGES):
             last = min(npages, first + CHUNK_PAGES)
-            nonzero = ~zero_page_mask(data[first * ps:last * ps], ps)
+            nonzero = ~zero_page_mask(data[first * ps : last * ps], ps)
             written[first:last] = nonzero
             n = int(np.count_nonzero(nonzero))
             self.stats.normal += n
@@ -267,7 +284,7 @@ class MappedRamWriter:
 def _write_runs(fd: int, mv: memoryview, starts: list[int], stops: list[int], ps: int, base: int) -> None:
     """One pwrite per run of non-zero pages, from the image straight to the file."""
     for a, b in zip(starts, stops):
-        _pwrite_all(fd, mv[a * ps:b * ps], base + a * ps)
+        _pwrite_all(fd, mv[a * ps : b * ps], base + a * ps)
 
 
 def _pwrite_all(fd: int, data, offset: int) -> None:
@@ -278,8 +295,9 @@ def _pwrite_all(fd: int, data, offset: int) -> None:
         offset += n
 
 
-def encode_mapped_ram(images: Sequence[MemoryImage], fd: int, *, template=None,
-                      progress: Callable[[int, int], None] | None = None) -> RamStats:
+def encode_mapped_ram(
+    images: Sequence[MemoryImage], fd: int, *, template=None, progress: Callable[[int, int], None] | None = None
+) -> RamStats:
     """Write a mapped-ram file of ``images`` (first: bulk stage, later ones: rounds;
     the file holds the last) to ``fd``, a regular file written from offset 0."""
     if not images:

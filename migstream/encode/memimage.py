@@ -24,8 +24,12 @@ from ..wire.pagesize import page_size_for
 
 #: Machine types QEMU resolves to a versioned name before it writes the
 #: configuration section; the destination compares the versioned names.
-_ALIASES = {"pc": "pc-i440fx-<version>", "q35": "pc-q35-<version>", "pseries": "pseries-<version>",
-            "s390-ccw-virtio": "s390-ccw-virtio-<version>"}
+_ALIASES = {
+    "pc": "pc-i440fx-<version>",
+    "q35": "pc-q35-<version>",
+    "pseries": "pseries-<version>",
+    "s390-ccw-virtio": "s390-ccw-virtio-<version>",
+}
 
 
 @dataclass
@@ -58,15 +62,19 @@ class MemoryImage:
     def block_layout(self) -> list[tuple[str, int]]:
         return [(b.name, b.used_length) for b in self.blocks]
 
-    def check_same_vm(self, first: "MemoryImage") -> None:
+    def check_same_vm(self, first: MemoryImage) -> None:
         """A later image must be of the same VM as ``first``: machine, page size and
         RAM blocks (names and lengths, in order)."""
         if self.page_size != first.page_size or self.machine != first.machine:
-            raise UsageError(f"{self.source}: machine {self.machine}/page size {self.page_size} differs from "
-                             f"the first image's {first.machine}/{first.page_size}")
+            raise UsageError(
+                f"{self.source}: machine {self.machine}/page size {self.page_size} differs from "
+                f"the first image's {first.machine}/{first.page_size}"
+            )
         if self.block_layout() != first.block_layout():
-            raise UsageError(f"{self.source}: RAM blocks differ from the first image's: "
-                             f"{layout_str(self.block_layout())} vs {layout_str(first.block_layout())}")
+            raise UsageError(
+                f"{self.source}: RAM blocks differ from the first image's: "
+                f"{layout_str(self.block_layout())} vs {layout_str(first.block_layout())}"
+            )
 
     def close(self) -> None:
         for b in self.blocks:
@@ -87,15 +95,20 @@ class MemoryImage:
     # --- constructors ------------------------------------------------------------------
 
     @classmethod
-    def from_arrays(cls, machine: str, blocks, *, page_size: int | None = None,
-                    source: str = "<memory>") -> "MemoryImage":
+    def from_arrays(
+        cls, machine: str, blocks, *, page_size: int | None = None, source: str = "<memory>"
+    ) -> MemoryImage:
         """``blocks``: [(name, buffer)] in MEM_SIZE order; buffers are numpy arrays,
         mmaps, bytes or bytearrays (not copied)."""
         page_size = check_machine(machine, page_size, source)
         out = []
         addr = 0
         for name, buf in blocks:
-            arr = np.frombuffer(buf, dtype=np.uint8) if not isinstance(buf, np.ndarray) else buf.reshape(-1).view(np.uint8)
+            arr = (
+                np.frombuffer(buf, dtype=np.uint8)
+                if not isinstance(buf, np.ndarray)
+                else buf.reshape(-1).view(np.uint8)
+            )
             _check_block(name, len(arr), page_size, source)
             out.append(RamBlockImage(name, arr, addr))
             addr += _align(len(arr), page_size)
@@ -105,12 +118,15 @@ class MemoryImage:
         return cls(machine, page_size, out, source)
 
     @classmethod
-    def from_directory(cls, path: str, *, machine: str | None = None) -> "MemoryImage":
+    def from_directory(cls, path: str, *, machine: str | None = None) -> MemoryImage:
         """An ``extract`` output directory: manifest.json + one file per block."""
         man_path, manifest, entries = read_manifest(path)
         if manifest.get("complete") is False:
-            raise UsageError(f"{man_path}: the extraction was incomplete (manifest says complete: false"
-                             + (f", {manifest['error']}" if manifest.get("error") else "") + ")")
+            raise UsageError(
+                f"{man_path}: the extraction was incomplete (manifest says complete: false"
+                + (f", {manifest['error']}" if manifest.get("error") else "")
+                + ")"
+            )
         mtype = machine or manifest.get("machine")
         if not mtype:
             raise UsageError(f"{man_path}: no machine type in the manifest (give --machine)")
@@ -144,7 +160,7 @@ class MemoryImage:
         return image
 
     @classmethod
-    def from_raw(cls, path: str, block: str, machine: str, *, page_size: int | None = None) -> "MemoryImage":
+    def from_raw(cls, path: str, block: str, machine: str, *, page_size: int | None = None) -> MemoryImage:
         """One raw file holding one RAM block (e.g. pc.ram)."""
         page_size = check_machine(machine, page_size, path)
         try:
@@ -161,7 +177,7 @@ class MemoryImage:
         return image
 
     @classmethod
-    def open(cls, path: str, *, block: str | None = None, machine: str | None = None) -> "MemoryImage":
+    def open(cls, path: str, *, block: str | None = None, machine: str | None = None) -> MemoryImage:
         """A directory in the extract layout, or a raw image (needs ``block`` and
         ``machine``)."""
         if os.path.isdir(path):
@@ -202,9 +218,11 @@ def check_machine(machine: str, page_size: int | None, where: str) -> int:
     if not isinstance(machine, str) or not re.fullmatch(r"[A-Za-z0-9._+-]{1,64}", machine):
         raise UsageError(f"{where}: unusable machine type {machine!r}")
     if machine in _ALIASES:
-        raise UsageError(f"{where}: machine type {machine!r} is an alias; the stream must carry the name QEMU "
-                         f"resolves it to ({_ALIASES[machine]}, e.g. {_ALIASES[machine].replace('<version>', '7.2')}"
-                         f" for QEMU 7.2)")
+        raise UsageError(
+            f"{where}: machine type {machine!r} is an alias; the stream must carry the name QEMU "
+            f"resolves it to ({_ALIASES[machine]}, e.g. {_ALIASES[machine].replace('<version>', '7.2')}"
+            f" for QEMU 7.2)"
+        )
     known, _arch = page_size_for(machine)
     if known is None and page_size is None:
         raise UsageError(f"{where}: unknown machine type {machine!r} (target page size unknown)")
@@ -220,8 +238,9 @@ def _check_block(name: str, length: int, page_size: int, where: str) -> None:
     if length < 0:
         raise UsageError(f"{where}: block {name}: negative length")
     if length % page_size:
-        raise UsageError(f"{where}: block {name}: length {length} is not a multiple of the "
-                         f"target page size {page_size}")
+        raise UsageError(
+            f"{where}: block {name}: length {length} is not a multiple of the target page size {page_size}"
+        )
 
 
 def _check_unique(names: list[str], where: str) -> None:

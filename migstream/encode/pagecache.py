@@ -38,11 +38,12 @@ class XbzrleCache:
         if page_size <= 0 or page_size & (page_size - 1):
             raise UsageError(f"page size {page_size} is not a power of two")
         if cache_bytes < page_size:
-            raise UsageError(f"XBZRLE cache size {cache_bytes} is smaller than the target page size "
-                             f"{page_size}")
+            raise UsageError(f"XBZRLE cache size {cache_bytes} is smaller than the target page size {page_size}")
         if cache_bytes & (cache_bytes - 1):
-            raise UsageError(f"XBZRLE cache size {cache_bytes} is not a power of two "
-                             "(QEMU: a power of two no less than the target page size)")
+            raise UsageError(
+                f"XBZRLE cache size {cache_bytes} is not a power of two "
+                "(QEMU: a power of two no less than the target page size)"
+            )
         self.page_size = page_size
         self.slots = cache_bytes // page_size  # max_num_items
         self._page_shift = page_size.bit_length() - 1

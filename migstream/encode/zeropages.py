@@ -41,6 +41,6 @@ def zero_page_mask(buf, page_size: int) -> np.ndarray:
     rows = data.view(word).reshape(pages, -1)
     step = max(1, CHUNK_BYTES // page_size)
     for first in range(0, pages, step):
-        chunk = rows[first:first + step]
-        np.equal(np.bitwise_or.reduce(chunk, axis=1), 0, out=mask[first:first + len(chunk)])
+        chunk = rows[first : first + step]
+        np.equal(np.bitwise_or.reduce(chunk, axis=1), 0, out=mask[first : first + len(chunk)])
     return mask

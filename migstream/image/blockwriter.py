@@ -44,7 +44,7 @@ class BlockWriter:
 def write_all(fd: int, offset: int, buffers: list) -> None:
     """pwritev ``buffers`` at ``offset``, IOV_MAX at a time, finishing short writes."""
     for s in range(0, len(buffers), IOV_MAX):
-        part = buffers[s:s + IOV_MAX]
+        part = buffers[s : s + IOV_MAX]
         done = os.pwritev(fd, part, offset)
         want = sum(map(len, part))
         while done < want:  # short write (disk full is an OSError): resume where it stopped

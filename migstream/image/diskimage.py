@@ -75,7 +75,14 @@ class DiskImages:
         for disk in self.disks.values():
             os.ftruncate(disk.fd, disk.extent)
             os.close(disk.fd)
-            out.append({"device": disk.device, "file": disk.file, "length": disk.extent,
-                        "chunks": disk.chunks, "zero_chunks": disk.zero_chunks})
+            out.append(
+                {
+                    "device": disk.device,
+                    "file": disk.file,
+                    "length": disk.extent,
+                    "chunks": disk.chunks,
+                    "zero_chunks": disk.zero_chunks,
+                }
+            )
         self.disks.clear()
         return out

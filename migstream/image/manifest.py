@@ -33,8 +33,9 @@ def read_manifest(directory: str) -> tuple[str, dict, list[ManifestBlock]]:
         with open(path) as f:
             doc = json.load(f)
     except FileNotFoundError:
-        raise UsageError(f"{directory}: not an extract directory (no manifest.json, the layout "
-                         "`migstream extract` writes)") from None
+        raise UsageError(
+            f"{directory}: not an extract directory (no manifest.json, the layout `migstream extract` writes)"
+        ) from None
     except (OSError, ValueError) as exc:
         raise UsageError(f"{path}: unreadable manifest: {exc}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("blocks"), list):

@@ -16,18 +16,22 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .blockwriter import BlockWriter
 from ..codecs.xbzrle import xbzrle_decode_into
 from ..decode.decoder import inflate_page
+from ..decode.mappedram import written_runs
 from ..errors import StreamError, UsageError, XbzrleError
 from ..events import MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList
-from .manifest import MANIFEST
 from ..wire.grammar import RamFlag
-from ..decode.mappedram import written_runs
+from .blockwriter import BlockWriter
+from .manifest import MANIFEST
 
 _CONTINUE = int(RamFlag.CONTINUE)
-_PAGE, _ZERO, _XBZRLE, _COMPRESS = (int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE),
-                                    int(RamFlag.COMPRESS_PAGE))
+_PAGE, _ZERO, _XBZRLE, _COMPRESS = (
+    int(RamFlag.PAGE),
+    int(RamFlag.ZERO),
+    int(RamFlag.XBZRLE),
+    int(RamFlag.COMPRESS_PAGE),
+)
 _CHUNK_PAGES = 1 << 16  # pages per bitmap chunk
 _HOLE_MIN = 2  # zero pages in a row that are left as a hole rather than written
 
@@ -55,7 +59,7 @@ class PageBitmap:
                 if not value:
                     continue
                 arr = self._chunks[c] = bytearray(_CHUNK_PAGES)
-            arr[i:i + k] = fill[:k]
+            arr[i : i + k] = fill[:k]
 
     def store(self, first: int, bits: bytes) -> None:
         """Set pages first.. to the 0/1 values in ``bits``."""
@@ -67,7 +71,7 @@ class PageBitmap:
                     done += k
                     continue
                 arr = self._chunks[c] = bytearray(_CHUNK_PAGES)
-            arr[i:i + k] = bits[done:done + k]
+            arr[i : i + k] = bits[done : done + k]
             done += k
 
     def get(self, page: int) -> bool:
@@ -134,8 +138,9 @@ class BlockFile:
 class RamImage:
     """Applies page records to per-block files under ``directory``."""
 
-    def __init__(self, directory: str, page_size: int, *, only: set[str] | None = None,
-                 names: set[str] | None = None) -> None:
+    def __init__(
+        self, directory: str, page_size: int, *, only: set[str] | None = None, names: set[str] | None = None
+    ) -> None:
         self.directory = directory
         self.page_size = page_size
         self.only = only
@@ -216,15 +221,21 @@ class RamImage:
             try:
                 xbzrle_decode_into(rec.data, page)
             except XbzrleError as exc:
-                raise StreamError(f"Failed to load XBZRLE page - decode error! ({exc})", rec.offset,
-                                  section="ram", block=rec.block, addr=rec.addr) from exc
+                raise StreamError(
+                    f"Failed to load XBZRLE page - decode error! ({exc})",
+                    rec.offset,
+                    section="ram",
+                    block=rec.block,
+                    addr=rec.addr,
+                ) from exc
             self._writes.add(blk.fd, rec.addr, [page])
         elif kind == _COMPRESS:
             try:
                 page = inflate_page(rec.data, ps)
             except Exception as exc:  # zlib.error
-                raise StreamError(f"decompress data failed: {exc}", rec.offset, section="ram",
-                                  block=rec.block, addr=rec.addr) from exc
+                raise StreamError(
+                    f"decompress data failed: {exc}", rec.offset, section="ram", block=rec.block, addr=rec.addr
+                ) from exc
             self._writes.add(blk.fd, rec.addr, [page])
         else:
             return
@@ -275,7 +286,7 @@ class RamImage:
         # stretches are holes already, nothing to check or clear page by page.
         fresh = not blk.written.any(first, n)
         zp = self._zero_page
-        pages = [data[s:s + ps] for s in (ends[is_page] - ps).tolist()]
+        pages = [data[s : s + ps] for s in (ends[is_page] - ps).tolist()]
         at = 0  # next unused entry of pages
         iov: list = []
         iov_at = 0
@@ -285,7 +296,7 @@ class RamImage:
             if (k % 2 == 0) == page_first:  # a stretch of PAGE records
                 if not iov:
                     iov_at = i
-                iov.extend(pages[at:at + j - i])
+                iov.extend(pages[at : at + j - i])
                 at += j - i
             elif iov and j < n and j - i < _HOLE_MIN:
                 iov.extend([zp] * (j - i))
@@ -328,7 +339,7 @@ class RamImage:
                 while j < n and normal[j] == normal[j - 1] + ps:
                     j += 1
                 # The payload holds the pages in table order: a stretch is one slice.
-                self._writes.add(blk.fd, normal[i], [pkt.pages[i * ps:j * ps]])
+                self._writes.add(blk.fd, normal[i], [pkt.pages[i * ps : j * ps]])
                 i = j
             written.set_each([addr // ps for addr in normal])
             self._wrote(blk, max(normal) + ps)
@@ -342,7 +353,7 @@ class RamImage:
         ps = self.page_size
         first = ev.addr // ps
         for page, count in written_runs(blk.mapped_bitmap, first, len(ev.data) // ps):
-            self._writes.add(blk.fd, page * ps, [ev.data[(page - first) * ps:(page - first + count) * ps]])
+            self._writes.add(blk.fd, page * ps, [ev.data[(page - first) * ps : (page - first + count) * ps]])
             blk.written.mark(page, count)
             self._wrote(blk, (page + count) * ps)
         self._writes.submit()
@@ -353,8 +364,9 @@ class RamImage:
         """Wait until every page applied so far is in the block files."""
         self._writes.wait()
 
-    def close(self, *, machine: str | None, complete: bool, error: str | None = None,
-              extra: dict | None = None) -> dict:
+    def close(
+        self, *, machine: str | None, complete: bool, error: str | None = None, extra: dict | None = None
+    ) -> dict:
         """Close the files and write ``manifest.json``; returns the manifest."""
         self._writes.close()
         blocks = []
@@ -363,8 +375,7 @@ class RamImage:
             if blk.length is None:
                 os.ftruncate(blk.fd, length)
             os.close(blk.fd)
-            blocks.append({"name": blk.name, "length": length, "file": blk.file,
-                           "announced": blk.length is not None})
+            blocks.append({"name": blk.name, "length": length, "file": blk.file, "announced": blk.length is not None})
         manifest = {"page_size": self.page_size, "machine": machine, "blocks": blocks, "complete": complete}
         if error:
             manifest["error"] = error

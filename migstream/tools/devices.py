@@ -11,12 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..decode.description import load_description
-from ..errors import StreamError
-from ..events import Configuration, DeviceState, SectionStart, VmDescription
-from ..wire.grammar import SectionType
 from ..containers.sources import StreamSource
 from ..containers.stream import iter_events, open_decoder
+from ..decode.description import load_description
 from ..decode.vmstate import (
     DescriptionQueue,
     VmstateError,
@@ -24,6 +21,9 @@ from ..decode.vmstate import (
     decode_spapr_htab,
     decode_vmstate,
 )
+from ..errors import StreamError
+from ..events import Configuration, DeviceState, SectionStart, VmDescription
+from ..wire.grammar import SectionType
 
 #: Hostile-input bound on device payload bytes kept while waiting for the description.
 MAX_DEVICE_BYTES = 256 << 20
@@ -70,8 +70,12 @@ def device_states(stream: str, *, page_size: int | None = None) -> dict[str, Any
         if config is not None and description and isinstance(description.get("configuration"), dict):
             # QEMU 8.2+ describes the configuration section too: decode it like a device.
             try:
-                config["state"] = decode_vmstate(configuration.data, description["configuration"],
-                                                 offset=configuration.offset + 1, device="configuration")
+                config["state"] = decode_vmstate(
+                    configuration.data,
+                    description["configuration"],
+                    offset=configuration.offset + 1,
+                    device="configuration",
+                )
             except VmstateError as exc:
                 config["error"] = str(exc)
         doc = {
@@ -90,15 +94,26 @@ def device_states(stream: str, *, page_size: int | None = None) -> dict[str, Any
 def _configuration(cfg: Configuration | None) -> dict | None:
     if cfg is None:
         return None
-    return {"machine": cfg.machine, "target_page_bits": cfg.target_page_bits,
-            "capabilities": list(cfg.capabilities), "uuid": cfg.uuid.hex() if cfg.uuid else None}
+    return {
+        "machine": cfg.machine,
+        "target_page_bits": cfg.target_page_bits,
+        "capabilities": list(cfg.capabilities),
+        "uuid": cfg.uuid.hex() if cfg.uuid else None,
+    }
 
 
 def _section(ev: DeviceState, data: bytes, version_id: int, queue: DescriptionQueue) -> dict:
     live = ev.section_type != SectionType.FULL
-    out: dict[str, Any] = {"offset": ev.offset, "section_id": ev.section_id, "type": ev.section_type.name,
-                           "idstr": ev.idstr, "instance_id": ev.instance_id, "version_id": version_id,
-                           "size": ev.length, "framing": ev.framing}
+    out: dict[str, Any] = {
+        "offset": ev.offset,
+        "section_id": ev.section_id,
+        "type": ev.section_type.name,
+        "idstr": ev.idstr,
+        "instance_id": ev.instance_id,
+        "version_id": version_id,
+        "size": ev.length,
+        "framing": ev.framing,
+    }
     if live:
         # Iterative sections are not in the JSON (only vmstate_save writes it).
         out["iterative"] = True

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .devices import device_states
 from ..errors import UsageError
-from .extract import extract
 from ..image.manifest import read_disks, read_manifest
+from .devices import device_states
+from .extract import extract
 
 _CHUNK = 16 << 20  # bytes compared per step
 _DISK_BLOCK = 4096  # granularity of disk differences
@@ -48,8 +48,7 @@ class BlockDiff:
     ranges: list[tuple[int, int]]  # [start, end) byte offsets of differing stretches
 
     def as_dict(self) -> dict:
-        return {"block": self.name, "pages": self.pages,
-                "ranges": [{"start": s, "end": e} for s, e in self.ranges]}
+        return {"block": self.name, "pages": self.pages, "ranges": [{"start": s, "end": e} for s, e in self.ranges]}
 
 
 @dataclass
@@ -68,16 +67,25 @@ class DiffResult:
 
     @property
     def equal(self) -> bool:
-        return not (self.config or self.added or self.removed or self.resized or self.pages or self.devices
-                    or self.disks)
+        return not (
+            self.config or self.added or self.removed or self.resized or self.pages or self.devices or self.disks
+        )
 
     def as_dict(self) -> dict:
         return {
             "equal": self.equal,
-            "a": {"label": self.a.label, "machine": self.a.machine, "page_size": self.a.page_size,
-                  "complete": self.a.complete},
-            "b": {"label": self.b.label, "machine": self.b.machine, "page_size": self.b.page_size,
-                  "complete": self.b.complete},
+            "a": {
+                "label": self.a.label,
+                "machine": self.a.machine,
+                "page_size": self.a.page_size,
+                "complete": self.a.complete,
+            },
+            "b": {
+                "label": self.b.label,
+                "machine": self.b.machine,
+                "page_size": self.b.page_size,
+                "complete": self.b.complete,
+            },
             "configuration": self.config,
             "blocks_added": self.added,
             "blocks_removed": self.removed,
@@ -175,12 +183,21 @@ def _side_from_dir(directory: str, label: str) -> Side:
             if not os.path.isfile(file):
                 raise UsageError(f"{directory}: {what} {name}: file {file} is missing")
             if os.path.getsize(file) != length:
-                raise UsageError(f"{directory}: {what} {name}: file is {os.path.getsize(file)} bytes, "
-                                 f"manifest says {length}")
+                raise UsageError(
+                    f"{directory}: {what} {name}: file is {os.path.getsize(file)} bytes, manifest says {length}"
+                )
     absent = {b["name"] for b in manifest["blocks"] if b.get("absent")}
     config = {k: manifest[k] for k in _CONFIG_KEYS if manifest.get(k) is not None}
-    return Side(label, page_size, manifest.get("machine"), blocks, bool(manifest.get("complete", True)),
-                config=config, absent=absent, disks=disks)
+    return Side(
+        label,
+        page_size,
+        manifest.get("machine"),
+        blocks,
+        bool(manifest.get("complete", True)),
+        config=config,
+        absent=absent,
+        disks=disks,
+    )
 
 
 def differing_pages(file_a: str, file_b: str, length: int, page_size: int) -> BlockDiff:
@@ -278,8 +295,15 @@ def _compare_disks(a: Side, b: Side) -> list[dict]:
         else:
             d = differing_pages(a.disks[name][0], b.disks[name][0], a.disks[name][1], _DISK_BLOCK)
             if d.pages:
-                out.append({"device": name, "change": "differs", "blocks": d.pages, "block_size": _DISK_BLOCK,
-                            "ranges": [{"start": s, "end": e} for s, e in d.ranges]})
+                out.append(
+                    {
+                        "device": name,
+                        "change": "differs",
+                        "blocks": d.pages,
+                        "block_size": _DISK_BLOCK,
+                        "ranges": [{"start": s, "end": e} for s, e in d.ranges],
+                    }
+                )
     return out
 
 

@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
-from ..image.diskimage import DiskImages
-from ..errors import StreamError
-from ..events import (BlockRecord, MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList,
-                     SectionStart)
-from ..wire.grammar import SectionType
-from ..image.manifest import MANIFEST
 from ..containers.multifd import with_channels
-from ..image.ramimage import RamImage
 from ..containers.sources import StreamSource
 from ..containers.stream import iter_events, open_decoder
-
+from ..errors import StreamError
+from ..events import (
+    BlockRecord,
+    MappedRamBlock,
+    MappedRamPages,
+    MultifdPacket,
+    PageRecord,
+    PageRun,
+    RamBlockList,
+    SectionStart,
+)
+from ..image.diskimage import DiskImages
+from ..image.manifest import MANIFEST
+from ..image.ramimage import RamImage
+from ..wire.grammar import SectionType
 
 # Events that put pages of a block into the image.
 _PAGE_EVENTS = (PageRecord, PageRun, MultifdPacket, MappedRamPages)
@@ -28,9 +35,17 @@ class ExtractResult:
         self.warnings = warnings
 
 
-def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page_size: int | None = None,
-            allow_hook: bool = False, progress: Callable[[int], None] | None = None,
-            channels: list[str] | None = None, until_iteration: int | None = None) -> ExtractResult:
+def extract(
+    stream: str,
+    directory: str,
+    *,
+    blocks: set[str] | None = None,
+    page_size: int | None = None,
+    allow_hook: bool = False,
+    progress: Callable[[int], None] | None = None,
+    channels: list[str] | None = None,
+    until_iteration: int | None = None,
+) -> ExtractResult:
     """Decode ``stream`` (plus its multifd ``channels`` files) into ``directory``.  A
     stream error does not raise: what was decoded before it is kept and the manifest
     says ``"complete": false``.  ``until_iteration=N`` stops before the RAM section
@@ -48,15 +63,18 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         stopped = False
         try:
             # A capture directory brings its own multifd channel files.
-            for ev in with_channels(iter_events(source, decoder, progress), channels or source.channel_paths,
-                                    decoder):
+            for ev in with_channels(iter_events(source, decoder, progress), channels or source.channel_paths, decoder):
                 t = type(ev)
                 if t in _PAGE_EVENTS:
                     sent.add(ev.block)
                 elif t is RamBlockList:
                     block_list = ev
-                elif until_iteration is not None and t is SectionStart and ev.idstr == "ram" \
-                        and ev.type in (SectionType.PART, SectionType.END):
+                elif (
+                    until_iteration is not None
+                    and t is SectionStart
+                    and ev.idstr == "ram"
+                    and ev.type in (SectionType.PART, SectionType.END)
+                ):
                     if parts == until_iteration:
                         stopped = True
                         break
@@ -79,8 +97,11 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         if until_iteration is not None:
             extra["until_iteration"] = until_iteration
             if not stopped and error is None:
-                error = StreamError(f"the stream has only {parts} RAM iterations (PART sections), "
-                                    f"not {until_iteration}", decoder.offset, section="ram")
+                error = StreamError(
+                    f"the stream has only {parts} RAM iterations (PART sections), not {until_iteration}",
+                    decoder.offset,
+                    section="ram",
+                )
         if disks is not None:
             extra["disks"] = disks.close()
         if decoder.configuration is not None:
@@ -91,21 +112,20 @@ def extract(stream: str, directory: str, *, blocks: set[str] | None = None, page
         if saved is not None:
             extra["libvirt"] = saved.as_dict()
             if not saved.complete:
-                warnings.append((0, "libvirt save image is incomplete (LibvirtQemudPart): the save never "
-                                    "finished"))
+                warnings.append((0, "libvirt save image is incomplete (LibvirtQemudPart): the save never finished"))
         complete = error is None and (stopped or decoder.ram_complete) and (saved is None or saved.complete)
         ignore_shared = bool(decoder.configuration and "x-ignore-shared" in decoder.configuration.capabilities)
         absent = _absent_blocks(block_list, sent, complete and not stopped, ignore_shared, warnings, blocks)
-        manifest = image.close(machine=machine, complete=complete, error=str(error) if error else None,
-                               extra=extra)
+        manifest = image.close(machine=machine, complete=complete, error=str(error) if error else None, extra=extra)
         _annotate_blocks(manifest, block_list, absent, ignore_shared)
         if block_list is not None:
             image.rewrite_manifest(manifest)
         return ExtractResult(manifest, error, warnings)
 
 
-def _absent_blocks(block_list, sent: set[str], complete: bool, ignore_shared: bool, warnings: list,
-                   only: set[str] | None) -> set[str]:
+def _absent_blocks(
+    block_list, sent: set[str], complete: bool, ignore_shared: bool, warnings: list, only: set[str] | None
+) -> set[str]:
     """Blocks listed in MEM_SIZE of which no page was sent.  In a complete precopy
     stream every migrated block has all its pages sent at least once (the first
     pass sends ZERO records for zero pages), so such a block was not migrated: with
@@ -113,11 +133,16 @@ def _absent_blocks(block_list, sent: set[str], complete: bool, ignore_shared: bo
     content stays in the shared memory backend on the destination."""
     if block_list is None or not complete:
         return set()
-    absent = {b.name for b in block_list.blocks
-              if b.name not in sent and b.used_length and (only is None or b.name in only)}
+    absent = {
+        b.name for b in block_list.blocks if b.name not in sent and b.used_length and (only is None or b.name in only)
+    }
     for name in sorted(absent):
-        why = ("x-ignore-shared: a shared RAM block, its content is in the memory backend shared with the "
-               "destination, not in the stream" if ignore_shared else "no page of it is in the stream")
+        why = (
+            "x-ignore-shared: a shared RAM block, its content is in the memory backend shared with the "
+            "destination, not in the stream"
+            if ignore_shared
+            else "no page of it is in the stream"
+        )
         warnings.append((block_list.offset, f"RAM block {name}: {why}; its file holds zeros, not guest data"))
     return absent
 

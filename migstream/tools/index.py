@@ -32,13 +32,15 @@ import tempfile
 import threading
 import time
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 import numpy as np
 from construct import ConstructError
 
 from ..codecs.xbzrle import xbzrle_decode_into
+from ..containers.sources import StreamSource
+from ..containers.stream import open_decoder
 from ..decode.decoder import inflate_page
 from ..errors import MigstreamError, StreamError, XbzrleError
 from ..events import (
@@ -66,12 +68,14 @@ from ..events import (
 )
 from ..wire import grammar as g
 from ..wire.grammar import Command, RamFlag, SectionType
-from ..containers.sources import StreamSource
-from ..containers.stream import open_decoder
 
 _CONTINUE = int(RamFlag.CONTINUE)
-_PAGE, _ZERO, _XBZRLE, _COMPRESS = (int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE),
-                                    int(RamFlag.COMPRESS_PAGE))
+_PAGE, _ZERO, _XBZRLE, _COMPRESS = (
+    int(RamFlag.PAGE),
+    int(RamFlag.ZERO),
+    int(RamFlag.XBZRLE),
+    int(RamFlag.COMPRESS_PAGE),
+)
 
 
 class RowKind(enum.IntEnum):
@@ -121,9 +125,14 @@ _STATE_OF_KIND[_COMPRESS | _CONTINUE] = PageState.COMPRESSED
 _STATE_OF_KIND[MULTIFD_ROW | _PAGE] = PageState.MULTIFD
 _STATE_OF_KIND[MULTIFD_ROW | _ZERO] = PageState.ZERO
 
-ENCODING_OF_STATE = {PageState.NEVER: "never sent", PageState.ZERO: "zero", PageState.RAW: "raw",
-                     PageState.XBZRLE: "xbzrle", PageState.COMPRESSED: "compressed",
-                     PageState.MULTIFD: "multifd"}
+ENCODING_OF_STATE = {
+    PageState.NEVER: "never sent",
+    PageState.ZERO: "zero",
+    PageState.RAW: "raw",
+    PageState.XBZRLE: "xbzrle",
+    PageState.COMPRESSED: "compressed",
+    PageState.MULTIFD: "multifd",
+}
 
 MIN_CHECKPOINT_ROWS = 65536
 #: Pages with a page map, all blocks together (one byte each, plus checkpoints):
@@ -204,7 +213,7 @@ class RecordDetail:
     fill: int | None = None
     compressed_length: int | None = None
     description: str = ""
-    multifd: "MultifdPacketInfo | None" = None
+    multifd: MultifdPacketInfo | None = None
 
 
 class _Column:
@@ -239,8 +248,9 @@ class Rows:
 class StreamIndex:
     """The rows of a stream and the page state of its RAM blocks, built by ``scan()``."""
 
-    def __init__(self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None,
-                 channels=()) -> None:
+    def __init__(
+        self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None, channels=()
+    ) -> None:
         self.path = path
         self.channels = [str(c) for c in channels]  # multifd channel files
         self._packet_readers: dict = {}  # channel file name -> multifd.PacketReader
@@ -432,8 +442,16 @@ class StreamIndex:
         elif t is CommandEvent:
             self._row(ev.offset, RowKind.COMMAND, ev.cmd)
             self.commands[ev.name] = self.commands.get(ev.name, 0) + 1
-            info = SectionInfo(self._next_row - 1, ev.offset, None, 0, ev.name, ev.offset + 5 + ev.length,
-                               ev.offset + 5 + ev.length, self._next_row)
+            info = SectionInfo(
+                self._next_row - 1,
+                ev.offset,
+                None,
+                0,
+                ev.name,
+                ev.offset + 5 + ev.length,
+                ev.offset + 5 + ev.length,
+                self._next_row,
+            )
             self.sections.append(info)
             self._section_rows.append(info.row)
         elif t is BlockRecord:
@@ -499,7 +517,7 @@ class StreamIndex:
             blk = self.block_named(ev.name)
             if blk is None or not blk.pages:
                 continue
-            bits = np.unpackbits(np.frombuffer(ev.bitmap, np.uint8), bitorder="little")[:blk.pages]
+            bits = np.unpackbits(np.frombuffer(ev.bitmap, np.uint8), bitorder="little")[: blk.pages]
             written = np.flatnonzero(bits)
             self._state[blk.base + written] = PageState.RAW
             blk.sent[PageState.RAW] += len(written)
@@ -526,7 +544,7 @@ class StreamIndex:
         blk = self.blocks[bi]
         states = _STATE_OF_KIND[kinds]
         if blk.pages:
-            self._state[blk.base + first:blk.base + first + n] = states
+            self._state[blk.base + first : blk.base + first + n] = states
         self._count_pages(blk, states, len(run.data))
         self._after_rows(n)
 
@@ -537,15 +555,25 @@ class StreamIndex:
         normal = np.asarray(pkt.normal, dtype=np.uint64) // ps
         zero = np.asarray(pkt.zero, dtype=np.uint64) // ps
         n = len(normal) + len(zero)
-        info = MultifdPacketInfo(pkt.channel, pkt.file, pkt.offset, pkt.packet_num, pkt.flags, pkt.block,
-                                 len(normal), len(zero), pkt.payload_size)
+        info = MultifdPacketInfo(
+            pkt.channel,
+            pkt.file,
+            pkt.offset,
+            pkt.packet_num,
+            pkt.flags,
+            pkt.block,
+            len(normal),
+            len(zero),
+            pkt.payload_size,
+        )
         if not n:
             return
         bi = self._block_index(pkt.block)
         first_row = self._next_row
         self._flush()
-        flags = np.concatenate([np.full(len(normal), MULTIFD_ROW | _PAGE, np.uint16),
-                                np.full(len(zero), MULTIFD_ROW | _ZERO, np.uint16)])
+        flags = np.concatenate(
+            [np.full(len(normal), MULTIFD_ROW | _PAGE, np.uint16), np.full(len(zero), MULTIFD_ROW | _ZERO, np.uint16)]
+        )
         pages = np.concatenate([normal, zero])
         self._append(np.full(n, self._last_marker, np.int64), RowKind.PAGE, flags, bi, pages)
         self.packets.append((first_row, n, info))
@@ -601,8 +629,14 @@ class StreamIndex:
     def rows(self) -> Rows:
         with self._lock:
             n = self.count
-            return Rows(n, self._offset.data[:n], self._kind.data[:n], self._flags.data[:n],
-                        self._block.data[:n], self._page.data[:n])
+            return Rows(
+                n,
+                self._offset.data[:n],
+                self._kind.data[:n],
+                self._flags.data[:n],
+                self._block.data[:n],
+                self._page.data[:n],
+            )
 
     @property
     def total_pages(self) -> int:
@@ -644,7 +678,7 @@ class StreamIndex:
         i = max(k for k, (at, _) in enumerate(cps) if at <= target)
         at, snap = cps[i]
         state = np.zeros(self.total_pages, dtype=np.uint8)
-        state[:len(snap)] = snap
+        state[: len(snap)] = snap
         r = self.rows()
         target = min(target, r.count)
         if target > at:
@@ -682,10 +716,10 @@ class StreamIndex:
         last = min(last, r.count - 1)
         if last < first:
             return np.zeros(0, np.int64)
-        kind = r.kind[first:last + 1]
+        kind = r.kind[first : last + 1]
         sel = np.flatnonzero(kind == RowKind.PAGE)
-        blocks = r.block[first:last + 1][sel]
-        pages = r.page[first:last + 1][sel].astype(np.int64)
+        blocks = r.block[first : last + 1][sel]
+        pages = r.page[first : last + 1][sel].astype(np.int64)
         bases = np.array([b.base for b in self.blocks] + [0], dtype=np.int64)
         limits = np.array([b.pages for b in self.blocks] + [0], dtype=np.int64)
         ok = pages < limits[blocks]
@@ -757,9 +791,9 @@ class StreamIndex:
         elif kind == RowKind.BLOCK:
             desc = f"block migration {block_flag_names(int(r.flags[row]))}"
             if block_rec is not None and block_rec.device is not None:
-                desc += (f": disk '{block_rec.device}' at byte {block_rec.value << g.BLOCK_SECTOR_BITS:#x}, "
-                         + ("all zero (not sent)" if block_rec.flags & g.BlockFlag.ZERO_BLOCK
-                            else f"{size - head_len} bytes"))
+                desc += f": disk '{block_rec.device}' at byte {block_rec.value << g.BLOCK_SECTOR_BITS:#x}, " + (
+                    "all zero (not sent)" if block_rec.flags & g.BlockFlag.ZERO_BLOCK else f"{size - head_len} bytes"
+                )
             elif block_rec is not None and block_rec.flags & g.BlockFlag.PROGRESS:
                 desc += f": bulk phase {block_rec.value}% done"
         elif kind == RowKind.EOF:
@@ -770,8 +804,7 @@ class StreamIndex:
             desc = "end of a PACKAGED command's nested stream"
         elif kind == RowKind.UNDECODED:
             desc = self.undecoded or "not decoded"
-        return RecordDetail(row, kind, off, size, data[:head_len], data[head_len:], int(r.flags[row]),
-                            description=desc)
+        return RecordDetail(row, kind, off, size, data[:head_len], data[head_len:], int(r.flags[row]), description=desc)
 
     def _ram_detail(self, row, kind, off, flags, block) -> RecordDetail:
         ps = self.page_size or 4096
@@ -784,22 +817,34 @@ class StreamIndex:
                 first, n, info = found
                 det.multifd = info
                 what = "normal page" if flags & _PAGE else "zero page"
-                det.description = (f"{what} {row - first + 1} of {n} in multifd packet {info.packet_num} on channel "
-                                   f"{info.channel} ({os.path.basename(info.file)} at offset {info.offset:#x}; "
-                                   f"{info.normal_pages} normal + {info.zero_pages} zero pages, "
-                                   f"{info.payload_size} payload bytes); applied at the sync point at "
-                                   f"main-stream offset {off:#x}")
+                det.description = (
+                    f"{what} {row - first + 1} of {n} in multifd packet {info.packet_num} on channel "
+                    f"{info.channel} ({os.path.basename(info.file)} at offset {info.offset:#x}; "
+                    f"{info.normal_pages} normal + {info.zero_pages} zero pages, "
+                    f"{info.payload_size} payload bytes); applied at the sync point at "
+                    f"main-stream offset {off:#x}"
+                )
             return det
         src = _ReadBack(self, off)
         try:
             head = g.RamRecordHeader.parse_stream(src, page_size=ps)
         except ConstructError:
-            return RecordDetail(row, kind, off, 0, self.read(off, 8), b"", flags,
-                                description="the record cannot be read back")
+            return RecordDetail(
+                row, kind, off, 0, self.read(off, 8), b"", flags, description="the record cannot be read back"
+            )
         header_end = src.tell()
-        det = RecordDetail(row, kind, off, 0, b"", b"", head.flags, head.addr if kind == RowKind.PAGE else None,
-                           self.blocks[block].name if 0 <= block < len(self.blocks) else None,
-                           head.idstr is not None)
+        det = RecordDetail(
+            row,
+            kind,
+            off,
+            0,
+            b"",
+            b"",
+            head.flags,
+            head.addr if kind == RowKind.PAGE else None,
+            self.blocks[block].name if 0 <= block < len(self.blocks) else None,
+            head.idstr is not None,
+        )
         if kind == RowKind.MEM_SIZE:
             end = self.row_end(row)
             det.header = self.read(off, header_end - off)
@@ -897,7 +942,8 @@ class StreamIndex:
             if path is None:
                 return None
             reader = self._packet_readers[info.file] = PacketReader(
-                path, ps, {b.name: b for b in self.blocks if b.used_length})
+                path, ps, {b.name: b for b in self.blocks if b.used_length}
+            )
         try:
             pkt = reader.packet(info.offset, info.flags)
         except MigstreamError:
@@ -934,7 +980,7 @@ class _ReadBack:
     """The indexed stream from ``offset`` on as a file for construct's parse_stream
     (reads go through ``StreamIndex.read``: pread, only the bytes parsed)."""
 
-    def __init__(self, index: "StreamIndex", offset: int) -> None:
+    def __init__(self, index: StreamIndex, offset: int) -> None:
         self._index = index
         self._pos = offset
 

@@ -17,8 +17,12 @@ from ..wire.grammar import RamFlag, SectionType
 
 NEVER, ZERO, PAGE, XBZRLE, COMPRESSED, MULTIFD = range(6)
 KIND_NAMES = ("never sent", "zero", "page", "xbzrle", "compressed", "multifd")
-_CODE = {int(RamFlag.ZERO): ZERO, int(RamFlag.PAGE): PAGE, int(RamFlag.XBZRLE): XBZRLE,
-         int(RamFlag.COMPRESS_PAGE): COMPRESSED}
+_CODE = {
+    int(RamFlag.ZERO): ZERO,
+    int(RamFlag.PAGE): PAGE,
+    int(RamFlag.XBZRLE): XBZRLE,
+    int(RamFlag.COMPRESS_PAGE): COMPRESSED,
+}
 _CODE_TABLE = bytes(_CODE.get(i, NEVER) for i in range(256))
 MAX_CELLS = 1 << 20  # cells per block map; bigger blocks group pages into buckets
 
@@ -33,7 +37,7 @@ class BlockMap:
     cells: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
 
     @classmethod
-    def for_block(cls, name: str, length: int, page_size: int) -> "BlockMap":
+    def for_block(cls, name: str, length: int, page_size: int) -> BlockMap:
         pages = -(-length // page_size)
         bucket = max(1, -(-pages // MAX_CELLS))
         return cls(name, length, page_size, pages, bucket, np.zeros(-(-pages // bucket), np.uint8))
@@ -88,9 +92,9 @@ class PageMaps:
             codes = np.frombuffer(ev.kinds.translate(_CODE_TABLE), np.uint8)
             first = ev.addr // ps
             if bm.bucket == 1:
-                bm.cells[first:first + ev.count] = codes
+                bm.cells[first : first + ev.count] = codes
             else:
-                idx = (np.arange(first, first + ev.count) // bm.bucket)
+                idx = np.arange(first, first + ev.count) // bm.bucket
                 bm.cells[idx] = codes
             stat = self._stat()
             if stat is not None:

@@ -11,22 +11,28 @@ import base64
 import html
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 
+from ..containers.sources import StreamSource
+from ..containers.stream import iter_events, open_decoder
 from ..errors import StreamError
 from ..events import PageRecord, PageRun, RamBlockList, SectionStart
 from .pagemap import KIND_NAMES, BlockMap, PageMaps
-from ..containers.sources import StreamSource
-from ..containers.stream import iter_events, open_decoder
 from .summary import StreamSummary
 from .vocabulary import human_size
 
 # Colours per pagemap kind: never sent, zero, page, xbzrle, compressed, multifd.
-PALETTE = ((0xE4, 0xE4, 0xE7), (0x9E, 0xCA, 0xE1), (0x08, 0x51, 0x9C), (0xE6, 0x55, 0x0D),
-           (0x31, 0xA3, 0x54), (0x75, 0x6B, 0xB1))
+PALETTE = (
+    (0xE4, 0xE4, 0xE7),
+    (0x9E, 0xCA, 0xE1),
+    (0x08, 0x51, 0x9C),
+    (0xE6, 0x55, 0x0D),
+    (0x31, 0xA3, 0x54),
+    (0x75, 0x6B, 0xB1),
+)
 
 
 @dataclass
@@ -38,8 +44,7 @@ class ReportData:
     warnings: list[str] = field(default_factory=list)
 
 
-def collect(path: str, *, page_size: int | None = None,
-            progress: Callable[[int], None] | None = None) -> ReportData:
+def collect(path: str, *, page_size: int | None = None, progress: Callable[[int], None] | None = None) -> ReportData:
     """Decode the stream once; a stream error is kept, not raised."""
     summary = StreamSummary()
     maps = None
@@ -75,9 +80,9 @@ def png_indexed(cells: np.ndarray, width: int, palette=PALETTE) -> bytes:
     """A palette PNG, ``width`` cells per row, one pixel per cell."""
     rows = -(-len(cells) // width)
     img = np.zeros(rows * width, np.uint8)
-    img[:len(cells)] = cells
+    img[: len(cells)] = cells
     if len(cells) < rows * width:
-        img[len(cells):] = len(palette)  # past the block's end: transparent
+        img[len(cells) :] = len(palette)  # past the block's end: transparent
     raw = np.zeros((rows, width + 1), np.uint8)  # filter byte 0 per row
     raw[:, 1:] = img.reshape(rows, width)
 
@@ -86,9 +91,14 @@ def png_indexed(cells: np.ndarray, width: int, palette=PALETTE) -> bytes:
 
     plte = b"".join(bytes(c) for c in palette) + b"\xff\xff\xff"
     trns = b"\xff" * len(palette) + b"\x00"
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, rows, 8, 3, 0, 0, 0))
-            + chunk(b"PLTE", plte) + chunk(b"tRNS", trns) + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
-            + chunk(b"IEND", b""))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, rows, 8, 3, 0, 0, 0))
+        + chunk(b"PLTE", plte)
+        + chunk(b"tRNS", trns)
+        + chunk(b"IDAT", zlib.compress(raw.tobytes(), 6))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _map_width(cells: int) -> int:
@@ -112,8 +122,10 @@ def _bars(iterations, key: str, title: str, unit: Callable[[int], str]) -> str:
     top = max(totals) or 1
     bw, gap, h = 28, 6, 160
     w = len(iterations) * (bw + gap) + 60
-    out = [f"<figure><figcaption>{html.escape(title)}</figcaption>",
-           f"<svg width='{w}' height='{h + 40}' role='img' aria-label='{html.escape(title)}'>"]
+    out = [
+        f"<figure><figcaption>{html.escape(title)}</figcaption>",
+        f"<svg width='{w}' height='{h + 40}' role='img' aria-label='{html.escape(title)}'>",
+    ]
     out.append(f"<text x='0' y='12' class='axis'>{html.escape(unit(top))}</text>")
     for i, it in enumerate(iterations):
         x = 50 + i * (bw + gap)
@@ -124,8 +136,10 @@ def _bars(iterations, key: str, title: str, unit: Callable[[int], str]) -> str:
                 continue
             bh = max(1.0, v / top * h)
             y -= bh
-            out.append(f"<rect x='{x}' y='{y:.1f}' width='{bw}' height='{bh:.1f}' fill='{_colour(k)}'>"
-                       f"<title>{it.kind} {i}: {v:,} {k} ({html.escape(unit(v))})</title></rect>")
+            out.append(
+                f"<rect x='{x}' y='{y:.1f}' width='{bw}' height='{bh:.1f}' fill='{_colour(k)}'>"
+                f"<title>{it.kind} {i}: {v:,} {k} ({html.escape(unit(v))})</title></rect>"
+            )
         label = "S" if it.kind == "START" else "E" if it.kind == "END" else str(i)
         out.append(f"<text x='{x + bw / 2}' y='{h + 28}' class='axis' text-anchor='middle'>{label}</text>")
     out.append("</svg></figure>")
@@ -153,10 +167,18 @@ def _block_map(bm: BlockMap) -> str:
     unit = "page" if bm.bucket == 1 else f"{bm.bucket} pages"
     facts = ", ".join(f"{v:,} {k}" for k, v in counts.items() if v)
     scale = max(1, min(8, 512 // width))
-    img = (f"<img class='map' alt='page map of {html.escape(bm.name)}' src='data:image/png;base64,{png}' "
-           f"style='width:{width * scale}px'>") if png else ""
-    return (f"<section class='block'><h3>{html.escape(bm.name)} <small>{human_size(bm.length)}, "
-            f"{bm.pages:,} pages; one pixel = {unit}</small></h3><p class='muted'>{facts}</p>{img}</section>")
+    img = (
+        (
+            f"<img class='map' alt='page map of {html.escape(bm.name)}' src='data:image/png;base64,{png}' "
+            f"style='width:{width * scale}px'>"
+        )
+        if png
+        else ""
+    )
+    return (
+        f"<section class='block'><h3>{html.escape(bm.name)} <small>{human_size(bm.length)}, "
+        f"{bm.pages:,} pages; one pixel = {unit}</small></h3><p class='muted'>{facts}</p>{img}</section>"
+    )
 
 
 _CSS = """
@@ -179,24 +201,35 @@ svg .axis{font-size:11px;fill:#555}
 def render(data: ReportData) -> str:
     s = data.summary
     title = f"migstream report: {data.path}"
-    rows = [("machine", s.get("machine")), ("stream version", s.get("version")),
-            ("page size", f"{s.get('page_size')} ({s.get('page_size_source')})"),
-            ("capabilities", ", ".join(s.get("capabilities") or []) or "none"),
-            ("RAM iterations", f"{s.get('ram_iterations')} PART sections"),
-            ("sections", ", ".join(f"{k} {v}" for k, v in (s.get("sections") or {}).items())),
-            ("commands", ", ".join(f"{k} {v}" for k, v in (s.get("commands") or {}).items()) or "none"),
-            ("VMDESCRIPTION", "present" if s.get("has_vmdescription") else "absent"),
-            ("stream bytes", f"{s.get('stream_bytes'):,}")]
+    rows = [
+        ("machine", s.get("machine")),
+        ("stream version", s.get("version")),
+        ("page size", f"{s.get('page_size')} ({s.get('page_size_source')})"),
+        ("capabilities", ", ".join(s.get("capabilities") or []) or "none"),
+        ("RAM iterations", f"{s.get('ram_iterations')} PART sections"),
+        ("sections", ", ".join(f"{k} {v}" for k, v in (s.get("sections") or {}).items())),
+        ("commands", ", ".join(f"{k} {v}" for k, v in (s.get("commands") or {}).items()) or "none"),
+        ("VMDESCRIPTION", "present" if s.get("has_vmdescription") else "absent"),
+        ("stream bytes", f"{s.get('stream_bytes'):,}"),
+    ]
     summary_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
-    rec_rows = "".join(f"<tr><td><i style='display:inline-block;width:10px;height:10px;background:"
-                       f"{_colour(k) if k in KIND_NAMES else '#999'}'></i> {html.escape(k)}</td>"
-                       f"<td class='n'>{v['count']:,}</td><td class='n'>{human_size(v['bytes'])}</td></tr>"
-                       for k, v in (s.get("records") or {}).items())
-    blocks = "".join(f"<tr><td>{html.escape(b['name'])}</td><td class='n'>{human_size(b['length'])}</td>"
-                     f"<td class='n'>{b['length']:#x}</td></tr>" for b in s.get("ram_blocks") or [])
-    devices = "".join(f"<tr><td>{html.escape(d['idstr'])}</td><td class='n'>{d['instance_id']}</td>"
-                      f"<td class='n'>{d['length']:,}</td><td class='n'>0x{d['offset']:x}</td>"
-                      f"<td>{html.escape(d['framing'])}</td></tr>" for d in s.get("devices") or [])
+    rec_rows = "".join(
+        f"<tr><td><i style='display:inline-block;width:10px;height:10px;background:"
+        f"{_colour(k) if k in KIND_NAMES else '#999'}'></i> {html.escape(k)}</td>"
+        f"<td class='n'>{v['count']:,}</td><td class='n'>{human_size(v['bytes'])}</td></tr>"
+        for k, v in (s.get("records") or {}).items()
+    )
+    blocks = "".join(
+        f"<tr><td>{html.escape(b['name'])}</td><td class='n'>{human_size(b['length'])}</td>"
+        f"<td class='n'>{b['length']:#x}</td></tr>"
+        for b in s.get("ram_blocks") or []
+    )
+    devices = "".join(
+        f"<tr><td>{html.escape(d['idstr'])}</td><td class='n'>{d['instance_id']}</td>"
+        f"<td class='n'>{d['length']:,}</td><td class='n'>0x{d['offset']:x}</td>"
+        f"<td>{html.escape(d['framing'])}</td></tr>"
+        for d in s.get("devices") or []
+    )
     if data.error:
         status = f"<p class='error'><b>Invalid stream.</b> {html.escape(data.error)}</p>"
     elif s.get("undecoded"):
@@ -206,8 +239,9 @@ def render(data: ReportData) -> str:
     if data.warnings:
         status += "<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in data.warnings) + "</ul>"
     iters = data.maps.iterations if data.maps else []
-    charts = (_bars(iters, "pages", "Pages per RAM section", lambda v: f"{v:,} pages")
-              + _bars(iters, "bytes", "Bytes per RAM section", human_size))
+    charts = _bars(iters, "pages", "Pages per RAM section", lambda v: f"{v:,} pages") + _bars(
+        iters, "bytes", "Bytes per RAM section", human_size
+    )
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>{_CSS}</style></head><body>

@@ -13,14 +13,14 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from ..encode.encoder import RamStats, encode_stream
-from ..errors import UsageError
-from .extract import extract
 from ..encode.mappedram_writer import encode_mapped_ram
 from ..encode.memimage import MemoryImage
+from ..errors import UsageError
+from .extract import extract
 from .template import StreamTemplate
 
 MAX_ROUNDS = 8  # input iterations replayed as rounds for XBZRLE output
@@ -33,7 +33,7 @@ class Patch:
     data: bytes
 
     @classmethod
-    def parse(cls, spec: str, *, hex_data: bool = False) -> "Patch":
+    def parse(cls, spec: str, *, hex_data: bool = False) -> Patch:
         """``BLOCK:OFFSET=FILE`` (or ``BLOCK:OFFSET=HEX`` with ``hex_data``).  The
         block name may itself contain colons (PCI paths): the last one counts."""
         left, eq, value = spec.partition("=")
@@ -70,8 +70,10 @@ def apply_patches(directory: str, manifest: dict, patches: list[Patch]) -> None:
         if b is None:
             raise UsageError(f"patch: no RAM block {p.block!r} (blocks: {', '.join(blocks)})")
         if p.offset + len(p.data) > b["length"]:
-            raise UsageError(f"patch: {len(p.data)} bytes at {p.offset:#x} run past the end of block "
-                             f"{p.block} ({b['length']:#x} bytes)")
+            raise UsageError(
+                f"patch: {len(p.data)} bytes at {p.offset:#x} run past the end of block "
+                f"{p.block} ({b['length']:#x} bytes)"
+            )
         fd = os.open(os.path.join(directory, b["file"]), os.O_WRONLY)
         try:
             done = 0
@@ -90,10 +92,19 @@ def _extract_checked(stream: str, out: str, channels, until=None) -> dict:
     return result.manifest
 
 
-def transcode(stream: str, sink, *, patches: list[Patch] = (), channels: list[str] | None = None,
-              xbzrle_cache_size: int = 0, compress_threads: int = 0, compress_level: int = 1,
-              workdir: str | None = None, progress: Callable[[int, int], None] | None = None,
-              mapped_ram: bool = False) -> RamStats:
+def transcode(
+    stream: str,
+    sink,
+    *,
+    patches: list[Patch] = (),
+    channels: list[str] | None = None,
+    xbzrle_cache_size: int = 0,
+    compress_threads: int = 0,
+    compress_level: int = 1,
+    workdir: str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    mapped_ram: bool = False,
+) -> RamStats:
     """Re-encode ``stream`` into ``sink`` (an encoder sink; with ``mapped_ram`` the
     file descriptor of a regular file, see mappedram_writer).  Returns the accounting."""
     if stream == "-":
@@ -115,9 +126,15 @@ def transcode(stream: str, sink, *, patches: list[Patch] = (), channels: list[st
         try:
             if mapped_ram:
                 return encode_mapped_ram(images, sink, template=template, progress=progress)
-            return encode_stream(images, sink, xbzrle_cache_size=xbzrle_cache_size,
-                                 compress_threads=compress_threads, compress_level=compress_level,
-                                 template=template, progress=progress)
+            return encode_stream(
+                images,
+                sink,
+                xbzrle_cache_size=xbzrle_cache_size,
+                compress_threads=compress_threads,
+                compress_level=compress_level,
+                template=template,
+                progress=progress,
+            )
         finally:
             for img in images:
                 img.close()

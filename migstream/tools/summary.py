@@ -99,11 +99,17 @@ class StreamSummary:
             self._bitmap_names = (ev.node or node, ev.bitmap or bitmap)
             name = "/".join(n or "?" for n in self._bitmap_names)
             if ev.granularity is not None:
-                self.dirty_bitmaps[name] = {"granularity": ev.granularity, "bitmap_flags": ev.bitmap_flags,
-                                            "ranges": 0, "zero_ranges": 0, "bytes": 0}
+                self.dirty_bitmaps[name] = {
+                    "granularity": ev.granularity,
+                    "bitmap_flags": ev.bitmap_flags,
+                    "ranges": 0,
+                    "zero_ranges": 0,
+                    "bytes": 0,
+                }
             elif ev.start_sector is not None:
-                bm = self.dirty_bitmaps.setdefault(name, {"granularity": None, "bitmap_flags": None,
-                                                          "ranges": 0, "zero_ranges": 0, "bytes": 0})
+                bm = self.dirty_bitmaps.setdefault(
+                    name, {"granularity": None, "bitmap_flags": None, "ranges": 0, "zero_ranges": 0, "bytes": 0}
+                )
                 bm["ranges"] += 1
                 bm["zero_ranges"] += not ev.data
                 bm["bytes"] += len(ev.data)
@@ -127,14 +133,27 @@ class StreamSummary:
             if ev.idstr == "ram" and ev.type == SectionType.PART:
                 self.ram_parts += 1
         elif t is DeviceState:
-            self.devices.append({"idstr": ev.idstr, "instance_id": ev.instance_id, "offset": ev.offset,
-                                 "length": ev.length, "framing": ev.framing})
+            self.devices.append(
+                {
+                    "idstr": ev.idstr,
+                    "instance_id": ev.instance_id,
+                    "offset": ev.offset,
+                    "length": ev.length,
+                    "framing": ev.framing,
+                }
+            )
         elif t is CommandEvent:
             self.commands[ev.name] += 1
         elif t is RamBlockList:
-            self.blocks = [{"name": b.name, "length": b.used_length,
-                            **({"page_size": b.page_size} if b.page_size else {}),
-                            **({"addr": b.addr} if b.addr is not None else {})} for b in ev.blocks]
+            self.blocks = [
+                {
+                    "name": b.name,
+                    "length": b.used_length,
+                    **({"page_size": b.page_size} if b.page_size else {}),
+                    **({"addr": b.addr} if b.addr is not None else {}),
+                }
+                for b in ev.blocks
+            ]
         elif t is Configuration:
             self.configuration = ev
         elif t is FileHeader:

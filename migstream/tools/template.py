@@ -25,6 +25,8 @@ import mmap
 import tempfile
 from dataclasses import dataclass, field
 
+from ..containers.sources import StreamSource
+from ..containers.stream import iter_events, open_decoder
 from ..errors import StreamError, UsageError
 from ..events import (
     CommandEvent,
@@ -38,8 +40,6 @@ from ..events import (
     VmDescription,
 )
 from ..wire.grammar import Command, SectionType
-from ..containers.sources import StreamSource
-from ..containers.stream import iter_events, open_decoder
 
 
 @dataclass
@@ -73,11 +73,12 @@ class StreamTemplate:
         if self.page_size != page_size:
             raise UsageError(f"template page size {self.page_size} differs from the image's {page_size}")
         if self.ram_blocks and tuple(self.ram_blocks) != tuple(layout):
-            raise UsageError("template RAM blocks differ from the image's: "
-                             f"{layout_str(self.ram_blocks)} vs {layout_str(layout)}")
+            raise UsageError(
+                f"template RAM blocks differ from the image's: {layout_str(self.ram_blocks)} vs {layout_str(layout)}"
+            )
 
     @classmethod
-    def load(cls, path: str) -> "StreamTemplate":
+    def load(cls, path: str) -> StreamTemplate:
         try:
             return _load(path)
         except StreamError as exc:
@@ -106,8 +107,9 @@ def _load(path: str) -> StreamTemplate:
                 machine = ev.machine
                 if "x-ignore-shared" in ev.capabilities:
                     # Its MEM_SIZE would need block addresses and shared blocks skipped.
-                    raise UsageError(f"template {path}: captured with x-ignore-shared, which the encoder "
-                                     "does not produce")
+                    raise UsageError(
+                        f"template {path}: captured with x-ignore-shared, which the encoder does not produce"
+                    )
                 starts.append((ev.offset, "configuration", ev))
             elif t is SectionStart:
                 is_ram = ev.idstr == "ram" and ev.instance_id == 0 and ev.type != SectionType.FULL
@@ -144,8 +146,7 @@ def _load(path: str) -> StreamTemplate:
         ranges.append((off, stop, role, ev))
 
     # Which ranges go where.
-    tpl = StreamTemplate(path, machine, page_size or 4096, ram_sid, ram_blocks,
-                         switchover_start=switchover_start)
+    tpl = StreamTemplate(path, machine, page_size or 4096, ram_sid, ram_blocks, switchover_start=switchover_start)
     wanted: list[tuple[int, int, str]] = []  # (start, stop, bucket)
     phase = "before"
     for off, stop, role, ev in ranges:
@@ -180,7 +181,7 @@ def _load(path: str) -> StreamTemplate:
                 a, b, _ = wanted[k]
                 lo, hi = max(a, pos), min(b, cend)
                 if lo < hi:
-                    spool.write(chunk[lo - pos:hi - pos])
+                    spool.write(chunk[lo - pos : hi - pos])
                 k += 1
             pos = cend
     # The ranges went to the spool back to back, in order: all of them, or the input
@@ -193,7 +194,7 @@ def _load(path: str) -> StreamTemplate:
     tpl.spool = view
     at = 0
     for a, b, bucket in wanted:
-        piece = view[at:at + b - a]
+        piece = view[at : at + b - a]
         at += b - a
         if bucket in ("configuration", "vmdescription"):
             setattr(tpl, bucket, bytes(piece))

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import numpy as np
 from rich.text import Text
 from textual import on, work
-from textual.worker import get_current_worker
 from textual.app import App, ComposeResult, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
@@ -25,11 +24,11 @@ from textual.message import Message
 from textual.screen import Screen
 from textual.widget import Widget
 from textual.widgets import Footer, Sparkline, TabbedContent, TabPane
+from textual.worker import get_current_worker
 
+from ..tools.index import PageState, RowKind, ScanProgress, StreamIndex
 from ..tools.vocabulary import human_size
 from ..wire.grammar import RamFlag, SectionType
-from ..tools.index import PageState, RowKind, ScanProgress, StreamIndex
-
 from .detail import DetailPane
 from .dialogs import Prompt
 from .linelist import LineList
@@ -114,8 +113,7 @@ class MigstreamApp(App):
         Binding("t", "tab('timeline')", "Timeline", show=False),
     ]
 
-    def __init__(self, path: str, *, index: StreamIndex | None = None, scan_budget: float = 0.1,
-                 channels=()) -> None:
+    def __init__(self, path: str, *, index: StreamIndex | None = None, scan_budget: float = 0.1, channels=()) -> None:
         super().__init__()
         self.path = path
         self.index = index if index is not None else StreamIndex(path, channels=channels)
@@ -280,7 +278,7 @@ class MigstreamApp(App):
             self._set("#map-title", Text("page map: no RAM block yet"))
             return
         blk = ix.blocks[self.block]
-        block_states = states[blk.base:blk.base + blk.pages]
+        block_states = states[blk.base : blk.base + blk.pages]
         changed = np.zeros(blk.pages, bool)
         slots = ix.changed_pages(self.step_from, self.cursor_row) - blk.base
         slots = slots[(slots >= 0) & (slots < blk.pages)]
@@ -307,8 +305,10 @@ class MigstreamApp(App):
             return
         blk = ix.blocks[self.block]
         rows = ix.rows_touching(self.block, self.page)
-        self._set("#history-title", Text(f"{blk.name} page {self.page} (offset "
-                                         f"{self.page * (ix.page_size or 4096):#x}): {len(rows)} records"))
+        self._set(
+            "#history-title",
+            Text(f"{blk.name} page {self.page} (offset {self.page * (ix.page_size or 4096):#x}): {len(rows)} records"),
+        )
         hist.show(rows, self.cursor_row)
 
     def _refresh_summary(self) -> None:
@@ -316,8 +316,12 @@ class MigstreamApp(App):
         cfg = ix.configuration
         width = max(20, self.size.width - 2)
         # Most important first; what does not fit on the first line is dropped.
-        facts = [(os.path.basename(self.path), "bold"), (cfg.machine if cfg else "no configuration", ""),
-                 (f"v{ix.version or '?'}", ""), (f"page {ix.page_size or '?'}", "")]
+        facts = [
+            (os.path.basename(self.path), "bold"),
+            (cfg.machine if cfg else "no configuration", ""),
+            (f"v{ix.version or '?'}", ""),
+            (f"page {ix.page_size or '?'}", ""),
+        ]
         total = sum(b.used_length for b in ix.blocks)
         facts.append((f"{len(ix.blocks)} blocks {human_size(total, compact=True)}", ""))
         parts = sum(1 for i in ix.ram_sections if ix.sections[i].type is SectionType.PART)
@@ -528,14 +532,15 @@ class MigstreamApp(App):
                 return
             kind = KIND_WORDS.get(value.lower())
             if kind is None:
-                self.notify(f"unknown flag {value!r}; try: {', '.join(sorted(set(KIND_WORDS)))}",
-                            severity="error")
+                self.notify(f"unknown flag {value!r}; try: {', '.join(sorted(set(KIND_WORDS)))}", severity="error")
                 return
             self.search_kind = int(kind)
             self.action_search_next(1)
 
-        self.push_screen(Prompt("Search records by flag", "zero, page, xbzrle, compress, eos, mem_size, "
-                                "multifd_flush, continue"), done)
+        self.push_screen(
+            Prompt("Search records by flag", "zero, page, xbzrle, compress, eos, mem_size, multifd_flush, continue"),
+            done,
+        )
 
     def _matches(self, flags: np.ndarray, kinds: np.ndarray, kind: int) -> np.ndarray:
         ram = (kinds == RowKind.PAGE) | (kinds == RowKind.MARKER) | (kinds == RowKind.MEM_SIZE)
@@ -565,8 +570,14 @@ class MigstreamApp(App):
             if value is not None:
                 self.set_filter(value)
 
-        self.push_screen(Prompt("Filter records", "flags (xbzrle zero page compress eos ...), block:NAME, "
-                                "iter:N; empty clears", self.filter.describe(self.index)), done)
+        self.push_screen(
+            Prompt(
+                "Filter records",
+                "flags (xbzrle zero page compress eos ...), block:NAME, iter:N; empty clears",
+                self.filter.describe(self.index),
+            ),
+            done,
+        )
 
     def set_filter(self, spec: str) -> bool:
         ix = self.index
@@ -638,11 +649,11 @@ class MigstreamApp(App):
         yield SystemCommand("First record", "Back to the start", lambda: self.go_to(0))
         yield SystemCommand("Last record", "End of the stream", lambda: self.go_to(self.index.count - 1))
         for word in ("xbzrle", "compress", "zero", "page"):
-            yield SystemCommand(f"Filter: {word} records", f"Only {word} records",
-                                lambda w=word: self.set_filter(w))
+            yield SystemCommand(f"Filter: {word} records", f"Only {word} records", lambda w=word: self.set_filter(w))
         for blk in self.index.blocks:
-            yield SystemCommand(f"Show block {blk.name}", "Page map of this block",
-                                lambda b=blk.index: self._select_block(b))
+            yield SystemCommand(
+                f"Show block {blk.name}", "Page map of this block", lambda b=blk.index: self._select_block(b)
+            )
 
     def _select_block(self, block: int) -> None:
         self.block = block

@@ -12,8 +12,8 @@ from textual.strip import Strip
 
 from ..decode.decoder import inflate_page
 from ..events import flag_names
-from ..wire.grammar import RamFlag
 from ..tools.index import RecordDetail, RowKind, StreamIndex, xbzrle_runs
+from ..wire.grammar import RamFlag
 
 #: What each RAM_SAVE_FLAG bit means (migration/ram.c, ram.h).
 FLAG_MEANING = {
@@ -44,8 +44,9 @@ def _hex_col(i: int) -> int:
     return 10 + 3 * i + (1 if i >= 8 else 0)
 
 
-def hexdump(data: bytes, base: int = 0, *, highlight: set[int] | None = None, style: str = "bold reverse",
-            squeeze: bool = True) -> Text:
+def hexdump(
+    data: bytes, base: int = 0, *, highlight: set[int] | None = None, style: str = "bold reverse", squeeze: bool = True
+) -> Text:
     """``hexdump -C`` style, identical lines folded into ``*``; bytes at offsets in
     ``highlight`` styled.  One string per line (styles as spans): a 4 KiB page is
     256 appends, not 4096."""
@@ -53,7 +54,7 @@ def hexdump(data: bytes, base: int = 0, *, highlight: set[int] | None = None, st
     prev = None
     folded = False
     for at in range(0, len(data), 16):
-        line = data[at:at + 16]
+        line = data[at : at + 16]
         marked = [i for i in range(len(line)) if at + i in highlight] if highlight else []
         if squeeze and line == prev and not marked and at + 16 < len(data):
             if not folded:
@@ -168,8 +169,7 @@ class DetailPane(ScrollView, can_focus=True):
                 text.append(f" {FLAG_MEANING[bit]}\n")
         if d.block is not None:
             src = "named in this record" if d.idstr_in_record else "from the previous record (CONTINUE)"
-            text.append(f"block {d.block!r} ({src}), page {d.addr // (ix.page_size or 4096)} "
-                        f"at offset {d.addr:#x}\n")
+            text.append(f"block {d.block!r} ({src}), page {d.addr // (ix.page_size or 4096)} at offset {d.addr:#x}\n")
         kind = d.flags & ~_CONTINUE
         text.append("header bytes\n", style="bold underline")
         text.append_text(hexdump(d.header, d.offset, squeeze=False))
@@ -194,8 +194,11 @@ class DetailPane(ScrollView, can_focus=True):
 
     def _compressed(self, text: Text, d: RecordDetail) -> None:
         ps = self.index.page_size or 4096
-        text.append(f"payload: {d.compressed_length} bytes of zlib "
-                    f"({100 * (d.compressed_length or 0) / ps:.1f}% of the page)\n", style="bold underline")
+        text.append(
+            f"payload: {d.compressed_length} bytes of zlib "
+            f"({100 * (d.compressed_length or 0) / ps:.1f}% of the page)\n",
+            style="bold underline",
+        )
         text.append_text(hexdump(d.payload, d.offset + len(d.header)))
         try:
             page = inflate_page(d.payload, ps)
@@ -209,8 +212,10 @@ class DetailPane(ScrollView, can_focus=True):
         ix = self.index
         runs = xbzrle_runs(d.payload)
         changed = sum(n for _, n, _ in runs)
-        text.append(f"payload: {len(d.payload)}-byte delta, {len(runs)} data runs, {changed} bytes changed\n",
-                    style="bold underline")
+        text.append(
+            f"payload: {len(d.payload)}-byte delta, {len(runs)} data runs, {changed} bytes changed\n",
+            style="bold underline",
+        )
         text.append_text(hexdump(d.payload, d.offset + len(d.header)))
         old = ix.page_content(d.row, before=True)
         new = ix.page_content(d.row)
@@ -218,8 +223,8 @@ class DetailPane(ScrollView, can_focus=True):
         shown = runs[:256]
         width = min(49, max((3 * n - 1 for _, n, _ in shown), default=0))
         for at, n, _ in shown:
-            o = old[at:at + n].hex(" ") if old is not None else "?"
-            w = new[at:at + n].hex(" ") if new is not None else "?"
+            o = old[at : at + n].hex(" ") if old is not None else "?"
+            w = new[at : at + n].hex(" ") if new is not None else "?"
             if n > 16:
                 o = o[:47] + " …"
                 w = w[:47] + " …"

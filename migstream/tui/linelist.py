@@ -34,13 +34,13 @@ class LineList(ScrollView, can_focus=True):
     class Selected(Message):
         """The cursor moved to item ``index`` (by key or mouse)."""
 
-        def __init__(self, sender: "LineList", index: int) -> None:
+        def __init__(self, sender: LineList, index: int) -> None:
             super().__init__()
             self.list = sender
             self.index = index
 
         @property
-        def control(self) -> "LineList":
+        def control(self) -> LineList:
             return self.list
 
     def __init__(self, *, name: str | None = None, id: str | None = None, classes: str | None = None) -> None:

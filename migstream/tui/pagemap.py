@@ -178,9 +178,9 @@ class PageMap(ScrollView, can_focus=True):
         changed = np.zeros(width * g, bool)
         if start < n:
             end = min(n, start + width * g)
-            states[:end - start] = self.states[start:end]
+            states[: end - start] = self.states[start:end]
             if len(self.changed):
-                changed[:end - start] = self.changed[start:end]
+                changed[: end - start] = self.changed[start:end]
         if g > 1:
             states = states.reshape(width, g).max(axis=1)
             changed = changed.reshape(width, g).any(axis=1)

@@ -9,23 +9,37 @@ from textual.cache import LRUCache
 from ..events import block_flag_names, dirty_bitmap_flag_names, flag_names
 from ..tools.index import MULTIFD_ROW, RowKind, StreamIndex, command_name
 from ..wire.grammar import RamFlag, SectionType
-
 from .linelist import LineList
 
 _CONTINUE = int(RamFlag.CONTINUE)
-ENCODING = {int(RamFlag.ZERO): "zero", int(RamFlag.PAGE): "raw", int(RamFlag.XBZRLE): "xbzrle",
-            int(RamFlag.COMPRESS_PAGE): "compr", MULTIFD_ROW | int(RamFlag.PAGE): "multifd",
-            MULTIFD_ROW | int(RamFlag.ZERO): "zero"}
+ENCODING = {
+    int(RamFlag.ZERO): "zero",
+    int(RamFlag.PAGE): "raw",
+    int(RamFlag.XBZRLE): "xbzrle",
+    int(RamFlag.COMPRESS_PAGE): "compr",
+    MULTIFD_ROW | int(RamFlag.PAGE): "multifd",
+    MULTIFD_ROW | int(RamFlag.ZERO): "zero",
+}
 #: The record filter's vocabulary: word -> RAM record kind.
-KIND_WORDS = {"zero": RamFlag.ZERO, "page": RamFlag.PAGE, "raw": RamFlag.PAGE, "xbzrle": RamFlag.XBZRLE,
-              "compress": RamFlag.COMPRESS_PAGE, "compressed": RamFlag.COMPRESS_PAGE,
-              "compress_page": RamFlag.COMPRESS_PAGE, "eos": RamFlag.EOS, "mem_size": RamFlag.MEM_SIZE,
-              "multifd_flush": RamFlag.MULTIFD_FLUSH, "flush": RamFlag.MULTIFD_FLUSH, "hook": RamFlag.HOOK,
-              "continue": RamFlag.CONTINUE, "multifd": MULTIFD_ROW | RamFlag.PAGE}
+KIND_WORDS = {
+    "zero": RamFlag.ZERO,
+    "page": RamFlag.PAGE,
+    "raw": RamFlag.PAGE,
+    "xbzrle": RamFlag.XBZRLE,
+    "compress": RamFlag.COMPRESS_PAGE,
+    "compressed": RamFlag.COMPRESS_PAGE,
+    "compress_page": RamFlag.COMPRESS_PAGE,
+    "eos": RamFlag.EOS,
+    "mem_size": RamFlag.MEM_SIZE,
+    "multifd_flush": RamFlag.MULTIFD_FLUSH,
+    "flush": RamFlag.MULTIFD_FLUSH,
+    "hook": RamFlag.HOOK,
+    "continue": RamFlag.CONTINUE,
+    "multifd": MULTIFD_ROW | RamFlag.PAGE,
+}
 
 #: (title, width) in order of importance; columns that do not fit are dropped.
-COLUMNS = [("offset", 10), ("flags", 18), ("page off", 10), ("sect", 4), ("block", 10), ("size", 5),
-           ("enc", 7)]
+COLUMNS = [("offset", 10), ("flags", 18), ("page off", 10), ("sect", 4), ("block", 10), ("size", 5), ("enc", 7)]
 ORDER = ["offset", "sect", "block", "page off", "flags", "enc", "size"]
 
 
@@ -43,8 +57,15 @@ class RecordTable(LineList):
     """Rows of ``index``; ``view`` (row numbers) when a filter is on."""
 
     COMPONENT_CLASSES = LineList.COMPONENT_CLASSES | {
-        "records--section", "records--marker", "records--zero", "records--raw", "records--xbzrle",
-        "records--compressed", "records--multifd", "records--other"}
+        "records--section",
+        "records--marker",
+        "records--zero",
+        "records--raw",
+        "records--xbzrle",
+        "records--compressed",
+        "records--multifd",
+        "records--other",
+    }
 
     def __init__(self, index: StreamIndex, **kw) -> None:
         super().__init__(**kw)
@@ -82,7 +103,7 @@ class RecordTable(LineList):
 
     def _offset_width(self) -> int:
         """Offsets as wide as the stream needs: 0x + hex digits."""
-        return 2 + len(f"{max(self.index.size or 0, self.index.bytes_done, 0xffffff):x}")
+        return 2 + len(f"{max(self.index.size or 0, self.index.bytes_done, 0xFFFFFF):x}")
 
     def header(self, width: int) -> Text:
         text = Text()
@@ -106,20 +127,35 @@ class RecordTable(LineList):
         kind = RowKind(int(r.kind[row]))
         flags = int(r.flags[row])
         sec = ix.section_of_row(row)
-        cells: dict[str, str] = {"offset": f"{int(r.offset[row]):#0{self._offset_width()}x}", "sect": section_tag(sec),
-                                 "block": "", "page off": "", "flags": "", "enc": "", "size": ""}
+        cells: dict[str, str] = {
+            "offset": f"{int(r.offset[row]):#0{self._offset_width()}x}",
+            "sect": section_tag(sec),
+            "block": "",
+            "page off": "",
+            "flags": "",
+            "enc": "",
+            "size": "",
+        }
         style = "records--other"
         if kind == RowKind.PAGE:
             bi = int(r.block[row])
             cells["block"] = ix.blocks[bi].name if 0 <= bi < len(ix.blocks) else "?"
             cells["page off"] = f"{int(r.page[row]) * (ix.page_size or 4096):#x}"
-            cells["flags"] = flag_names(flags) if not flags & MULTIFD_ROW else (
-                "multifd page" if flags & RamFlag.PAGE else "multifd zero")
+            cells["flags"] = (
+                flag_names(flags)
+                if not flags & MULTIFD_ROW
+                else ("multifd page" if flags & RamFlag.PAGE else "multifd zero")
+            )
             enc = ENCODING.get(flags & ~_CONTINUE, "?")
             cells["enc"] = enc
             cells["size"] = str(self.payload_size(row))
-            style = {"zero": "records--zero", "raw": "records--raw", "xbzrle": "records--xbzrle",
-                     "compr": "records--compressed", "multifd": "records--multifd"}.get(enc, style)
+            style = {
+                "zero": "records--zero",
+                "raw": "records--raw",
+                "xbzrle": "records--xbzrle",
+                "compr": "records--compressed",
+                "multifd": "records--multifd",
+            }.get(enc, style)
         elif kind in (RowKind.MARKER, RowKind.MEM_SIZE):
             cells["flags"] = flag_names(flags)
             style = "records--marker"
@@ -149,6 +185,6 @@ class RecordTable(LineList):
             if title == "flags" and len(value) > w:
                 value = value.replace("CONTINUE", "CONT")
             if len(value) > w:
-                value = value[:w - 1] + "…"
+                value = value[: w - 1] + "…"
             text.append((value.rjust(w) if title == "size" else value.ljust(w)) + " ")
         return text

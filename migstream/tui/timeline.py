@@ -7,14 +7,12 @@ import numpy as np
 from rich.style import Style
 from rich.text import Text
 
-from ..wire.grammar import SectionType
 from ..tools.index import PageState, StreamIndex
 from ..tools.vocabulary import human_size
-
+from ..wire.grammar import SectionType
 from .linelist import LineList
 from .pagemap import STATE_CLASSES
 from .records import ENCODING, section_tag
-
 
 _BAR_STATES = [PageState.ZERO, PageState.RAW, PageState.XBZRLE, PageState.COMPRESSED, PageState.MULTIFD]
 
@@ -67,8 +65,9 @@ class Timeline(LineList):
             text.append(f"{'cmd':<6}{sec.idstr}", style="italic")
             return text
         if last > first:
-            text.append(f"{'FULL':<6}{last - first + 1} device sections ({secs[first].idstr} … {secs[last].idstr})",
-                        style="dim")
+            text.append(
+                f"{'FULL':<6}{last - first + 1} device sections ({secs[first].idstr} … {secs[last].idstr})", style="dim"
+            )
             return text
         tag = section_tag(sec)
         text.append(f"{tag:<6}{sec.idstr[:12]:<12} ")
@@ -114,12 +113,12 @@ class BlockList(LineList):
         blk = self.index.blocks[index]
         text = Text()
         name_w = max(8, min(22, width - 30))
-        name = blk.name if len(blk.name) <= name_w else blk.name[:name_w - 1] + "…"
+        name = blk.name if len(blk.name) <= name_w else blk.name[: name_w - 1] + "…"
         text.append(f"{name:<{name_w}} {human_size(blk.used_length, compact=True):>7} ")
         if self.states is None or not blk.pages:
             text.append("no page map" if not blk.pages else "")
             return text
-        states = self.states[blk.base:blk.base + blk.pages]
+        states = self.states[blk.base : blk.base + blk.pages]
         counts = np.bincount(states, minlength=len(PageState))
         sent = blk.pages - int(counts[PageState.NEVER])
         text.append(f"{100 * sent / blk.pages:5.1f}% ")

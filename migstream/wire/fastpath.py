@@ -88,7 +88,7 @@ class RamPlans:
     fixed: dict  # kind -> payload size, for fixed-size kinds
 
     @classmethod
-    def for_page_size(cls, page_size: int) -> "RamPlans":
+    def for_page_size(cls, page_size: int) -> RamPlans:
         plans = {kind: payload_plan(kind, page_size) for kind in g.RAM_PAYLOADS if kind != g.RamFlag.MEM_SIZE}
         fixed = {k: sum(f.size for f in p) for k, p in plans.items() if all(isinstance(f, FixedField) for f in p)}
         return cls(page_size, plans, fixed)
@@ -129,8 +129,9 @@ class RunWalker:
         cap = min(cap, MAX_RUN_RECORDS)
         if self._compiled is not None:
             (ta, sa, ka), (tb, sb, kb) = self.shapes
-            n, end, raw_starts, kinds = self._compiled(buf, pos, addr, self.page_size, cap, RAM_HEADER.size,
-                                                      ta, sa, ka, tb, sb, kb)
+            n, end, raw_starts, kinds = self._compiled(
+                buf, pos, addr, self.page_size, cap, RAM_HEADER.size, ta, sa, ka, tb, sb, kb
+            )
             starts = array("q")
             starts.frombytes(raw_starts)
             return n, end, starts, kinds

@@ -269,18 +269,23 @@ class DirtyBitmapFlag(enum.IntFlag):
 #: after extra bytes the flags are the last byte read (QEMU's senders never send them).
 DirtyBitmapFlags = Struct(
     "first" / Int8ub,
-    "more" / If(this.first & DirtyBitmapFlag.EXTRA_FLAGS, Struct(
-        "second" / Int8ub,
-        "last16" / If(this.second & DirtyBitmapFlag.EXTRA_FLAGS, Int16ub),
-    )),
-    "value" / Computed(lambda c: c.first if c.more is None else
-                       (c.more.last16 & 0xFF if c.more.last16 is not None else c.more.second)),
+    "more"
+    / If(
+        this.first & DirtyBitmapFlag.EXTRA_FLAGS,
+        Struct(
+            "second" / Int8ub,
+            "last16" / If(this.second & DirtyBitmapFlag.EXTRA_FLAGS, Int16ub),
+        ),
+    ),
+    "value"
+    / Computed(
+        lambda c: c.first if c.more is None else (c.more.last16 & 0xFF if c.more.last16 is not None else c.more.second)
+    ),
 )
 
 
 def _bitmap_bits_record(ctx) -> bool:
-    return bool(ctx.flags & DirtyBitmapFlag.BITS) and not ctx.flags & (DirtyBitmapFlag.START
-                                                                       | DirtyBitmapFlag.COMPLETE)
+    return bool(ctx.flags & DirtyBitmapFlag.BITS) and not ctx.flags & (DirtyBitmapFlag.START | DirtyBitmapFlag.COMPLETE)
 
 
 #: A dirty-bitmap record up to its serialized bits (the decoder checks the buffer
@@ -291,11 +296,15 @@ DirtyBitmapRecordHead = Struct(
     "node" / If(this.flags & DirtyBitmapFlag.DEVICE_NAME, IdStr),
     "bitmap" / If(this.flags & DirtyBitmapFlag.BITMAP_NAME, IdStr),
     "start" / If(this.flags & DirtyBitmapFlag.START, Struct("granularity" / Int32ub, "bitmap_flags" / Int8ub)),
-    "bits" / If(_bitmap_bits_record, Struct(
-        "start_sector" / Int64ub,
-        "nr_sectors" / Int32ub,
-        "buffer_size" / If(lambda c: not c._.flags & DirtyBitmapFlag.ZEROES, Int64ub),
-    )),
+    "bits"
+    / If(
+        _bitmap_bits_record,
+        Struct(
+            "start_sector" / Int64ub,
+            "nr_sectors" / Int32ub,
+            "buffer_size" / If(lambda c: not c._.flags & DirtyBitmapFlag.ZEROES, Int64ub),
+        ),
+    ),
 )
 
 DirtyBitmapRecord = Struct(
@@ -330,8 +339,8 @@ RETURN_PATH_PAYLOADS = {
 ReturnPathMessage = Struct(
     "type" / Int16ub,
     "length" / Int16ub,
-    "payload" / FixedSized(this.length, Struct(
-        "body" / Switch(this._.type, RETURN_PATH_PAYLOADS, default=GreedyBytes))),
+    "payload"
+    / FixedSized(this.length, Struct("body" / Switch(this._.type, RETURN_PATH_PAYLOADS, default=GreedyBytes))),
 )
 
 # --- the RAM section ("ram", instance 0, version 4) -------------------------------
@@ -419,8 +428,14 @@ class MultifdFlag(enum.IntFlag):
 
 #: MULTIFD_FLAG_COMPRESSION_MASK (was 7 << 1 before QPL).
 MULTIFD_COMPRESSION_MASK = 0x3E
-MULTIFD_COMPRESSION_NAMES = {0: "nocomp", MultifdFlag.ZLIB: "zlib", MultifdFlag.ZSTD: "zstd",
-                             MultifdFlag.QPL: "qpl", MultifdFlag.UADK: "uadk", MultifdFlag.QATZIP: "qatzip"}
+MULTIFD_COMPRESSION_NAMES = {
+    0: "nocomp",
+    MultifdFlag.ZLIB: "zlib",
+    MultifdFlag.ZSTD: "zstd",
+    MultifdFlag.QPL: "qpl",
+    MultifdFlag.UADK: "uadk",
+    MultifdFlag.QATZIP: "qatzip",
+}
 
 #: MultiFDInit_t: the 64-byte handshake at the start of every multifd channel.
 MultiFDInit = Struct(

@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (and by samples/ and benchmarks/ scripts)."""
