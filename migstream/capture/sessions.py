@@ -600,9 +600,10 @@ class _Session:
                 pass
         if not self._finished.is_set():
             self._shutdown_open()
+        # The accept loop spawns the channel threads: once it has ended, the list is final.
+        self._accept_thread.join(timeout=5)
         for t in list(self._threads):
             t.join(timeout=10)
-        self._accept_thread.join(timeout=5)
         for c in self.channels:
             for rec in (c.recorder, c.return_recorder):
                 if rec is not None:
@@ -675,8 +676,8 @@ class _Session:
 
     def _spawn(self, target, *args, name: str) -> None:
         t = threading.Thread(target=target, args=args, name=name, daemon=True)
+        t.start()  # started before it is listed: stop() may join anything on the list
         self._threads.append(t)
-        t.start()
 
     def _identify(self, ch: Channel, sock: socket.socket) -> None:
         try:
