@@ -7,6 +7,7 @@ describes.  Payload fields are memoryviews into the decoder's input; they stay v
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,9 +36,16 @@ class _Sentinel:
 NEED_DATA = _Sentinel("NEED_DATA")
 
 
+def _set_member_names(flag_type: type[enum.IntFlag], flags: int) -> list[str]:
+    """Names of the members of ``flag_type`` set in ``flags``, in definition order."""
+    # Iterating a flag class yields its single-bit members, and every member has a
+    # name; typeshed types ``name`` as ``str | None`` for values that are no member.
+    return [member.name for member in flag_type if flags & member and member.name is not None]
+
+
 def flag_names(flags: int) -> str:
     """``0x28`` -> ``"PAGE|CONTINUE"``: the one place flags get their names."""
-    names = [f.name for f in RamFlag if flags & f and f is not RamFlag.CONTINUE]
+    names = _set_member_names(RamFlag, flags & ~RamFlag.CONTINUE)
     rest = flags & ~sum(RamFlag)
     if flags & RamFlag.CONTINUE:
         names.append("CONTINUE")
@@ -48,12 +56,12 @@ def flag_names(flags: int) -> str:
 
 def dirty_bitmap_flag_names(flags: int) -> str:
     """Dirty-bitmap migration flags by name: ``0x1c`` -> ``"BITMAP_NAME|DEVICE_NAME|START"``."""
-    return "|".join(f.name for f in DirtyBitmapFlag if flags & f) or "0"
+    return "|".join(_set_member_names(DirtyBitmapFlag, flags)) or "0"
 
 
 def block_flag_names(flags: int) -> str:
     """Block migration flags by name: ``0x09`` -> ``"DEVICE_BLOCK|ZERO_BLOCK"``."""
-    names = [f.name for f in BlockFlag if flags & f]
+    names = _set_member_names(BlockFlag, flags)
     rest = flags & ~sum(BlockFlag)
     if rest:
         names.append(hex(rest))

@@ -11,9 +11,10 @@ Every command lives in its own module of this package and registers on ``app``;
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -33,8 +34,9 @@ app = typer.Typer(
 StreamArg = Annotated[str, typer.Argument(metavar="STREAM", help="Stream file, .gz/.xz/.zst file, or - for stdin.")]
 PageSizeOpt = Annotated[int | None, typer.Option("--page-size", help="Target page size (overrides the stream).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+# None (the default): progress when stderr is a terminal (DecodeProgress decides).
 ProgressOpt = Annotated[
-    bool, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")
+    bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")
 ]
 HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.")]
 ChannelOpt = Annotated[
@@ -49,7 +51,9 @@ def err(msg: str) -> None:
 
 
 @contextmanager
-def opened_stream(stream: str, page_size: int | None, rdma: bool, progress: bool | None):
+def opened_stream(
+    stream: str, page_size: int | None, rdma: bool, progress: bool | None
+) -> Iterator[tuple[StreamSource, StreamDecoder, DecodeProgress]]:
     """The source, its decoder and a progress line for STREAM, closed on exit."""
     source = StreamSource(stream)
     try:
@@ -68,25 +72,31 @@ def warn_all(decoder: StreamDecoder) -> None:
         err(f"warning at offset 0x{off:x}: {msg}")
 
 
-def run_command(fn, *, trouble: int | None = None):
+T = TypeVar("T")
+
+
+def run_command(fn: Callable[[], T], *, trouble: int | None = None) -> T:
     """Turn library errors into one line and an exit code.  ``trouble`` replaces
-    every error code for commands whose 1 means something else (diff: cmp's 2)."""
+    every error code for commands whose 1 means something else (diff: cmp's 2).
+
+    The line on stderr is the whole report: each ``typer.Exit`` is raised ``from None``
+    so that the error it replaces is not chained to it as its cause or context."""
     try:
         return fn()
     except StreamError as exc:
         err(str(exc))
-        raise typer.Exit(trouble or 1)
+        raise typer.Exit(trouble or 1) from None
     except UsageError as exc:
         err(f"error: {exc}")
-        raise typer.Exit(trouble or 2)
+        raise typer.Exit(trouble or 2) from None
     except MigstreamError as exc:
         err(f"error: {exc}")
-        raise typer.Exit(trouble or 1)
+        raise typer.Exit(trouble or 1) from None
     except BrokenPipeError:
         sys.stderr.close()
-        raise typer.Exit(0)
+        raise typer.Exit(0) from None
     except OSError as exc:
         err(f"error: {exc}")
-        raise typer.Exit(trouble or 3)
+        raise typer.Exit(trouble or 3) from None
     except KeyboardInterrupt:
-        raise typer.Exit(130)
+        raise typer.Exit(130) from None

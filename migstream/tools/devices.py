@@ -66,18 +66,20 @@ def device_states(stream: str, *, page_size: int | None = None) -> dict[str, Any
             error = exc
         queue = DescriptionQueue(description)
         sections = [_section(ev, data, version, queue) for ev, data, version in kept]
-        config = _configuration(configuration)
-        if config is not None and description and isinstance(description.get("configuration"), dict):
-            # QEMU 8.2+ describes the configuration section too: decode it like a device.
-            try:
-                config["state"] = decode_vmstate(
-                    configuration.data,
-                    description["configuration"],
-                    offset=configuration.offset + 1,
-                    device="configuration",
-                )
-            except VmstateError as exc:
-                config["error"] = str(exc)
+        config = None
+        if configuration is not None:
+            config = _configuration(configuration)
+            if description and isinstance(description.get("configuration"), dict):
+                # QEMU 8.2+ describes the configuration section too: decode it like a device.
+                try:
+                    config["state"] = decode_vmstate(
+                        configuration.data,
+                        description["configuration"],
+                        offset=configuration.offset + 1,
+                        device="configuration",
+                    )
+                except VmstateError as exc:
+                    config["error"] = str(exc)
         doc = {
             "configuration": config,
             "page_size": decoder.page_size,
@@ -91,9 +93,7 @@ def device_states(stream: str, *, page_size: int | None = None) -> dict[str, Any
         return doc
 
 
-def _configuration(cfg: Configuration | None) -> dict | None:
-    if cfg is None:
-        return None
+def _configuration(cfg: Configuration) -> dict[str, Any]:
     return {
         "machine": cfg.machine,
         "target_page_bits": cfg.target_page_bits,

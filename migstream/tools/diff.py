@@ -214,8 +214,8 @@ def differing_pages(file_a: str, file_b: str, length: int, page_size: int) -> Bl
             if _both_holes(fa.fileno(), fb.fileno(), pos, n):
                 pos += n
                 continue
-            ra = os.preadv(fa.fileno(), [memoryview(buf_a)[:n]], pos)
-            rb = os.preadv(fb.fileno(), [memoryview(buf_b)[:n]], pos)
+            ra = os.preadv(fa.fileno(), [buf_a.data[:n]], pos)
+            rb = os.preadv(fb.fileno(), [buf_b.data[:n]], pos)
             if ra != n or rb != n:
                 raise UsageError(f"short read at offset {pos:#x} of {file_a if ra != n else file_b}")
             full = n - n % page_size

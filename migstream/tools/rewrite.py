@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..encode.encoder import RamStats, encode_stream
@@ -62,7 +62,7 @@ class Patch:
         return cls(block, off, data)
 
 
-def apply_patches(directory: str, manifest: dict, patches: list[Patch]) -> None:
+def apply_patches(directory: str, manifest: dict, patches: Sequence[Patch]) -> None:
     """Write each patch into its block file of an extract directory."""
     blocks = {b["name"]: b for b in manifest["blocks"]}
     for p in patches:
@@ -96,7 +96,7 @@ def transcode(
     stream: str,
     sink,
     *,
-    patches: list[Patch] = (),
+    patches: Sequence[Patch] = (),
     channels: list[str] | None = None,
     xbzrle_cache_size: int = 0,
     compress_threads: int = 0,

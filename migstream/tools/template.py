@@ -89,7 +89,7 @@ class StreamTemplate:
 
 def _load(path: str) -> StreamTemplate:
     # Pass 1: element boundaries and what each element is.
-    starts: list[tuple[int, str, object]] = []  # (offset, role, event)
+    starts: list[tuple[int, str, SectionType | None]] = []  # (offset, role, type if a section)
     machine = None
     ram_sid = None
     ram_blocks: tuple = ()
@@ -102,7 +102,7 @@ def _load(path: str) -> StreamTemplate:
         for ev in iter_events(source, dec):
             t = type(ev)
             if t is FileHeader:
-                starts.append((ev.offset, "header", ev))
+                starts.append((ev.offset, "header", None))
             elif t is Configuration:
                 machine = ev.machine
                 if "x-ignore-shared" in ev.capabilities:
@@ -110,25 +110,25 @@ def _load(path: str) -> StreamTemplate:
                     raise UsageError(
                         f"template {path}: captured with x-ignore-shared, which the encoder does not produce"
                     )
-                starts.append((ev.offset, "configuration", ev))
+                starts.append((ev.offset, "configuration", None))
             elif t is SectionStart:
                 is_ram = ev.idstr == "ram" and ev.instance_id == 0 and ev.type != SectionType.FULL
                 if is_ram:
                     ram_sid = ev.section_id
                 role = "ram" if is_ram else "packaged-device" if packages else "device"
-                starts.append((ev.offset, role, ev))
+                starts.append((ev.offset, role, ev.type))
             elif t is CommandEvent:
                 packages += ev.cmd == Command.PACKAGED
                 switchover_start |= ev.cmd == Command.SWITCHOVER_START
-                starts.append((ev.offset, "command", ev))
+                starts.append((ev.offset, "command", None))
             elif t is PackageEnd:
                 packages -= 1
-                starts.append((ev.offset, "package-end", ev))
+                starts.append((ev.offset, "package-end", None))
             elif t is EndOfStream:
                 saw_eof = True
-                starts.append((ev.offset, "eof", ev))
+                starts.append((ev.offset, "eof", None))
             elif t is VmDescription:
-                starts.append((ev.offset, "vmdescription", ev))
+                starts.append((ev.offset, "vmdescription", None))
             elif t is RamBlockList:
                 ram_blocks = tuple((b.name, b.used_length) for b in ev.blocks)
             elif t is Undecoded:
@@ -141,21 +141,21 @@ def _load(path: str) -> StreamTemplate:
         raise UsageError(f"template {path}: the stream has no QEMU_VM_EOF (truncated capture?)")
 
     ranges = []
-    for i, (off, role, ev) in enumerate(starts):
+    for i, (off, role, section_type) in enumerate(starts):
         stop = starts[i + 1][0] if i + 1 < len(starts) else end
-        ranges.append((off, stop, role, ev))
+        ranges.append((off, stop, role, section_type))
 
     # Which ranges go where.
     tpl = StreamTemplate(path, machine, page_size or 4096, ram_sid, ram_blocks, switchover_start=switchover_start)
     wanted: list[tuple[int, int, str]] = []  # (start, stop, bucket)
     phase = "before"
-    for off, stop, role, ev in ranges:
+    for off, stop, role, section_type in ranges:
         if role == "configuration":
             wanted.append((off, stop, "configuration"))
         elif role == "ram":
-            if ev.type == SectionType.START:
+            if section_type == SectionType.START:
                 phase = "during"
-            elif ev.type == SectionType.END:
+            elif section_type == SectionType.END:
                 phase = "after"
         elif role == "packaged-device":
             tpl.device_sections += 1

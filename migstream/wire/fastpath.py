@@ -20,7 +20,9 @@ from .limits import MAX_RUN_RECORDS
 try:  # the compiled walk (migstream/wire/_runscan.c); the Python walk below is its reference
     from . import _runscan
 except ImportError:  # pragma: no cover - an install without a C compiler
-    _runscan = None
+    # The extension is optional (setup.py); mypy types the name as the module of
+    # _runscan.pyi, which keeps the call of walk() checked, so None needs the exception.
+    _runscan = None  # type: ignore[assignment]
 
 
 @dataclass(frozen=True, slots=True)

@@ -221,6 +221,7 @@ class _Builder:
                 continue
             block = None if name == self.last_block else name
             self.last_block = name
+            payload: dict[str, int | bytes]  # the record's fields by grammar name
             if kind == "page":
                 payload, k = {"data": rnd.randbytes(ps)}, F.PAGE
             elif kind == "zero":
