@@ -52,7 +52,9 @@ def _anchors(path: Path) -> set[str]:
 def _doc_limit_rows() -> dict[str, int]:
     """name -> value as docs/limits.md's table states it."""
     rows = {}
-    for name, value in re.findall(r"^\| `(\w+)` \| (?:`[^`]*` = )?([\d,]+) \|", (ROOT / "docs" / "limits.md").read_text(), re.M):
+    for name, value in re.findall(
+        r"^\| `(\w+)` \| (?:`[^`]*` = )?([\d,]+) \|", (ROOT / "docs" / "limits.md").read_text(), re.M
+    ):
         assert name not in rows, f"{name} twice in docs/limits.md"
         rows[name] = int(value.replace(",", ""))
     return rows
