@@ -19,11 +19,9 @@ import pytest
 from migstream import PageRecord, PageRun, SectionStart, StreamDecoder
 from migstream.wire.grammar import RamFlag, SectionType
 from support.images import PAGE, dirty, mixed_image, zero_page_count
-from support.qemu import MiB, Vm, differing_pages, need
+from support.qemu import QEMU_X86, X86_EXCLUDE, MiB, Vm, differing_pages, need
 from support.samples import SAMPLES, read_zst, sample_by_name
 
-X86 = "qemu-system-x86_64"
-X86_EXCLUDE = [(0xA0000, 0x100000)]
 PC = "pc-i440fx-7.2"
 
 
@@ -55,8 +53,8 @@ def records(path):
 
 
 def x86_destination(tmp_path, tag, extra=()):
-    need(X86)
-    return Vm(X86, ["-M", "pc", "-m", "32M", "-S", "-incoming", "defer", *extra], tmp_path, tag)
+    need(QEMU_X86)
+    return Vm(QEMU_X86, ["-M", "pc", "-m", "32M", "-S", "-incoming", "defer", *extra], tmp_path, tag)
 
 
 def load_and_dump(tmp_path, stream, size, *, caps=(), tag="dst"):
@@ -239,7 +237,7 @@ def test_record_sequence_equals_qemu_bulk_stage(tmp_path):
     the ones our bulk stage emits, section boundaries aside."""
     img = mixed_image(32 * MiB, seed=15, zero=0.5)
     (tmp_path / "ram.img").write_bytes(img)
-    need(X86)
+    need(QEMU_X86)
     args = [
         "-M",
         "pc",
@@ -251,7 +249,7 @@ def test_record_sequence_equals_qemu_bulk_stage(tmp_path):
         f"memory-backend-file,id=pc.ram,size={32 * MiB},mem-path={tmp_path / 'ram.img'},share=off",
         "-S",
     ]
-    with Vm(X86, args, tmp_path, "src") as vm:
+    with Vm(QEMU_X86, args, tmp_path, "src") as vm:
         vm.migrate_to_file(tmp_path / "qemu.mig")
     theirs = [r[1:] for r in records(tmp_path / "qemu.mig")]
     # pc.ram alone, encoded from the image file itself:
@@ -314,7 +312,7 @@ def test_compressed_records_equal_qemu_modulo_thread_order(tmp_path):
     zlib bytes themselves) and the uncompressed first page of every block."""
     img = mixed_image(32 * MiB, seed=18, zero=0.5)
     (tmp_path / "ram.img").write_bytes(img)
-    need(X86)
+    need(QEMU_X86)
     args = [
         "-M",
         "pc",
@@ -326,7 +324,7 @@ def test_compressed_records_equal_qemu_modulo_thread_order(tmp_path):
         f"memory-backend-file,id=pc.ram,size={32 * MiB},mem-path={tmp_path / 'ram.img'},share=off",
         "-S",
     ]
-    with Vm(X86, args, tmp_path, "csrc") as vm:
+    with Vm(QEMU_X86, args, tmp_path, "csrc") as vm:
         vm.cmd("migrate-set-capabilities", capabilities=[{"capability": "compress", "state": True}])
         vm.cmd("migrate-set-parameters", **{"compress-threads": 2, "compress-level": 1})
         vm.migrate_to_file(tmp_path / "qemu.mig")

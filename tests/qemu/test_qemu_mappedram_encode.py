@@ -18,11 +18,10 @@ from pathlib import Path
 import pytest
 
 from support.images import mixed_image
-from support.qemu import MiB, Vm, differing_pages
+from support.qemu import X86_EXCLUDE, MiB, Vm, differing_pages
 from support.samples import SAMPLES, read_zst, sample_by_name
 
 QEMU10 = Path(os.environ.get("MIGSTREAM_QEMU10", "/var/tmp/qemu10"))
-X86_EXCLUDE = [(0xA0000, 0x100000)]
 GUEST = SAMPLES / "guest" / "guest.img"
 MACHINE = "pc-i440fx-10.0"
 

@@ -1,7 +1,13 @@
-"""Small QEMU driver for the real-QEMU tests (QMP through the qemu.qmp package).
+"""The one harness for running real QEMU (TCG): tests, samples and benchmarks use it.
 
-Every VM gets its own socket and serial file under the test's tmp dir and is
-killed on close(), also when a test fails.
+It knows how a VM is started (own QMP socket, serial and stderr files under a work
+directory), how QMP comes up, how a migration is waited for, how guest memory is read
+back (pmemsave), and the x86 facts every user needs: the test guest and the
+guest-physical window where pmemsave does not read ``pc.ram``.  Every VM is killed on
+close(); use them as context managers so no QEMU outlives a failing test.
+
+Scripts outside tests/ put tests/ on sys.path and ``from support.qemu import ...``;
+pytest and qemu.qmp are imported only when needed, so importing this is cheap.
 """
 
 from __future__ import annotations
@@ -10,28 +16,95 @@ import os
 import shutil
 import subprocess
 import time
+from pathlib import Path
 
-import pytest
-
+ROOT = Path(__file__).resolve().parents[2]
+GUEST_ASM = ROOT / "samples" / "guest" / "guest.asm"
+QEMU_X86 = "qemu-system-x86_64"
 MiB = 1 << 20
+PAGE = 4096
+
+# Guest-physical 0xA0000-0xFFFFF on x86 reads through VGA MMIO / the BIOS ROM alias,
+# so pmemsave there does not show pc.ram: compare (and store truth) outside it.
+X86_EXCLUDE = ((0xA0000, 0x100000),)
+
+
+def missing_tools(*binaries: str) -> list[str]:
+    """What of ``binaries`` (and the qemu.qmp package) is not installed."""
+    missing = [b for b in binaries if shutil.which(b) is None]
+    try:
+        import qemu.qmp  # noqa: F401  (only asking whether it is installed)
+    except ImportError:
+        missing.append("the qemu.qmp package (pip install -e '.[test]')")
+    return missing
+
+
+def require_qemu(*binaries: str) -> None:
+    """Skip the calling test unless ``binaries`` (default: x86 QEMU and nasm) are here."""
+    import pytest
+
+    missing = missing_tools(*(binaries or (QEMU_X86, "nasm")))
+    if missing:
+        pytest.skip(f"not installed: {', '.join(missing)} (.ci/run installs them)")
 
 
 def need(binary: str) -> str:
-    path = shutil.which(binary)
-    if path is None:
-        pytest.skip(f"{binary} is not installed (.ci/run installs it)")
-    return path
+    """The path of ``binary``; skips the calling test when QEMU is not here."""
+    require_qemu(binary)
+    return shutil.which(binary) or binary
+
+
+def build_guest(directory: str | Path) -> Path:
+    """Assemble the x86 test guest (samples/guest/guest.asm) into a boot disk image."""
+    img = Path(directory) / "guest.img"
+    subprocess.run(["nasm", "-f", "bin", "-o", str(img), str(GUEST_ASM)], check=True)
+    with open(img, "r+b") as f:
+        f.truncate(MiB)  # SeaBIOS on q35 does not boot a 512-byte image
+    return img
+
+
+def guest_args(guest_img: str | Path, ram_mib: int = 64, machine: str = "pc") -> list[str]:
+    """QEMU options for an x86 VM booting the test guest (its disk changes are discarded)."""
+    return ["-M", machine, "-m", f"{ram_mib}M", "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
+
+
+def connect_qmp(sock: str, proc: subprocess.Popen, errlog: str | Path, timeout: float = 20):
+    """The QMP start-up loop: wait for QEMU's socket and connect (qemu.qmp legacy API)."""
+    from qemu.qmp.legacy import QEMUMonitorProtocol
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"QEMU exited: {read_text(errlog)}")
+        if os.path.exists(sock):
+            try:
+                qmp = QEMUMonitorProtocol(sock)
+                qmp.connect()
+                return qmp
+            except OSError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"QMP socket {sock} did not come up")
+        time.sleep(0.05)
+
+
+def read_text(path: str | Path) -> str:
+    try:
+        return Path(path).read_bytes().decode("utf-8", "replace")
+    except FileNotFoundError:
+        return ""
 
 
 class Vm:
-    def __init__(self, binary: str, args: list[str], workdir, tag: str) -> None:
-        from qemu.qmp.legacy import QEMUMonitorProtocol
+    """A QEMU process under TCG with its QMP socket, serial and stderr files in ``workdir``."""
 
+    def __init__(self, binary: str, args: list[str], workdir: str | Path, tag: str, *, timeout: float = 20) -> None:
+        self.tag = tag
         self.sock = os.path.join(str(workdir), f"{tag}.qmp")
-        self.serial = os.path.join(str(workdir), f"{tag}.serial")
-        self.errlog = os.path.join(str(workdir), f"{tag}.stderr")
-        cmd = [
-            need(binary),
+        self.serial = Path(workdir) / f"{tag}.serial"
+        self.errlog = Path(workdir) / f"{tag}.stderr"
+        self.cmdline = [
+            shutil.which(binary) or binary,
             "-accel",
             "tcg",
             "-display",
@@ -41,67 +114,84 @@ class Vm:
             f"file:{self.serial}",
             "-qmp",
             f"unix:{self.sock},server=on,wait=off",
-        ] + args
-        self.cmdline = cmd
-        self.proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=open(self.errlog, "wb")
-        )
+            *args,
+        ]
+        with open(self.errlog, "wb") as err:
+            self.proc = subprocess.Popen(self.cmdline, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
         self.qmp = None
         try:
-            deadline = time.time() + 20
-            while True:
-                if self.proc.poll() is not None:
-                    raise RuntimeError(f"QEMU exited: {self.stderr()}")
-                if os.path.exists(self.sock):
-                    try:
-                        q = QEMUMonitorProtocol(self.sock)
-                        q.connect()
-                        self.qmp = q
-                        break
-                    except OSError:
-                        pass
-                if time.time() > deadline:
-                    raise RuntimeError("QMP socket did not come up")
-                time.sleep(0.05)
+            self.qmp = connect_qmp(self.sock, self.proc, self.errlog, timeout)
         except BaseException:
             self.close()
             raise
 
     def stderr(self) -> str:
+        return read_text(self.errlog)
+
+    def serial_text(self) -> str:
         try:
-            return open(self.errlog, "rb").read().decode("utf-8", "replace")
+            return self.serial.read_bytes().decode("latin-1")
         except FileNotFoundError:
             return ""
 
     def cmd(self, name: str, **args):
+        assert self.qmp is not None, "QMP is closed"
         r = self.qmp.cmd_raw(name, args or None)
         if "error" in r:
             raise RuntimeError(f"QMP {name} {args}: {r['error']}")
         return r.get("return")
 
-    def serial_text(self) -> str:
-        try:
-            return open(self.serial, "rb").read().decode("latin-1")
-        except FileNotFoundError:
-            return ""
+    def hmp(self, line: str) -> str:
+        return self.cmd("human-monitor-command", **{"command-line": line})
 
-    def pmemsave(self, addr: int, size: int, path) -> bytes:
+    def status(self) -> str:
+        return self.cmd("query-status")["status"]
+
+    def version(self) -> str:
+        """QEMU's version as samples.json states it: "7.2.22 (Debian ...)"."""
+        ver = self.cmd("query-version")
+        qv = ver["qemu"]
+        package = f" ({ver['package'].strip()})" if ver.get("package") else ""
+        return f"{qv['major']}.{qv['minor']}.{qv['micro']}{package}"
+
+    def caps(self, *names: str, state: bool = True) -> None:
+        if names:
+            self.cmd("migrate-set-capabilities", capabilities=[{"capability": c, "state": state} for c in names])
+
+    def wait_serial(self, needle: str, timeout: float = 30, after: int = 0) -> int:
+        """Position just after the first ``needle`` at or after ``after`` in the serial log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            i = self.serial_text().find(needle, after)
+            if i >= 0:
+                return i + len(needle)
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.tag}: QEMU exited: {self.stderr()}")
+            time.sleep(0.05)
+        raise AssertionError(f"{self.tag}: {needle!r} not on the serial port within {timeout} s")
+
+    def pmemsave(self, addr: int, size: int, path: str | Path) -> bytes:
+        """Guest-physical memory [addr, addr+size) as QEMU reads it, via a file."""
+        path = Path(path)
         self.cmd("pmemsave", val=addr, size=size, filename=str(path))
-        with open(path, "rb") as f:
-            return f.read()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if path.exists() and path.stat().st_size == size:
+                return path.read_bytes()
+            time.sleep(0.05)
+        raise AssertionError(f"{self.tag}: pmemsave did not write {size} bytes")
 
     def load_stream(self, stream, *, caps=(), timeout: float = 60) -> None:
         """migrate-incoming from a file; returns when the load finished, raises
         with QEMU's stderr when it failed."""
-        if caps:
-            self.cmd("migrate-set-capabilities", capabilities=[{"capability": c, "state": True} for c in caps])
+        self.caps(*caps)
         self.cmd("migrate-incoming", uri=f"exec:cat {stream}")
-        t0 = time.time()
+        t0 = time.monotonic()
         while True:
             if self.proc.poll() is not None:
                 raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}")
             try:
-                status = self.cmd("query-status")["status"]
+                status = self.status()
             except Exception:
                 if self.proc.poll() is not None:
                     raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}")
@@ -111,22 +201,45 @@ class Vm:
                 raise AssertionError(f"incoming migration failed: {self.stderr().strip()}")
             if mig == "completed" and status != "inmigrate":
                 return
-            if time.time() - t0 > timeout:
+            if time.monotonic() - t0 > timeout:
                 raise AssertionError("incoming migration did not finish")
             time.sleep(0.05)
 
     def migrate_to_file(self, path, *, timeout: float = 60) -> dict:
+        """Migrate at full speed into ``path`` (exec:cat) and wait for completed."""
         self.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
         self.cmd("migrate", uri=f"exec:cat > {path}")
-        t0 = time.time()
+        return self.wait_migration(timeout)
+
+    def wait_migration(
+        self, timeout: float = 60, postcopy_after: float | None = None, min_syncs: int | None = None
+    ) -> dict:
+        """Poll query-migrate until completed (failed raises).  ``min_syncs``: the
+        caller started with a downtime limit the migration cannot meet; once this many
+        dirty-bitmap syncs (iterations) happened, the limit is raised so that it ends.
+        That makes the number of iterations independent of the machine's load."""
+        t0 = time.monotonic()
+        started_postcopy = False
         while True:
             st = self.cmd("query-migrate")
-            if st.get("status") == "completed":
+            status = st.get("status")
+            if status == "completed":
                 return st
-            if st.get("status") in ("failed", "cancelled"):
-                raise AssertionError(f"migration {st.get('status')}: {self.stderr()}")
-            if time.time() - t0 > timeout:
-                raise AssertionError(f"migration timeout: {st}")
+            if min_syncs is not None and st.get("ram", {}).get("dirty-sync-count", 0) >= min_syncs:
+                self.cmd("migrate-set-parameters", **{"downtime-limit": 2000})
+                min_syncs = None
+            if status in ("failed", "cancelled"):
+                raise AssertionError(f"{self.tag}: migration {status}: {st.get('error-desc', st)} {self.stderr()}")
+            if (
+                postcopy_after is not None
+                and not started_postcopy
+                and status == "active"
+                and time.monotonic() - t0 >= postcopy_after
+            ):
+                self.cmd("migrate-start-postcopy")
+                started_postcopy = True
+            if time.monotonic() - t0 > timeout:
+                raise AssertionError(f"{self.tag}: migration not completed in {timeout} s: {st}")
             time.sleep(0.05)
 
     def close(self) -> None:
@@ -134,7 +247,7 @@ class Vm:
             try:
                 self.qmp.cmd_raw("quit")
             except Exception:
-                pass
+                pass  # QEMU may be gone already; it is waited for (or killed) below
             try:
                 self.qmp.close()
             except Exception:
@@ -153,10 +266,13 @@ class Vm:
         self.close()
 
 
-def differing_pages(a: bytes, b: bytes, exclude=(), page: int = 4096) -> list[int]:
+def in_ranges(offset: int, ranges) -> bool:
+    return any(lo <= offset < hi for lo, hi in ranges)
+
+
+def differing_pages(a: bytes, b: bytes, exclude=(), page: int = PAGE) -> list[int]:
+    """Page offsets where two memory images differ, outside the ``exclude`` ranges."""
     assert len(a) == len(b), (len(a), len(b))
     return [
-        off
-        for off in range(0, len(a), page)
-        if not any(lo <= off < hi for lo, hi in exclude) and a[off : off + page] != b[off : off + page]
+        off for off in range(0, len(a), page) if not in_ranges(off, exclude) and a[off : off + page] != b[off : off + page]
     ]
