@@ -104,7 +104,7 @@ class Vm:
         self.serial = Path(workdir) / f"{tag}.serial"
         self.errlog = Path(workdir) / f"{tag}.stderr"
         self.cmdline = [
-            shutil.which(binary) or binary,
+            binary,
             "-accel",
             "tcg",
             "-display",
