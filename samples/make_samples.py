@@ -1163,6 +1163,7 @@ def make_disk(path):
     data = text + bytes(MiB) + text[: MiB - 32768] + random.Random(3).randbytes(32768)
     with open(path, "wb") as f:
         f.write(data)
+    return data
 
 
 def capture_block_one(s, ctx):

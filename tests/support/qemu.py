@@ -134,7 +134,7 @@ class Vm:
         except FileNotFoundError:
             return ""
 
-    def cmd(self, name: str, **args):
+    def cmd(self, name: str, /, **args):
         assert self.qmp is not None, "QMP is closed"
         r = self.qmp.cmd_raw(name, args or None)
         if "error" in r:
@@ -274,5 +274,7 @@ def differing_pages(a: bytes, b: bytes, exclude=(), page: int = PAGE) -> list[in
     """Page offsets where two memory images differ, outside the ``exclude`` ranges."""
     assert len(a) == len(b), (len(a), len(b))
     return [
-        off for off in range(0, len(a), page) if not in_ranges(off, exclude) and a[off : off + page] != b[off : off + page]
+        off
+        for off in range(0, len(a), page)
+        if not in_ranges(off, exclude) and a[off : off + page] != b[off : off + page]
     ]
