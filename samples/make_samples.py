@@ -47,7 +47,18 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from support.qemu import PAGE, QEMU_X86, X86_EXCLUDE, MiB, Vm, build_guest, differing_pages  # noqa: E402
+from support.qemu import (  # noqa: E402  (tests/ is put on sys.path just above)
+    PAGE,
+    QEMU_X86,
+    X86_EXCLUDE,
+    MiB,
+    Vm,
+    build_guest,
+    differing_pages,
+    image_ram_args,
+    qemu10_root,
+    qemu10_wrapper,
+)
 
 RUNNING_PARAMS = {"max-bandwidth": 32 * MiB, "downtime-limit": 30}
 MULTIFD_MAGIC = 0x11223344
@@ -84,21 +95,6 @@ def unzstd(path) -> bytes:
 def read(path) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def qemu10_wrapper(root, workdir):
-    """A shell wrapper so that QEMU 10 (unpacked by get_qemu10.sh) starts like any binary:
-    its modules and firmware come from the same root, not from the installed 7.2."""
-    path = os.path.join(workdir, "qemu10-system-x86_64")
-    with open(path, "w") as f:
-        f.write(
-            "#!/bin/sh\n"
-            f"QEMU_MODULE_DIR={root}/usr/lib/x86_64-linux-gnu/qemu "
-            f"exec {root}/usr/bin/qemu-system-x86_64 -L {root}/usr/share/qemu "
-            '-L /usr/share/seabios "$@"\n'
-        )
-    os.chmod(path, 0o755)
-    return path
 
 
 def start_vm(binary, args, workdir, tag) -> Vm:
@@ -606,13 +602,7 @@ def basic_args(s, workdir, guest_img, incoming=False):
         args += ["-m", "32M", "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
         if s.get("shared_ram"):
             # Source and destination map the same file: what x-ignore-shared is for.
-            args += [
-                "-machine",
-                "memory-backend=pc.ram",
-                "-object",
-                f"memory-backend-file,id=pc.ram,size=32M,"
-                f"mem-path={os.path.join(workdir, s['name'] + '.shared')},share=on",
-            ]
+            args += image_ram_args(os.path.join(workdir, s["name"] + ".shared"), 32 * MiB, share=True)
     else:
         img = os.path.join(workdir, f"{s['name']}.img")
         args += [
@@ -985,12 +975,7 @@ def x86_args(s, guest_img, incoming=False):
         img = os.path.join(os.path.dirname(guest_img), "ram.img")
         if not os.path.exists(img):
             make_ram_image(img, IMAGE_SIZE)
-        args += [
-            "-machine",
-            "memory-backend=pc.ram",
-            "-object",
-            f"memory-backend-file,id=pc.ram,size={IMAGE_SIZE},mem-path={img},share=off",
-        ]
+        args += image_ram_args(img, IMAGE_SIZE)
         if not incoming:
             args += ["-S"]
     if incoming:
@@ -1802,9 +1787,7 @@ def main(argv=None):
     ap.add_argument("--out-dir", "--out", dest="out", default=HERE, help="where samples and samples.json go")
     ap.add_argument("--no-verify", action="store_true", help="do not load the captures into a destination")
     ap.add_argument("--keep-raw", help="work (and keep the raw files) in this directory")
-    ap.add_argument(
-        "--qemu10", default=os.environ.get("QEMU10_ROOT", "/var/tmp/qemu10"), help="root unpacked by get_qemu10.sh"
-    )
+    ap.add_argument("--qemu10", default=str(qemu10_root()), help="root unpacked by get_qemu10.sh")
     a = ap.parse_args(argv)
     capture, known = FAMILIES[a.family]
     names = a.only.split(",") if a.only else known

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 
 from support.images import mixed_image
-from support.qemu import X86_EXCLUDE, MiB, Vm, differing_pages
+from support.qemu import X86_EXCLUDE, MiB, Vm, differing_pages, qemu10_root, qemu10_wrapper
 from support.samples import SAMPLES, read_zst, sample_by_name
 
-QEMU10 = Path(os.environ.get("MIGSTREAM_QEMU10", "/var/tmp/qemu10"))
+QEMU10 = qemu10_root()
 GUEST = SAMPLES / "guest" / "guest.img"
 MACHINE = "pc-i440fx-10.0"
 
@@ -36,14 +36,7 @@ def qemu10(tmp_path_factory) -> str:
     binary = QEMU10 / "usr/bin/qemu-system-x86_64"
     if not os.access(binary, os.X_OK):
         pytest.fail(f"QEMU 10 not found at {binary}: run tests/setup-debian.sh or samples/get_qemu10.sh")
-    path = tmp_path_factory.mktemp("qemu10") / "qemu10-system-x86_64"
-    path.write_text(
-        "#!/bin/sh\n"
-        f"QEMU_MODULE_DIR={QEMU10}/usr/lib/x86_64-linux-gnu/qemu "
-        f'exec {binary} -L {QEMU10}/usr/share/qemu -L /usr/share/seabios "$@"\n'
-    )
-    path.chmod(0o755)
-    return str(path)
+    return qemu10_wrapper(QEMU10, tmp_path_factory.mktemp("qemu10"))
 
 
 def destination(qemu10: str, tmp_path: Path, tag: str, *, guest: bool = False) -> Vm:

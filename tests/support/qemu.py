@@ -68,6 +68,36 @@ def guest_args(guest_img: str | Path, ram_mib: int = 64, machine: str = "pc") ->
     return ["-M", machine, "-m", f"{ram_mib}M", "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
 
 
+def image_ram_args(image: str | Path, size: int, *, share: bool = False) -> list[str]:
+    """x86 options that back pc.ram with ``image`` (``size`` bytes): RAM preloaded
+    without guest code; share=off keeps the image unchanged."""
+    return [
+        "-machine",
+        "memory-backend=pc.ram",
+        "-object",
+        f"memory-backend-file,id=pc.ram,size={size},mem-path={image},share={'on' if share else 'off'}",
+    ]
+
+
+def qemu10_root() -> Path:
+    """Where samples/get_qemu10.sh unpacked QEMU 10 ($MIGSTREAM_QEMU10 or $QEMU10_ROOT)."""
+    return Path(os.environ.get("MIGSTREAM_QEMU10") or os.environ.get("QEMU10_ROOT") or "/var/tmp/qemu10")
+
+
+def qemu10_wrapper(root: str | Path, directory: str | Path) -> str:
+    """A shell script in ``directory`` that starts QEMU 10 unpacked at ``root`` like any
+    binary: its modules and firmware come from that root, not from the installed 7.2."""
+    path = Path(directory) / "qemu10-system-x86_64"
+    path.write_text(
+        "#!/bin/sh\n"
+        f"QEMU_MODULE_DIR={root}/usr/lib/x86_64-linux-gnu/qemu "
+        f"exec {root}/usr/bin/qemu-system-x86_64 -L {root}/usr/share/qemu "
+        '-L /usr/share/seabios "$@"\n'
+    )
+    path.chmod(0o755)
+    return str(path)
+
+
 def connect_qmp(sock: str, proc: subprocess.Popen, errlog: str | Path, timeout: float = 20):
     """The QMP start-up loop: wait for QEMU's socket and connect (qemu.qmp legacy API)."""
     from qemu.qmp.legacy import QEMUMonitorProtocol
