@@ -222,9 +222,9 @@ class Vm:
                 raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}")
             try:
                 status = self.status()
-            except Exception:
+            except Exception as err:
                 if self.proc.poll() is not None:
-                    raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}")
+                    raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}") from err
                 raise
             mig = self.cmd("query-migrate").get("status")
             if mig == "failed":
