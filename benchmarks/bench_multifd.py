@@ -51,30 +51,29 @@ def capture_big(image, workdir, qemu10_root):
     """(name, main, channels) for multifd nocomp, zstd and mapped-ram captures of a VM
     whose RAM is ``image`` (never run)."""
     sys.path.insert(0, os.path.join(ROOT, "samples"))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
     import make_samples as ms
-    import make_samples_v2 as v2
+
+    from support.qemu import Vm, image_ram_args, qemu10_wrapper
 
     size = os.path.getsize(image)
-    binary = v2.qemu10_wrapper(qemu10_root, workdir)
+    binary = qemu10_wrapper(qemu10_root, workdir)
     args = [
         "-M",
         "pc",
         "-m",
         f"{size >> 20}M",
-        "-machine",
-        "memory-backend=pc.ram",
-        "-object",
-        f"memory-backend-file,id=pc.ram,size={size},mem-path={image},share=off",
+        *image_ram_args(image, size),
         "-S",
     ]
     runs = [
-        ("big-multifd-nocomp", ["multifd"], v2.multifd("none"), "multi"),
-        ("big-multifd-zstd", ["multifd"], v2.multifd("zstd"), "multi"),
+        ("big-multifd-nocomp", ["multifd"], ms.multifd("none"), "multi"),
+        ("big-multifd-zstd", ["multifd"], ms.multifd("zstd"), "multi"),
         ("big-mapped-ram", ["mapped-ram"], {}, "file"),
     ]
     out = []
     for name, caps, params, transport in runs:
-        q = ms.Qemu(binary, args, workdir, name)
+        q = Vm(binary, args, workdir, name)
         try:
             s = {
                 "name": name,
@@ -82,7 +81,7 @@ def capture_big(image, workdir, qemu10_root):
                 "params": dict(params, **{"max-bandwidth": 1 << 40}),
                 "transport": transport,
             }
-            _uri, main, chans, _final, _notes = v2.migrate_once(q, s, workdir, caps, "10")
+            _uri, main, chans, _final, _notes = ms.migrate_once(q, s, workdir, caps, "10")
         finally:
             q.close()
         out.append((name, main, chans))

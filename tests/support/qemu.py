@@ -13,6 +13,7 @@ pytest and qemu.qmp are imported only when needed, so importing this is cheap.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import subprocess
 import time
@@ -235,14 +236,19 @@ class Vm:
                 raise AssertionError("incoming migration did not finish")
             time.sleep(0.05)
 
-    def migrate_to_file(self, path, *, timeout: float = 60) -> dict:
-        """Migrate at full speed into ``path`` (exec:cat) and wait for completed."""
+    def migrate_to_file(self, path, *, timeout: float = 60, poll: float = 0.05) -> dict:
+        """Migrate at full speed (7.2 rejects more than 1 TiB/s) into ``path``
+        (exec:cat) and wait for completed."""
         self.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
-        self.cmd("migrate", uri=f"exec:cat > {path}")
-        return self.wait_migration(timeout)
+        self.cmd("migrate", uri=f"exec:cat > {shlex.quote(str(path))}")
+        return self.wait_migration(timeout, poll=poll)
 
     def wait_migration(
-        self, timeout: float = 60, postcopy_after: float | None = None, min_syncs: int | None = None
+        self,
+        timeout: float = 60,
+        postcopy_after: float | None = None,
+        min_syncs: int | None = None,
+        poll: float = 0.05,
     ) -> dict:
         """Poll query-migrate until completed (failed raises).  ``min_syncs``: the
         caller started with a downtime limit the migration cannot meet; once this many
@@ -270,7 +276,7 @@ class Vm:
                 started_postcopy = True
             if time.monotonic() - t0 > timeout:
                 raise AssertionError(f"{self.tag}: migration not completed in {timeout} s: {st}")
-            time.sleep(0.05)
+            time.sleep(poll)
 
     def close(self) -> None:
         if self.qmp is not None:
