@@ -49,7 +49,7 @@ def main():
         if not os.path.exists(path):
             print(f"{name}: missing (see benchmarks/README.md)")
             continue
-        t = best(lambda: info(path))
+        t = best(lambda path=path: info(path))
         print(f"info loop     {name:<14} {t:6.3f} s  {GUEST / t / 2**30:6.2f} GiB/s of guest RAM")
     path = os.path.join(d, "mixed-1g.mig")
     if os.path.exists(path):

@@ -58,10 +58,10 @@ def main():
     for s in load_samples():
         data = raw_stream(s)
         n = sum(1 for r in reference_records(data) if not isinstance(r[0], str))
-        k = best(lambda: QemuMigration(4096, False, False, KaitaiStream(BytesIO(data))), args.repeat)
-        c = best(lambda: reference_records(data), args.repeat)
-        d = best(lambda: decode(data), args.repeat)
-        d4 = best(lambda: decode(data, 4096), args.repeat)
+        k = best(lambda data=data: QemuMigration(4096, False, False, KaitaiStream(BytesIO(data))), args.repeat)
+        c = best(lambda data=data: reference_records(data), args.repeat)
+        d = best(lambda data=data: decode(data), args.repeat)
+        d4 = best(lambda data=data: decode(data, 4096), args.repeat)
         print(f"{s['name']:16} {len(data) / 2**20:6.1f} {n:8} {k:9.3f} {c:11.3f} {d:9.3f} {d4:20.3f}")
 
 
