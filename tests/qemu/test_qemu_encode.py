@@ -12,14 +12,13 @@ import json
 import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 from migstream import PageRecord, PageRun, SectionStart, StreamDecoder
 from migstream.wire.grammar import RamFlag, SectionType
 from support.images import PAGE, dirty, mixed_image, zero_page_count
-from support.qemu import QEMU_X86, X86_EXCLUDE, MiB, Vm, differing_pages, need
+from support.qemu import QEMU_X86, X86_EXCLUDE, MiB, Vm, differing_pages, image_ram_args, need
 from support.samples import SAMPLES, read_zst, sample_by_name
 
 PC = "pc-i440fx-7.2"
@@ -221,12 +220,8 @@ def test_running_guest_round_trip(tmp_path, mode):
         vm.load_stream(tmp_path / "re.mig")
         mem = vm.pmemsave(0, 32 * MiB, tmp_path / "rt.dump")
         assert differing_pages(mem, (tmp_path / "ram" / "pc.ram.bin").read_bytes(), X86_EXCLUDE) == []
-        vm.cmd("cont")
-        deadline = time.time() + 30
-        while "migstream guest tick" not in vm.serial_text() and time.time() < deadline:
-            time.sleep(0.2)
-        text = vm.serial_text()
-        assert vm.cmd("query-status")["status"] == "running"
+        text = vm.resume()
+        assert vm.status() == "running"
     ticks = [int(t, 16) for t in re.findall(r"migstream guest tick ([0-9A-Fa-f]{8})", text)]
     assert ticks, f"no tick on the destination's serial: {text!r}"
     assert "ready" not in text  # resumed, not rebooted
@@ -238,17 +233,7 @@ def test_record_sequence_equals_qemu_bulk_stage(tmp_path):
     img = mixed_image(32 * MiB, seed=15, zero=0.5)
     (tmp_path / "ram.img").write_bytes(img)
     need(QEMU_X86)
-    args = [
-        "-M",
-        "pc",
-        "-m",
-        "32M",
-        "-machine",
-        "memory-backend=pc.ram",
-        "-object",
-        f"memory-backend-file,id=pc.ram,size={32 * MiB},mem-path={tmp_path / 'ram.img'},share=off",
-        "-S",
-    ]
+    args = ["-M", "pc", "-m", "32M", *image_ram_args(tmp_path / "ram.img", 32 * MiB), "-S"]
     with Vm(QEMU_X86, args, tmp_path, "src") as vm:
         vm.migrate_to_file(tmp_path / "qemu.mig")
     theirs = [r[1:] for r in records(tmp_path / "qemu.mig")]
@@ -313,17 +298,7 @@ def test_compressed_records_equal_qemu_modulo_thread_order(tmp_path):
     img = mixed_image(32 * MiB, seed=18, zero=0.5)
     (tmp_path / "ram.img").write_bytes(img)
     need(QEMU_X86)
-    args = [
-        "-M",
-        "pc",
-        "-m",
-        "32M",
-        "-machine",
-        "memory-backend=pc.ram",
-        "-object",
-        f"memory-backend-file,id=pc.ram,size={32 * MiB},mem-path={tmp_path / 'ram.img'},share=off",
-        "-S",
-    ]
+    args = ["-M", "pc", "-m", "32M", *image_ram_args(tmp_path / "ram.img", 32 * MiB), "-S"]
     with Vm(QEMU_X86, args, tmp_path, "csrc") as vm:
         vm.cmd("migrate-set-capabilities", capabilities=[{"capability": "compress", "state": True}])
         vm.cmd("migrate-set-parameters", **{"compress-threads": 2, "compress-level": 1})

@@ -39,6 +39,12 @@ def qemu10(tmp_path_factory) -> str:
     return qemu10_wrapper(QEMU10, tmp_path_factory.mktemp("qemu10"))
 
 
+def encode_mapped_ram(image: Path, out: Path) -> None:
+    """`migstream encode` of a pc.ram image into a mapped-ram file for QEMU 10's pc."""
+    r = ms("encode", image, "--block", "pc.ram", "--machine", MACHINE, "--mapped-ram", "-o", out)
+    assert r.returncode == 0, r.stderr
+
+
 def destination(qemu10: str, tmp_path: Path, tag: str, *, guest: bool = False) -> Vm:
     args = ["-M", MACHINE, "-m", "32M", "-S", "-incoming", "defer"]
     if guest:
@@ -77,18 +83,7 @@ def test_encoded_image_loads(qemu10, tmp_path):
     its guest memory equals the image."""
     img = mixed_image(32 * MiB, seed=21, zero=0.6)
     (tmp_path / "ram.img").write_bytes(img)
-    r = ms(
-        "encode",
-        tmp_path / "ram.img",
-        "--block",
-        "pc.ram",
-        "--machine",
-        MACHINE,
-        "--mapped-ram",
-        "-o",
-        tmp_path / "s.mig",
-    )
-    assert r.returncode == 0, r.stderr
+    encode_mapped_ram(tmp_path / "ram.img", tmp_path / "s.mig")
     st = os.stat(tmp_path / "s.mig")
     assert st.st_blocks * 512 < st.st_size * 0.6  # sparse: zero pages are holes
     with destination(qemu10, tmp_path, "enc") as vm:
@@ -102,18 +97,7 @@ def test_destination_without_the_capability_refuses(qemu10, tmp_path):
     """The configuration's capabilities subsection is what QEMU checks: a destination
     without mapped-ram refuses our file (so the loads above really were mapped-ram)."""
     (tmp_path / "ram.img").write_bytes(bytes(MiB) * 32)
-    r = ms(
-        "encode",
-        tmp_path / "ram.img",
-        "--block",
-        "pc.ram",
-        "--machine",
-        MACHINE,
-        "--mapped-ram",
-        "-o",
-        tmp_path / "s.mig",
-    )
-    assert r.returncode == 0, r.stderr
+    encode_mapped_ram(tmp_path / "ram.img", tmp_path / "s.mig")
     with destination(qemu10, tmp_path, "nocap") as vm:
         with pytest.raises(AssertionError) as exc:
             load_file(vm, tmp_path / "s.mig", mapped_ram=False)
@@ -135,12 +119,8 @@ def test_transcoded_running_capture_resumes(qemu10, tmp_path):
         load_file(vm, tmp_path / "mr.mig")
         mem = vm.pmemsave(0, 32 * MiB, tmp_path / "tc.dump")
         assert differing_pages(mem, (tmp_path / "orig" / "pc.ram.bin").read_bytes(), X86_EXCLUDE) == []
-        vm.cmd("cont")
-        deadline = time.time() + 30
-        while "migstream guest tick" not in vm.serial_text() and time.time() < deadline:
-            time.sleep(0.2)
-        text = vm.serial_text()
-        assert vm.cmd("query-status")["status"] == "running"
+        text = vm.resume()
+        assert vm.status() == "running"
     assert "migstream guest tick" in text, text
     assert "ready" not in text  # resumed, not rebooted
 

@@ -201,6 +201,15 @@ class Vm:
             time.sleep(0.05)
         raise AssertionError(f"{self.tag}: {needle!r} not on the serial port within {timeout} s")
 
+    def resume(self, needle: str = "migstream guest tick", timeout: float = 30) -> str:
+        """``cont``, then wait up to ``timeout`` s for ``needle`` on the serial port
+        (the test guest prints ticks while it runs); returns the serial text."""
+        self.cmd("cont")
+        deadline = time.monotonic() + timeout
+        while needle not in self.serial_text() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return self.serial_text()
+
     def pmemsave(self, addr: int, size: int, path: str | Path) -> bytes:
         """Guest-physical memory [addr, addr+size) as QEMU reads it, via a file."""
         path = Path(path)
