@@ -28,7 +28,6 @@ check is tests/test_qemu_encode.py::test_record_sequence_equals_qemu_bulk_stage.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -38,6 +37,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from benchlib import write_json  # noqa: E402
+
 from support.qemu import QEMU_X86, Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
 
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
@@ -250,9 +251,7 @@ def main() -> int:
                 print(f"goal {mine} <= half of {key} ({q / 2:.3f} s): {m:.3f} s {verdict}")
     print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
-            f.write("\n")
+        write_json(a.json, res)
     return 0
 
 

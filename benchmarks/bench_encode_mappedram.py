@@ -24,7 +24,6 @@ that writeback of the previous file does not land in the next one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -32,6 +31,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from benchlib import write_json  # noqa: E402
+
 from support.qemu import Vm, image_ram_args, qemu10_wrapper  # noqa: E402  (tests/ is put on sys.path just above)
 
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
@@ -174,9 +175,7 @@ def main() -> int:
             )
     print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
     if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
-            f.write("\n")
+        write_json(a.json, res)
     return 0
 
 

@@ -88,21 +88,26 @@ def capture_big(image, workdir, qemu10_root):
     return out, size
 
 
+def best_extract(main, chans, out, repeat):
+    """The shortest wall time of ``repeat`` extracts of a capture into a fresh ``out``."""
+    best = None
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        r = extract(main, out, channels=chans)
+        dt = time.perf_counter() - t
+        assert r.error is None, r.error
+        best = dt if best is None else min(best, dt)
+    return best
+
+
 def run_big(a):
     os.makedirs(a.dir, exist_ok=True)
     caps, size = capture_big(os.path.abspath(a.big), a.dir, a.qemu10)
     print(f"{'capture':<22} {'input MiB':>10} {'best s':>8} {'guest MiB/s':>12}")
     for name, main, chans in caps:
         inp = os.path.getsize(main) + sum(os.path.getsize(c) for c in chans)
-        best = None
-        for _ in range(a.repeat):
-            out = os.path.join(a.dir, "out")
-            shutil.rmtree(out, ignore_errors=True)
-            t = time.perf_counter()
-            r = extract(main, out, channels=chans)
-            dt = time.perf_counter() - t
-            assert r.error is None, r.error
-            best = dt if best is None else min(best, dt)
+        best = best_extract(main, chans, os.path.join(a.dir, "out"), a.repeat)
         print(f"{name:<22} {inp / 2**20:>10.0f} {best:>8.2f} {size / 2**20 / best:>12.0f}")
     shutil.rmtree(os.path.join(a.dir, "out"), ignore_errors=True)
 
@@ -130,15 +135,7 @@ def main():
                 unzstd(os.path.join(ROOT, "samples", c["file"]), p)
                 chans.append(p)
             size = os.path.getsize(main_path) + sum(os.path.getsize(c) for c in chans)
-            best = None
-            for _ in range(a.repeat):
-                out = os.path.join(work, "out")
-                shutil.rmtree(out, ignore_errors=True)
-                t = time.perf_counter()
-                r = extract(main_path, out, channels=chans)
-                dt = time.perf_counter() - t
-                assert r.error is None, r.error
-                best = dt if best is None else min(best, dt)
+            best = best_extract(main_path, chans, os.path.join(work, "out"), a.repeat)
             print(f"{name:<26} {size / 2**20:>13.1f} MiB {best:>8.3f} {size / 2**20 / best:>16.0f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

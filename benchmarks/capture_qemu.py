@@ -32,6 +32,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from benchlib import write_json  # noqa: E402
+
 from support.qemu import Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
 
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
@@ -110,9 +112,7 @@ def capture(image: str, out: str, timeout: float = 600.0, quiet: bool = False) -
     qemu = ensure_qemu()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     res = _capture(qemu, os.path.abspath(image), os.path.abspath(out), timeout)
-    with open(out + ".json", "w") as f:
-        json.dump(res, f, indent=2)
-        f.write("\n")
+    write_json(out + ".json", res)
     if not quiet:
         print(
             f"{os.path.basename(out)}: QEMU total-time {res['total_time_ms']} ms, "
@@ -170,9 +170,7 @@ def run_set(directory: str, kinds: list[str], size: str, repeat: int) -> list[di
                 meta = json.load(f)
             meta["total_time_ms_best"] = best["total_time_ms"]
             meta["total_time_ms_runs"] = times
-            with open(out + ".json", "w") as f:
-                json.dump(meta, f, indent=2)
-                f.write("\n")
+            write_json(out + ".json", meta)
             best = {**best, "total_time_ms_best": best["total_time_ms"], "total_time_ms_runs": times}
         results.append(best)
     return results
@@ -203,9 +201,7 @@ def main(argv=None) -> int:
         kinds = ["zero", "random"] if args.cmd == "uniform" else ["mixed", "zero", "random"]
         results = run_set(args.dir, kinds, args.size, args.repeat)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        write_json(args.json, results)
     return 0
 
 
