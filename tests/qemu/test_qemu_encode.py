@@ -12,6 +12,7 @@ import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -31,6 +32,18 @@ def run_encode(*args, ok=True):
     if ok:
         assert r.returncode == 0, r.stderr
     return r
+
+
+def extract_sample(name: str, stream: Path, out: Path) -> Path:
+    """Write sample ``name``'s stream to ``stream`` and `migstream extract` it into ``out``."""
+    stream.write_bytes(read_zst(SAMPLES / sample_by_name(name)["stream"]))
+    r = subprocess.run(
+        [sys.executable, "-m", "migstream.cli", "extract", str(stream), "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return stream
 
 
 def records(path):
@@ -186,15 +199,7 @@ def test_running_guest_round_trip(tmp_path, mode):
     guest's dirty loop keeps printing ticks, and it did not boot again.  With
     iterations, an earlier image goes in the bulk stage and the captured RAM
     follows as XBZRLE rounds (the last one in the END section)."""
-    sample = sample_by_name("x86-running")
-    stream = tmp_path / "running.mig"
-    stream.write_bytes(read_zst(SAMPLES / sample["stream"]))
-    r = subprocess.run(
-        [sys.executable, "-m", "migstream.cli", "extract", str(stream), "-o", str(tmp_path / "ram")],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    stream = extract_sample("x86-running", tmp_path / "running.mig", tmp_path / "ram")
     if mode == "bulk":
         run_encode(tmp_path / "ram", "--template", stream, "-o", tmp_path / "re.mig")
     else:
@@ -325,14 +330,7 @@ def test_ppc64_template_with_iterative_htab_section_loads(tmp_path):
     binary = "qemu-system-ppc64"
     need(binary)
     sample = sample_by_name("ppc64-pseries")
-    stream = tmp_path / "t.mig"
-    stream.write_bytes(read_zst(SAMPLES / sample["stream"]))
-    r = subprocess.run(
-        [sys.executable, "-m", "migstream.cli", "extract", str(stream), "-o", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    stream = extract_sample("ppc64-pseries", tmp_path / "t.mig", tmp_path / "x")
     run_encode(tmp_path / "x", "--template", stream, "-o", tmp_path / "e.mig")
     dec = StreamDecoder()
     dec.feed((tmp_path / "e.mig").read_bytes())
