@@ -102,6 +102,7 @@ def qemu10_wrapper(root: str | Path, directory: str | Path) -> str:
 def connect_qmp(sock: str, proc: subprocess.Popen, errlog: str | Path, timeout: float = 20):
     """The QMP start-up loop: wait for QEMU's socket and connect (qemu.qmp legacy API)."""
     from qemu.qmp.legacy import QEMUMonitorProtocol
+    from qemu.qmp.protocol import ConnectError
 
     deadline = time.monotonic() + timeout
     while True:
@@ -112,8 +113,8 @@ def connect_qmp(sock: str, proc: subprocess.Popen, errlog: str | Path, timeout: 
                 qmp = QEMUMonitorProtocol(sock)
                 qmp.connect()
                 return qmp
-            except OSError:
-                pass
+            except (OSError, ConnectError):
+                pass  # the socket file exists before QEMU listens on it: try again
         if time.monotonic() > deadline:
             raise RuntimeError(f"QMP socket {sock} did not come up")
         time.sleep(0.05)
