@@ -71,14 +71,8 @@ def qemu_migrate(image: str, out: str, bandwidth: int, repeat: int) -> dict:
                 vm.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth})
                 cpu0 = _proc_cpu(vm.proc.pid)
                 vm.cmd("migrate", uri=f"exec:cat > {out}")
-                while True:
-                    info = vm.cmd("query-migrate")
-                    if info.get("status") in ("completed", "failed", "cancelled"):
-                        break
-                    time.sleep(0.01)
+                info = vm.wait_migration(timeout=600, poll=0.01)
                 cpus.append(_proc_cpu(vm.proc.pid) - cpu0)
-            if info.get("status") != "completed":
-                raise SystemExit(f"QEMU migration {info.get('status')}")
             runs.append(info["total-time"] / 1000)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

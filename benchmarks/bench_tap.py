@@ -83,13 +83,7 @@ def one_run(image: str, size_mib: int, via_tap: bool, multifd: int, rec_dir: str
             target = tap_sock
         t0 = time.perf_counter()
         src.cmd("migrate", uri=f"unix:{target}")
-        while True:
-            st = src.cmd("query-migrate")
-            if st.get("status") in ("completed", "failed", "cancelled"):
-                break
-            time.sleep(0.02)
-        if st["status"] != "completed":
-            raise SystemExit(f"migration {st['status']}: {st}")
+        st = src.wait_migration(timeout=600, poll=0.02)
         wall_ms = round((time.perf_counter() - t0) * 1000)
         res = {
             "via_tap": via_tap,
