@@ -37,7 +37,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from benchlib import write_json  # noqa: E402
+from benchlib import finish_report  # noqa: E402
 
 from support.qemu import QEMU_X86, Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
 
@@ -243,10 +243,7 @@ def main() -> int:
                 m = res[mine]["best_s"]
                 verdict = "PASS" if m <= q / 2 else "FAIL"
                 print(f"goal {mine} <= half of {key} ({q / 2:.3f} s): {m:.3f} s {verdict}")
-    print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
-    if a.json:
-        write_json(a.json, res)
-    return 0
+    return finish_report(res, a.json)
 
 
 if __name__ == "__main__":

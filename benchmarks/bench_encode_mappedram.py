@@ -31,7 +31,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from benchlib import write_json  # noqa: E402
+from benchlib import finish_report  # noqa: E402
 
 from support.qemu import Vm, image_ram_args, qemu10_wrapper  # noqa: E402  (tests/ is put on sys.path just above)
 
@@ -173,10 +173,7 @@ def main() -> int:
                 f"{label:<42} {r['best_s']:7.3f} {gib / r['best_s']:6.2f} {r['file_bytes'] / 1e6:8.1f} "
                 f"{r['allocated_bytes'] / 1e6:9.1f}   {', '.join(f'{x:.3f}' for x in r['runs_s'])}"
             )
-    print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
-    if a.json:
-        write_json(a.json, res)
-    return 0
+    return finish_report(res, a.json)
 
 
 if __name__ == "__main__":

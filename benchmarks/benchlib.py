@@ -21,3 +21,12 @@ def write_json(path: str, doc: object) -> None:
     with open(path, "w") as f:
         json.dump(doc, f, indent=2)
         f.write("\n")
+
+
+def finish_report(res: dict, json_path: str | None) -> int:
+    """The common end of a benchmark's report: the load average it ran under (on a
+    shared machine it explains most of the spread) and the results as JSON."""
+    print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
+    if json_path:
+        write_json(json_path, res)
+    return 0
