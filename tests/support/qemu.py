@@ -222,22 +222,24 @@ class Vm:
             time.sleep(0.05)
         raise AssertionError(f"{self.tag}: pmemsave did not write {size} bytes")
 
-    def load_stream(self, stream, *, caps=(), timeout: float = 60) -> None:
-        """migrate-incoming from a file; returns when the load finished, raises
-        with QEMU's stderr when it failed."""
+    def load_stream(self, stream, *, caps=(), uri: str | None = None, timeout: float = 60) -> None:
+        """migrate-incoming from a file (``exec:cat FILE``, or ``uri`` such as
+        ``file:FILE``); returns when the load finished, raises with QEMU's stderr
+        when it failed."""
         self.caps(*caps)
-        self.cmd("migrate-incoming", uri=f"exec:cat {stream}")
+        self.cmd("migrate-incoming", uri=uri or f"exec:cat {stream}")
         t0 = time.monotonic()
         while True:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}")
             try:
+                mig = self.cmd("query-migrate").get("status")
                 status = self.status()
             except Exception as err:
-                if self.proc.poll() is not None:
-                    raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}") from err
-                raise
-            mig = self.cmd("query-migrate").get("status")
+                # A failed load makes QEMU exit (QEMU 10: exit-on-error): say why.
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    raise err from None
+                raise AssertionError(f"destination QEMU exited while loading: {self.stderr().strip()}") from err
             if mig == "failed":
                 raise AssertionError(f"incoming migration failed: {self.stderr().strip()}")
             if mig == "completed" and status != "inmigrate":
