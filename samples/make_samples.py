@@ -55,6 +55,7 @@ from support.qemu import (  # noqa: E402  (tests/ is put on sys.path just above)
     Vm,
     build_guest,
     differing_pages,
+    guest_args,
     image_ram_args,
     qemu10_root,
     qemu10_wrapper,
@@ -599,7 +600,7 @@ def make_ram_image(path, size, seed=1234):
 def basic_args(s, workdir, guest_img, incoming=False):
     args = ["-M", s["machine"]]
     if s["arch"] == "x86_64":
-        args += ["-m", "32M", "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
+        args = guest_args(guest_img, 32, s["machine"])
         if s.get("shared_ram"):
             # Source and destination map the same file: what x-ignore-shared is for.
             args += image_ram_args(os.path.join(workdir, s["name"] + ".shared"), 32 * MiB, share=True)
@@ -741,7 +742,7 @@ def capture_basic(ctx, names):
 #   * "multi" a unix socket served by MultiCapture: every accepted connection is saved
 #             to its own file; files are then named by what their first bytes say
 #             ("QEVM" -> main stream, MULTIFD_MAGIC 0x11223344 -> channel <id byte>).
-# Verify replays the channel files over a unix socket (MultiReplay), main connection
+# Verify replays the channel files over a unix socket (replay()), main connection
 # first, all connections fed in parallel.
 
 
@@ -970,7 +971,7 @@ IMAGE_SIZE = 32 * MiB
 
 
 def x86_args(s, guest_img, incoming=False):
-    args = ["-M", "pc", "-m", "32M", "-drive", f"file={guest_img},format=raw,if=ide,snapshot=on"]
+    args = guest_args(guest_img, 32)
     if s["mode"] == "image":
         img = os.path.join(os.path.dirname(guest_img), "ram.img")
         if not os.path.exists(img):
@@ -1157,12 +1158,7 @@ def capture_block_one(s, ctx):
     disk = os.path.join(workdir, f"{name}.disk.raw")
     disk_data = make_disk(disk)
     args = [
-        "-M",
-        "pc",
-        "-m",
-        "32M",
-        "-drive",
-        f"file={ctx.guest_img},format=raw,if=ide,snapshot=on",
+        *guest_args(ctx.guest_img, 32),
         "-drive",
         f"file={disk},format=raw,if=none,id=d1,node-name=n1",
         "-device",
