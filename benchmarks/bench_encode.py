@@ -28,7 +28,6 @@ check is tests/test_qemu_encode.py::test_record_sequence_equals_qemu_bulk_stage.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -37,6 +36,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from benchlib import finish_report  # noqa: E402
+
+from support.qemu import QEMU_X86, Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
+
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 QEMU_DEFAULT_MAX_BANDWIDTH = 128 << 20  # MigrationParameters default in 7.2
 
@@ -51,72 +55,27 @@ def _proc_cpu(pid: int) -> float:
 def qemu_migrate(image: str, out: str, bandwidth: int, repeat: int) -> dict:
     """capture_qemu.py's recipe, also reading the QEMU process's CPU time spent
     between `migrate` and completion (the `cat` child is not included)."""
+    import shutil
     import tempfile
-
-    from qemu.qmp.legacy import QEMUMonitorProtocol
 
     runs, cpus = [], []
     info = {}
-    mib = os.path.getsize(image) >> 20
+    size = os.path.getsize(image)
+    args = ["-M", "pc", "-m", f"{size >> 20}M", *image_ram_args(image, size), "-S"]
     for _ in range(repeat):
         tmp = tempfile.mkdtemp(prefix="bench-encode-")
-        sock = os.path.join(tmp, "qmp.sock")
         if os.path.exists(out):
             os.unlink(out)
-        proc = subprocess.Popen(
-            [
-                "qemu-system-x86_64",
-                "-accel",
-                "tcg",
-                "-display",
-                "none",
-                "-nodefaults",
-                "-M",
-                "pc",
-                "-m",
-                f"{mib}M",
-                "-machine",
-                "memory-backend=pc.ram",
-                "-object",
-                f"memory-backend-file,id=pc.ram,size={mib}M,mem-path={image},share=off",
-                "-S",
-                "-qmp",
-                f"unix:{sock},server=on,wait=off",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
         try:
-            for _ in range(400):
-                if os.path.exists(sock):
-                    break
-                time.sleep(0.05)
-            q = QEMUMonitorProtocol(sock)
-            q.connect()
-            q.cmd_raw("migrate-set-parameters", {"max-bandwidth": bandwidth})
-            cpu0 = _proc_cpu(proc.pid)
-            q.cmd_raw("migrate", {"uri": f"exec:cat > {out}"})
-            while True:
-                info = q.cmd_raw("query-migrate")["return"]
-                if info.get("status") in ("completed", "failed", "cancelled"):
-                    break
-                time.sleep(0.01)
-            cpus.append(_proc_cpu(proc.pid) - cpu0)
-            if info.get("status") != "completed":
-                raise SystemExit(f"QEMU migration {info.get('status')}")
+            with Vm(QEMU_X86, args, tmp, "src") as vm:
+                vm.cmd("migrate-set-parameters", **{"max-bandwidth": bandwidth})
+                cpu0 = _proc_cpu(vm.proc.pid)
+                vm.cmd("migrate", uri=f"exec:cat > {out}")
+                info = vm.wait_migration(timeout=600, poll=0.01)
+                cpus.append(_proc_cpu(vm.proc.pid) - cpu0)
             runs.append(info["total-time"] / 1000)
-            try:
-                q.cmd_raw("quit")
-                q.close()
-            except Exception:  # QEMU closes the socket as it quits
-                pass
         finally:
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            subprocess.run(["rm", "-rf", tmp])
+            shutil.rmtree(tmp, ignore_errors=True)
     return {
         "best_s": min(runs),
         "runs_s": runs,
@@ -284,12 +243,7 @@ def main() -> int:
                 m = res[mine]["best_s"]
                 verdict = "PASS" if m <= q / 2 else "FAIL"
                 print(f"goal {mine} <= half of {key} ({q / 2:.3f} s): {m:.3f} s {verdict}")
-    print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
-            f.write("\n")
-    return 0
+    return finish_report(res, a.json)
 
 
 if __name__ == "__main__":

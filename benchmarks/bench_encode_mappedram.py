@@ -24,13 +24,17 @@ that writeback of the previous file does not land in the next one.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from benchlib import finish_report  # noqa: E402
+
+from support.qemu import Vm, image_ram_args, qemu10_wrapper  # noqa: E402  (tests/ is put on sys.path just above)
+
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 MACHINE = "pc-i440fx-10.0"
 
@@ -104,98 +108,27 @@ def cli(image: str, out: str, repeat: int) -> dict:
     return {"best_s": min(runs), "runs_s": runs, **_file(out)}
 
 
-class _Qmp:
-    """A minimal QMP client (one JSON object per line), so that repeated runs do not
-    depend on an asyncio QMP library's state."""
-
-    def __init__(self, path: str) -> None:
-        import socket
-
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.connect(path)
-        self.file = self.sock.makefile("rwb")
-        json.loads(self.file.readline())  # greeting
-        self.cmd("qmp_capabilities")
-
-    def cmd(self, name: str, **args):
-        self.file.write(json.dumps({"execute": name, "arguments": args}).encode() + b"\n")
-        self.file.flush()
-        while True:
-            line = self.file.readline()
-            if not line:
-                raise RuntimeError(f"QMP {name}: QEMU closed the connection")
-            msg = json.loads(line)
-            if "error" in msg:
-                raise RuntimeError(f"QMP {name}: {msg['error']}")
-            if "return" in msg:
-                return msg["return"]
-
-    def close(self) -> None:
-        self.file.close()
-        self.sock.close()
-
-
 def qemu10_save(root: str, image: str, out: str, repeat: int) -> dict:
     """QEMU 10 migrating a paused VM (pc.ram = the image) to file: with mapped-ram."""
+    import shutil
+    import tempfile
+
     size = os.path.getsize(image)
-    env = dict(os.environ, QEMU_MODULE_DIR=f"{root}/usr/lib/x86_64-linux-gnu/qemu")
+    args = ["-S", "-M", MACHINE, "-m", f"{size >> 20}M", *image_ram_args(image, size)]
     runs = []
-    for k in range(repeat):
-        sock = f"{out}.qmp{k}"
-        cmd = [
-            f"{root}/usr/bin/qemu-system-x86_64",
-            "-L",
-            f"{root}/usr/share/qemu",
-            "-L",
-            "/usr/share/seabios",
-            "-accel",
-            "tcg",
-            "-display",
-            "none",
-            "-nodefaults",
-            "-S",
-            "-M",
-            MACHINE,
-            "-m",
-            f"{size >> 20}M",
-            "-machine",
-            "memory-backend=pc.ram",
-            "-object",
-            f"memory-backend-file,id=pc.ram,size={size},mem-path={image},share=off",
-            "-qmp",
-            f"unix:{sock},server=on,wait=off",
-        ]
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        q = None
-        try:
-            for _ in range(400):
-                if os.path.exists(sock):
-                    break
-                time.sleep(0.05)
-            q = _Qmp(sock)
-            q.cmd("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
-            q.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
-            os.close(_fresh(out))
-            os.unlink(out)
-            q.cmd("migrate", uri=f"file:{out}")
-            t0 = time.time()
-            while True:
-                if time.time() - t0 > 120:
-                    raise RuntimeError("QEMU 10 migration did not complete in 120 s")
-                st = q.cmd("query-migrate")
-                if st.get("status") == "completed":
-                    runs.append(st["total-time"] / 1000)
-                    break
-                if st.get("status") in ("failed", "cancelled"):
-                    raise RuntimeError(f"QEMU 10 migration {st}")
-                time.sleep(0.02)
-        finally:
-            if q is not None:
-                q.close()
-            proc.kill()
-            proc.wait()
-            if os.path.exists(sock):
-                os.unlink(sock)
+    work = tempfile.mkdtemp(prefix="bench-mappedram-")
+    try:
+        binary = qemu10_wrapper(root, work)
+        for k in range(repeat):
+            with Vm(binary, args, work, f"q10-{k}") as vm:
+                vm.caps("mapped-ram")
+                vm.cmd("migrate-set-parameters", **{"max-bandwidth": 1 << 40})
+                os.close(_fresh(out))
+                os.unlink(out)
+                vm.cmd("migrate", uri=f"file:{out}")
+                runs.append(vm.wait_migration(120, poll=0.02)["total-time"] / 1000)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return {"best_s": min(runs), "runs_s": runs, **_file(out)}
 
 
@@ -240,12 +173,7 @@ def main() -> int:
                 f"{label:<42} {r['best_s']:7.3f} {gib / r['best_s']:6.2f} {r['file_bytes'] / 1e6:8.1f} "
                 f"{r['allocated_bytes'] / 1e6:9.1f}   {', '.join(f'{x:.3f}' for x in r['runs_s'])}"
             )
-    print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
-    if a.json:
-        with open(a.json, "w") as f:
-            json.dump(res, f, indent=2)
-            f.write("\n")
-    return 0
+    return finish_report(res, a.json)
 
 
 if __name__ == "__main__":

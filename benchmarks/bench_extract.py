@@ -113,8 +113,7 @@ def run_timed(argv: list[str], cwd: str, timeout: float) -> dict:
                 cwd=cwd,
                 env=CHILD_ENV,
                 stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
+                capture_output=True,
                 timeout=timeout,
             )
         except subprocess.TimeoutExpired:
@@ -312,9 +311,8 @@ def print_table(rows: list[dict]) -> None:
         if r["status"] == "ok":
             rss = f"{r['max_rss_bytes'] / 1e6:7.1f} MB"
             gibps = f"{r['guest_ram_gib_per_s']:9.2f}" if r.get("guest_ram_gib_per_s") else f"{'-':>9}"
-            print(
-                f"{r['name']:<34} {stream:<14} {fmt_s(r['wall_s_best'])} {fmt_s(r['wall_s_median'])} {rss:>10} {gibps}  ok"
-            )
+            times = f"{fmt_s(r['wall_s_best'])} {fmt_s(r['wall_s_median'])}"
+            print(f"{r['name']:<34} {stream:<14} {times} {rss:>10} {gibps}  ok")
         else:
             msg = r["status"] + (f": {r['error']}" if r.get("error") else "")
             print(f"{r['name']:<34} {stream:<14} {fmt_s(None)} {fmt_s(None)} {'-':>10} {'-':>9}  {msg[:120]}")

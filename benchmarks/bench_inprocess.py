@@ -10,7 +10,8 @@ import os
 import shutil
 import sys
 import tempfile
-import time
+
+from benchlib import best_time
 
 from migstream.containers.sources import StreamSource
 from migstream.containers.stream import iter_events, open_decoder
@@ -18,15 +19,6 @@ from migstream.tools.extract import extract
 from migstream.tools.summary import StreamSummary
 
 GUEST = 1 << 30
-
-
-def best(fn, repeat=3):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
 
 
 def info(path):
@@ -49,7 +41,7 @@ def main():
         if not os.path.exists(path):
             print(f"{name}: missing (see benchmarks/README.md)")
             continue
-        t = best(lambda: info(path))
+        t = best_time(lambda path=path: info(path))
         print(f"info loop     {name:<14} {t:6.3f} s  {GUEST / t / 2**30:6.2f} GiB/s of guest RAM")
     path = os.path.join(d, "mixed-1g.mig")
     if os.path.exists(path):
@@ -60,7 +52,7 @@ def main():
             os.sync()
             extract(path, out)
 
-        t = best(run)
+        t = best_time(run)
         print(f"extract loop  mixed-1g.mig   {t:6.3f} s  {GUEST / t / 2**30:6.2f} GiB/s of guest RAM")
         shutil.rmtree(out, ignore_errors=True)
 

@@ -63,8 +63,8 @@ def main():
     print("| image | stream MB | read s | read MB/s | decode s | decode MB/s |")
     print("|---|---|---|---|---|---|")
     for img in images:
-        tr, n = best(lambda: read_all(img))
-        td, _ = best(lambda: decode_all(img))
+        tr, n = best(lambda img=img: read_all(img))
+        td, _ = best(lambda img=img: decode_all(img))
         mb = n / 1e6
         print(f"| {os.path.basename(img)} | {mb:.1f} | {tr:.3f} | {mb / tr:.0f} | {td:.3f} | {mb / td:.0f} |")
 
@@ -75,9 +75,9 @@ def main():
         path = os.path.join(tmp, name + ".mig")
         with open(os.path.join(SAMPLES, name + ".mig.zst"), "rb") as f, open(path, "wb") as o:
             zstandard.ZstdDecompressor().copy_stream(f, o)
-        t_in, doc = best(lambda: device_states(path))
+        t_in, doc = best(lambda path=path: device_states(path))
         t_cli, _ = best(
-            lambda: subprocess.run(
+            lambda path=path: subprocess.run(
                 [sys.executable, "-m", "migstream.cli", "devices", "--json", path],
                 capture_output=True,
                 check=True,
@@ -87,7 +87,7 @@ def main():
         t_am = "n/a"
         if os.path.exists(a.analyze):
             t, _ = best(
-                lambda: subprocess.run(
+                lambda path=path: subprocess.run(
                     [sys.executable, a.analyze, "-f", path, "-d", "state"], capture_output=True, check=True
                 )
             )

@@ -51,30 +51,29 @@ def capture_big(image, workdir, qemu10_root):
     """(name, main, channels) for multifd nocomp, zstd and mapped-ram captures of a VM
     whose RAM is ``image`` (never run)."""
     sys.path.insert(0, os.path.join(ROOT, "samples"))
+    sys.path.insert(0, os.path.join(ROOT, "tests"))
     import make_samples as ms
-    import make_samples_v2 as v2
+
+    from support.qemu import Vm, image_ram_args, qemu10_wrapper
 
     size = os.path.getsize(image)
-    binary = v2.qemu10_wrapper(qemu10_root, workdir)
+    binary = qemu10_wrapper(qemu10_root, workdir)
     args = [
         "-M",
         "pc",
         "-m",
         f"{size >> 20}M",
-        "-machine",
-        "memory-backend=pc.ram",
-        "-object",
-        f"memory-backend-file,id=pc.ram,size={size},mem-path={image},share=off",
+        *image_ram_args(image, size),
         "-S",
     ]
     runs = [
-        ("big-multifd-nocomp", ["multifd"], v2.multifd("none"), "multi"),
-        ("big-multifd-zstd", ["multifd"], v2.multifd("zstd"), "multi"),
+        ("big-multifd-nocomp", ["multifd"], ms.multifd("none"), "multi"),
+        ("big-multifd-zstd", ["multifd"], ms.multifd("zstd"), "multi"),
         ("big-mapped-ram", ["mapped-ram"], {}, "file"),
     ]
     out = []
     for name, caps, params, transport in runs:
-        q = ms.Qemu(binary, args, workdir, name)
+        q = Vm(binary, args, workdir, name)
         try:
             s = {
                 "name": name,
@@ -82,11 +81,24 @@ def capture_big(image, workdir, qemu10_root):
                 "params": dict(params, **{"max-bandwidth": 1 << 40}),
                 "transport": transport,
             }
-            _uri, main, chans, _final, _notes = v2.migrate_once(q, s, workdir, caps, "10")
+            _uri, main, chans, _final, _notes = ms.migrate_once(q, s, workdir, caps, "10")
         finally:
             q.close()
         out.append((name, main, chans))
     return out, size
+
+
+def best_extract(main, chans, out, repeat):
+    """The shortest wall time of ``repeat`` extracts of a capture into a fresh ``out``."""
+    best = None
+    for _ in range(repeat):
+        shutil.rmtree(out, ignore_errors=True)
+        t = time.perf_counter()
+        r = extract(main, out, channels=chans)
+        dt = time.perf_counter() - t
+        assert r.error is None, r.error
+        best = dt if best is None else min(best, dt)
+    return best
 
 
 def run_big(a):
@@ -95,15 +107,7 @@ def run_big(a):
     print(f"{'capture':<22} {'input MiB':>10} {'best s':>8} {'guest MiB/s':>12}")
     for name, main, chans in caps:
         inp = os.path.getsize(main) + sum(os.path.getsize(c) for c in chans)
-        best = None
-        for _ in range(a.repeat):
-            out = os.path.join(a.dir, "out")
-            shutil.rmtree(out, ignore_errors=True)
-            t = time.perf_counter()
-            r = extract(main, out, channels=chans)
-            dt = time.perf_counter() - t
-            assert r.error is None, r.error
-            best = dt if best is None else min(best, dt)
+        best = best_extract(main, chans, os.path.join(a.dir, "out"), a.repeat)
         print(f"{name:<22} {inp / 2**20:>10.0f} {best:>8.2f} {size / 2**20 / best:>12.0f}")
     shutil.rmtree(os.path.join(a.dir, "out"), ignore_errors=True)
 
@@ -131,15 +135,7 @@ def main():
                 unzstd(os.path.join(ROOT, "samples", c["file"]), p)
                 chans.append(p)
             size = os.path.getsize(main_path) + sum(os.path.getsize(c) for c in chans)
-            best = None
-            for _ in range(a.repeat):
-                out = os.path.join(work, "out")
-                shutil.rmtree(out, ignore_errors=True)
-                t = time.perf_counter()
-                r = extract(main_path, out, channels=chans)
-                dt = time.perf_counter() - t
-                assert r.error is None, r.error
-                best = dt if best is None else min(best, dt)
+            best = best_extract(main_path, chans, os.path.join(work, "out"), a.repeat)
             print(f"{name:<26} {size / 2**20:>13.1f} MiB {best:>8.3f} {size / 2**20 / best:>16.0f}")
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -10,12 +10,12 @@ Prints, per sample, the best wall time of each and the records per second.
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
+from benchlib import best_time  # noqa: E402
 from kaitaistruct import BytesIO, KaitaiStream  # noqa: E402
 
 from migstream.decode.decoder import StreamDecoder  # noqa: E402
@@ -38,15 +38,6 @@ def decode(data, chunk=None):
         pass
 
 
-def best(fn, repeat):
-    times = []
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return min(times)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=3)
@@ -58,10 +49,10 @@ def main():
     for s in load_samples():
         data = raw_stream(s)
         n = sum(1 for r in reference_records(data) if not isinstance(r[0], str))
-        k = best(lambda: QemuMigration(4096, False, False, KaitaiStream(BytesIO(data))), args.repeat)
-        c = best(lambda: reference_records(data), args.repeat)
-        d = best(lambda: decode(data), args.repeat)
-        d4 = best(lambda: decode(data, 4096), args.repeat)
+        k = best_time(lambda data=data: QemuMigration(4096, False, False, KaitaiStream(BytesIO(data))), args.repeat)
+        c = best_time(lambda data=data: reference_records(data), args.repeat)
+        d = best_time(lambda data=data: decode(data), args.repeat)
+        d4 = best_time(lambda data=data: decode(data, 4096), args.repeat)
         print(f"{s['name']:16} {len(data) / 2**20:6.1f} {n:8} {k:9.3f} {c:11.3f} {d:9.3f} {d4:20.3f}")
 
 

@@ -30,81 +30,28 @@ import sys
 import tempfile
 import time
 
-from qemu.qmp.legacy import QEMUMonitorProtocol
-
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from support.qemu import Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
+
 BENCH_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 QEMU = "qemu-system-x86_64"
 MAX_BANDWIDTH = 1 << 40  # "unlimited" (7.2 default is 128 MiB/s)
 
 
-class Vm:
-    def __init__(self, workdir: str, tag: str, args: list[str]) -> None:
-        self.sock = os.path.join(workdir, f"{tag}.qmp")
-        self.errlog = open(os.path.join(workdir, f"{tag}.stderr"), "wb")
-        self.proc = subprocess.Popen(
-            [QEMU, "-accel", "tcg", "-display", "none", "-nodefaults", "-qmp", f"unix:{self.sock},server=on,wait=off"]
-            + args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=self.errlog,
-        )
-        self.qmp = None
-        deadline = time.monotonic() + 30
-        while self.qmp is None:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise SystemExit(f"{tag}: QEMU did not start")
-            if os.path.exists(self.sock):
-                try:
-                    q = QEMUMonitorProtocol(self.sock)
-                    q.connect()
-                    self.qmp = q
-                except OSError:
-                    pass
-            time.sleep(0.05)
-
-    def cmd(self, name: str, **args):
-        r = self.qmp.cmd_raw(name, args or None)
-        if "error" in r:
-            raise SystemExit(f"QMP {name}: {r['error']}")
-        return r.get("return")
-
-    def close(self) -> None:
-        if self.qmp is not None:
-            try:
-                self.qmp.cmd_raw("quit")
-                self.qmp.close()
-            except Exception:
-                pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.errlog.close()
-
-
 def one_run(image: str, size_mib: int, via_tap: bool, multifd: int, rec_dir: str, migstream: list[str]) -> dict:
     work = tempfile.mkdtemp(prefix="mgs-bench-")
     machine = ["-M", "pc", "-m", f"{size_mib}M"]
-    src_args = machine + [
-        "-machine",
-        "memory-backend=pc.ram",
-        "-object",
-        f"memory-backend-file,id=pc.ram,size={size_mib}M,mem-path={image},share=off",
-        "-S",
-    ]
+    src_args = [*machine, *image_ram_args(image, size_mib << 20), "-S"]
     dst_sock = os.path.join(work, "dst.sock")
     tap_sock = os.path.join(work, "tap.sock")
     src = dst = tap = None
     try:
-        src = Vm(work, "src", src_args)
-        dst = Vm(work, "dst", machine + ["-S", "-incoming", "defer"])
-        caps = [{"capability": "multifd", "state": True}] if multifd else []
+        src = Vm(QEMU, src_args, work, "src", timeout=30)
+        dst = Vm(QEMU, machine + ["-S", "-incoming", "defer"], work, "dst", timeout=30)
         for vm in (src, dst):
-            if caps:
-                vm.cmd("migrate-set-capabilities", capabilities=caps)
+            if multifd:
+                vm.caps("multifd")
                 vm.cmd("migrate-set-parameters", **{"multifd-channels": multifd})
         src.cmd("migrate-set-parameters", **{"max-bandwidth": MAX_BANDWIDTH})
         dst.cmd("migrate-incoming", uri=f"unix:{dst_sock}")
@@ -136,13 +83,7 @@ def one_run(image: str, size_mib: int, via_tap: bool, multifd: int, rec_dir: str
             target = tap_sock
         t0 = time.perf_counter()
         src.cmd("migrate", uri=f"unix:{target}")
-        while True:
-            st = src.cmd("query-migrate")
-            if st.get("status") in ("completed", "failed", "cancelled"):
-                break
-            time.sleep(0.02)
-        if st["status"] != "completed":
-            raise SystemExit(f"migration {st['status']}: {st}")
+        st = src.wait_migration(timeout=600, poll=0.02)
         wall_ms = round((time.perf_counter() - t0) * 1000)
         res = {
             "via_tap": via_tap,

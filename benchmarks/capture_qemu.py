@@ -16,16 +16,14 @@ stream with those figures.
     python3 benchmarks/capture_qemu.py all [--dir /var/tmp/migstream-bench]
 
 QEMU is Debian bookworm's qemu-system-x86 (7.2); it is installed with
-apt-get when missing (needs root).  `pip install qemu.qmp` for QMP.
+apt-get when missing (needs root).  QEMU runs through tests/support/qemu.py (qemu.qmp).
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import shlex
 import shutil
 import subprocess
 import sys
@@ -33,10 +31,13 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
+from benchlib import write_json  # noqa: E402
+
+from support.qemu import Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
+
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 QEMU = "qemu-system-x86_64"
-# 7.2 rejects max-bandwidth > SIZE_MAX; 1 TiB/s means "unlimited" here.
-MAX_BANDWIDTH = 1 << 40
 
 
 def ensure_qemu() -> str:
@@ -63,86 +64,22 @@ def qemu_version(qemu: str) -> str:
     return out.splitlines()[0] if out else "?"
 
 
-def import_qmp():
-    try:
-        from qemu.qmp import QMPClient  # type: ignore
-    except ImportError:
-        sys.exit("the qemu.qmp package is missing: pip install qemu.qmp")
-    return QMPClient
-
-
-async def _capture(qemu: str, image: str, out: str, timeout: float) -> dict:
-    QMPClient = import_qmp()
+def _capture(qemu: str, image: str, out: str, timeout: float) -> dict:
     size = os.path.getsize(image)
     if size % (1 << 20):
         raise SystemExit(f"{image}: size must be a multiple of 1 MiB")
     mib = size >> 20
     tmpdir = tempfile.mkdtemp(prefix="migstream-capture-")
-    sock = os.path.join(tmpdir, "qmp.sock")
-    argv = [
-        qemu,
-        "-accel",
-        "tcg",
-        "-display",
-        "none",
-        "-nodefaults",
-        "-M",
-        "pc",
-        "-m",
-        f"{mib}M",
-        "-machine",
-        "memory-backend=pc.ram",
-        "-object",
-        f"memory-backend-file,id=pc.ram,size={mib}M,mem-path={image},share=off",
-        "-S",
-        "-qmp",
-        f"unix:{sock},server=on,wait=off",
-    ]
     if os.path.exists(out):
         os.unlink(out)
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    qmp = QMPClient("migstream-bench")
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                await qmp.connect(sock)
-                break
-            except Exception:
-                if proc.poll() is not None:
-                    raise SystemExit(f"QEMU exited early: {proc.stderr.read().decode(errors='replace')}")
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.05)
-
-        await qmp.execute("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH})
-        params = await qmp.execute("query-migrate-parameters")
-        uri = "exec:cat > " + shlex.quote(out)
-        t0 = time.perf_counter()
-        await qmp.execute("migrate", {"uri": uri})
-        deadline = time.monotonic() + timeout
-        while True:
-            info = await qmp.execute("query-migrate")
-            status = info.get("status")
-            if status in ("completed", "failed", "cancelled"):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"migration did not finish in {timeout} s: {info}")
-            await asyncio.sleep(0.02)
-        wall = time.perf_counter() - t0
-        if status != "completed":
-            raise SystemExit(f"migration {status}: {info.get('error-desc', info)}")
-        await qmp.execute("quit")
+        with Vm(qemu, ["-M", "pc", "-m", f"{mib}M", *image_ram_args(image, size), "-S"], tmpdir, "src") as vm:
+            argv = vm.cmdline
+            t0 = time.perf_counter()
+            info = vm.migrate_to_file(out, timeout=timeout, poll=0.02)
+            wall = time.perf_counter() - t0
+            params = vm.cmd("query-migrate-parameters")
     finally:
-        try:
-            await qmp.disconnect()
-        except Exception:
-            pass
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
         shutil.rmtree(tmpdir, ignore_errors=True)
 
     # `cat` is QEMU's child; it has flushed once QEMU is gone, but be sure.
@@ -174,10 +111,8 @@ async def _capture(qemu: str, image: str, out: str, timeout: float) -> dict:
 def capture(image: str, out: str, timeout: float = 600.0, quiet: bool = False) -> dict:
     qemu = ensure_qemu()
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    res = asyncio.run(_capture(qemu, os.path.abspath(image), os.path.abspath(out), timeout))
-    with open(out + ".json", "w") as f:
-        json.dump(res, f, indent=2)
-        f.write("\n")
+    res = _capture(qemu, os.path.abspath(image), os.path.abspath(out), timeout)
+    write_json(out + ".json", res)
     if not quiet:
         print(
             f"{os.path.basename(out)}: QEMU total-time {res['total_time_ms']} ms, "
@@ -235,9 +170,7 @@ def run_set(directory: str, kinds: list[str], size: str, repeat: int) -> list[di
                 meta = json.load(f)
             meta["total_time_ms_best"] = best["total_time_ms"]
             meta["total_time_ms_runs"] = times
-            with open(out + ".json", "w") as f:
-                json.dump(meta, f, indent=2)
-                f.write("\n")
+            write_json(out + ".json", meta)
             best = {**best, "total_time_ms_best": best["total_time_ms"], "total_time_ms_runs": times}
         results.append(best)
     return results
@@ -268,9 +201,7 @@ def main(argv=None) -> int:
         kinds = ["zero", "random"] if args.cmd == "uniform" else ["mixed", "zero", "random"]
         results = run_set(args.dir, kinds, args.size, args.repeat)
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
-            f.write("\n")
+        write_json(args.json, results)
     return 0
 
 

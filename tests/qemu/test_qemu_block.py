@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from migstream.tools.extract import extract
-from support.qemu_x86 import MiB, Vm, build_guest, guest_args, require_qemu
+from support.qemu import QEMU_X86, MiB, Vm, build_guest, guest_args, require_qemu
 
 CHUNK = 1 << 20
 
@@ -49,7 +49,7 @@ def test_extract_rebuilds_the_migrated_disk(work, zero_blocks):
         "virtio-blk-pci,drive=d1",
     ]
     out = work / "block.mig"
-    with Vm(work, "src", args) as vm:
+    with Vm(QEMU_X86, args, work, "src") as vm:
         vm.caps("block", *(["zero-blocks"] if zero_blocks else []))
         vm.cmd("migrate-set-parameters", **{"max-bandwidth": 256 * MiB})
         vm.cmd("migrate", uri=f"exec:cat > {out}")

@@ -12,18 +12,16 @@ import json
 import re
 import subprocess
 import sys
-import time
+from pathlib import Path
 
 import pytest
 
 from migstream import PageRecord, PageRun, SectionStart, StreamDecoder
 from migstream.wire.grammar import RamFlag, SectionType
 from support.images import PAGE, dirty, mixed_image, zero_page_count
-from support.qemu import MiB, Vm, differing_pages, need
+from support.qemu import QEMU_X86, X86_EXCLUDE, MiB, Vm, differing_pages, image_ram_args, need
 from support.samples import SAMPLES, read_zst, sample_by_name
 
-X86 = "qemu-system-x86_64"
-X86_EXCLUDE = [(0xA0000, 0x100000)]
 PC = "pc-i440fx-7.2"
 
 
@@ -34,6 +32,18 @@ def run_encode(*args, ok=True):
     if ok:
         assert r.returncode == 0, r.stderr
     return r
+
+
+def extract_sample(name: str, stream: Path, out: Path) -> Path:
+    """Write sample ``name``'s stream to ``stream`` and `migstream extract` it into ``out``."""
+    stream.write_bytes(read_zst(SAMPLES / sample_by_name(name)["stream"]))
+    r = subprocess.run(
+        [sys.executable, "-m", "migstream.cli", "extract", str(stream), "-o", str(out)],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    return stream
 
 
 def records(path):
@@ -55,8 +65,8 @@ def records(path):
 
 
 def x86_destination(tmp_path, tag, extra=()):
-    need(X86)
-    return Vm(X86, ["-M", "pc", "-m", "32M", "-S", "-incoming", "defer", *extra], tmp_path, tag)
+    need(QEMU_X86)
+    return Vm(QEMU_X86, ["-M", "pc", "-m", "32M", "-S", "-incoming", "defer", *extra], tmp_path, tag)
 
 
 def load_and_dump(tmp_path, stream, size, *, caps=(), tag="dst"):
@@ -189,15 +199,7 @@ def test_running_guest_round_trip(tmp_path, mode):
     guest's dirty loop keeps printing ticks, and it did not boot again.  With
     iterations, an earlier image goes in the bulk stage and the captured RAM
     follows as XBZRLE rounds (the last one in the END section)."""
-    sample = sample_by_name("x86-running")
-    stream = tmp_path / "running.mig"
-    stream.write_bytes(read_zst(SAMPLES / sample["stream"]))
-    r = subprocess.run(
-        [sys.executable, "-m", "migstream.cli", "extract", str(stream), "-o", str(tmp_path / "ram")],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    stream = extract_sample("x86-running", tmp_path / "running.mig", tmp_path / "ram")
     if mode == "bulk":
         run_encode(tmp_path / "ram", "--template", stream, "-o", tmp_path / "re.mig")
     else:
@@ -223,12 +225,8 @@ def test_running_guest_round_trip(tmp_path, mode):
         vm.load_stream(tmp_path / "re.mig")
         mem = vm.pmemsave(0, 32 * MiB, tmp_path / "rt.dump")
         assert differing_pages(mem, (tmp_path / "ram" / "pc.ram.bin").read_bytes(), X86_EXCLUDE) == []
-        vm.cmd("cont")
-        deadline = time.time() + 30
-        while "migstream guest tick" not in vm.serial_text() and time.time() < deadline:
-            time.sleep(0.2)
-        text = vm.serial_text()
-        assert vm.cmd("query-status")["status"] == "running"
+        text = vm.resume()
+        assert vm.status() == "running"
     ticks = [int(t, 16) for t in re.findall(r"migstream guest tick ([0-9A-Fa-f]{8})", text)]
     assert ticks, f"no tick on the destination's serial: {text!r}"
     assert "ready" not in text  # resumed, not rebooted
@@ -239,19 +237,9 @@ def test_record_sequence_equals_qemu_bulk_stage(tmp_path):
     the ones our bulk stage emits, section boundaries aside."""
     img = mixed_image(32 * MiB, seed=15, zero=0.5)
     (tmp_path / "ram.img").write_bytes(img)
-    need(X86)
-    args = [
-        "-M",
-        "pc",
-        "-m",
-        "32M",
-        "-machine",
-        "memory-backend=pc.ram",
-        "-object",
-        f"memory-backend-file,id=pc.ram,size={32 * MiB},mem-path={tmp_path / 'ram.img'},share=off",
-        "-S",
-    ]
-    with Vm(X86, args, tmp_path, "src") as vm:
+    need(QEMU_X86)
+    args = ["-M", "pc", "-m", "32M", *image_ram_args(tmp_path / "ram.img", 32 * MiB), "-S"]
+    with Vm(QEMU_X86, args, tmp_path, "src") as vm:
         vm.migrate_to_file(tmp_path / "qemu.mig")
     theirs = [r[1:] for r in records(tmp_path / "qemu.mig")]
     # pc.ram alone, encoded from the image file itself:
@@ -314,19 +302,9 @@ def test_compressed_records_equal_qemu_modulo_thread_order(tmp_path):
     zlib bytes themselves) and the uncompressed first page of every block."""
     img = mixed_image(32 * MiB, seed=18, zero=0.5)
     (tmp_path / "ram.img").write_bytes(img)
-    need(X86)
-    args = [
-        "-M",
-        "pc",
-        "-m",
-        "32M",
-        "-machine",
-        "memory-backend=pc.ram",
-        "-object",
-        f"memory-backend-file,id=pc.ram,size={32 * MiB},mem-path={tmp_path / 'ram.img'},share=off",
-        "-S",
-    ]
-    with Vm(X86, args, tmp_path, "csrc") as vm:
+    need(QEMU_X86)
+    args = ["-M", "pc", "-m", "32M", *image_ram_args(tmp_path / "ram.img", 32 * MiB), "-S"]
+    with Vm(QEMU_X86, args, tmp_path, "csrc") as vm:
         vm.cmd("migrate-set-capabilities", capabilities=[{"capability": "compress", "state": True}])
         vm.cmd("migrate-set-parameters", **{"compress-threads": 2, "compress-level": 1})
         vm.migrate_to_file(tmp_path / "qemu.mig")
@@ -352,14 +330,7 @@ def test_ppc64_template_with_iterative_htab_section_loads(tmp_path):
     binary = "qemu-system-ppc64"
     need(binary)
     sample = sample_by_name("ppc64-pseries")
-    stream = tmp_path / "t.mig"
-    stream.write_bytes(read_zst(SAMPLES / sample["stream"]))
-    r = subprocess.run(
-        [sys.executable, "-m", "migstream.cli", "extract", str(stream), "-o", str(tmp_path / "x")],
-        capture_output=True,
-        text=True,
-    )
-    assert r.returncode == 0, r.stderr
+    stream = extract_sample("ppc64-pseries", tmp_path / "t.mig", tmp_path / "x")
     run_encode(tmp_path / "x", "--template", stream, "-o", tmp_path / "e.mig")
     dec = StreamDecoder()
     dec.feed((tmp_path / "e.mig").read_bytes())

@@ -12,17 +12,15 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from support.images import mixed_image
-from support.qemu import MiB, Vm, differing_pages
+from support.qemu import X86_EXCLUDE, MiB, Vm, differing_pages, qemu10_root, qemu10_wrapper
 from support.samples import SAMPLES, read_zst, sample_by_name
 
-QEMU10 = Path(os.environ.get("MIGSTREAM_QEMU10", "/var/tmp/qemu10"))
-X86_EXCLUDE = [(0xA0000, 0x100000)]
+QEMU10 = qemu10_root()
 GUEST = SAMPLES / "guest" / "guest.img"
 MACHINE = "pc-i440fx-10.0"
 
@@ -37,14 +35,13 @@ def qemu10(tmp_path_factory) -> str:
     binary = QEMU10 / "usr/bin/qemu-system-x86_64"
     if not os.access(binary, os.X_OK):
         pytest.fail(f"QEMU 10 not found at {binary}: run tests/setup-debian.sh or samples/get_qemu10.sh")
-    path = tmp_path_factory.mktemp("qemu10") / "qemu10-system-x86_64"
-    path.write_text(
-        "#!/bin/sh\n"
-        f"QEMU_MODULE_DIR={QEMU10}/usr/lib/x86_64-linux-gnu/qemu "
-        f'exec {binary} -L {QEMU10}/usr/share/qemu -L /usr/share/seabios "$@"\n'
-    )
-    path.chmod(0o755)
-    return str(path)
+    return qemu10_wrapper(QEMU10, tmp_path_factory.mktemp("qemu10"))
+
+
+def encode_mapped_ram(image: Path, out: Path) -> None:
+    """`migstream encode` of a pc.ram image into a mapped-ram file for QEMU 10's pc."""
+    r = ms("encode", image, "--block", "pc.ram", "--machine", MACHINE, "--mapped-ram", "-o", out)
+    assert r.returncode == 0, r.stderr
 
 
 def destination(qemu10: str, tmp_path: Path, tag: str, *, guest: bool = False) -> Vm:
@@ -54,30 +51,9 @@ def destination(qemu10: str, tmp_path: Path, tag: str, *, guest: bool = False) -
     return Vm(qemu10, args, tmp_path, tag)
 
 
-def load_file(vm: Vm, path: Path, *, mapped_ram: bool = True, timeout: float = 60) -> None:
-    """migrate-incoming file:PATH; returns when loaded, raises with QEMU's stderr."""
-    if mapped_ram:
-        vm.cmd("migrate-set-capabilities", capabilities=[{"capability": "mapped-ram", "state": True}])
-    vm.cmd("migrate-incoming", uri=f"file:{path}")
-    t0 = time.time()
-    while True:
-        try:
-            mig = vm.cmd("query-migrate")
-            running = vm.cmd("query-status")["status"]
-        except Exception:
-            # A failed incoming migration makes QEMU 10 exit (exit-on-error).
-            try:
-                vm.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                raise
-            raise AssertionError(f"destination QEMU exited while loading: {vm.stderr().strip()}") from None
-        if mig.get("status") == "failed":
-            raise AssertionError(f"incoming migration failed: {vm.stderr().strip()}")
-        if mig.get("status") == "completed" or running != "inmigrate":
-            return
-        if time.time() - t0 > timeout:
-            raise AssertionError("incoming migration did not finish")
-        time.sleep(0.05)
+def load_file(vm: Vm, path: Path, *, mapped_ram: bool = True) -> None:
+    """migrate-incoming file:PATH (with the mapped-ram capability unless told not to)."""
+    vm.load_stream(path, caps=("mapped-ram",) if mapped_ram else (), uri=f"file:{path}")
 
 
 def test_encoded_image_loads(qemu10, tmp_path):
@@ -85,18 +61,7 @@ def test_encoded_image_loads(qemu10, tmp_path):
     its guest memory equals the image."""
     img = mixed_image(32 * MiB, seed=21, zero=0.6)
     (tmp_path / "ram.img").write_bytes(img)
-    r = ms(
-        "encode",
-        tmp_path / "ram.img",
-        "--block",
-        "pc.ram",
-        "--machine",
-        MACHINE,
-        "--mapped-ram",
-        "-o",
-        tmp_path / "s.mig",
-    )
-    assert r.returncode == 0, r.stderr
+    encode_mapped_ram(tmp_path / "ram.img", tmp_path / "s.mig")
     st = os.stat(tmp_path / "s.mig")
     assert st.st_blocks * 512 < st.st_size * 0.6  # sparse: zero pages are holes
     with destination(qemu10, tmp_path, "enc") as vm:
@@ -110,18 +75,7 @@ def test_destination_without_the_capability_refuses(qemu10, tmp_path):
     """The configuration's capabilities subsection is what QEMU checks: a destination
     without mapped-ram refuses our file (so the loads above really were mapped-ram)."""
     (tmp_path / "ram.img").write_bytes(bytes(MiB) * 32)
-    r = ms(
-        "encode",
-        tmp_path / "ram.img",
-        "--block",
-        "pc.ram",
-        "--machine",
-        MACHINE,
-        "--mapped-ram",
-        "-o",
-        tmp_path / "s.mig",
-    )
-    assert r.returncode == 0, r.stderr
+    encode_mapped_ram(tmp_path / "ram.img", tmp_path / "s.mig")
     with destination(qemu10, tmp_path, "nocap") as vm:
         with pytest.raises(AssertionError) as exc:
             load_file(vm, tmp_path / "s.mig", mapped_ram=False)
@@ -143,12 +97,8 @@ def test_transcoded_running_capture_resumes(qemu10, tmp_path):
         load_file(vm, tmp_path / "mr.mig")
         mem = vm.pmemsave(0, 32 * MiB, tmp_path / "tc.dump")
         assert differing_pages(mem, (tmp_path / "orig" / "pc.ram.bin").read_bytes(), X86_EXCLUDE) == []
-        vm.cmd("cont")
-        deadline = time.time() + 30
-        while "migstream guest tick" not in vm.serial_text() and time.time() < deadline:
-            time.sleep(0.2)
-        text = vm.serial_text()
-        assert vm.cmd("query-status")["status"] == "running"
+        text = vm.resume()
+        assert vm.status() == "running"
     assert "migstream guest tick" in text, text
     assert "ready" not in text  # resumed, not rebooted
 

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from support.qemu import MiB, Vm, differing_pages, need
+from support.qemu import QEMU_X86, X86_EXCLUDE, MiB, Vm, differing_pages, need
 from support.samples import SAMPLES, read_zst, sample_by_name
 
-X86 = "qemu-system-x86_64"
-X86_EXCLUDE = [(0xA0000, 0x100000)]
 GUEST = SAMPLES / "guest" / "guest.img"
 
 
@@ -37,9 +35,9 @@ def sample_files(tmp_path: Path, name: str) -> tuple[Path, list[Path]]:
 
 
 def destination(tmp_path: Path, tag: str) -> Vm:
-    need(X86)
+    need(QEMU_X86)
     return Vm(
-        X86,
+        QEMU_X86,
         ["-M", "pc", "-m", "32M", "-S", "-incoming", "defer", "-drive", f"file={GUEST},format=raw,if=ide,snapshot=on"],
         tmp_path,
         tag,
