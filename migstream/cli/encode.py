@@ -80,8 +80,9 @@ def encode(
 
     def go():
         # The engine is imported on use: every other command starts faster without it.
-        from ..encode.encoder import FdSink, encode_stream
+        from ..encode.encoder import encode_stream
         from ..encode.memimage import MemoryImage
+        from ..encode.sinks import FdSink
         from ..tools.template import StreamTemplate
 
         if compress_threads < 0:
