@@ -36,7 +36,7 @@ from construct import Bytes, FormatField
 from ..errors import StreamError, UsageError
 from ..events import MultifdPacket, MultifdSync, RamBlockList, RamMarker
 from ..wire import grammar as g
-from .sources import detect_compression
+from .compressed import HEAD, detect_compression, open_decompressed
 
 MultifdFlag = g.MultifdFlag
 _SYNC = int(MultifdFlag.SYNC)
@@ -95,9 +95,9 @@ class ChannelError(StreamError):
         return f"error in {where}: {self.message}"
 
 
-class _ChannelInput:
+class ChannelInput:
     """Sequential reads from a channel file: mmap'd when plain (reads are views, not
-    copies), else through a gzip/xz/zstd decompressor."""
+    copies), else through a decompressor (compressed.py)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
@@ -112,25 +112,14 @@ class _ChannelInput:
         st = os.fstat(f.fileno())
         if stat.S_ISDIR(st.st_mode):
             raise UsageError(f"channel file {path} is a directory")
-        head = f.read(6)
+        kind = detect_compression(f.read(HEAD))
         f.seek(0)
-        kind = detect_compression(head)
         if kind is None and stat.S_ISREG(st.st_mode):
             self._view = (
                 memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if st.st_size else memoryview(b"")
             )
-        elif kind == "zstd":
-            import zstandard
-
-            self._reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-        elif kind == "gzip":
-            import gzip
-
-            self._reader = gzip.GzipFile(fileobj=f)
-        elif kind == "xz":
-            import lzma
-
-            self._reader = lzma.LZMAFile(f)
+        elif kind is not None:
+            self._reader = open_decompressed(f, kind, path)
         else:
             self._reader = f
 
@@ -184,7 +173,7 @@ class Channel:
         self.page_size = page_size
         self.page_count = g.multifd_page_count(page_size)
         self._offsets_size = 8 * self.page_count
-        self.input = _ChannelInput(path)
+        self.input = ChannelInput(path)
         head = self.input.read(INIT.size)
         if len(head) < INIT.size:
             raise ChannelError(f"file ends inside MultiFDInit_t ({len(head)} of {INIT.size} bytes)", self.name, 0)
