@@ -164,7 +164,7 @@ class ChannelInput:
             pass
 
 
-class Channel:
+class ChannelFile:
     """One multifd channel file, decoded packet by packet."""
 
     def __init__(self, path: str, page_size: int) -> None:
@@ -368,7 +368,7 @@ class PacketReader:
         self.path = path
         self.page_size = page_size
         self.blocks = blocks  # name -> anything with used_length
-        self._channel: Channel | None = None
+        self._channel: ChannelFile | None = None
         self._last: MultifdPacket | None = None
 
     def packet(self, offset: int, flags: int) -> MultifdPacket:
@@ -379,7 +379,7 @@ class PacketReader:
         ch = self._channel
         if ch is None or in_place or ch.input.offset > offset:
             self.close()
-            ch = self._channel = Channel(self.path, self.page_size)
+            ch = self._channel = ChannelFile(self.path, self.page_size)
             if in_place:
                 ch.input.skip(offset - ch.input.offset)
         while True:
@@ -401,14 +401,14 @@ class MultifdChannels:
     """All channel files of one migration."""
 
     def __init__(self, paths: Iterable[str], page_size: int) -> None:
-        self.channels: list[Channel] = []
+        self.channels: list[ChannelFile] = []
         try:
             for p in paths:
-                self.channels.append(Channel(str(p), page_size))
+                self.channels.append(ChannelFile(str(p), page_size))
         except BaseException:
             self.close()
             raise
-        seen: dict[int, Channel] = {}
+        seen: dict[int, ChannelFile] = {}
         for ch in self.channels:
             if ch.id >= len(self.channels):
                 raise ChannelError(
