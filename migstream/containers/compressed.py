@@ -17,7 +17,7 @@ import os
 import shutil
 import subprocess
 import threading
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from ..errors import UsageError
 
@@ -59,14 +59,12 @@ def open_decompressed(raw: BinaryIO, kind: str, name: str) -> BinaryIO:
     if kind == "zstd":
         import zstandard  # imported on use: most inputs are not zstd
 
-        return io.BufferedReader(  # type: ignore[return-value]  # a binary file
-            zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), READ_CHUNK
-        )
+        return io.BufferedReader(zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), READ_CHUNK)
     if kind == "lzop":
         if shutil.which("lzop") is None:
             raise UsageError(f"{name}: lzop-compressed libvirt image needs the `lzop` program")
         # libvirt restores with `lzop -dc --ignore-warn` (qemu_saveimage.c).
-        return io.BufferedReader(PipeReader(["lzop", "-dc", "--ignore-warn"], raw, "lzop"), READ_CHUNK)  # type: ignore[return-value]  # a binary file
+        return io.BufferedReader(PipeReader(["lzop", "-dc", "--ignore-warn"], raw, "lzop"), READ_CHUNK)
     raise ValueError(f"unknown compression {kind!r}")
 
 
@@ -79,8 +77,8 @@ class PipeReader(io.RawIOBase):
 
     def __init__(self, argv: list[str], raw: BinaryIO, name: str) -> None:
         self._name = name
-        stdin: object = subprocess.PIPE
-        self._feed_from = None
+        stdin: int | BinaryIO = subprocess.PIPE
+        self._feed_from: BinaryIO | None = None
         try:
             raw.fileno()
             if isinstance(raw, io.BufferedReader) and raw.peek(1) and raw.raw.tell() != raw.tell():
@@ -90,12 +88,16 @@ class PipeReader(io.RawIOBase):
         except (OSError, AttributeError, io.UnsupportedOperation):
             self._feed_from = raw
         self._proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # PIPE with the default buffering: both are buffered binary files.
+        self._out = cast(io.BufferedReader, self._proc.stdout)
+        self._err = cast(io.BufferedReader, self._proc.stderr)
         self._feeder = None
         if self._feed_from is not None:
             self._feeder = threading.Thread(target=self._feed, daemon=True)
             self._feeder.start()
 
     def _feed(self) -> None:
+        assert self._feed_from is not None and self._proc.stdin is not None  # started only with a feed
         try:
             while data := self._feed_from.read(1 << 20):
                 self._proc.stdin.write(data)
@@ -111,11 +113,11 @@ class PipeReader(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:
-        n = self._proc.stdout.readinto(b)
+        n = self._out.readinto(b)
         if n == 0:
             rc = self._proc.wait()
             if rc not in (0, 2):  # lzop exits 2 on warnings (libvirt passes --ignore-warn)
-                err = self._proc.stderr.read().decode("utf-8", "replace").strip()
+                err = self._err.read().decode("utf-8", "replace").strip()
                 raise OSError(f"{self._name} exited with {rc}: {err}")
         return n
 
@@ -123,6 +125,6 @@ class PipeReader(io.RawIOBase):
         if self._proc.poll() is None:
             self._proc.kill()
         self._proc.wait()
-        for f in (self._proc.stdout, self._proc.stderr):
+        for f in (self._out, self._err):
             f.close()
         super().close()

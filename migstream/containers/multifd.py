@@ -30,6 +30,7 @@ import stat
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from construct import Bytes, FormatField
 
@@ -37,6 +38,9 @@ from ..errors import StreamError, UsageError
 from ..events import MultifdPacket, MultifdSync, RamBlockList, RamMarker
 from ..wire import grammar as g
 from .compressed import HEAD, detect_compression, open_decompressed
+
+if TYPE_CHECKING:
+    from zstandard import ZstdDecompressionObj
 
 MultifdFlag = g.MultifdFlag
 _SYNC = int(MultifdFlag.SYNC)
@@ -103,7 +107,7 @@ class ChannelInput:
         self.path = path
         self.offset = 0
         self._view: memoryview | None = None
-        self._reader = None
+        self._reader: BinaryIO | None = None
         try:
             f = open(path, "rb")
         except OSError as exc:
@@ -123,11 +127,13 @@ class ChannelInput:
         else:
             self._reader = f
 
-    def read(self, n: int):
+    def read(self, n: int) -> memoryview | bytes:
         """Up to n bytes (fewer only at the end of the file)."""
+        data: memoryview | bytes
         if self._view is not None:
             data = self._view[self.offset : self.offset + n]
         else:
+            assert self._reader is not None  # the file is either mapped or read
             parts = []
             got = 0
             while got < n:
@@ -189,8 +195,8 @@ class ChannelFile:
         self.id = cid
         self.uuid = bytes(uuid)
         self.compression: int | None = None
-        self._zlib = None
-        self._zstd = None
+        self._zlib: zlib._Decompress | None = None
+        self._zstd: ZstdDecompressionObj | None = None
         self.packets = 0
         self.sync_packets = 0
         self.normal_pages = 0
@@ -200,7 +206,7 @@ class ChannelFile:
         self.first_sync_alloc: int | None = None
         self.done = False
 
-    def fail(self, msg: str, offset: int, **kw):
+    def fail(self, msg: str, offset: int, **kw) -> NoReturn:
         raise ChannelError(f"multifd {self.id}: {msg}", self.name, offset, **kw)
 
     def next_packet(self, blocks: dict) -> MultifdPacket | None:
@@ -425,7 +431,7 @@ class MultifdChannels:
                 "multifd: channels carry different source uuids (not from one migration)", self.channels[-1].name, 8
             )
         self.channels.sort(key=lambda c: c.id)
-        self._expect: int | None = None  # next packet_num, when numbering is contiguous
+        self._expect = 0  # next packet_num, when numbering is contiguous
         self.contiguous: bool | None = None
         self.sync_points = 0
 

@@ -50,7 +50,7 @@ class StreamSource:
         self.path = path
         self.compression: str | None = None
         self.size: int | None = None
-        self.seekable_file: BinaryIO | None = None
+        self.seekable_file: BinaryIO | _Window | None = None
         self._mmap: mmap.mmap | None = None
         self._reader: BinaryIO | None = None
         self.consumed = 0  # bytes handed out so far (progress)
@@ -68,7 +68,7 @@ class StreamSource:
         if self.path == "-":
             raw = sys.stdin.buffer
             if not isinstance(raw, io.BufferedReader):
-                raw = io.BufferedReader(raw)  # type: ignore[arg-type]
+                raw = io.BufferedReader(raw)
             self._wrap(raw, raw.peek(HEAD)[:HEAD])
             return
         if os.path.isdir(self.path):
@@ -103,14 +103,17 @@ class StreamSource:
             if file_size > image.stream_offset:
                 self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             return
-        self._decompress(f, _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)])
+        kind = _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)]
+        assert kind is not None  # only RAW has none
+        self._decompress(f, kind)
 
     def _wrap(self, raw: BinaryIO, head: bytes) -> None:
         kind = detect_compression(head)
         if kind is not None:
             self._decompress(raw, kind)
             # A compressed libvirt save image (e.g. a .zst of a raw-format image).
-            inner = self._reader.peek(HEAD)[:HEAD] if hasattr(self._reader, "peek") else b""
+            peek = getattr(self._reader, "peek", None)
+            inner = peek(HEAD)[:HEAD] if peek is not None else b""
             if is_save_image(inner):
                 self._unwrap_save_image()
             return
@@ -123,6 +126,7 @@ class StreamSource:
     def _unwrap_save_image(self) -> None:
         """Consume a save image's header from the current reader, then read its stream."""
         reader = self._reader
+        assert reader is not None  # called once a reader is open
         self.save_image = image = read_save_image(lambda n: _read_exactly(reader, n))
         self.stream_offset = image.stream_offset
         kind = _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)]
