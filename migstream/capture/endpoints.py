@@ -9,6 +9,7 @@ import stat
 import struct
 import time
 from dataclasses import dataclass
+from typing import cast
 
 from ..containers.capturedir import MAIN, MULTIFD, POSTCOPY_PREEMPT
 from ..errors import UsageError
@@ -34,7 +35,7 @@ class Endpoint:
     def uri(self) -> str:
         if self.family == socket.AF_UNIX:
             return f"unix:{self.address}"
-        host, port = self.address  # type: ignore[misc]
+        host, port = cast(tuple[str, int], self.address)
         return f"tcp:[{host}]:{port}" if ":" in host else f"tcp:{host}:{port}"
 
 

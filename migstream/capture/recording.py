@@ -239,7 +239,7 @@ class RecordingFile:
         if self.direct:
             self._stage: mmap.mmap | None = mmap.mmap(-1, self.STAGE)
             self._view: memoryview | None = memoryview(self._stage)
-            self._stage_ref = ctypes.c_char.from_buffer(self._stage)
+            self._stage_ref: ctypes.c_char | None = ctypes.c_char.from_buffer(self._stage)
             self._stage_address = ctypes.addressof(self._stage_ref)
 
     def append(self, data: memoryview, address: int | None = None) -> None:
@@ -252,13 +252,15 @@ class RecordingFile:
                 data = data[k:]
                 self.written += k
             return
+        view = self._view
+        assert view is not None  # staged while direct
         done = 0
         while done < len(data):
             take = min(len(data) - done, self.STAGE - self.fill)
             if address is not None:
                 ctypes.memmove(self._stage_address + self.fill, address + done, take)
             else:
-                self._view[self.fill : self.fill + take] = data[done : done + take]
+                view[self.fill : self.fill + take] = data[done : done + take]
             self.fill += take
             done += take
             if self.fill == self.STAGE:
@@ -268,18 +270,20 @@ class RecordingFile:
         """Write every whole 4 KiB block staged; the partial one stays staged."""
         if not self.direct:
             return
+        view = self._view
+        assert view is not None  # staged while direct
         n = self.fill - self.fill % self.ALIGN
         off = 0
         while off < n:
-            off += os.write(self.fd, self._view[off:n])
+            off += os.write(self.fd, view[off:n])
         self.written += n
         tail = self.fill - n
         if n and tail:
-            self._view[0:tail] = self._view[n : self.fill]
+            view[0:tail] = view[n : self.fill]
         self.fill = tail
 
     def close(self) -> None:
-        if self.direct:
+        if self.direct and self._view is not None:
             self.flush()
             if self.fill:
                 fl = fcntl.fcntl(self.fd, fcntl.F_GETFL)

@@ -74,7 +74,7 @@ class RecordedConnection:
         return self.end is not None
 
     def as_dict(self) -> dict:
-        d = {
+        d: dict[str, object] = {
             "index": self.index,
             "order": self.index,
             "kind": self.kind,
@@ -256,7 +256,8 @@ class _Session:
         self._threads.append(t)
         t.start()
 
-    def _identify(self, ch: RecordedConnection, sock: socket.socket) -> None:
+    def _identify(self, ch: RecordedConnection, sock: socket.socket) -> str:
+        """Tell the connection's kind and name its file(s); returns the file's name."""
         try:
             head = peek_head(sock)
         except OSError:
@@ -265,13 +266,14 @@ class _Session:
             main_seen = any(c.kind == MAIN for c in self.channels if c is not ch)
             ch.kind = identify_channel(head, main_seen)
             ch.first_bytes = head.hex()
-            ch.file = f"ch{ch.index}-{ch.kind}.mig"
+            ch.file = file = f"ch{ch.index}-{ch.kind}.mig"
             ch.return_file = f"ch{ch.index}-{ch.kind}.return" if self.tool == "tap" else None
         ch.identified.set()
         try:
             self.write_manifest()
         except OSError as exc:
             self._warn(f"cannot write {CAPTURE_JSON}: {exc}")
+        return file
 
     def _pump(
         self,
@@ -386,9 +388,9 @@ class CaptureSession(_Session):
         self._spawn(self._run_channel, ch, conn, name=f"migstream-capture ch{ch.index}")
 
     def _run_channel(self, ch: RecordedConnection, conn: socket.socket) -> None:
-        self._identify(ch, conn)
+        file = self._identify(ch, conn)
         ch.recorder = Recorder(
-            lambda: os.path.join(self.directory, ch.file),
+            lambda: os.path.join(self.directory, file),
             budget=self.budget,
             lossless=True,
             on_warning=self._warn,
@@ -444,12 +446,13 @@ class TapSession(_Session):
 
     def _return_path(self, ch: RecordedConnection) -> str:
         ch.identified.wait()
+        assert ch.return_file is not None  # a tap names it in _identify
         return os.path.join(self.directory, ch.return_file)
 
     def _run_forward(self, ch: RecordedConnection, conn: socket.socket, dst: socket.socket) -> None:
-        self._identify(ch, conn)
+        file = self._identify(ch, conn)
         ch.recorder = Recorder(
-            lambda: os.path.join(self.directory, ch.file),
+            lambda: os.path.join(self.directory, file),
             budget=self.budget,
             on_warning=self._warn,
             label=f"channel {ch.index} ({ch.kind})",
