@@ -72,7 +72,10 @@ def encode(
         bool,
         typer.Option(
             "--mapped-ram",
-            help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram): pages at fixed offsets, zero pages left as holes.",
+            help=(
+                "Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram): "
+                "pages at fixed offsets, zero pages left as holes."
+            ),
         ),
     ] = False,
 ) -> None:

@@ -307,6 +307,7 @@ class Encoder:
     def _send_dirty(self, image: MemoryImage, dirty: dict | None = None) -> int:
         self._check_layout(image)
         dest = self._destination
+        assert dest is not None  # send_bulk set it
         ps = self.page_size
         total_dirty = 0
         dirty_sets = []
@@ -398,11 +399,11 @@ class Encoder:
         cuts[0] = 0
         cuts[1 : npage + 1] = starts[page_idx] + _HEADER_SIZE
         cuts[npage + 1] = len(glue)
-        gv = memoryview(glue)
-        dv = memoryview(data)
+        gv = glue.data
+        dv = data.data  # the array's buffer, not a copy
         c = cuts.tolist()
         offs = (batch[page_idx] * ps).tolist()
-        iov = [None] * (2 * npage + 1)
+        iov: list = [None] * (2 * npage + 1)
         iov[0::2] = [gv[a:b] for a, b in zip(c, c[1:])]
         iov[1::2] = [dv[o : o + ps] for o in offs]
         lengths = np.empty(2 * npage + 1, np.int64)
@@ -425,7 +426,7 @@ class Encoder:
         data = blk.data
         pages = batch.tolist()
         compress = self.compressor is not None and not self.xbzrle_enabled
-        compressed = self._compress_ahead(blk, pages, zero) if compress else None
+        compressed = self._compress_ahead(blk, pages, zero) if compress else iter(())
         age = self.stats.dirty_sync_count
         iov: list = []
         for i, p in enumerate(pages):
@@ -441,6 +442,7 @@ class Encoder:
                 self._zero_record(blk, addr, iov)
                 if self.xbzrle_enabled:
                     # xbzrle_cache_zero_page: a stale cached copy must not survive.
+                    assert self.cache is not None  # XBZRLE is enabled only with a cache
                     self.cache.insert(blk.ram_addr + addr, self._zero_page, age)
             else:
                 page = data[addr : addr + ps]
@@ -452,6 +454,7 @@ class Encoder:
         """The compressed pages of this batch, in order, from the compression
         threads: every non-zero page except a block's first one while the block
         is not last_sent_block (save_compress_page sends that one uncompressed)."""
+        assert self.compressor is not None  # called only when compressing
         ps = self.page_size
         data = blk.data
         todo = []
@@ -491,6 +494,7 @@ class Encoder:
 
         st = self.stats
         cache = self.cache
+        assert cache is not None  # XBZRLE is enabled only with a cache
         current_addr = blk.ram_addr + addr
         if not cache.is_cached(current_addr, age):
             st.xbzrle_cache_miss += 1
@@ -499,6 +503,7 @@ class Encoder:
             return None
         st.xbzrle_pages += 1
         prev = cache.get(current_addr)
+        assert prev is not None  # a hit: the slot holds a page
         encoded = xbzrle_encode(prev, page, self.page_size)
         if not self.last_stage and encoded != b"":
             # The cache follows what the destination holds, except for

@@ -261,7 +261,7 @@ class MappedRamWriter:
         ps = self.page_size
         npages = r.used_length // ps
         written = np.zeros(npages, bool)
-        mv = memoryview(data)
+        mv = data.data  # the array's buffer, not a copy
         for first in range(0, npages, CHUNK_PAGES):
             last = min(npages, first + CHUNK_PAGES)
             nonzero = ~zero_page_mask(data[first * ps : last * ps], ps)
