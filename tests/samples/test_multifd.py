@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from migstream.containers.multifd import ChannelFile, ChannelError, with_channels
+from migstream.containers.multifd import ChannelError, ChannelFile, with_channels
 from migstream.containers.sources import StreamSource
 from migstream.containers.stream import iter_events, open_decoder
 from migstream.errors import StreamError

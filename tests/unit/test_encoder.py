@@ -416,7 +416,7 @@ def test_no_final_in_end_keeps_end_empty(good_dir, tmp_path):
         for ev in decode(out.read_bytes())[1]:
             if isinstance(ev, SectionStart):
                 section = ev.type
-            for rec in page_records([ev]):
+            for _rec in page_records([ev]):
                 counts[section] = counts.get(section, 0) + 1
         assert counts.get(SectionType.END, 0) == end_pages
 
