@@ -27,8 +27,13 @@ def write_buffers(fd: int, buffers: Sequence, offset: int | None, group_sizes: S
 
 
 def pwrite_all(fd: int, data, offset: int) -> None:
-    """Write one buffer at ``offset`` of ``fd``, finishing short writes."""
-    write_buffers(fd, (data,), offset)
+    """Write one buffer at ``offset`` of ``fd``, finishing short writes (pwrite: the
+    mapped-ram writer issues one per run of pages, so no iovec list is built)."""
+    view = memoryview(data).cast("B")
+    while len(view):
+        n = os.pwrite(fd, view, offset)
+        view = view[n:]
+        offset += n
 
 
 def _finish(fd: int, part: Sequence, done: int, offset: int | None) -> None:
