@@ -26,10 +26,10 @@ from .wire.grammar import Command, RamFlag, SectionType
 # The encoding side is imported on first use (PEP 562), so that decoding front ends
 # start without it.
 _LAZY = {
-    "BytesSink": "encode.encoder",
+    "BytesSink": "encode.sinks",
     "Encoder": "encode.encoder",
-    "FdSink": "encode.encoder",
-    "RamStats": "encode.encoder",
+    "FdSink": "encode.sinks",
+    "RamStats": "encode.stats",
     "encode_stream": "encode.encoder",
     "MemoryImage": "encode.memimage",
     "RamBlockImage": "encode.memimage",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import BinaryIO
 
 from ..decode.decoder import StreamDecoder
 from ..errors import StreamError
@@ -23,7 +24,7 @@ class LiveDecoder:
     def __init__(self, path_fn, *, page_size: int | None = None) -> None:
         """``path_fn()`` gives the file to follow, or None while it does not exist yet."""
         self._path_fn = path_fn
-        self._file = None
+        self._file: BinaryIO | None = None
         self.decoder = StreamDecoder(page_size=page_size)
         self.summary = StreamSummary()
         self.error: StreamError | None = None

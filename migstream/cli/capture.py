@@ -55,7 +55,7 @@ class _Ticker:
             return
         total = s.total_bytes()
         rate = self.rate.add(total)
-        kinds = {}
+        kinds: dict[str, int] = {}
         for c in s.channels:
             kinds[c.kind or "?"] = kinds.get(c.kind or "?", 0) + 1
         chans = (
@@ -172,7 +172,7 @@ def capture(
     listen: ListenOpt,
     output: OutOpt,
     json_out: JsonOpt = False,
-    progress: ProgressOpt = None,
+    progress: ProgressOpt = None,  # type: ignore[assignment]  # None: when stderr is a terminal; ProgressOpt says bool
     max_backlog: BacklogOpt = DEFAULT_MAX_BACKLOG >> 20,
 ) -> None:
     """Be a migration destination: record the main and every multifd channel to DIR."""
@@ -198,7 +198,7 @@ def tap(
         ),
     ] = False,
     json_out: JsonOpt = False,
-    progress: ProgressOpt = None,
+    progress: ProgressOpt = None,  # type: ignore[assignment]  # None: when stderr is a terminal; ProgressOpt says bool
     max_backlog: BacklogOpt = DEFAULT_MAX_BACKLOG >> 20,
 ) -> None:
     """Sit between source and destination QEMU: forward every channel both ways, record them to DIR."""

@@ -72,7 +72,10 @@ def encode(
         bool,
         typer.Option(
             "--mapped-ram",
-            help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram): pages at fixed offsets, zero pages left as holes.",
+            help=(
+                "Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram): "
+                "pages at fixed offsets, zero pages left as holes."
+            ),
         ),
     ] = False,
 ) -> None:
@@ -80,8 +83,9 @@ def encode(
 
     def go():
         # The engine is imported on use: every other command starts faster without it.
-        from ..encode.encoder import FdSink, encode_stream
+        from ..encode.encoder import encode_stream
         from ..encode.memimage import MemoryImage
+        from ..encode.sinks import FdSink
         from ..tools.template import StreamTemplate
 
         if compress_threads < 0:

@@ -6,16 +6,14 @@ import os
 import sys
 import time
 
-from ..containers.sources import detect_compression
+from ..containers.compressed import file_compression
 
 
 def stream_size(path: str) -> int | None:
     """The size of a stream file that is read as it is (None: a pipe, a compressed
     file, unreadable), for progress shares of commands that open the stream themselves."""
     try:
-        with open(path, "rb") as f:
-            compressed = detect_compression(f.read(6)) is not None
-        return None if compressed else os.path.getsize(path)
+        return None if file_compression(path) is not None else os.path.getsize(path)
     except OSError:
         return None
 

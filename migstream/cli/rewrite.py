@@ -57,7 +57,7 @@ def _run_transcode(
     mapped_ram,
 ):
     def go():
-        from ..encode.encoder import FdSink  # engine imported on use: the CLI starts faster
+        from ..encode.sinks import FdSink  # engine imported on use: the CLI starts faster
         from ..tools.rewrite import transcode
 
         if plain and (xbzrle_cache or compress_threads):

@@ -61,7 +61,7 @@ def resolve_capture(directory: str) -> tuple[str, list[str]]:
     return main, others
 
 
-def channel_kinds(directory: str) -> dict[str, str]:
+def channel_kinds(directory: str) -> dict[str, str | None]:
     """File path -> channel kind, for every recorded channel file."""
     doc = load_capture(directory)
     return {

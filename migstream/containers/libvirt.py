@@ -164,7 +164,15 @@ _MEMORY_UNITS = {
 
 def domain_summary(xml_text: str) -> dict:
     """The few facts a user wants first; tolerant of odd XML (None where absent)."""
-    out = {"name": None, "uuid": None, "memory": None, "vcpus": None, "machine": None, "arch": None, "type": None}
+    out: dict[str, str | int | None] = {
+        "name": None,
+        "uuid": None,
+        "memory": None,
+        "vcpus": None,
+        "machine": None,
+        "arch": None,
+        "type": None,
+    }
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError:

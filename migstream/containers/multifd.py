@@ -30,13 +30,17 @@ import stat
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from construct import Bytes, FormatField
 
 from ..errors import StreamError, UsageError
 from ..events import MultifdPacket, MultifdSync, RamBlockList, RamMarker
 from ..wire import grammar as g
-from .sources import detect_compression
+from .compressed import HEAD, detect_compression, open_decompressed
+
+if TYPE_CHECKING:
+    from zstandard import ZstdDecompressionObj
 
 MultifdFlag = g.MultifdFlag
 _SYNC = int(MultifdFlag.SYNC)
@@ -95,15 +99,15 @@ class ChannelError(StreamError):
         return f"error in {where}: {self.message}"
 
 
-class _ChannelInput:
+class ChannelInput:
     """Sequential reads from a channel file: mmap'd when plain (reads are views, not
-    copies), else through a gzip/xz/zstd decompressor."""
+    copies), else through a decompressor (compressed.py)."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self.offset = 0
         self._view: memoryview | None = None
-        self._reader = None
+        self._reader: BinaryIO | None = None
         try:
             f = open(path, "rb")
         except OSError as exc:
@@ -112,33 +116,24 @@ class _ChannelInput:
         st = os.fstat(f.fileno())
         if stat.S_ISDIR(st.st_mode):
             raise UsageError(f"channel file {path} is a directory")
-        head = f.read(6)
+        kind = detect_compression(f.read(HEAD))
         f.seek(0)
-        kind = detect_compression(head)
         if kind is None and stat.S_ISREG(st.st_mode):
             self._view = (
                 memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)) if st.st_size else memoryview(b"")
             )
-        elif kind == "zstd":
-            import zstandard
-
-            self._reader = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True)
-        elif kind == "gzip":
-            import gzip
-
-            self._reader = gzip.GzipFile(fileobj=f)
-        elif kind == "xz":
-            import lzma
-
-            self._reader = lzma.LZMAFile(f)
+        elif kind is not None:
+            self._reader = open_decompressed(f, kind, path)
         else:
             self._reader = f
 
-    def read(self, n: int):
+    def read(self, n: int) -> memoryview | bytes:
         """Up to n bytes (fewer only at the end of the file)."""
+        data: memoryview | bytes
         if self._view is not None:
             data = self._view[self.offset : self.offset + n]
         else:
+            assert self._reader is not None  # the file is either mapped or read
             parts = []
             got = 0
             while got < n:
@@ -175,7 +170,7 @@ class _ChannelInput:
             pass
 
 
-class Channel:
+class ChannelFile:
     """One multifd channel file, decoded packet by packet."""
 
     def __init__(self, path: str, page_size: int) -> None:
@@ -184,7 +179,7 @@ class Channel:
         self.page_size = page_size
         self.page_count = g.multifd_page_count(page_size)
         self._offsets_size = 8 * self.page_count
-        self.input = _ChannelInput(path)
+        self.input = ChannelInput(path)
         head = self.input.read(INIT.size)
         if len(head) < INIT.size:
             raise ChannelError(f"file ends inside MultiFDInit_t ({len(head)} of {INIT.size} bytes)", self.name, 0)
@@ -200,8 +195,8 @@ class Channel:
         self.id = cid
         self.uuid = bytes(uuid)
         self.compression: int | None = None
-        self._zlib = None
-        self._zstd = None
+        self._zlib: zlib._Decompress | None = None
+        self._zstd: ZstdDecompressionObj | None = None
         self.packets = 0
         self.sync_packets = 0
         self.normal_pages = 0
@@ -211,7 +206,7 @@ class Channel:
         self.first_sync_alloc: int | None = None
         self.done = False
 
-    def fail(self, msg: str, offset: int, **kw):
+    def fail(self, msg: str, offset: int, **kw) -> NoReturn:
         raise ChannelError(f"multifd {self.id}: {msg}", self.name, offset, **kw)
 
     def next_packet(self, blocks: dict) -> MultifdPacket | None:
@@ -379,7 +374,7 @@ class PacketReader:
         self.path = path
         self.page_size = page_size
         self.blocks = blocks  # name -> anything with used_length
-        self._channel: Channel | None = None
+        self._channel: ChannelFile | None = None
         self._last: MultifdPacket | None = None
 
     def packet(self, offset: int, flags: int) -> MultifdPacket:
@@ -390,7 +385,7 @@ class PacketReader:
         ch = self._channel
         if ch is None or in_place or ch.input.offset > offset:
             self.close()
-            ch = self._channel = Channel(self.path, self.page_size)
+            ch = self._channel = ChannelFile(self.path, self.page_size)
             if in_place:
                 ch.input.skip(offset - ch.input.offset)
         while True:
@@ -412,14 +407,14 @@ class MultifdChannels:
     """All channel files of one migration."""
 
     def __init__(self, paths: Iterable[str], page_size: int) -> None:
-        self.channels: list[Channel] = []
+        self.channels: list[ChannelFile] = []
         try:
             for p in paths:
-                self.channels.append(Channel(str(p), page_size))
+                self.channels.append(ChannelFile(str(p), page_size))
         except BaseException:
             self.close()
             raise
-        seen: dict[int, Channel] = {}
+        seen: dict[int, ChannelFile] = {}
         for ch in self.channels:
             if ch.id >= len(self.channels):
                 raise ChannelError(
@@ -436,7 +431,7 @@ class MultifdChannels:
                 "multifd: channels carry different source uuids (not from one migration)", self.channels[-1].name, 8
             )
         self.channels.sort(key=lambda c: c.id)
-        self._expect: int | None = None  # next packet_num, when numbering is contiguous
+        self._expect = 0  # next packet_num, when numbering is contiguous
         self.contiguous: bool | None = None
         self.sync_points = 0
 

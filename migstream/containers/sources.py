@@ -10,30 +10,21 @@ as windows; once the decoder has moved past a window its pages are released
 
 from __future__ import annotations
 
-import bz2
-import gzip
 import io
 import lzma
 import mmap
 import os
-import shutil
 import stat
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from typing import BinaryIO
 
 from ..errors import UsageError
 from ..wire import libvirt_header as gl
 from .capturedir import is_capture_dir, resolve_capture
+from .compressed import HEAD, READ_CHUNK, detect_compression, open_decompressed
 from .libvirt import SaveImage, is_save_image, read_save_image
 
-_MAGICS = {
-    b"\x1f\x8b": "gzip",
-    b"\xfd7zXZ\x00": "xz",
-    b"\x28\xb5\x2f\xfd": "zstd",
-}
 #: What the format field of a libvirt save image means for decompression.
 _LIBVIRT_COMPRESSION = {
     gl.SaveFormat.RAW: None,
@@ -43,77 +34,10 @@ _LIBVIRT_COMPRESSION = {
     gl.SaveFormat.LZOP: "lzop",
     gl.SaveFormat.ZSTD: "zstd",
 }
-HEAD = max(16, len(max(_MAGICS, key=len)))  # bytes to peek for content detection
 WINDOW = 16 << 20  # mmap window handed to the decoder
 # madvise(MADV_POPULATE_READ) (Linux 5.14): map a window's pages in one call instead
 # of a page fault per few pages; the bulk stage reads a header in every page.
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
-READ_CHUNK = 4 << 20  # read size for pipes and decompressors
-
-
-def detect_compression(head: bytes) -> str | None:
-    for magic, name in _MAGICS.items():
-        if head.startswith(magic):
-            return name
-    return None
-
-
-class _PipeReader(io.RawIOBase):
-    """The stdout of an external decompressor (lzop) fed from ``raw``.
-
-    A file with a descriptor is handed to the child as its stdin (positioned at
-    the compressed data); anything else is copied by a feeder thread.  Errors of
-    the child (bad data) surface as OSError at the end of its output."""
-
-    def __init__(self, argv: list[str], raw: BinaryIO, name: str) -> None:
-        self._name = name
-        stdin: object = subprocess.PIPE
-        self._feed_from = None
-        try:
-            raw.fileno()
-            if isinstance(raw, io.BufferedReader) and raw.peek(1) and raw.raw.tell() != raw.tell():
-                raise io.UnsupportedOperation  # buffered bytes the child would not see
-            os.lseek(raw.fileno(), raw.tell(), os.SEEK_SET)
-            stdin = raw
-        except (OSError, AttributeError, io.UnsupportedOperation):
-            self._feed_from = raw
-        self._proc = subprocess.Popen(argv, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self._feeder = None
-        if self._feed_from is not None:
-            self._feeder = threading.Thread(target=self._feed, daemon=True)
-            self._feeder.start()
-
-    def _feed(self) -> None:
-        try:
-            while data := self._feed_from.read(1 << 20):
-                self._proc.stdin.write(data)
-        except (BrokenPipeError, OSError, ValueError):
-            pass
-        finally:
-            try:
-                self._proc.stdin.close()
-            except OSError:
-                pass
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, b) -> int:
-        n = self._proc.stdout.readinto(b)
-        if n == 0:
-            rc = self._proc.wait()
-            if rc not in (0, 2):  # lzop exits 2 on warnings (libvirt passes --ignore-warn)
-                err = self._proc.stderr.read().decode("utf-8", "replace").strip()
-                raise OSError(f"{self._name} exited with {rc}: {err}")
-        return n
-
-    def close(self) -> None:
-        if self._proc.poll() is None:
-            self._proc.kill()
-        self._proc.wait()
-        for f in (self._proc.stdout, self._proc.stderr):
-            f.close()
-        super().close()
 
 
 class StreamSource:
@@ -126,7 +50,7 @@ class StreamSource:
         self.path = path
         self.compression: str | None = None
         self.size: int | None = None
-        self.seekable_file: BinaryIO | None = None
+        self.seekable_file: BinaryIO | _Window | None = None
         self._mmap: mmap.mmap | None = None
         self._reader: BinaryIO | None = None
         self.consumed = 0  # bytes handed out so far (progress)
@@ -144,7 +68,7 @@ class StreamSource:
         if self.path == "-":
             raw = sys.stdin.buffer
             if not isinstance(raw, io.BufferedReader):
-                raw = io.BufferedReader(raw)  # type: ignore[arg-type]
+                raw = io.BufferedReader(raw)
             self._wrap(raw, raw.peek(HEAD)[:HEAD])
             return
         if os.path.isdir(self.path):
@@ -179,14 +103,17 @@ class StreamSource:
             if file_size > image.stream_offset:
                 self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             return
-        self._decompress(f, _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)])
+        kind = _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)]
+        assert kind is not None  # only RAW has none
+        self._decompress(f, kind)
 
     def _wrap(self, raw: BinaryIO, head: bytes) -> None:
         kind = detect_compression(head)
         if kind is not None:
             self._decompress(raw, kind)
             # A compressed libvirt save image (e.g. a .zst of a raw-format image).
-            inner = self._reader.peek(HEAD)[:HEAD] if hasattr(self._reader, "peek") else b""
+            peek = getattr(self._reader, "peek", None)
+            inner = peek(HEAD)[:HEAD] if peek is not None else b""
             if is_save_image(inner):
                 self._unwrap_save_image()
             return
@@ -199,6 +126,7 @@ class StreamSource:
     def _unwrap_save_image(self) -> None:
         """Consume a save image's header from the current reader, then read its stream."""
         reader = self._reader
+        assert reader is not None  # called once a reader is open
         self.save_image = image = read_save_image(lambda n: _read_exactly(reader, n))
         self.stream_offset = image.stream_offset
         kind = _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)]
@@ -207,23 +135,7 @@ class StreamSource:
 
     def _decompress(self, raw: BinaryIO, kind: str) -> None:
         self.compression = kind
-        if kind == "bzip2":
-            self._reader = bz2.BZ2File(raw)
-        elif kind == "lzop":
-            if shutil.which("lzop") is None:
-                raise UsageError(f"{self.path}: lzop-compressed libvirt image needs the `lzop` program")
-            # libvirt restores with `lzop -dc --ignore-warn` (qemu_saveimage.c).
-            self._reader = io.BufferedReader(_PipeReader(["lzop", "-dc", "--ignore-warn"], raw, "lzop"), READ_CHUNK)
-        elif kind == "gzip":
-            self._reader = gzip.GzipFile(fileobj=raw)
-        elif kind == "xz":
-            self._reader = lzma.LZMAFile(raw)
-        elif kind == "zstd":
-            import zstandard
-
-            self._reader = io.BufferedReader(
-                zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True), READ_CHUNK
-            )
+        self._reader = open_decompressed(raw, kind, self.path)
 
     def chunks(self) -> Iterator[memoryview | bytes]:
         if self._mmap is not None:

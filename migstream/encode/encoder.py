@@ -44,13 +44,8 @@ Rules and where they come from (QEMU 7.2 migration/ram.c unless stated):
 
 from __future__ import annotations
 
-import fcntl
-import os
-import stat
-from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -58,7 +53,9 @@ from ..errors import UsageError
 from ..wire import build as writer
 from ..wire import grammar as g
 from ..wire.fastpath import IDSTR_LENGTH, RAM_HEADER, payload_plan
+from .configuration import DEFAULT_RAM_SECTION_ID, target_page_bits, without_mapped_ram
 from .memimage import MemoryImage
+from .stats import CountingSink, RamStats
 from .zeropages import zero_page_mask
 
 RamFlag = g.RamFlag
@@ -73,16 +70,8 @@ _EOS = int(RamFlag.EOS)
 #: header buffers and iovec lists, and keeps a batch in cache between zero-page
 #: detection and writing (measured: 2048 beat 1024, 4096 and 16384).
 BATCH_PAGES = 2048
-#: Section id of the RAM section when no template gives one.  It must not be 0:
-#: QEMU's loader finds the handler of a PART/END by ``se->load_section_id``, which
-#: is 0 for every handler not yet loaded (savevm.c qemu_loadvm_section_part_end),
-#: so id 0 resolves to the first registered handler ("timer" on x86).  QEMU 7.2
-#: itself gives "ram" id 2 on x86 pc/q35.
-DEFAULT_RAM_SECTION_ID = 2
 #: Zero-page detection of the next batch in a helper thread.
 PIPELINE = True
-#: Buffers per writev (IOV_MAX on Linux).
-IOV_MAX = 1024
 
 
 def _payload_formats():
@@ -102,218 +91,7 @@ _BE64 = np.dtype(">u8")
 assert RAM_HEADER.format in (">Q", "!Q")
 
 
-# --- sinks -----------------------------------------------------------------------------
-
-
-class BytesSink:
-    """Collects the stream in memory."""
-
-    def __init__(self) -> None:
-        self.buffer = bytearray()
-
-    def write(self, data) -> None:
-        self.buffer += memoryview(data)
-
-    def writev(self, bufs, lengths=None) -> None:
-        for b in bufs:
-            self.buffer += memoryview(b)
-
-    def flush(self) -> None:
-        pass
-
-    def getvalue(self) -> bytes:
-        return bytes(self.buffer)
-
-
-class FdSink:
-    """Writes to a file descriptor.
-
-    A regular file is written with pwritev at offsets known in advance, by
-    ``threads`` writer threads, so the kernel's copying of one batch overlaps with
-    building the next (the records' sizes, hence their offsets, follow from the
-    zero-page mask alone).  A pipe or socket is written in order with writev.
-    Buffers are IOV_MAX at a time; short writes are finished.  ``lengths`` (a
-    numpy array of the buffer sizes), when given, saves measuring every buffer.
-    Call ``flush()`` at the end: it waits for the writers and raises their errors.
-    """
-
-    def __init__(self, fd: int, *, threads: int = 2, in_flight: int = 4) -> None:
-        self.fd = fd
-        self._pool = None
-        # O_APPEND (`>> file`) makes Linux ignore pwritev's offset: write in order.
-        if threads and stat.S_ISREG(os.fstat(fd).st_mode) and not fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
-            self.offset = os.lseek(fd, 0, os.SEEK_CUR)
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pwritev")
-            self._pending: deque = deque()
-            self._in_flight = in_flight
-
-    def write(self, data) -> None:
-        self.writev([data])
-
-    def writev(self, bufs, lengths=None) -> None:
-        n = len(bufs)
-        if not n:
-            return
-        if lengths is None:
-            lengths = np.fromiter((len(b) for b in bufs), np.int64, n)
-        wants = np.add.reduceat(lengths, np.arange(0, n, IOV_MAX)).tolist()
-        if self._pool is None:
-            self._write_parts(bufs, wants, None)
-            return
-        off = self.offset
-        self.offset += sum(wants)
-        self._pending.append(self._pool.submit(self._write_parts, bufs, wants, off))
-        while len(self._pending) > self._in_flight:
-            self._pending.popleft().result()
-
-    def _write_parts(self, bufs, wants, off) -> None:
-        fd = self.fd
-        for k, want in enumerate(wants):
-            part = bufs[k * IOV_MAX : (k + 1) * IOV_MAX]
-            done = os.writev(fd, part) if off is None else os.pwritev(fd, part, off)
-            if done < want:
-                self._finish(part, done, off)
-            if off is not None:
-                off += want
-
-    def _finish(self, part, done: int, off) -> None:
-        pos = None if off is None else off + done
-        for b in part:
-            n = len(b)
-            if done >= n:
-                done -= n
-                continue
-            mv = memoryview(b).cast("B")[done:]
-            done = 0
-            while len(mv):
-                k = os.write(self.fd, mv) if pos is None else os.pwrite(self.fd, mv, pos)
-                if pos is not None:
-                    pos += k
-                mv = mv[k:]
-
-    def flush(self) -> None:
-        if self._pool is None:
-            return
-        try:
-            while self._pending:
-                self._pending.popleft().result()
-        finally:
-            os.lseek(self.fd, self.offset, os.SEEK_SET)
-
-    def close(self) -> None:
-        """Stop the writers (without waiting for the stream to be complete)."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
-# --- accounting ------------------------------------------------------------------------
-
-
-@dataclass
-class RamStats:
-    """query-migrate's RAM, xbzrle-cache and compression fields (QEMU 7.2)."""
-
-    page_size: int = 4096
-    total: int = 0
-    transferred: int = 0
-    precopy_bytes: int = 0
-    downtime_bytes: int = 0
-    duplicate: int = 0
-    normal: int = 0
-    dirty_sync_count: int = 0
-    iterations: int = 0  # rounds over RAM: the bulk stage and each later image
-    part_sections: int = 0
-    stream_bytes: int = 0  # the whole output, device state included
-    pages_handled: int = 0  # target pages visited (rs->target_page_count)
-    xbzrle_cache_size: int = 0
-    xbzrle_pages: int = 0
-    xbzrle_bytes: int = 0
-    xbzrle_cache_miss: int = 0
-    xbzrle_overflow: int = 0
-    xbzrle_records: int = 0
-    xbzrle_skipped: int = 0
-    xbzrle_pages_handled: int = 0  # pages visited while XBZRLE was on
-    compression_pages: int = 0
-    compressed_size: int = 0
-    compress_threads: int = 0
-
-    @property
-    def normal_bytes(self) -> int:
-        return self.normal * self.page_size
-
-    def as_dict(self) -> dict:
-        ram = {
-            "total": self.total,
-            "transferred": self.transferred,
-            "duplicate": self.duplicate,
-            "normal": self.normal,
-            "normal-bytes": self.normal_bytes,
-            "page-size": self.page_size,
-            "dirty-sync-count": self.dirty_sync_count,
-            "precopy-bytes": self.precopy_bytes,
-            "downtime-bytes": self.downtime_bytes,
-            "remaining": 0,
-        }
-        doc = {
-            "ram": ram,
-            "iterations": self.iterations,
-            "part-sections": self.part_sections,
-            "stream-bytes": self.stream_bytes,
-        }
-        if self.xbzrle_cache_size:
-            handled = self.xbzrle_pages_handled
-            doc["xbzrle-cache"] = {
-                "cache-size": self.xbzrle_cache_size,
-                "bytes": self.xbzrle_bytes,
-                "pages": self.xbzrle_pages,
-                "cache-miss": self.xbzrle_cache_miss,
-                # QEMU computes both rates per sync period; here: over the whole run.
-                "cache-miss-rate": round(self.xbzrle_cache_miss / handled, 6) if handled else 0,
-                "encoding-rate": (
-                    round(self.xbzrle_pages * self.page_size / self.xbzrle_bytes, 6) if self.xbzrle_bytes else 0
-                ),
-                "overflow": self.xbzrle_overflow,
-            }
-        if self.compress_threads:
-            doc["compression"] = {
-                "pages": self.compression_pages,
-                "compressed-size": self.compressed_size,
-                "busy": 0,
-                "busy-rate": 0,
-                "compression-rate": (
-                    round(self.compression_pages * self.page_size / self.compressed_size, 6)
-                    if self.compressed_size
-                    else 0
-                ),
-            }
-        return doc
-
-
 # --- the engine ------------------------------------------------------------------------
-
-
-class _Counting:
-    """Wraps a sink to count the bytes of the whole stream."""
-
-    def __init__(self, sink, stats: RamStats) -> None:
-        self.sink = sink
-        self.stats = stats
-
-    def write(self, data) -> None:
-        self.stats.stream_bytes += len(data)
-        self.sink.write(data)
-
-    def writev(self, bufs, lengths=None) -> None:
-        if lengths is None:
-            lengths = np.fromiter((len(b) for b in bufs), np.int64, len(bufs))
-        self.stats.stream_bytes += int(lengths.sum())
-        self.sink.writev(bufs, lengths)
-
-    def flush(self) -> None:
-        flush = getattr(self.sink, "flush", None)
-        if flush is not None:
-            flush()
 
 
 class Encoder:
@@ -332,7 +110,7 @@ class Encoder:
         progress: Callable[[int, int], None] | None = None,
     ) -> None:
         self.stats = RamStats(page_size=first.page_size)
-        self.sink = _Counting(sink, self.stats)
+        self.sink = CountingSink(sink, self.stats)
         self.machine = first.machine
         self.page_size = first.page_size
         self.layout = first.block_layout()
@@ -391,9 +169,9 @@ class Encoder:
         w = self.sink.write
         w(writer.file_header())
         if self.template is not None and self.template.configuration:
-            w(_without_mapped_ram(self.template.configuration))
+            w(without_mapped_ram(self.template.configuration))
         else:
-            w(writer.configuration(self.machine, target_page_bits=_target_page_bits_for(self)))
+            w(writer.configuration(self.machine, target_page_bits=target_page_bits(self.machine, self.page_size)))
         if self.template is not None:
             for piece in self.template.before_ram:
                 w(piece)
@@ -529,6 +307,7 @@ class Encoder:
     def _send_dirty(self, image: MemoryImage, dirty: dict | None = None) -> int:
         self._check_layout(image)
         dest = self._destination
+        assert dest is not None  # send_bulk set it
         ps = self.page_size
         total_dirty = 0
         dirty_sets = []
@@ -620,11 +399,11 @@ class Encoder:
         cuts[0] = 0
         cuts[1 : npage + 1] = starts[page_idx] + _HEADER_SIZE
         cuts[npage + 1] = len(glue)
-        gv = memoryview(glue)
-        dv = memoryview(data)
+        gv = glue.data
+        dv = data.data  # the array's buffer, not a copy
         c = cuts.tolist()
         offs = (batch[page_idx] * ps).tolist()
-        iov = [None] * (2 * npage + 1)
+        iov: list = [None] * (2 * npage + 1)
         iov[0::2] = [gv[a:b] for a, b in zip(c, c[1:])]
         iov[1::2] = [dv[o : o + ps] for o in offs]
         lengths = np.empty(2 * npage + 1, np.int64)
@@ -647,7 +426,7 @@ class Encoder:
         data = blk.data
         pages = batch.tolist()
         compress = self.compressor is not None and not self.xbzrle_enabled
-        compressed = self._compress_ahead(blk, pages, zero) if compress else None
+        compressed = self._compress_ahead(blk, pages, zero) if compress else iter(())
         age = self.stats.dirty_sync_count
         iov: list = []
         for i, p in enumerate(pages):
@@ -663,6 +442,7 @@ class Encoder:
                 self._zero_record(blk, addr, iov)
                 if self.xbzrle_enabled:
                     # xbzrle_cache_zero_page: a stale cached copy must not survive.
+                    assert self.cache is not None  # XBZRLE is enabled only with a cache
                     self.cache.insert(blk.ram_addr + addr, self._zero_page, age)
             else:
                 page = data[addr : addr + ps]
@@ -674,6 +454,7 @@ class Encoder:
         """The compressed pages of this batch, in order, from the compression
         threads: every non-zero page except a block's first one while the block
         is not last_sent_block (save_compress_page sends that one uncompressed)."""
+        assert self.compressor is not None  # called only when compressing
         ps = self.page_size
         data = blk.data
         todo = []
@@ -713,6 +494,7 @@ class Encoder:
 
         st = self.stats
         cache = self.cache
+        assert cache is not None  # XBZRLE is enabled only with a cache
         current_addr = blk.ram_addr + addr
         if not cache.is_cached(current_addr, age):
             st.xbzrle_cache_miss += 1
@@ -721,6 +503,7 @@ class Encoder:
             return None
         st.xbzrle_pages += 1
         prev = cache.get(current_addr)
+        assert prev is not None  # a hit: the slot holds a page
         encoded = xbzrle_encode(prev, page, self.page_size)
         if not self.last_stage and encoded != b"":
             # The cache follows what the destination holds, except for
@@ -742,28 +525,6 @@ class Encoder:
         st.xbzrle_bytes += n - _HEADER_SIZE
         self._account(n)
         return 1
-
-
-def _target_page_bits_for(enc: Encoder) -> int | None:
-    from ..wire.pagesize import page_size_for
-
-    arch = page_size_for(enc.machine)[1]
-    if arch in ("aarch64", "arm"):
-        return enc.page_size.bit_length() - 1
-    return None
-
-
-def _without_mapped_ram(config: bytes) -> bytes:
-    """A template's configuration for a stream that is not mapped-ram: a mapped-ram
-    capture announces the capability, which the destination would then demand."""
-    try:
-        cfg = writer.parse_configuration(config)
-    except ValueError:
-        return config
-    if "mapped-ram" not in cfg["capabilities"]:
-        return config
-    cfg["capabilities"] = [c for c in cfg["capabilities"] if c != "mapped-ram"]
-    return writer.configuration(**cfg)
 
 
 def _zero_mask(data: np.ndarray, pages: np.ndarray, ps: int) -> np.ndarray:

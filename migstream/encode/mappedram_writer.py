@@ -48,11 +48,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import UsageError
+from ..image.pwrite import pwrite_all
 from ..wire import build as writer
 from ..wire import grammar as g
 from ..wire.fastpath import RAM_HEADER
-from .encoder import DEFAULT_RAM_SECTION_ID, RamStats, _target_page_bits_for
+from .configuration import DEFAULT_RAM_SECTION_ID, target_page_bits
 from .memimage import MemoryImage
+from .stats import RamStats
 from .zeropages import zero_page_mask
 
 MAPPED_RAM = "mapped-ram"
@@ -185,7 +187,9 @@ class MappedRamWriter:
         if tpl is not None:
             config = mapped_ram_configuration(self.machine, template_configuration=tpl.configuration)
         else:
-            config = mapped_ram_configuration(self.machine, target_page_bits=_target_page_bits_for(self))
+            config = mapped_ram_configuration(
+                self.machine, target_page_bits=target_page_bits(self.machine, self.page_size)
+            )
         out = [writer.file_header(), config]
         if tpl is not None:
             out += tpl.before_ram
@@ -222,11 +226,9 @@ class MappedRamWriter:
         ps = self.page_size
         head = self._head()
         regions = plan_regions(len(head), self.layout, ps)
-        _pwrite_all(self.fd, head, 0)
+        pwrite_all(self.fd, head, 0)
         for r in regions:
-            _pwrite_all(
-                self.fd, block_entry(r.name, r.used_length, ps, r.bitmap_offset, r.pages_offset), r.entry_offset
-            )
+            pwrite_all(self.fd, block_entry(r.name, r.used_length, ps, r.bitmap_offset, r.pages_offset), r.entry_offset)
         # ram_save_setup's sync, one per later round (migration_bitmap_sync), and
         # the completion's.
         st.dirty_sync_count = 1 + len(images)
@@ -244,11 +246,11 @@ class MappedRamWriter:
         # ram_save_complete: the bitmaps, at the offsets the headers announced.
         for r, written in zip(regions, bitmaps):
             bits = np.packbits(written, bitorder="little").tobytes()
-            _pwrite_all(self.fd, bits.ljust(r.bitmap_size, b"\0"), r.bitmap_offset)
+            pwrite_all(self.fd, bits.ljust(r.bitmap_size, b"\0"), r.bitmap_offset)
             st.transferred += r.bitmap_size
         end = regions[-1].end if regions else len(head)
         tail = self._tail(len(images))
-        _pwrite_all(self.fd, tail, end)
+        pwrite_all(self.fd, tail, end)
         st.stream_bytes = end + len(tail)
         os.lseek(self.fd, st.stream_bytes, os.SEEK_SET)
         return st
@@ -259,7 +261,7 @@ class MappedRamWriter:
         ps = self.page_size
         npages = r.used_length // ps
         written = np.zeros(npages, bool)
-        mv = memoryview(data)
+        mv = data.data  # the array's buffer, not a copy
         for first in range(0, npages, CHUNK_PAGES):
             last = min(npages, first + CHUNK_PAGES)
             nonzero = ~zero_page_mask(data[first * ps : last * ps], ps)
@@ -284,15 +286,7 @@ class MappedRamWriter:
 def _write_runs(fd: int, mv: memoryview, starts: list[int], stops: list[int], ps: int, base: int) -> None:
     """One pwrite per run of non-zero pages, from the image straight to the file."""
     for a, b in zip(starts, stops):
-        _pwrite_all(fd, mv[a * ps : b * ps], base + a * ps)
-
-
-def _pwrite_all(fd: int, data, offset: int) -> None:
-    view = memoryview(data).cast("B")
-    while len(view):
-        n = os.pwrite(fd, view, offset)
-        view = view[n:]
-        offset += n
+        pwrite_all(fd, mv[a * ps : b * ps], base + a * ps)
 
 
 def encode_mapped_ram(

@@ -226,7 +226,7 @@ def check_machine(machine: str, page_size: int | None, where: str) -> int:
     known, _arch = page_size_for(machine)
     if known is None and page_size is None:
         raise UsageError(f"{where}: unknown machine type {machine!r} (target page size unknown)")
-    size = int(page_size or known)
+    size = int(page_size or known or 0)  # not both None: refused above
     if size & (size - 1) or not 512 <= size <= 65536:
         raise UsageError(f"{where}: unusable page size {size}")
     return size

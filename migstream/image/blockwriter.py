@@ -11,9 +11,8 @@ write done (XBZRLE patches the page on disk).
 
 from __future__ import annotations
 
-import os
+from .pwrite import write_buffers
 
-IOV_MAX = 1024  # Linux limit on iovecs per pwritev
 _BATCH_WRITES = 256  # single writes gathered before they are issued
 
 
@@ -31,7 +30,7 @@ class BlockWriter:
         """Issue the gathered writes."""
         batch, self._batch = self._batch, []
         for fd, offset, buffers in batch:
-            write_all(fd, offset, buffers)
+            write_buffers(fd, buffers, offset)
 
     def wait(self) -> None:
         """Return once every write added so far is done."""
@@ -39,15 +38,3 @@ class BlockWriter:
 
     def close(self) -> None:
         self.submit()
-
-
-def write_all(fd: int, offset: int, buffers: list) -> None:
-    """pwritev ``buffers`` at ``offset``, IOV_MAX at a time, finishing short writes."""
-    for s in range(0, len(buffers), IOV_MAX):
-        part = buffers[s : s + IOV_MAX]
-        done = os.pwritev(fd, part, offset)
-        want = sum(map(len, part))
-        while done < want:  # short write (disk full is an OSError): resume where it stopped
-            rest = b"".join(bytes(b) for b in part)[done:]
-            done += os.pwrite(fd, rest, offset + done)
-        offset += want

@@ -54,6 +54,7 @@ class DiskImages:
     def apply(self, rec: BlockRecord) -> None:
         if not rec.is_chunk:
             return
+        assert rec.device is not None  # a DEVICE_BLOCK record names its device
         disk = self._disk(rec.device)
         at = rec.disk_offset
         chunk = at // BLOCK_CHUNK

@@ -16,7 +16,8 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ..encode.encoder import RamStats, encode_stream
+from ..encode.encoder import encode_stream
+from ..encode.stats import RamStats
 from ..encode.mappedram_writer import encode_mapped_ram
 from ..encode.memimage import MemoryImage
 from ..errors import UsageError

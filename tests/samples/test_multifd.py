@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from migstream.containers.multifd import Channel, ChannelError, with_channels
+from migstream.containers.multifd import ChannelError, ChannelFile, with_channels
 from migstream.containers.sources import StreamSource
 from migstream.containers.stream import iter_events, open_decoder
 from migstream.errors import StreamError
@@ -329,7 +329,7 @@ def test_zlib_stream_needs_every_packet(tmp_path):
 def test_channel_is_a_main_stream(tmp_path):
     sample = sample_by_name("q10-multifd-nocomp")
     with pytest.raises(StreamError, match="not a multifd channel"):
-        Channel(str(SAMPLES / sample["stream"]), 4096)
+        ChannelFile(str(SAMPLES / sample["stream"]), 4096)
 
 
 @pytest.mark.parametrize("length", [10, 1000])

@@ -17,16 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from migstream.capture.sessions import (
-    MAIN,
-    MULTIFD,
-    POSTCOPY_PREEMPT,
-    CaptureSession,
-    TapSession,
-    identify_channel,
-    parse_uri,
-)
-from migstream.containers.capturedir import resolve_capture
+from migstream.capture.endpoints import identify_channel, parse_uri
+from migstream.capture.sessions import CaptureSession, TapSession
+from migstream.containers.capturedir import MAIN, MULTIFD, POSTCOPY_PREEMPT, resolve_capture
 from migstream.decode.returnpath import return_path_messages
 from migstream.errors import StreamError, UsageError
 from support.qemu import X86_EXCLUDE, differing_pages
@@ -312,7 +305,7 @@ def test_cli_capture_ends_with_the_migration(work):
 
 @pytest.mark.parametrize("where", ["/var/tmp", "/dev/shm"])  # O_DIRECT (ext4) and its fallback (tmpfs)
 def test_recording_file_keeps_every_byte(where):
-    from migstream.capture.sessions import RecordingFile
+    from migstream.capture.recording import RecordingFile
 
     if not os.path.isdir(where):
         pytest.skip(f"no {where}")

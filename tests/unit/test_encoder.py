@@ -14,6 +14,7 @@ import pytest
 
 from migstream import (
     BytesSink,
+    FdSink,
     MemoryImage,
     PageRecord,
     PageRun,
@@ -415,7 +416,7 @@ def test_no_final_in_end_keeps_end_empty(good_dir, tmp_path):
         for ev in decode(out.read_bytes())[1]:
             if isinstance(ev, SectionStart):
                 section = ev.type
-            for rec in page_records([ev]):
+            for _rec in page_records([ev]):
                 counts[section] = counts.get(section, 0) + 1
         assert counts.get(SectionType.END, 0) == end_pages
 
@@ -448,7 +449,7 @@ def test_file_output_equals_pipe_output(good_dir, tmp_path, monkeypatch):
     assert p.returncode == 0
     assert (tmp_path / "f.mig").read_bytes() == p.stdout
     with open(tmp_path / "g.mig", "wb") as f:
-        sink = enc.FdSink(f.fileno(), threads=2, in_flight=1)
+        sink = FdSink(f.fileno(), threads=2, in_flight=1)
         with MemoryImage.open(str(good_dir)) as img:
             encode_stream([img], sink)
         sink.close()
