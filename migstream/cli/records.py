@@ -28,6 +28,7 @@ from ..events import (
     flag_names,
 )
 from ..tools.summary import ENCODING_NAMES
+from ..tools.vocabulary import page_kind_word
 from ..wire.grammar import RamFlag
 from .app import (
     ChannelOpt,
@@ -147,7 +148,7 @@ def _format_row(r: dict) -> str:
     if ev == "page":
         extra = f" fill=0x{r['fill']:02x}" if "fill" in r else ""
         return (
-            f"{head}  {r['block']:<24} 0x{r['addr']:010x}  {r['flag_names']:<22} {r['encoding']:<10} "
+            f"{head}  {r['block']:<24} 0x{r['addr']:010x}  {r['flag_names']:<22} {page_kind_word(r['encoding']):<10} "
             f"{r['payload_size']}{extra}"
         )
     if ev == "ram":
