@@ -33,17 +33,18 @@ class PageKindWords:
     word: str  # what people read: info, records, report, TUI
     key: str  # the name in JSON output (info --json, records --json): stable
     colour: str  # "#rrggbb", readable on the TUI's dark map and the report's white page
+    short: str  # the word in at most 7 characters, for the TUI's narrow columns
 
 
 #: Every page kind, in PageKind order.  The JSON keys predate this table ("page"
 #: for a raw page) and stay as they were; the word is "raw" everywhere people read.
 PAGE_KINDS: dict[PageKind, PageKindWords] = {
-    PageKind.NEVER: PageKindWords("never sent", "never sent", "#3a3a3a"),
-    PageKind.ZERO: PageKindWords("zero", "zero", "#5f87af"),
-    PageKind.RAW: PageKindWords("raw", "page", "#5faf5f"),
-    PageKind.XBZRLE: PageKindWords("xbzrle", "xbzrle", "#d7af00"),
-    PageKind.COMPRESSED: PageKindWords("compressed", "compressed", "#af5fd7"),
-    PageKind.MULTIFD: PageKindWords("multifd", "multifd", "#00afaf"),
+    PageKind.NEVER: PageKindWords("never sent", "never sent", "#3a3a3a", "never"),
+    PageKind.ZERO: PageKindWords("zero", "zero", "#5f87af", "zero"),
+    PageKind.RAW: PageKindWords("raw", "page", "#5faf5f", "raw"),
+    PageKind.XBZRLE: PageKindWords("xbzrle", "xbzrle", "#d7af00", "xbzrle"),
+    PageKind.COMPRESSED: PageKindWords("compressed", "compressed", "#af5fd7", "compr"),
+    PageKind.MULTIFD: PageKindWords("multifd", "multifd", "#00afaf", "multifd"),
 }
 
 #: The page kind of each RAM record kind (the RAM_SAVE_FLAG_* that carries a page).

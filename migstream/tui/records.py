@@ -21,13 +21,13 @@ def page_kind_of(flags: int) -> PageKind | None:
 
 
 def encoding_word(flags: int) -> str:
-    """The encoding column: the page kind's word (tools/vocabulary.py), or ``?``."""
+    """The encoding column: the page kind's short word (tools/vocabulary.py), or ``?``."""
     kind = page_kind_of(flags)
-    return PAGE_KINDS[kind].word if kind is not None else "?"
+    return PAGE_KINDS[kind].short if kind is not None else "?"
 
 
 #: (title, width) in order of importance; columns that do not fit are dropped.
-COLUMNS = [("offset", 10), ("flags", 18), ("page off", 10), ("sect", 4), ("block", 10), ("size", 5), ("enc", 10)]
+COLUMNS = [("offset", 10), ("flags", 18), ("page off", 10), ("sect", 4), ("block", 10), ("size", 5), ("enc", 7)]
 ORDER = ["offset", "sect", "block", "page off", "flags", "enc", "size"]
 
 

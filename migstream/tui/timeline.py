@@ -164,6 +164,6 @@ class PageHistory(LineList):
         enc = encoding_word(flags)
         sec = ix.section_of_row(row)
         text = Text()
-        text.append(f"#{row:<8} {int(r.offset[row]):#010x} {section_tag(sec):<5} {enc:<10}")
+        text.append(f"#{row:<8} {int(r.offset[row]):#010x} {section_tag(sec):<5} {enc:<7}")
         text.append(f"{ix.payload_size(row):>6} B")
         return text
