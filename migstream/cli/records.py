@@ -166,13 +166,13 @@ def _format_row(r: dict) -> str:
             what = ""
         return f"{head}  BLOCK {r['flag_names']:<22} {what}"
     if ev == "dirty_bitmap":
-        what = []
+        parts = []
         if r["node"] is not None or r["bitmap"] is not None:
-            what.append(f"{r['node'] or ''}/{r['bitmap'] or ''}")
+            parts.append(f"{r['node'] or ''}/{r['bitmap'] or ''}")
         if r["granularity"] is not None:
-            what.append(f"granularity {r['granularity']} flags {r['bitmap_flags']:#x}")
+            parts.append(f"granularity {r['granularity']} flags {r['bitmap_flags']:#x}")
         if r["start_sector"] is not None:
-            what.append(
+            parts.append(
                 f"sectors {r['start_sector']}+{r['nr_sectors']}"
                 + (f", {r['data_size']} bytes of bits" if r["data_size"] else "")
             )

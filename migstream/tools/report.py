@@ -42,7 +42,7 @@ def collect(path: str, *, page_size: int | None = None, progress: Callable[[int]
     """Decode the stream once; a stream error is kept, not raised."""
     summary = StreamSummary()
     maps = None
-    early = []  # RAM section headers seen before the page size was known
+    early: list[SectionStart] = []  # RAM section headers seen before the page size was known
     error = None
     with StreamSource(path) as source:
         decoder = open_decoder(source, page_size=page_size)
@@ -51,7 +51,7 @@ def collect(path: str, *, page_size: int | None = None, progress: Callable[[int]
                 summary.add(ev)
                 if maps is None:
                     if isinstance(ev, (RamBlockList, PageRecord, PageRun)):
-                        maps = PageMaps(decoder.page_size)
+                        maps = PageMaps(decoder.page_size or 4096)  # known by MEM_SIZE or the first page
                         for e in early:
                             maps.add(e)
                     elif isinstance(ev, SectionStart):

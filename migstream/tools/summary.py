@@ -83,7 +83,8 @@ class StreamSummary:
             self.pages_by_block[ev.block][name] += 1
         elif t is MultifdPacket:
             self.multifd_packets += 1
-            by_block = self.pages_by_block[ev.block] if ev.block else None
+            if ev.normal or ev.zero:  # a packet with pages names its block (SYNC packets need not)
+                by_block = self.pages_by_block[ev.block]
             if ev.normal:
                 self.records["multifd-page"] += len(ev.normal)
                 self.record_bytes["multifd-page"] += ev.payload_size

@@ -21,6 +21,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Sparkline, TabbedContent, TabPane
 from textual.worker import get_current_worker
@@ -114,7 +115,7 @@ class MigstreamApp(App):
         self.speed = 3
         self.playing = False
         self._play_credit = 0.0
-        self._timer = None
+        self._timer: Timer | None = None
         self._first_blocks = False
         self.first_screen_at: float | None = None
         self._shown: dict[str, tuple] = {}

@@ -49,7 +49,7 @@ class RowFilter:
         return bool(self.kinds) or self.block is not None or self.iteration is not None
 
     def describe(self, index: StreamIndex) -> str:
-        parts = [RamFlag(k).name.lower() for k in sorted(self.kinds)]
+        parts = [(RamFlag(k).name or f"{k:#x}").lower() for k in sorted(self.kinds)]
         if self.block is not None:
             parts.append(f"block:{index.blocks[self.block].name}")
         if self.iteration is not None:

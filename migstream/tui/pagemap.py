@@ -178,8 +178,8 @@ class PageMap(ScrollView, can_focus=True):
         g = self.pages_per_cell
         start = row * width * g
         n = len(self.states)
-        states = np.full(width * g, -1, np.int16)
-        changed = np.zeros(width * g, bool)
+        states: np.ndarray = np.full(width * g, -1, np.int16)
+        changed: np.ndarray = np.zeros(width * g, bool)
         if start < n:
             end = min(n, start + width * g)
             states[: end - start] = self.states[start:end]
@@ -187,7 +187,7 @@ class PageMap(ScrollView, can_focus=True):
                 changed[: end - start] = self.changed[start:end]
         if g > 1:
             states = states.reshape(width, g).max(axis=1)
-            changed = changed.reshape(width, g).any(axis=1)
+            changed = np.asarray(changed.reshape(width, g).any(axis=1))
         sel = None
         if self.selected is not None and start <= self.selected < start + width * g:
             sel = (self.selected - start) // g
@@ -264,9 +264,9 @@ class Legend(Widget):
         self.refresh(layout=True)
 
     def render(self) -> Text:
-        items = []
-        for state, cls in STATE_CLASSES.items():
-            items.append((cls, f"{PAGE_KINDS[state].word} {int(self.counts[state])}"))
+        items: list[tuple[str | None, str]] = []
+        for state, state_class in STATE_CLASSES.items():
+            items.append((state_class, f"{PAGE_KINDS[state].word} {int(self.counts[state])}"))
         items.append((None, "dim: not in this step"))
         items.append(("pagemap--selected", "selected"))
         width = max(10, self.size.width)

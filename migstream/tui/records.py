@@ -80,7 +80,7 @@ class RecordTable(LineList):
         return max(i, 0)
 
     def columns(self, width: int) -> list[tuple[str, int]]:
-        chosen = []
+        chosen: list[str] = []
         used = 0
         widths = dict(COLUMNS, offset=self._offset_width())
         for title, w in widths.items():

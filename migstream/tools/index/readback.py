@@ -132,7 +132,7 @@ class RecordReadBack:
                 desc += f", target page bits {cfg.target_page_bits}"
             if cfg.capabilities:
                 desc += f", capabilities {', '.join(cfg.capabilities)}"
-        elif kind == RowKind.SECTION and sec is not None:
+        elif kind == RowKind.SECTION and sec is not None and sec.type is not None:
             desc = f"section {sec.type.name} id {sec.section_id} '{sec.idstr}'"
             if sec.iteration is not None:
                 desc += f" (RAM iteration {sec.iteration}: {int(sec.pages.sum())} pages, {sec.page_bytes} bytes)"

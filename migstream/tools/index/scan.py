@@ -37,7 +37,7 @@ import numpy as np
 
 from ...containers.sources import StreamSource
 from ...containers.stream import open_decoder
-from ...errors import MigstreamError, StreamError
+from ...errors import MigstreamError
 from ...events import (
     NEED_DATA,
     BlockRecord,
@@ -118,7 +118,7 @@ class StreamIndex(RecordReadBack):
         self.has_description = False
         self.eof = False
         self.undecoded: str | None = None
-        self.error: StreamError | None = None
+        self.error: MigstreamError | None = None  # a StreamError has its offset
         self.complete = False
         self.bytes_done = 0
         self.ram_complete = False
@@ -311,7 +311,7 @@ class StreamIndex(RecordReadBack):
 
     def _mem_size(self, ev: RamBlockList) -> None:
         self._row(ev.offset, RowKind.MEM_SIZE, int(RamFlag.MEM_SIZE))
-        ps = self._decoder.page_size
+        ps = self._known_page_size()
         self.page_size = ps
         self.page_size_source = self._decoder.page_size_source
         new = []
@@ -357,7 +357,8 @@ class StreamIndex(RecordReadBack):
     def _add_run(self, run: PageRun) -> None:
         n = run.count
         ps = run.page_size
-        offsets = np.frombuffer(run.starts, dtype=np.int64, count=n) + run.offset
+        # starts is an int64 buffer (the fast path's array), typed as a sequence
+        offsets = np.frombuffer(run.starts, dtype=np.int64, count=n) + run.offset  # type: ignore[call-overload]
         kinds = np.frombuffer(run.kinds, dtype=np.uint8)
         bi = self._block_index(run.block)
         first = run.addr // ps
@@ -373,7 +374,7 @@ class StreamIndex(RecordReadBack):
     def _add_packet(self, pkt: MultifdPacket) -> None:
         """A multifd packet's pages become rows (normal pages, then zero pages) at
         the offset of the main-stream record of its sync point, where they apply."""
-        ps = self._decoder.page_size
+        ps = self._known_page_size()
         normal = np.asarray(pkt.normal, dtype=np.uint64) // ps
         zero = np.asarray(pkt.zero, dtype=np.uint64) // ps
         n = len(normal) + len(zero)
@@ -416,9 +417,15 @@ class StreamIndex(RecordReadBack):
         first, n, info = self.packets[i]
         return (first, n, info) if row < first + n else None
 
+    def _known_page_size(self) -> int:
+        """The page size, which the decoder knows before the first RAM record."""
+        ps = self._decoder.page_size
+        assert ps is not None, "a RAM record before the page size is known"
+        return ps
+
     def _add_page(self, rec: PageRecord) -> None:
         bi = self._block_index(rec.block)
-        ps = self._decoder.page_size
+        ps = self._known_page_size()
         page = rec.addr // ps
         self._row(rec.offset, RowKind.PAGE, rec.flags, bi, page)
         blk = self.blocks[bi]
