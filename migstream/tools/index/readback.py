@@ -25,12 +25,8 @@ from .pagestate import MULTIFD_ROW
 from .rows import BlockInfo, MultifdPacketInfo, RowKind, Rows, SectionInfo
 
 _CONTINUE = int(RamFlag.CONTINUE)
-_PAGE, _ZERO, _XBZRLE, _COMPRESS = (
-    int(RamFlag.PAGE),
-    int(RamFlag.ZERO),
-    int(RamFlag.XBZRLE),
-    int(RamFlag.COMPRESS_PAGE),
-)
+_PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
+_XBZRLE, _COMPRESS = int(RamFlag.XBZRLE), int(RamFlag.COMPRESS_PAGE)
 
 
 @dataclass

@@ -425,7 +425,8 @@ class StreamIndex(RecordReadBack):
 
     def _add_page(self, rec: PageRecord) -> None:
         bi = self._block_index(rec.block)
-        ps = self._known_page_size()
+        ps = self._decoder.page_size
+        assert ps is not None, "a RAM record before the page size is known"  # inline: once per record
         page = rec.addr // ps
         self._row(rec.offset, RowKind.PAGE, rec.flags, bi, page)
         blk = self.blocks[bi]
