@@ -16,7 +16,7 @@ XBZRLE = SAMPLES / "x86-xbzrle.mig.zst"
 
 
 def rgb(hex_colour: str) -> tuple[int, int, int]:
-    return tuple(int(hex_colour[i : i + 2], 16) for i in (1, 3, 5))  # type: ignore[return-value]
+    return int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16)
 
 
 def test_the_table_has_one_distinct_colour_and_word_per_kind():

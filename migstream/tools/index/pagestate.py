@@ -81,7 +81,7 @@ class PageStateHistory:
             self.state = np.concatenate([self.state, np.zeros(base - len(self.state), np.uint8)])
         return bases
 
-    def after_rows(self, n: int, count: int) -> bool:
+    def after_rows(self, n: int) -> bool:
         """``n`` more rows were scanned; True when a checkpoint is due."""
         self._rows_since_checkpoint += n
         every = self._every or max(MIN_CHECKPOINT_ROWS, len(self.state))

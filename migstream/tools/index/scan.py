@@ -1,4 +1,4 @@
-"""Random access to a migration stream: the model behind the TUI (no Textual here).
+"""Scanning a migration stream into the index's rows: ``StreamIndex``, the model behind the TUI (no Textual here).
 
 ``StreamIndex`` opens a stream and ``scan()`` (a generator the TUI drives from a
 worker thread, as toolong does for log files) decodes it with ``StreamDecoder``
@@ -441,7 +441,7 @@ class StreamIndex(RecordReadBack):
         self._after_rows(1)
 
     def _after_rows(self, n: int) -> None:
-        if self.page_history.after_rows(n, self.count):
+        if self.page_history.after_rows(n):
             self._checkpoint()
 
     def _checkpoint(self) -> None:
