@@ -88,12 +88,12 @@ def index_only(path: str) -> dict:
     took = time.perf_counter() - t
     r = ix.rows()
     memory = sum(a.nbytes for a in (r.offset, r.kind, r.flags, r.block, r.page))
-    memory += sum(s.nbytes for _, s in ix._checkpoints)
+    memory += sum(s.nbytes for _, s in ix.page_history.checkpoints)
     rnd = random.Random(2)
     rows = [rnd.randrange(r.count) for _ in range(20)]
     t = time.perf_counter()
     for row in rows:
-        ix._state_cache = None
+        ix.page_history.forget_cache()
         ix.page_states(row)
     per_state = (time.perf_counter() - t) / len(rows)
     ix.close()
@@ -101,7 +101,7 @@ def index_only(path: str) -> dict:
         "index_only_s": took,
         "rows": r.count,
         "index_bytes": memory,
-        "checkpoints": len(ix._checkpoints),
+        "checkpoints": len(ix.page_history.checkpoints),
         "page_states_ms": per_state * 1000,
         "stream_bytes": ix.size,
     }

@@ -11,7 +11,7 @@ from ..containers.multifd import with_channels
 from ..containers.stream import iter_events
 from ..errors import StreamError
 from ..tools.summary import StreamSummary
-from ..tools.vocabulary import human_size
+from ..tools.vocabulary import human_size, page_kind_word
 from .app import (
     ChannelOpt,
     HookOpt,
@@ -31,7 +31,7 @@ def info(
     stream: StreamArg,
     json_out: JsonOpt = False,
     page_size: PageSizeOpt = None,
-    progress: ProgressOpt = None,
+    progress: ProgressOpt = None,  # type: ignore[assignment]  # None: progress when stderr is a terminal
     rdma: HookOpt = False,
     channel: ChannelOpt = None,
 ) -> None:
@@ -103,13 +103,13 @@ def _print_info(d: dict) -> None:
         if "page_size" in b:
             extra += f"  page size {b['page_size']}"
         sent = d["pages_by_block"].get(b["name"], {})
-        sent_s = ", ".join(f"{k} {v}" for k, v in sent.items()) or "no pages"
+        sent_s = ", ".join(f"{page_kind_word(k)} {v}" for k, v in sent.items()) or "no pages"
         out.append(f"  {b['name']:<28} {human_size(b['length']):>10}  ({sent_s}){extra}")
     out.append("sections         " + ", ".join(f"{k} {v}" for k, v in d["sections"].items()))
     out.append(f"RAM iterations   {d['ram_iterations']} PART sections")
     out.append("RAM records")
     for name, v in d["records"].items():
-        out.append(f"  {name:<12} {v['count']:>10}  {human_size(v['bytes']):>10}")
+        out.append(f"  {page_kind_word(name):<12} {v['count']:>10}  {human_size(v['bytes']):>10}")
     for name, n in d["markers"].items():
         out.append(f"  {name:<12} {n:>10}")
     if d["commands"]:

@@ -28,6 +28,7 @@ from ..events import (
     flag_names,
 )
 from ..tools.summary import ENCODING_NAMES
+from ..tools.vocabulary import page_kind_word
 from ..wire.grammar import RamFlag
 from .app import (
     ChannelOpt,
@@ -147,7 +148,7 @@ def _format_row(r: dict) -> str:
     if ev == "page":
         extra = f" fill=0x{r['fill']:02x}" if "fill" in r else ""
         return (
-            f"{head}  {r['block']:<24} 0x{r['addr']:010x}  {r['flag_names']:<22} {r['encoding']:<10} "
+            f"{head}  {r['block']:<24} 0x{r['addr']:010x}  {r['flag_names']:<22} {page_kind_word(r['encoding']):<10} "
             f"{r['payload_size']}{extra}"
         )
     if ev == "ram":
@@ -165,13 +166,13 @@ def _format_row(r: dict) -> str:
             what = ""
         return f"{head}  BLOCK {r['flag_names']:<22} {what}"
     if ev == "dirty_bitmap":
-        what = []
+        parts = []
         if r["node"] is not None or r["bitmap"] is not None:
-            what.append(f"{r['node'] or ''}/{r['bitmap'] or ''}")
+            parts.append(f"{r['node'] or ''}/{r['bitmap'] or ''}")
         if r["granularity"] is not None:
-            what.append(f"granularity {r['granularity']} flags {r['bitmap_flags']:#x}")
+            parts.append(f"granularity {r['granularity']} flags {r['bitmap_flags']:#x}")
         if r["start_sector"] is not None:
-            what.append(
+            parts.append(
                 f"sectors {r['start_sector']}+{r['nr_sectors']}"
                 + (f", {r['data_size']} bytes of bits" if r["data_size"] else "")
             )

@@ -20,19 +20,13 @@ from ..containers.sources import StreamSource
 from ..containers.stream import iter_events, open_decoder
 from ..errors import StreamError
 from ..events import PageRecord, PageRun, RamBlockList, SectionStart
-from .pagemap import KIND_NAMES, BlockMap, PageMaps
+from .index.pagestate import BlockMap, PageMaps
 from .summary import StreamSummary
-from .vocabulary import human_size
+from .vocabulary import PAGE_KINDS, PageKind, human_size, page_kind_rgb, page_kind_word
 
-# Colours per pagemap kind: never sent, zero, page, xbzrle, compressed, multifd.
-PALETTE = (
-    (0xE4, 0xE4, 0xE7),
-    (0x9E, 0xCA, 0xE1),
-    (0x08, 0x51, 0x9C),
-    (0xE6, 0x55, 0x0D),
-    (0x31, 0xA3, 0x54),
-    (0x75, 0x6B, 0xB1),
-)
+#: The page maps' palette: one colour per PageKind, in order (tools/vocabulary.py).
+PALETTE = tuple(page_kind_rgb(k) for k in PageKind)
+_KIND_OF_KEY = {w.key: k for k, w in PAGE_KINDS.items()}
 
 
 @dataclass
@@ -48,7 +42,7 @@ def collect(path: str, *, page_size: int | None = None, progress: Callable[[int]
     """Decode the stream once; a stream error is kept, not raised."""
     summary = StreamSummary()
     maps = None
-    early = []  # RAM section headers seen before the page size was known
+    early: list[SectionStart] = []  # RAM section headers seen before the page size was known
     error = None
     with StreamSource(path) as source:
         decoder = open_decoder(source, page_size=page_size)
@@ -57,7 +51,7 @@ def collect(path: str, *, page_size: int | None = None, progress: Callable[[int]
                 summary.add(ev)
                 if maps is None:
                     if isinstance(ev, (RamBlockList, PageRecord, PageRun)):
-                        maps = PageMaps(decoder.page_size)
+                        maps = PageMaps(decoder.page_size or 4096)  # known by MEM_SIZE or the first page
                         for e in early:
                             maps.add(e)
                     elif isinstance(ev, SectionStart):
@@ -108,14 +102,13 @@ def _map_width(cells: int) -> int:
 # --- HTML --------------------------------------------------------------------------
 
 
-def _colour(kind: str) -> str:
-    r, g, b = PALETTE[KIND_NAMES.index(kind)]
-    return f"#{r:02x}{g:02x}{b:02x}"
+def _colour(kind: PageKind) -> str:
+    return PAGE_KINDS[kind].colour
 
 
 def _bars(iterations, key: str, title: str, unit: Callable[[int], str]) -> str:
     """Stacked bars, one per RAM section, by encoding."""
-    kinds = [k for k in KIND_NAMES[1:] if any(getattr(it, key).get(k) for it in iterations)]
+    kinds = [k for k in PageKind if k != PageKind.NEVER and any(getattr(it, key).get(k) for it in iterations)]
     if not iterations or not kinds:
         return f"<p class='muted'>{html.escape(title)}: nothing sent.</p>"
     totals = [sum(getattr(it, key).values()) for it in iterations]
@@ -138,7 +131,7 @@ def _bars(iterations, key: str, title: str, unit: Callable[[int], str]) -> str:
             y -= bh
             out.append(
                 f"<rect x='{x}' y='{y:.1f}' width='{bw}' height='{bh:.1f}' fill='{_colour(k)}'>"
-                f"<title>{it.kind} {i}: {v:,} {k} ({html.escape(unit(v))})</title></rect>"
+                f"<title>{it.kind} {i}: {v:,} {PAGE_KINDS[k].word} ({html.escape(unit(v))})</title></rect>"
             )
         label = "S" if it.kind == "START" else "E" if it.kind == "END" else str(i)
         out.append(f"<text x='{x + bw / 2}' y='{h + 28}' class='axis' text-anchor='middle'>{label}</text>")
@@ -147,7 +140,9 @@ def _bars(iterations, key: str, title: str, unit: Callable[[int], str]) -> str:
 
 
 def _legend() -> str:
-    items = "".join(f"<span><i style='background:{_colour(k)}'></i>{html.escape(k)}</span>" for k in KIND_NAMES)
+    items = "".join(
+        f"<span><i style='background:{_colour(k)}'></i>{html.escape(PAGE_KINDS[k].word)}</span>" for k in PageKind
+    )
     return f"<div class='legend'>{items}</div>"
 
 
@@ -165,7 +160,7 @@ def _block_map(bm: BlockMap) -> str:
     png = base64.b64encode(png_indexed(bm.cells, width)).decode() if len(bm.cells) else ""
     counts = bm.counts()
     unit = "page" if bm.bucket == 1 else f"{bm.bucket} pages"
-    facts = ", ".join(f"{v:,} {k}" for k, v in counts.items() if v)
+    facts = ", ".join(f"{v:,} {PAGE_KINDS[k].word}" for k, v in counts.items() if v)
     scale = max(1, min(8, 512 // width))
     img = (
         (
@@ -215,7 +210,7 @@ def render(data: ReportData) -> str:
     summary_rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows)
     rec_rows = "".join(
         f"<tr><td><i style='display:inline-block;width:10px;height:10px;background:"
-        f"{_colour(k) if k in KIND_NAMES else '#999'}'></i> {html.escape(k)}</td>"
+        f"{_colour(_KIND_OF_KEY[k]) if k in _KIND_OF_KEY else '#999'}'></i> {html.escape(page_kind_word(k))}</td>"
         f"<td class='n'>{v['count']:,}</td><td class='n'>{human_size(v['bytes'])}</td></tr>"
         for k, v in (s.get("records") or {}).items()
     )
@@ -238,6 +233,13 @@ def render(data: ReportData) -> str:
         status = "<p class='ok'>Valid: QEMU's loader checks all pass.</p>"
     if data.warnings:
         status += "<ul>" + "".join(f"<li>{html.escape(w)}</li>" for w in data.warnings) + "</ul>"
+    device_table = (
+        "<table><tr><th>device</th><th>instance</th><th>bytes</th><th>offset</th><th>framing</th></tr>"
+        + devices
+        + "</table>"
+        if devices
+        else "<p class='muted'>None.</p>"
+    )
     iters = data.maps.iterations if data.maps else []
     charts = _bars(iters, "pages", "Pages per RAM section", lambda v: f"{v:,} pages") + _bars(
         iters, "bytes", "Bytes per RAM section", human_size
@@ -255,6 +257,6 @@ def render(data: ReportData) -> str:
 <h2>Page maps</h2><p class="muted">How each page was last sent, left to right, top to bottom.</p>
 {_legend()}{_block_maps(data.maps)}
 <h2>Device sections</h2>
-{"<table><tr><th>device</th><th>instance</th><th>bytes</th><th>offset</th><th>framing</th></tr>" + devices + "</table>" if devices else "<p class='muted'>None.</p>"}
+{device_table}
 </body></html>
 """

@@ -25,15 +25,14 @@ from ..events import (
     VmDescription,
 )
 from ..wire.grammar import BLOCK_CHUNK, RamFlag, SectionType
+from .vocabulary import PAGE_KIND_OF_FLAG, PAGE_KINDS
 
 _PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
 
-ENCODING_NAMES = {
-    RamFlag.ZERO: "zero",
-    RamFlag.PAGE: "page",
-    RamFlag.XBZRLE: "xbzrle",
-    RamFlag.COMPRESS_PAGE: "compressed",
-}
+#: RAM record kind -> its key in the JSON documents (``info --json`` records,
+#: ``records --json`` encoding); the words people read are in tools/vocabulary.py.
+ENCODING_NAMES = {flag: PAGE_KINDS[kind].key for flag, kind in PAGE_KIND_OF_FLAG.items()}
+_PAGE_KEY, _ZERO_KEY = ENCODING_NAMES[RamFlag.PAGE], ENCODING_NAMES[RamFlag.ZERO]
 
 
 class StreamSummary:
@@ -70,13 +69,13 @@ class StreamSummary:
             zeros = ev.count - pages
             by_block = self.pages_by_block[ev.block]
             if pages:
-                self.records["page"] += pages
-                self.record_bytes["page"] += ev.record_bytes(_PAGE)
-                by_block["page"] += pages
+                self.records[_PAGE_KEY] += pages
+                self.record_bytes[_PAGE_KEY] += ev.record_bytes(_PAGE)
+                by_block[_PAGE_KEY] += pages
             if zeros:
-                self.records["zero"] += zeros
-                self.record_bytes["zero"] += ev.record_bytes(_ZERO)
-                by_block["zero"] += zeros
+                self.records[_ZERO_KEY] += zeros
+                self.record_bytes[_ZERO_KEY] += ev.record_bytes(_ZERO)
+                by_block[_ZERO_KEY] += zeros
         elif t is PageRecord:
             name = ENCODING_NAMES[ev.kind]
             self.records[name] += 1
@@ -84,7 +83,8 @@ class StreamSummary:
             self.pages_by_block[ev.block][name] += 1
         elif t is MultifdPacket:
             self.multifd_packets += 1
-            by_block = self.pages_by_block[ev.block] if ev.block else None
+            if ev.normal or ev.zero:  # a packet with pages names its block (SYNC packets need not)
+                by_block = self.pages_by_block[ev.block]
             if ev.normal:
                 self.records["multifd-page"] += len(ev.normal)
                 self.record_bytes["multifd-page"] += ev.payload_size

@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import dataclass
 
 import numpy as np
 from rich.text import Text
@@ -22,45 +21,33 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.message import Message
 from textual.screen import Screen
+from textual.timer import Timer
 from textual.widget import Widget
 from textual.widgets import Footer, Sparkline, TabbedContent, TabPane
 from textual.worker import get_current_worker
 
-from ..tools.index import PageState, RowKind, ScanProgress, StreamIndex
-from ..tools.vocabulary import human_size
+from ..tools.index import RowKind, ScanProgress, StreamIndex
+from ..tools.vocabulary import PageKind, human_size
 from ..wire.grammar import RamFlag, SectionType
 from .detail import DetailPane
 from .dialogs import Prompt
+from .filtering import (
+    FilterError,
+    RowFilter,
+    filtered_rows,
+    next_match,
+    parse_filter,
+    search_kind,
+    section_last_row,
+)
 from .linelist import LineList
-from .pagemap import Legend, PageMap
-from .records import KIND_WORDS, RecordTable, section_tag
+from .pagemap import Legend, PageMap, page_kind_css
+from .records import RecordTable, section_tag
 from .timeline import BlockList, PageHistory, Timeline
 
-_CONTINUE = int(RamFlag.CONTINUE)
 SPEEDS = [1, 5, 20, 100, 500, 2000, 10000, 100000]  # rows per second
 TICK = 0.1
 SCAN_PAUSE = 0.03  # seconds the scan sleeps after each batch
-
-
-@dataclass
-class RowFilter:
-    """Which rows the table shows: RAM record kinds, one block, one iteration."""
-
-    kinds: frozenset[int] = frozenset()
-    block: int | None = None
-    iteration: int | None = None
-
-    @property
-    def active(self) -> bool:
-        return bool(self.kinds) or self.block is not None or self.iteration is not None
-
-    def describe(self, index: StreamIndex) -> str:
-        parts = [RamFlag(k).name.lower() for k in sorted(self.kinds)]
-        if self.block is not None:
-            parts.append(f"block:{index.blocks[self.block].name}")
-        if self.iteration is not None:
-            parts.append(f"iter:{self.iteration}")
-        return " ".join(parts)
 
 
 class TextLine(Widget):
@@ -86,6 +73,7 @@ class IndexProgress(Message):
 
 class MigstreamApp(App):
     CSS_PATH = "app.tcss"
+    CSS = page_kind_css()  # the page kinds' colours, from tools/vocabulary.py
     TITLE = "migstream"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
@@ -127,7 +115,7 @@ class MigstreamApp(App):
         self.speed = 3
         self.playing = False
         self._play_credit = 0.0
-        self._timer = None
+        self._timer: Timer | None = None
         self._first_blocks = False
         self.first_screen_at: float | None = None
         self._shown: dict[str, tuple] = {}
@@ -285,7 +273,7 @@ class MigstreamApp(App):
         changed[slots] = True
         selected = self.page if self.page is not None and self.page < blk.pages else None
         pagemap.show(block_states, changed, selected)
-        counts = np.bincount(block_states, minlength=len(PageState))
+        counts = np.bincount(block_states, minlength=len(PageKind))
         per_cell = 2 * pagemap.pages_per_cell
         n = int(changed.sum())
         note = f"{n} page{'s' if n != 1 else ''} in this step"
@@ -405,10 +393,7 @@ class MigstreamApp(App):
             self.go_to(table.row_of(item))
 
     def _section_last_row(self, sec) -> int:
-        if sec.end_row > sec.row:
-            return sec.end_row - 1
-        nxt = [s.row for s in self.index.sections if s.row > sec.row]
-        return (nxt[0] - 1) if nxt else self.index.count - 1
+        return section_last_row(self.index, sec)
 
     def _step_sections(self, sections: list, delta: int) -> None:
         """Move to the end of the next (or previous) section in ``sections``; the
@@ -530,11 +515,11 @@ class MigstreamApp(App):
         def done(value: str | None) -> None:
             if not value:
                 return
-            kind = KIND_WORDS.get(value.lower())
-            if kind is None:
-                self.notify(f"unknown flag {value!r}; try: {', '.join(sorted(set(KIND_WORDS)))}", severity="error")
+            try:
+                self.search_kind = search_kind(value)
+            except FilterError as exc:
+                self.notify(str(exc), severity="error")
                 return
-            self.search_kind = int(kind)
             self.action_search_next(1)
 
         self.push_screen(
@@ -542,28 +527,15 @@ class MigstreamApp(App):
             done,
         )
 
-    def _matches(self, flags: np.ndarray, kinds: np.ndarray, kind: int) -> np.ndarray:
-        ram = (kinds == RowKind.PAGE) | (kinds == RowKind.MARKER) | (kinds == RowKind.MEM_SIZE)
-        if kind == _CONTINUE:
-            return ram & ((flags & _CONTINUE) != 0)
-        return ram & ((flags & ~np.uint16(_CONTINUE)) == kind)
-
     def action_search_next(self, direction: int) -> None:
         if self.search_kind is None:
             self.action_search()
             return
-        r = self.index.rows()
-        hits = np.flatnonzero(self._matches(r.flags, r.kind, self.search_kind))
-        if direction > 0:
-            hits = hits[hits > self.cursor_row]
-            target = hits[0] if len(hits) else None
-        else:
-            hits = hits[hits < self.cursor_row]
-            target = hits[-1] if len(hits) else None
+        target = next_match(self.index, self.search_kind, self.cursor_row, direction)
         if target is None:
             self.notify(f"no more {RamFlag(self.search_kind).name} records", severity="warning")
             return
-        self.go_to(int(target))
+        self.go_to(target)
 
     def action_filter(self) -> None:
         def done(value: str | None) -> None:
@@ -580,59 +552,19 @@ class MigstreamApp(App):
         )
 
     def set_filter(self, spec: str) -> bool:
-        ix = self.index
-        kinds = set()
-        block = None
-        iteration = None
-        for word in spec.split():
-            key, _, value = word.partition(":")
-            if key == "block" and value:
-                blk = ix.block_named(value)
-                if blk is None:
-                    self.notify(f"no RAM block {value!r}", severity="error")
-                    return False
-                block = blk.index
-            elif key in ("iter", "iteration") and value.isdigit():
-                iteration = int(value)
-            elif word.lower() in KIND_WORDS:
-                kinds.add(int(KIND_WORDS[word.lower()]))
-            else:
-                self.notify(f"cannot filter on {word!r}", severity="error")
-                return False
-        self.filter = RowFilter(frozenset(kinds), block, iteration)
+        try:
+            self.filter = parse_filter(spec, self.index)
+        except FilterError as exc:
+            self.notify(str(exc), severity="error")
+            return False
         self._apply_filter()
         self.refresh_views()
         return True
 
     def _apply_filter(self) -> None:
-        ix = self.index
         table = self.table
-        f = self.filter
-        if not f.active:
-            table.view = None
-            table.update_count(ix.count)
-            return
-        r = ix.rows()
-        mask = np.ones(r.count, bool)
-        if f.kinds:
-            any_kind = np.zeros(r.count, bool)
-            for k in f.kinds:
-                any_kind |= self._matches(r.flags, r.kind, k)
-            mask &= any_kind
-        if f.block is not None:
-            mask &= r.block == f.block
-        if f.iteration is not None:
-            ram = [ix.sections[i] for i in ix.ram_sections]
-            if f.iteration < len(ram):
-                sec = ram[f.iteration]
-                lo, hi = sec.row, self._section_last_row(sec) + 1
-                inside = np.zeros(r.count, bool)
-                inside[lo:hi] = True
-                mask &= inside
-            else:
-                mask[:] = False
-        table.view = np.flatnonzero(mask)
-        table.update_count(ix.count)
+        table.view = filtered_rows(self.index, self.filter)
+        table.update_count(self.index.count)
 
     # --- command palette -------------------------------------------------------------
 

@@ -98,7 +98,7 @@ class DetailPane(ScrollView, can_focus=True):
                 text = self.describe(row)
             except Exception as exc:  # a record that cannot be read back: say so, don't crash the UI
                 text = Text(f"cannot show row {row}: {exc}", style="bold red")
-        self.lines = text.split("\n")
+        self.lines = list(text.split("\n"))
         self._version += 1
         width = max((line.cell_len for line in self.lines), default=0)
         self.virtual_size = Size(width, len(self.lines))
@@ -146,7 +146,8 @@ class DetailPane(ScrollView, can_focus=True):
     def _ram(self, text: Text, d: RecordDetail) -> None:
         ix = self.index
         if d.multifd is not None:
-            text.append(f"block {d.block!r}, page {d.addr // (ix.page_size or 4096)} at offset {d.addr:#x}\n")
+            if d.addr is not None:
+                text.append(f"block {d.block!r}, page {d.addr // (ix.page_size or 4096)} at offset {d.addr:#x}\n")
             text.append(d.description + "\n")
             if not d.flags & RamFlag.PAGE:
                 text.append("payload: none (listed among the packet's zero pages)\n")
@@ -167,7 +168,7 @@ class DetailPane(ScrollView, can_focus=True):
             if d.flags & bit:
                 text.append(f"  {int(bit):#06x} {bit.name:<14}", style="bold")
                 text.append(f" {FLAG_MEANING[bit]}\n")
-        if d.block is not None:
+        if d.block is not None and d.addr is not None:
             src = "named in this record" if d.idstr_in_record else "from the previous record (CONTINUE)"
             text.append(f"block {d.block!r} ({src}), page {d.addr // (ix.page_size or 4096)} at offset {d.addr:#x}\n")
         kind = d.flags & ~_CONTINUE

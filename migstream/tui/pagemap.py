@@ -22,17 +22,21 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..tools.index import ENCODING_OF_STATE, PageState
+from ..tools.vocabulary import PAGE_KINDS, PageKind
 
-STATE_CLASSES = {
-    PageState.NEVER: "pagemap--never",
-    PageState.ZERO: "pagemap--zero",
-    PageState.RAW: "pagemap--raw",
-    PageState.XBZRLE: "pagemap--xbzrle",
-    PageState.COMPRESSED: "pagemap--compressed",
-    PageState.MULTIFD: "pagemap--multifd",
-}
+#: The component class of each page kind (page map, legend, timeline, block list).
+STATE_CLASSES = {kind: f"pagemap--{kind.name.lower()}" for kind in PageKind}
 MAX_ZOOM = 20
+
+
+def page_kind_css() -> str:
+    """The page kinds' colours (tools/vocabulary.py) as Textual CSS for the widgets
+    that paint them: the app adds it to its stylesheet, so no colour is written twice."""
+    widgets = ("PageMap", "Legend", "Timeline", "BlockList")
+    return "\n".join(
+        ", ".join(f"{w} > .{cls}" for w in widgets) + f" {{ color: {PAGE_KINDS[kind].colour}; }}"
+        for kind, cls in STATE_CLASSES.items()
+    )
 
 
 class PageMap(ScrollView, can_focus=True):
@@ -174,8 +178,8 @@ class PageMap(ScrollView, can_focus=True):
         g = self.pages_per_cell
         start = row * width * g
         n = len(self.states)
-        states = np.full(width * g, -1, np.int16)
-        changed = np.zeros(width * g, bool)
+        states: np.ndarray = np.full(width * g, -1, np.int16)
+        changed: np.ndarray = np.zeros(width * g, bool)
         if start < n:
             end = min(n, start + width * g)
             states[: end - start] = self.states[start:end]
@@ -183,7 +187,7 @@ class PageMap(ScrollView, can_focus=True):
                 changed[: end - start] = self.changed[start:end]
         if g > 1:
             states = states.reshape(width, g).max(axis=1)
-            changed = changed.reshape(width, g).any(axis=1)
+            changed = np.asarray(changed.reshape(width, g).any(axis=1))
         sel = None
         if self.selected is not None and start <= self.selected < start + width * g:
             sel = (self.selected - start) // g
@@ -243,7 +247,7 @@ class Legend(Widget):
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
-        self.counts = np.zeros(len(PageState), np.int64)
+        self.counts = np.zeros(len(PageKind), np.int64)
         self.note = ""
         self._lines = 0
 
@@ -260,9 +264,9 @@ class Legend(Widget):
         self.refresh(layout=True)
 
     def render(self) -> Text:
-        items = []
-        for state, cls in STATE_CLASSES.items():
-            items.append((cls, f"{ENCODING_OF_STATE[state]} {int(self.counts[state])}"))
+        items: list[tuple[str | None, str]] = []
+        for state, state_class in STATE_CLASSES.items():
+            items.append((state_class, f"{PAGE_KINDS[state].word} {int(self.counts[state])}"))
         items.append((None, "dim: not in this step"))
         items.append(("pagemap--selected", "selected"))
         width = max(10, self.size.width)

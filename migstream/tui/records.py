@@ -8,35 +8,23 @@ from textual.cache import LRUCache
 
 from ..events import block_flag_names, dirty_bitmap_flag_names, flag_names
 from ..tools.index import MULTIFD_ROW, RowKind, StreamIndex, command_name
+from ..tools.index.pagestate import STATE_OF_FLAGS
+from ..tools.vocabulary import PAGE_KINDS, PageKind
 from ..wire.grammar import RamFlag, SectionType
 from .linelist import LineList
 
-_CONTINUE = int(RamFlag.CONTINUE)
-ENCODING = {
-    int(RamFlag.ZERO): "zero",
-    int(RamFlag.PAGE): "raw",
-    int(RamFlag.XBZRLE): "xbzrle",
-    int(RamFlag.COMPRESS_PAGE): "compr",
-    MULTIFD_ROW | int(RamFlag.PAGE): "multifd",
-    MULTIFD_ROW | int(RamFlag.ZERO): "zero",
-}
-#: The record filter's vocabulary: word -> RAM record kind.
-KIND_WORDS = {
-    "zero": RamFlag.ZERO,
-    "page": RamFlag.PAGE,
-    "raw": RamFlag.PAGE,
-    "xbzrle": RamFlag.XBZRLE,
-    "compress": RamFlag.COMPRESS_PAGE,
-    "compressed": RamFlag.COMPRESS_PAGE,
-    "compress_page": RamFlag.COMPRESS_PAGE,
-    "eos": RamFlag.EOS,
-    "mem_size": RamFlag.MEM_SIZE,
-    "multifd_flush": RamFlag.MULTIFD_FLUSH,
-    "flush": RamFlag.MULTIFD_FLUSH,
-    "hook": RamFlag.HOOK,
-    "continue": RamFlag.CONTINUE,
-    "multifd": MULTIFD_ROW | RamFlag.PAGE,
-}
+
+def page_kind_of(flags: int) -> PageKind | None:
+    """How a page row's record sent its page (None for flags that send none)."""
+    kind = PageKind(int(STATE_OF_FLAGS[flags & (len(STATE_OF_FLAGS) - 1)]))
+    return None if kind == PageKind.NEVER else kind
+
+
+def encoding_word(flags: int) -> str:
+    """The encoding column: the page kind's short word (tools/vocabulary.py), or ``?``."""
+    kind = page_kind_of(flags)
+    return PAGE_KINDS[kind].short if kind is not None else "?"
+
 
 #: (title, width) in order of importance; columns that do not fit are dropped.
 COLUMNS = [("offset", 10), ("flags", 18), ("page off", 10), ("sect", 4), ("block", 10), ("size", 5), ("enc", 7)]
@@ -92,7 +80,7 @@ class RecordTable(LineList):
         return max(i, 0)
 
     def columns(self, width: int) -> list[tuple[str, int]]:
-        chosen = []
+        chosen: list[str] = []
         used = 0
         widths = dict(COLUMNS, offset=self._offset_width())
         for title, w in widths.items():
@@ -146,16 +134,11 @@ class RecordTable(LineList):
                 if not flags & MULTIFD_ROW
                 else ("multifd page" if flags & RamFlag.PAGE else "multifd zero")
             )
-            enc = ENCODING.get(flags & ~_CONTINUE, "?")
-            cells["enc"] = enc
+            page_kind = page_kind_of(flags)
+            cells["enc"] = encoding_word(flags)
             cells["size"] = str(self.payload_size(row))
-            style = {
-                "zero": "records--zero",
-                "raw": "records--raw",
-                "xbzrle": "records--xbzrle",
-                "compr": "records--compressed",
-                "multifd": "records--multifd",
-            }.get(enc, style)
+            if page_kind is not None:
+                style = f"records--{page_kind.name.lower()}"
         elif kind in (RowKind.MARKER, RowKind.MEM_SIZE):
             cells["flags"] = flag_names(flags)
             style = "records--marker"

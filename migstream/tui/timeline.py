@@ -7,14 +7,14 @@ import numpy as np
 from rich.style import Style
 from rich.text import Text
 
-from ..tools.index import PageState, StreamIndex
-from ..tools.vocabulary import human_size
+from ..tools.index import StreamIndex
+from ..tools.vocabulary import PageKind, human_size
 from ..wire.grammar import SectionType
 from .linelist import LineList
 from .pagemap import STATE_CLASSES
-from .records import ENCODING, section_tag
+from .records import encoding_word, section_tag
 
-_BAR_STATES = [PageState.ZERO, PageState.RAW, PageState.XBZRLE, PageState.COMPRESSED, PageState.MULTIFD]
+_BAR_STATES = [k for k in PageKind if k != PageKind.NEVER]
 
 
 class Timeline(LineList):
@@ -119,8 +119,8 @@ class BlockList(LineList):
             text.append("no page map" if not blk.pages else "")
             return text
         states = self.states[blk.base : blk.base + blk.pages]
-        counts = np.bincount(states, minlength=len(PageState))
-        sent = blk.pages - int(counts[PageState.NEVER])
+        counts = np.bincount(states, minlength=len(PageKind))
+        sent = blk.pages - int(counts[PageKind.NEVER])
         text.append(f"{100 * sent / blk.pages:5.1f}% ")
         room = width - text.cell_len
         if room > 2:
@@ -161,7 +161,7 @@ class PageHistory(LineList):
         row = int(self.rows[index])
         r = ix.rows()
         flags = int(r.flags[row])
-        enc = ENCODING.get(flags & ~0x20, "?")
+        enc = encoding_word(flags)
         sec = ix.section_of_row(row)
         text = Text()
         text.append(f"#{row:<8} {int(r.offset[row]):#010x} {section_tag(sec):<5} {enc:<7}")

@@ -19,8 +19,8 @@ from support.reference import reference_records
 from support.samples import raw_stream, sample_by_name
 
 F = g.RamFlag
-KIND = {F.ZERO: "zero", F.PAGE: "page", F.XBZRLE: "xbzrle", F.COMPRESS_PAGE: "compressed"}
-PALETTE_NAMES = ("never sent", "zero", "page", "xbzrle", "compressed", "multifd")
+KIND = {F.ZERO: "zero", F.PAGE: "raw", F.XBZRLE: "xbzrle", F.COMPRESS_PAGE: "compressed"}
+PALETTE_NAMES = ("never sent", "zero", "raw", "xbzrle", "compressed", "multifd")
 
 
 def cli(*args, **kw):
@@ -133,7 +133,7 @@ def test_report_renders_in_chromium(raw_sample_dir, tmp_path):
     img = Image.open(shot).convert("RGB")
     assert img.size == (1200, 1600)
     colours = Counter({rgb: n for n, rgb in img.getcolors(maxcolors=1 << 24)})
-    for kind in ("zero", "page", "xbzrle"):
+    for kind in ("zero", "raw", "xbzrle"):
         rgb = PALETTE[PALETTE_NAMES.index(kind)]
         assert colours[rgb] > 50, kind  # the legend, the bars and the maps show it
     assert colours[(255, 255, 255)] < 0.9 * 1200 * 1600  # not a blank page

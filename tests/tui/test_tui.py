@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from migstream.tools.index import PageState, RowKind
+from migstream.tools.index import RowKind
+from migstream.tools.vocabulary import PageKind
 from migstream.tui.app import MigstreamApp
 from migstream.tui.pagemap import Legend, PageMap
 from migstream.tui.records import RecordTable
@@ -57,7 +58,7 @@ async def test_step_records_and_iterations():
         # section's last row (its EOS) and the page map shows memory after it.
         ram = [app.index.sections[i] for i in app.index.ram_sections]
         sent = 0
-        for k, sec in enumerate(ram):
+        for sec in ram:
             await pilot.press("right_curly_bracket")
             r = app.index.rows()
             assert r.kind[app.cursor_row] == RowKind.MARKER  # EOS
@@ -65,12 +66,12 @@ async def test_step_records_and_iterations():
             legend = app.query_one(Legend)
             pc = app.index.block_named("pc.ram")
             states = app.index.page_states(app.cursor_row)[pc.base : pc.base + pc.pages]
-            assert legend.counts.tolist() == np.bincount(states, minlength=len(PageState)).tolist()
-            now = pc.pages - int(legend.counts[PageState.NEVER])
+            assert legend.counts.tolist() == np.bincount(states, minlength=len(PageKind)).tolist()
+            now = pc.pages - int(legend.counts[PageKind.NEVER])
             assert now >= sent
             sent = now
         # After END every page of pc.ram has been sent (precopy's bulk stage).
-        assert int(app.query_one(Legend).counts[PageState.NEVER]) == 0
+        assert int(app.query_one(Legend).counts[PageKind.NEVER]) == 0
         await pilot.press("left_curly_bracket")
         assert app.index.section_of_row(app.cursor_row) is ram[-2]
 
@@ -224,8 +225,8 @@ async def test_multifd_channels_in_the_page_map():
         assert table.item_count() == int(np.count_nonzero(r.flags == 0x408)) > 0
         app.go_to(app.index.count - 1)
         await pilot.pause()
-        assert int(app.query_one(Legend).counts[PageState.NEVER]) == 0
-        assert int(app.query_one(Legend).counts[PageState.MULTIFD]) > 0
+        assert int(app.query_one(Legend).counts[PageKind.NEVER]) == 0
+        assert int(app.query_one(Legend).counts[PageKind.MULTIFD]) > 0
 
 
 async def test_multifd_page_detail_shows_the_page():

@@ -9,7 +9,8 @@ import pytest
 
 from migstream.codecs.xbzrle import xbzrle_decode_into
 from migstream.decode.decoder import inflate_page
-from migstream.tools.index import PageState, RowKind, StreamIndex, xbzrle_runs
+from migstream.tools.index import RowKind, StreamIndex, xbzrle_runs
+from migstream.tools.vocabulary import PageKind
 from migstream.wire.grammar import RamFlag
 from support.reference import reference_records
 from support.samples import SAMPLES, load_samples, read_zst, sample_by_name
@@ -17,10 +18,10 @@ from support.streams import PS, mixed_stream
 
 CONT = int(RamFlag.CONTINUE)
 STATE = {
-    int(RamFlag.ZERO): PageState.ZERO,
-    int(RamFlag.PAGE): PageState.RAW,
-    int(RamFlag.XBZRLE): PageState.XBZRLE,
-    int(RamFlag.COMPRESS_PAGE): PageState.COMPRESSED,
+    int(RamFlag.ZERO): PageKind.ZERO,
+    int(RamFlag.PAGE): PageKind.RAW,
+    int(RamFlag.XBZRLE): PageKind.XBZRLE,
+    int(RamFlag.COMPRESS_PAGE): PageKind.COMPRESSED,
 }
 
 
@@ -65,8 +66,8 @@ def test_rows_match_reference_decoder(mixed):
 
 
 def naive_states(ref, blocks, upto_page_records: int) -> dict:
-    state = {name: [PageState.NEVER] * (length // PS) for name, length in blocks}
-    for off, flags, block, addr, _ in [x for x in ref if isinstance(x[0], int)][:upto_page_records]:
+    state = {name: [PageKind.NEVER] * (length // PS) for name, length in blocks}
+    for _off, flags, block, addr, _ in [x for x in ref if isinstance(x[0], int)][:upto_page_records]:
         state[block][addr // PS] = STATE[flags & ~CONT]
     return state
 
@@ -94,7 +95,7 @@ def test_page_content_replays_xbzrle_and_compressed_pages(mixed):
     r = ix.rows()
     page_rows = np.flatnonzero(r.kind == RowKind.PAGE)
     pages: dict = {}
-    for row, (off, flags, block, addr, value) in zip(page_rows, ref):
+    for row, (_off, flags, block, addr, value) in zip(page_rows, ref):
         key = (block, addr)
         before = bytes(pages.get(key, bytes(PS)))
         kind = flags & ~CONT
@@ -192,13 +193,13 @@ def test_final_page_map_matches_guest_ram(name, raw_sample_dir):
         first = truth["block_offset"] // PS
         n = truth["length"] // PS
         st = states[blk.base + first : blk.base + first + n]
-        assert not np.any(st == PageState.NEVER), "precopy sends every page at least once"
+        assert not np.any(st == PageKind.NEVER), "precopy sends every page at least once"
         visible = [p for p in range(n) if not any(lo <= p < hi for lo, hi in blind)]
-        zero_pages = [p for p in visible if st[p] == PageState.ZERO]
+        zero_pages = [p for p in visible if st[p] == PageKind.ZERO]
         for p in zero_pages:
             assert want[p * PS : (p + 1) * PS] == bytes(PS), f"page {p} marked zero"
         # Pages whose last record is XBZRLE or compressed, plus a random spread.
-        special = [p for p in visible if st[p] in (PageState.XBZRLE, PageState.COMPRESSED)]
+        special = [p for p in visible if st[p] in (PageKind.XBZRLE, PageKind.COMPRESSED)]
         spread = rnd.choice(visible, size=min(64, len(visible)), replace=False).tolist()
         for p in sorted(set(special[:200] + spread)):
             rows = ix.rows_touching(blk.index, first + p)
@@ -225,12 +226,12 @@ def test_sample_iterations_and_block_counts(raw_sample_dir):
     """Counts agree with `migstream info` figures for the xbzrle capture."""
     ix = build(raw_sample_dir / "x86-xbzrle.mig")
     pc = ix.block_named("pc.ram")
-    assert pc.sent[PageState.XBZRLE] == 87
-    assert pc.sent[PageState.ZERO] == 6144
-    assert pc.sent[PageState.RAW] == 2920
+    assert pc.sent[PageKind.XBZRLE] == 87
+    assert pc.sent[PageKind.ZERO] == 6144
+    assert pc.sent[PageKind.RAW] == 2920
     ram = [ix.sections[i] for i in ix.ram_sections]
     assert [s.type.name for s in ram] == ["START"] + ["PART"] * 6 + ["END"]
-    assert sum(int(s.pages[PageState.XBZRLE]) for s in ram) == 87
+    assert sum(int(s.pages[PageKind.XBZRLE]) for s in ram) == 87
 
 
 def test_hostile_block_size_gets_no_page_map(tmp_path):
@@ -256,7 +257,7 @@ def test_hostile_block_size_gets_no_page_map(tmp_path):
     assert ix.error is None
     assert ix.block_named("big").pages == 0 and ix.total_pages == 64
     states = ix.page_states(ix.count - 1)
-    assert states[1] == PageState.ZERO
+    assert states[1] == PageKind.ZERO
     assert len(ix.rows_touching(ix.block_named("big").index, (huge - PS) // PS)) == 1
 
 
@@ -276,12 +277,12 @@ def test_every_sample_indexes(name):
     st = ix.page_states(ix.count - 1)[blk.base : blk.base + blk.pages]
     caps = set(sample.get("capabilities") or ())
     if not caps & {"multifd", "mapped-ram", "x-ignore-shared"}:
-        assert not np.any(st == PageState.NEVER)
+        assert not np.any(st == PageKind.NEVER)
     if "mapped-ram" in caps:
         truth = next(t for t in sample["truth"] if t["block"] == sample["ram_block"])
         want = read_zst(SAMPLES / truth["file"])
         first = truth["block_offset"] // PS
-        unwritten = np.flatnonzero(st[first : first + truth["length"] // PS] == PageState.NEVER)
+        unwritten = np.flatnonzero(st[first : first + truth["length"] // PS] == PageKind.NEVER)
         assert 0 < len(unwritten) < blk.pages
         for p in unwritten:
             assert want[p * PS : (p + 1) * PS] == bytes(PS), f"unwritten page {p} is not zero"
@@ -303,13 +304,13 @@ def test_multifd_channels_fill_the_page_map(name):
     blk = ix.block_named(sample["ram_block"])
     st = ix.page_states(ix.count - 1)[blk.base : blk.base + blk.pages]
     if "mapped-ram" not in (sample.get("capabilities") or ()):
-        assert not np.any(st == PageState.NEVER)
-        assert np.count_nonzero(st == PageState.MULTIFD) > 0
+        assert not np.any(st == PageKind.NEVER)
+        assert np.count_nonzero(st == PageKind.MULTIFD) > 0
     truth = next(t for t in sample["truth"] if t["block"] == sample["ram_block"])
     want = read_zst(SAMPLES / truth["file"])
     first = truth["block_offset"] // PS
     blind = [(lo // PS, -(-hi // PS)) for lo, hi in truth["exclude"]]
-    for p in np.flatnonzero(st[first : first + truth["length"] // PS] == PageState.ZERO):
+    for p in np.flatnonzero(st[first : first + truth["length"] // PS] == PageKind.ZERO):
         if not any(lo <= p < hi for lo, hi in blind):
             assert want[p * PS : (p + 1) * PS] == bytes(PS), f"page {p} arrived as zero"
     r = ix.rows()

@@ -1,0 +1,140 @@
+"""Which rows the record table shows and where a search lands: the TUI's filter
+and search, as plain functions over the index (no Textual here, so they are tested
+without a screen)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..tools.index import MULTIFD_ROW, RowKind, SectionInfo, StreamIndex
+from ..wire.grammar import RamFlag
+
+_CONTINUE = int(RamFlag.CONTINUE)
+
+#: The record filter's and search's vocabulary: word -> RAM record kind.
+KIND_WORDS = {
+    "zero": RamFlag.ZERO,
+    "page": RamFlag.PAGE,
+    "raw": RamFlag.PAGE,
+    "xbzrle": RamFlag.XBZRLE,
+    "compress": RamFlag.COMPRESS_PAGE,
+    "compressed": RamFlag.COMPRESS_PAGE,
+    "compress_page": RamFlag.COMPRESS_PAGE,
+    "eos": RamFlag.EOS,
+    "mem_size": RamFlag.MEM_SIZE,
+    "multifd_flush": RamFlag.MULTIFD_FLUSH,
+    "flush": RamFlag.MULTIFD_FLUSH,
+    "hook": RamFlag.HOOK,
+    "continue": RamFlag.CONTINUE,
+    "multifd": MULTIFD_ROW | RamFlag.PAGE,
+}
+
+
+class FilterError(ValueError):
+    """A filter or search word the TUI cannot use; the message says which."""
+
+
+@dataclass
+class RowFilter:
+    """Which rows the table shows: RAM record kinds, one block, one iteration."""
+
+    kinds: frozenset[int] = frozenset()
+    block: int | None = None
+    iteration: int | None = None
+
+    @property
+    def active(self) -> bool:
+        return bool(self.kinds) or self.block is not None or self.iteration is not None
+
+    def describe(self, index: StreamIndex) -> str:
+        parts = [(RamFlag(k).name or f"{k:#x}").lower() for k in sorted(self.kinds)]
+        if self.block is not None:
+            parts.append(f"block:{index.blocks[self.block].name}")
+        if self.iteration is not None:
+            parts.append(f"iter:{self.iteration}")
+        return " ".join(parts)
+
+
+def search_kind(word: str) -> int:
+    """The RAM record kind a search word names; FilterError if none."""
+    kind = KIND_WORDS.get(word.lower())
+    if kind is None:
+        raise FilterError(f"unknown flag {word!r}; try: {', '.join(sorted(set(KIND_WORDS)))}")
+    return int(kind)
+
+
+def parse_filter(spec: str, index: StreamIndex) -> RowFilter:
+    """``"xbzrle zero block:pc.ram iter:3"`` -> RowFilter; empty: no filter."""
+    kinds = set()
+    block = None
+    iteration = None
+    for word in spec.split():
+        key, _, value = word.partition(":")
+        if key == "block" and value:
+            blk = index.block_named(value)
+            if blk is None:
+                raise FilterError(f"no RAM block {value!r}")
+            block = blk.index
+        elif key in ("iter", "iteration") and value.isdigit():
+            iteration = int(value)
+        elif word.lower() in KIND_WORDS:
+            kinds.add(int(KIND_WORDS[word.lower()]))
+        else:
+            raise FilterError(f"cannot filter on {word!r}")
+    return RowFilter(frozenset(kinds), block, iteration)
+
+
+def kind_matches(flags: np.ndarray, kinds: np.ndarray, kind: int) -> np.ndarray:
+    """Which rows are RAM records of ``kind`` (CONTINUE: any record with that bit)."""
+    ram = (kinds == RowKind.PAGE) | (kinds == RowKind.MARKER) | (kinds == RowKind.MEM_SIZE)
+    if kind == _CONTINUE:
+        return ram & ((flags & _CONTINUE) != 0)
+    return ram & ((flags & ~np.uint16(_CONTINUE)) == kind)
+
+
+def section_last_row(index: StreamIndex, sec: SectionInfo) -> int:
+    """The last row of a section (its end row, else the row before the next section)."""
+    if sec.end_row > sec.row:
+        return sec.end_row - 1
+    nxt = [s.row for s in index.sections if s.row > sec.row]
+    return (nxt[0] - 1) if nxt else index.count - 1
+
+
+def filtered_rows(index: StreamIndex, row_filter: RowFilter) -> np.ndarray | None:
+    """The row numbers the filter keeps, in order; None when it is off (all rows)."""
+    f = row_filter
+    if not f.active:
+        return None
+    r = index.rows()
+    mask = np.ones(r.count, bool)
+    if f.kinds:
+        any_kind = np.zeros(r.count, bool)
+        for k in f.kinds:
+            any_kind |= kind_matches(r.flags, r.kind, k)
+        mask &= any_kind
+    if f.block is not None:
+        mask &= r.block == f.block
+    if f.iteration is not None:
+        ram = [index.sections[i] for i in index.ram_sections]
+        if f.iteration < len(ram):
+            sec = ram[f.iteration]
+            lo, hi = sec.row, section_last_row(index, sec) + 1
+            inside = np.zeros(r.count, bool)
+            inside[lo:hi] = True
+            mask &= inside
+        else:
+            mask[:] = False
+    return np.flatnonzero(mask)
+
+
+def next_match(index: StreamIndex, kind: int, row: int, direction: int) -> int | None:
+    """The next (direction > 0) or previous RAM record of ``kind`` from ``row``."""
+    r = index.rows()
+    hits = np.flatnonzero(kind_matches(r.flags, r.kind, kind))
+    if direction > 0:
+        hits = hits[hits > row]
+        return int(hits[0]) if len(hits) else None
+    hits = hits[hits < row]
+    return int(hits[-1]) if len(hits) else None
