@@ -31,18 +31,16 @@ import os
 import tempfile
 import threading
 import time
-import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
 from construct import ConstructError
 
-from ..codecs.xbzrle import xbzrle_decode_into
 from ..containers.sources import StreamSource
 from ..containers.stream import open_decoder
-from ..decode.decoder import inflate_page
-from ..errors import MigstreamError, StreamError, XbzrleError
+from ..decode.pages import apply_page
+from ..errors import MigstreamError, StreamError
 from ..events import (
     NEED_DATA,
     BlockRecord,
@@ -908,17 +906,9 @@ class StreamIndex:
                 page[:] = data
                 continue
             d = self.detail(int(h))
-            base = d.flags & ~_CONTINUE
             try:
-                if base == _PAGE:
-                    page[:] = d.payload
-                elif base == _ZERO:
-                    page[:] = bytes([d.fill or 0]) * ps
-                elif base == _COMPRESS:
-                    page[:] = inflate_page(d.payload, ps)
-                elif base == _XBZRLE:
-                    xbzrle_decode_into(d.payload, page)
-            except (XbzrleError, zlib.error, ValueError):
+                apply_page(page, d.flags & ~_CONTINUE, d.payload, d.fill or 0, offset=d.offset)
+            except StreamError:
                 return None
         return bytes(page)
 

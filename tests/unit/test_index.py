@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from migstream.codecs.xbzrle import xbzrle_decode_into
-from migstream.decode.decoder import inflate_page
+from migstream.codecs.zlibpage import inflate_page
 from migstream.tools.index import PageState, RowKind, StreamIndex, xbzrle_runs
 from migstream.wire.grammar import RamFlag
 from support.reference import reference_records

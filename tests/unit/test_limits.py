@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from migstream.decode import decoder as decoder_module
+from migstream.decode import devices as devices_module
 from migstream.decode.decoder import StreamDecoder
 from migstream.errors import StreamError
 from migstream.wire import build as w
@@ -71,7 +71,7 @@ def test_description_size_is_refused_before_reading():
 
 
 def test_footer_scan_limit(monkeypatch):
-    monkeypatch.setattr(decoder_module, "MAX_FOOTER_SCAN", 4096)
+    monkeypatch.setattr(devices_module, "MAX_FOOTER_SCAN", 4096)
 
     def stream(n):
         return w.file_header() + w.section_start(3, "dev", full=True) + bytes(n) + w.footer(3) + w.eof()
