@@ -29,7 +29,8 @@ from .app import (
 def validate(
     stream: StreamArg,
     page_size: PageSizeOpt = None,
-    progress: ProgressOpt = None,
+    # None: progress when stderr is a terminal (ProgressOpt is declared bool in app.py).
+    progress: ProgressOpt = None,  # type: ignore[assignment]
     rdma: HookOpt = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
     channel: ChannelOpt = None,

@@ -14,7 +14,7 @@ level)`` (same defaults).  The record carries it after a be32 length.
 Checked byte for byte against all 2775 COMPRESS_PAGE records of the committed
 QEMU 7.2 capture (level 1, QEMU's default) and, through the zlib library itself
 driven as QEMU drives it (one stream, deflateReset per page), for levels 0-9
-(tests/test_zlibpage.py).  Both sides must use the same zlib (Debian 12: 1.2.13).
+(tests/unit/test_zlibpage.py).  Both sides must use the same zlib (Debian 12: 1.2.13).
 """
 
 from __future__ import annotations

@@ -3,6 +3,8 @@ checks, their fields, and the PACKAGED windows they open."""
 
 from __future__ import annotations
 
+from typing import Any
+
 from construct import ConstructError
 
 from ..errors import StreamError
@@ -26,7 +28,7 @@ class CommandReader(DecoderState):
         except ConstructError as exc:
             raise StreamError(f"malformed command {cmd}: {exc}", off, section="command") from exc
         body = obj.payload.body
-        fields = {
+        fields: dict[str, Any] = {
             k: (bytes(v) if isinstance(v, (bytes, bytearray)) else v)
             for k, v in (body.items() if hasattr(body, "items") else {"data": body}.items())
             if not k.startswith("_")
@@ -43,7 +45,7 @@ class CommandReader(DecoderState):
             self._packages.append((end, fields["length"]))
         return CommandEvent(off, cmd, length, fields)
 
-    _COMMAND_LENGTHS = {
+    _COMMAND_LENGTHS: dict[int, int] = {
         g.Command.OPEN_RETURN_PATH: 0,
         g.Command.PING: 4,
         g.Command.POSTCOPY_LISTEN: 0,
@@ -59,7 +61,7 @@ class CommandReader(DecoderState):
         try:
             name = g.Command(cmd).name
         except ValueError:
-            raise StreamError(f"MIG_CMD 0x{cmd:x} unknown (len 0x{length:x})", off, section="command")
+            raise StreamError(f"MIG_CMD 0x{cmd:x} unknown (len 0x{length:x})", off, section="command") from None
         if cmd == g.Command.INVALID:
             raise StreamError(f"MIG_CMD 0x{cmd:x} unknown (len 0x{length:x})", off, section="command")
         want = self._COMMAND_LENGTHS.get(cmd)

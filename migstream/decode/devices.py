@@ -102,10 +102,9 @@ class DeviceSectionReader(DecoderState):
                     return lo + at
                 at = hay.find(needle, at + 1)
             if end > MAX_FOOTER_SCAN:
+                idstr = self._where()
                 raise StreamError(
-                    f"no footer for section '{self._section.idstr}' within {MAX_FOOTER_SCAN} bytes",
-                    self.offset,
-                    section=self._section.idstr,
+                    f"no footer for section '{idstr}' within {MAX_FOOTER_SCAN} bytes", self.offset, section=idstr
                 )
             searched = end
             self._scan = (self.offset, searched)

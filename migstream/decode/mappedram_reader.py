@@ -61,13 +61,14 @@ class MappedRamReader(DecoderState):
 
     def _mapped_input(self) -> int:
         """Bytes available at _pos, switching to the fed chunk when the joined
-        buffer is used up; raises _NeedData (keeping progress) when there are none."""
+        buffer is used up; raises NeedData (keeping progress) when there are none."""
         if self._pos >= len(self._buf):
             self._rebase()
         avail = len(self._buf) - self._pos
         if avail <= 0:
             if self._eof:
-                name = self._mapped.region[0] if self._mapped.region else None
+                region = self._mapped.region if self._mapped is not None else None
+                name = region[0] if region else None
                 raise TruncatedStream(
                     "stream ends inside a mapped-ram page region", self.offset, section="ram", block=name
                 )

@@ -8,6 +8,7 @@ import resource
 import time
 
 import pytest
+from construct import ConstructError
 
 from migstream.decode import devices as devices_module
 from migstream.decode.decoder import StreamDecoder
@@ -48,7 +49,7 @@ def test_idstr_length_is_bounded_by_the_wire():
     name = "d" * limits.MAX_IDSTR_LENGTH
     data = w.file_header() + w.section_start(3, name, full=True) + b"\x01\x02" + w.footer(3) + w.eof()
     assert decode(data)[1].idstr == name
-    with pytest.raises(Exception):
+    with pytest.raises(ConstructError):
         w.section_start(3, name + "d", full=True)  # the grammar cannot even express more
 
 
