@@ -87,7 +87,7 @@ class StreamDecoder(
         self._state = "header"
         self._sections = {}
         self._section = None  # the one whose payload is being read
-        self._footers: bool | None = None
+        self._footers = None
         self.page_size = page_size
         self.page_size_source = "option" if page_size else None
         self._plans = None
@@ -100,7 +100,7 @@ class StreamDecoder(
 
         self.configuration = None
         self.blocks = {}
-        self._last_block: str | None = None  # the CONTINUE context, across sections
+        self._last_block = None  # the CONTINUE context, across sections
         self._postcopy_hugepages = False
         self._mapped_ram = False  # capability mapped-ram: MEM_SIZE carries page regions
         self._mapped = None
@@ -137,7 +137,7 @@ class StreamDecoder(
                 return
             yield ev
 
-    # Each _st_* method parses one element at _pos (raising _NeedData if it is
+    # Each _st_* method parses one element at _pos (raising NeedData if it is
     # incomplete) and returns its event.
 
     def _st_header(self):

@@ -24,8 +24,10 @@ from ..errors import StreamError, XbzrleError
 from ..events import PageRecord
 from ..wire.grammar import RamFlag
 
-_CONTINUE = int(RamFlag.CONTINUE)
-_PAGE, _ZERO, _XBZRLE, _COMPRESS = (
+# The page record kinds as plain ints, for the loops that apply records (enum
+# arithmetic costs microseconds); image/ramimage.py uses them too.
+CONTINUE = int(RamFlag.CONTINUE)
+PAGE, ZERO, XBZRLE, COMPRESS_PAGE = (
     int(RamFlag.PAGE),
     int(RamFlag.ZERO),
     int(RamFlag.XBZRLE),
@@ -59,19 +61,19 @@ def apply_page(
     """Apply one page record (its kind without CONTINUE, payload and fill byte) to
     ``page``, a writable buffer of one page holding the destination's current
     content.  Other kinds leave the page alone."""
-    if kind == _PAGE:
+    if kind == PAGE:
         page[:] = data
-    elif kind == _ZERO:
+    elif kind == ZERO:
         page[:] = bytes([fill]) * len(page)
-    elif kind == _XBZRLE:
+    elif kind == XBZRLE:
         apply_xbzrle(page, data, offset, block, addr)
-    elif kind == _COMPRESS:
+    elif kind == COMPRESS_PAGE:
         page[:] = inflate_checked(data, len(page), offset, block, addr)
 
 
 def check_page_record(rec: PageRecord, page_size: int) -> None:
     """Raise StreamError where the loader would reject ``rec``'s content (an XBZRLE
     delta or a COMPRESS_PAGE stream); PAGE and ZERO records always apply."""
-    kind = rec.flags & ~_CONTINUE
-    if kind == _XBZRLE or kind == _COMPRESS:
+    kind = rec.flags & ~CONTINUE
+    if kind == XBZRLE or kind == COMPRESS_PAGE:
         apply_page(bytearray(page_size), kind, rec.data, offset=rec.offset, block=rec.block, addr=rec.addr)

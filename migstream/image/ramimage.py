@@ -21,20 +21,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..decode.mappedram import written_runs
+from ..decode.pages import COMPRESS_PAGE as _COMPRESS
+from ..decode.pages import CONTINUE as _CONTINUE
+from ..decode.pages import PAGE as _PAGE
+from ..decode.pages import XBZRLE as _XBZRLE
+from ..decode.pages import ZERO as _ZERO
 from ..decode.pages import apply_page, apply_xbzrle
 from ..errors import UsageError
 from ..events import MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList
-from ..wire.grammar import RamFlag
 from .blockwriter import BlockWriter
 from .manifest import MANIFEST
 
-_CONTINUE = int(RamFlag.CONTINUE)
-_PAGE, _ZERO, _XBZRLE, _COMPRESS = (
-    int(RamFlag.PAGE),
-    int(RamFlag.ZERO),
-    int(RamFlag.XBZRLE),
-    int(RamFlag.COMPRESS_PAGE),
-)
 _CHUNK_PAGES = 1 << 16  # pages per bitmap chunk
 _HOLE_MIN = 2  # zero pages in a row that are left as a hole rather than written
 
