@@ -132,7 +132,7 @@ def xbzrle_encode(old, new, limit: int) -> bytes | None:
         return None if limit < 2 else b""
     if changed + 2 > limit:
         return None  # every changed byte is copied, plus at least two length bytes
-    src = new if isinstance(new, (bytes, bytearray)) else memoryview(b)
+    src = new if isinstance(new, (bytes, bytearray)) else b.data
     if changed <= _FEW_CHANGED:
         # Typical small delta: group the positions in plain Python.
         starts, ends = [], []
@@ -150,21 +150,21 @@ def xbzrle_encode(old, new, limit: int) -> bytes | None:
         starts = [int(changed_at[0])] + changed_at[cut + 1].tolist()
         ends = (changed_at[cut] + 1).tolist() + [int(changed_at[-1]) + 1]
         return _encode_runs(starts, ends, src, n, limit)
-    starts = np.empty(len(cut) + 1, np.int64)
-    starts[0] = changed_at[0]
-    starts[1:] = changed_at[cut + 1]
-    ends = np.empty_like(starts)
-    ends[:-1] = changed_at[cut] + 1
-    ends[-1] = changed_at[-1] + 1
-    nzrun = ends - starts
-    zrun = starts.copy()
-    zrun[1:] -= ends[:-1]
+    run_starts = np.empty(len(cut) + 1, np.int64)
+    run_starts[0] = changed_at[0]
+    run_starts[1:] = changed_at[cut + 1]
+    run_ends = np.empty_like(run_starts)
+    run_ends[:-1] = changed_at[cut] + 1
+    run_ends[-1] = changed_at[-1] + 1
+    nzrun = run_ends - run_starts
+    zrun = run_starts.copy()
+    zrun[1:] -= run_ends[:-1]
     if nzrun.max() > ULEB128_SMALL_MAX or zrun.max() > ULEB128_SMALL_MAX:
         raise _run_too_long(n)
     zlen = 1 + (zrun > 0x7F)
     nzlen = 1 + (nzrun > 0x7F)
     total = int(zlen.sum() + nzlen.sum()) + changed
-    if total > limit or (ends[-1] != n and total + 2 > limit):
+    if total > limit or (run_ends[-1] != n and total + 2 > limit):
         return None
     return _assemble(b, changed_at, zrun, nzrun, zlen, nzlen, total)
 
@@ -176,7 +176,7 @@ def _run_too_long(n: int) -> ValueError:
 
 def _encode_runs(starts: list, ends: list, src, n: int, limit: int) -> bytes | None:
     """A handful of runs: lengths and slices in plain Python."""
-    parts = []
+    parts: list = []
     total = 0
     prev_end = 0
     for s, e in zip(starts, ends):

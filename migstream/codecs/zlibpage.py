@@ -1,5 +1,6 @@
 """COMPRESS_PAGE payloads: one self-contained zlib stream per page, as QEMU 7.2's
-compression threads write them.
+compression threads write them (``compress_page``, ``PageCompressor``) and as its
+loader inflates them (``inflate_page``, ``compress_bound``).
 
 QEMU (migration/ram.c ``compress_threads_save_setup`` / ``do_compress_ram_page``,
 migration/qemu-file.c ``qemu_put_compression_data``) gives each thread one z_stream
@@ -13,7 +14,7 @@ level)`` (same defaults).  The record carries it after a be32 length.
 Checked byte for byte against all 2775 COMPRESS_PAGE records of the committed
 QEMU 7.2 capture (level 1, QEMU's default) and, through the zlib library itself
 driven as QEMU drives it (one stream, deflateReset per page), for levels 0-9
-(tests/test_zlibpage.py).  Both sides must use the same zlib (Debian 12: 1.2.13).
+(tests/unit/test_zlibpage.py).  Both sides must use the same zlib (Debian 12: 1.2.13).
 """
 
 from __future__ import annotations
@@ -92,3 +93,22 @@ class PageCompressor:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def compress_bound(n: int) -> int:
+    """zlib's compressBound(), the loader's limit for COMPRESS_PAGE lengths."""
+    return n + (n >> 12) + (n >> 14) + (n >> 25) + 13
+
+
+def inflate_page(data, page_size: int) -> bytes:
+    """One COMPRESS_PAGE payload: a complete zlib stream of exactly one page.
+    Raises zlib.error otherwise (the loader's wording is added in decode/pages.py)."""
+    d = zlib.decompressobj()
+    out = d.decompress(bytes(data), page_size)
+    if not d.eof or len(out) != page_size:
+        raise zlib.error(
+            f"zlib stream inflates to {len(out)} bytes"
+            + ("" if d.eof else " and does not end")
+            + f", expected {page_size}"
+        )
+    return out

@@ -101,7 +101,7 @@ def _payload_size(desc: Any, depth: int) -> int:
     return total
 
 
-def device_key(dev: dict[str, Any]) -> tuple[str, int]:
+def device_key(dev: dict[str, Any]) -> tuple[str | None, Any]:
     """(idstr, instance_id) as the stream carries them.  The JSON writes the
     instance id as a signed int (ppc64's spapr devices: -2147483648 for the
     stream's 0x80000000), the section header as be32: compare them unsigned."""
@@ -113,7 +113,7 @@ class DeviceIndex:
     """(idstr, instance_id) -> the device descriptions, in stream order."""
 
     def __init__(self, description: dict[str, Any]) -> None:
-        self._devices: dict[tuple[str, int], list[dict]] = {}
+        self._devices: dict[tuple[str | None, Any], list[dict]] = {}
         devices = description.get("devices") if isinstance(description, dict) else None
         for dev in devices if isinstance(devices, list) else ():
             if isinstance(dev, dict) and isinstance(dev.get("name"), str) and type(dev.get("instance_id")) is int:

@@ -130,7 +130,7 @@ def _field_value(r: _Reader, field: dict, path: str, depth: int) -> Any:
 
 def _expanded(fields: list) -> list[tuple[dict, int | None, int]]:
     """(field, index, count): compressed arrays (array_len) stay one entry."""
-    out = []
+    out: list[tuple[dict, int | None, int]] = []
     for f in fields:
         n = f.get("array_len")
         if n is not None:
@@ -153,7 +153,7 @@ def _read_vmsd(r: _Reader, desc: dict, path: str, depth: int = 0, out: dict | No
     try:
         entries = _expanded(desc.get("fields", ()))
     except ValueError as exc:
-        raise VmstateError(f"unusable description: {exc}", r.base + r.pos, device=r.device, path=path)
+        raise VmstateError(f"unusable description: {exc}", r.base + r.pos, device=r.device, path=path) from exc
     for field, index, count in entries:
         name = str(field.get("name"))
         sub = f"{path}.{name}" if path else name
@@ -189,7 +189,8 @@ def _read_vmsd(r: _Reader, desc: dict, path: str, depth: int = 0, out: dict | No
             raise VmstateError(
                 f"subsection '{name}' where the description has '{want}'", at, device=r.device, path=path
             )
-        out[name] = value = {}
+        value: dict = {}
+        out[name] = value
         _read_vmsd(r, subdesc, f"{path}/{name}" if path else name, depth + 1, value)
         if isinstance(value, dict) and subdesc.get("version") is not None and version != subdesc.get("version"):
             raise VmstateError(

@@ -1,8 +1,12 @@
 """Guest RAM rebuilt from RAM records: one sparse file per RAM block.
 
-This is the one place where a page is applied (ram_load_precopy semantics):
-ZERO fills the page with its byte, PAGE copies it, XBZRLE patches the current
-content in place, COMPRESS_PAGE inflates one zlib stream.  Files are written with
+Pages are applied with ram_load_precopy semantics (decode/pages.py, which also
+raises the loader's errors): ZERO fills the page with its byte, PAGE copies it,
+XBZRLE patches the current content in place, COMPRESS_PAGE inflates one zlib
+stream.  ZERO and PAGE records are written straight from the stream here (holes
+stay holes); XBZRLE and COMPRESS_PAGE pages go through ``apply_page``.  Every
+record is applied or, for a block left out, its delta checked, so ``extract``
+turns the decoder's own delta check off: each delta is decoded once.  Files are written with
 batched pwritev (``BlockWriter``), never mapped, so memory use does not grow with
 the guest; pages never sent stay holes.
 """
@@ -16,22 +20,18 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..codecs.xbzrle import xbzrle_decode_into
-from ..decode.decoder import inflate_page
 from ..decode.mappedram import written_runs
-from ..errors import StreamError, UsageError, XbzrleError
+from ..decode.pages import COMPRESS_PAGE as _COMPRESS
+from ..decode.pages import CONTINUE as _CONTINUE
+from ..decode.pages import PAGE as _PAGE
+from ..decode.pages import XBZRLE as _XBZRLE
+from ..decode.pages import ZERO as _ZERO
+from ..decode.pages import apply_page, apply_xbzrle
+from ..errors import UsageError
 from ..events import MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList
-from ..wire.grammar import RamFlag
 from .blockwriter import BlockWriter
 from .manifest import MANIFEST
 
-_CONTINUE = int(RamFlag.CONTINUE)
-_PAGE, _ZERO, _XBZRLE, _COMPRESS = (
-    int(RamFlag.PAGE),
-    int(RamFlag.ZERO),
-    int(RamFlag.XBZRLE),
-    int(RamFlag.COMPRESS_PAGE),
-)
 _CHUNK_PAGES = 1 << 16  # pages per bitmap chunk
 _HOLE_MIN = 2  # zero pages in a row that are left as a hole rather than written
 
@@ -204,38 +204,28 @@ class RamImage:
             blk.extent = end
 
     def _apply_record(self, rec: PageRecord) -> None:
-        blk = self._block(rec.block)
-        if blk is None:
-            return
-        ps = self.page_size
         kind = rec.flags & ~_CONTINUE
+        blk = self._block(rec.block)
+        ps = self.page_size
+        if blk is None:
+            if kind == _XBZRLE:
+                # A block left out is not written, but its deltas are still checked:
+                # the decoder leaves that to us (check_deltas off in extract).
+                apply_xbzrle(bytearray(ps), rec.data, rec.offset, rec.block, rec.addr)
+            return
         page_no = rec.addr // ps
         if kind == _PAGE:
             self._writes.add(blk.fd, rec.addr, [rec.data])
         elif kind == _ZERO:
             self._zero_fill(blk, page_no, 1, rec.fill)
             return
-        elif kind == _XBZRLE:
-            self._writes.wait()  # the page on disk must be current before it is patched
-            page = bytearray(os.pread(blk.fd, ps, rec.addr).ljust(ps, b"\0"))
-            try:
-                xbzrle_decode_into(rec.data, page)
-            except XbzrleError as exc:
-                raise StreamError(
-                    f"Failed to load XBZRLE page - decode error! ({exc})",
-                    rec.offset,
-                    section="ram",
-                    block=rec.block,
-                    addr=rec.addr,
-                ) from exc
-            self._writes.add(blk.fd, rec.addr, [page])
-        elif kind == _COMPRESS:
-            try:
-                page = inflate_page(rec.data, ps)
-            except Exception as exc:  # zlib.error
-                raise StreamError(
-                    f"decompress data failed: {exc}", rec.offset, section="ram", block=rec.block, addr=rec.addr
-                ) from exc
+        elif kind == _XBZRLE or kind == _COMPRESS:
+            if kind == _XBZRLE:
+                self._writes.wait()  # the page on disk must be current before it is patched
+                page = bytearray(os.pread(blk.fd, ps, rec.addr).ljust(ps, b"\0"))
+            else:
+                page = bytearray(ps)  # COMPRESS_PAGE replaces the whole page
+            apply_page(page, kind, rec.data, offset=rec.offset, block=rec.block, addr=rec.addr)
             self._writes.add(blk.fd, rec.addr, [page])
         else:
             return

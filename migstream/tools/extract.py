@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from ..containers.multifd import with_channels
 from ..containers.sources import StreamSource
@@ -53,6 +54,9 @@ def extract(
     after N iterations."""
     with StreamSource(stream) as source:
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
+        # RamImage applies (or, for a block left out, checks) every page record with
+        # decode/pages.py, raising what the decoder would: each delta is decoded once.
+        decoder.check_deltas = False
         image = None
         disks = None  # block migration: the disks, beside the RAM blocks
         names = {MANIFEST}  # file names taken in the directory
@@ -85,7 +89,7 @@ def extract(
                     disks.apply(ev)
                     continue
                 if image is None and t in _IMAGE_EVENTS:
-                    image = RamImage(directory, decoder.page_size, only=blocks, names=names)
+                    image = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names)
                 if image is not None:
                     image.apply(ev)
         except StreamError as exc:
@@ -93,7 +97,7 @@ def extract(
         if image is None:
             image = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names)
         machine = decoder.configuration.machine if decoder.configuration else None
-        extra = {"page_size_source": decoder.page_size_source}
+        extra: dict[str, Any] = {"page_size_source": decoder.page_size_source}
         if until_iteration is not None:
             extra["until_iteration"] = until_iteration
             if not stopped and error is None:

@@ -10,7 +10,7 @@ from textual.geometry import Size
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-from ..decode.decoder import inflate_page
+from ..codecs.zlibpage import inflate_page
 from ..events import flag_names
 from ..tools.index import RecordDetail, RowKind, StreamIndex, xbzrle_runs
 from ..wire.grammar import RamFlag

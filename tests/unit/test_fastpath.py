@@ -49,7 +49,7 @@ def xbzrle_delta(rnd, page_size):
 def build_stream(ops, seed, page_size=4096):
     """A stream with a RAM START (MEM_SIZE), PARTs of the given records, END, EOF."""
     rnd = random.Random(seed)
-    blocks = [(n, l * page_size // 4096) for n, l in BLOCKS]
+    blocks = [(n, length * page_size // 4096) for n, length in BLOCKS]
     out = bytearray(w.file_header() + w.configuration("pc-i440fx-7.2"))
     out += w.section_start(1, "ram") + w.mem_size(blocks, page_size=page_size) + w.ram_record(F.EOS) + w.footer(1)
     last = None

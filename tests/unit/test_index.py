@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from migstream.codecs.xbzrle import xbzrle_decode_into
-from migstream.decode.decoder import inflate_page
+from migstream.codecs.zlibpage import inflate_page
 from migstream.tools.index import RowKind, StreamIndex, xbzrle_runs
 from migstream.tools.vocabulary import PageKind
 from migstream.wire.grammar import RamFlag

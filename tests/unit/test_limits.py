@@ -8,8 +8,9 @@ import resource
 import time
 
 import pytest
+from construct import ConstructError
 
-from migstream.decode import decoder as decoder_module
+from migstream.decode import devices as devices_module
 from migstream.decode.decoder import StreamDecoder
 from migstream.errors import StreamError
 from migstream.wire import build as w
@@ -48,7 +49,7 @@ def test_idstr_length_is_bounded_by_the_wire():
     name = "d" * limits.MAX_IDSTR_LENGTH
     data = w.file_header() + w.section_start(3, name, full=True) + b"\x01\x02" + w.footer(3) + w.eof()
     assert decode(data)[1].idstr == name
-    with pytest.raises(Exception):
+    with pytest.raises(ConstructError):
         w.section_start(3, name + "d", full=True)  # the grammar cannot even express more
 
 
@@ -71,7 +72,7 @@ def test_description_size_is_refused_before_reading():
 
 
 def test_footer_scan_limit(monkeypatch):
-    monkeypatch.setattr(decoder_module, "MAX_FOOTER_SCAN", 4096)
+    monkeypatch.setattr(devices_module, "MAX_FOOTER_SCAN", 4096)
 
     def stream(n):
         return w.file_header() + w.section_start(3, "dev", full=True) + bytes(n) + w.footer(3) + w.eof()

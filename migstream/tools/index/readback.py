@@ -9,24 +9,24 @@ index's rows and tables, which the scan fills.
 from __future__ import annotations
 
 import os
-import zlib
 from dataclasses import dataclass
 
 import numpy as np
 from construct import ConstructError
 
-from ...codecs.xbzrle import xbzrle_decode_into
-from ...decode.decoder import inflate_page
-from ...errors import MigstreamError, XbzrleError
+from ...decode.pages import COMPRESS_PAGE as _COMPRESS
+from ...decode.pages import CONTINUE as _CONTINUE
+from ...decode.pages import PAGE as _PAGE
+from ...decode.pages import XBZRLE as _XBZRLE
+from ...decode.pages import ZERO as _ZERO
+from ...decode.pages import apply_page
+from ...errors import MigstreamError, StreamError
 from ...events import Configuration, block_flag_names, dirty_bitmap_flag_names
 from ...wire import grammar as g
 from ...wire.grammar import Command, RamFlag, SectionType
 from .pagestate import MULTIFD_ROW
 from .rows import BlockInfo, MultifdPacketInfo, RowKind, Rows, SectionInfo
 
-_CONTINUE = int(RamFlag.CONTINUE)
-_PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
-_XBZRLE, _COMPRESS = int(RamFlag.XBZRLE), int(RamFlag.COMPRESS_PAGE)
 
 
 @dataclass
@@ -258,17 +258,9 @@ class RecordReadBack:
                 page[:] = data
                 continue
             d = self.detail(int(h))
-            base = d.flags & ~_CONTINUE
             try:
-                if base == _PAGE:
-                    page[:] = d.payload
-                elif base == _ZERO:
-                    page[:] = bytes([d.fill or 0]) * ps
-                elif base == _COMPRESS:
-                    page[:] = inflate_page(d.payload, ps)
-                elif base == _XBZRLE:
-                    xbzrle_decode_into(d.payload, page)
-            except (XbzrleError, zlib.error, ValueError):
+                apply_page(page, d.flags & ~_CONTINUE, d.payload, d.fill or 0, offset=d.offset)
+            except StreamError:
                 return None
         return bytes(page)
 
