@@ -172,7 +172,7 @@ def capture(
     listen: ListenOpt,
     output: OutOpt,
     json_out: JsonOpt = False,
-    progress: ProgressOpt = None,  # type: ignore[assignment]  # None: when stderr is a terminal; ProgressOpt says bool
+    progress: ProgressOpt = None,
     max_backlog: BacklogOpt = DEFAULT_MAX_BACKLOG >> 20,
 ) -> None:
     """Be a migration destination: record the main and every multifd channel to DIR."""
@@ -198,7 +198,7 @@ def tap(
         ),
     ] = False,
     json_out: JsonOpt = False,
-    progress: ProgressOpt = None,  # type: ignore[assignment]  # None: when stderr is a terminal; ProgressOpt says bool
+    progress: ProgressOpt = None,
     max_backlog: BacklogOpt = DEFAULT_MAX_BACKLOG >> 20,
 ) -> None:
     """Sit between source and destination QEMU: forward every channel both ways, record them to DIR."""

@@ -31,7 +31,7 @@ def info(
     stream: StreamArg,
     json_out: JsonOpt = False,
     page_size: PageSizeOpt = None,
-    progress: ProgressOpt = None,  # type: ignore[assignment]  # None: progress when stderr is a terminal
+    progress: ProgressOpt = None,
     rdma: HookOpt = False,
     channel: ChannelOpt = None,
 ) -> None:

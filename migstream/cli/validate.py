@@ -30,7 +30,7 @@ def validate(
     stream: StreamArg,
     page_size: PageSizeOpt = None,
     # None: progress when stderr is a terminal (ProgressOpt is declared bool in app.py).
-    progress: ProgressOpt = None,  # type: ignore[assignment]
+    progress: ProgressOpt = None,
     rdma: HookOpt = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
     channel: ChannelOpt = None,

@@ -17,9 +17,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ..encode.encoder import encode_stream
-from ..encode.stats import RamStats
 from ..encode.mappedram_writer import encode_mapped_ram
 from ..encode.memimage import MemoryImage
+from ..encode.stats import RamStats
 from ..errors import UsageError
 from .extract import extract
 from .template import StreamTemplate

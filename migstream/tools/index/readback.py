@@ -23,10 +23,9 @@ from ...decode.pages import apply_page
 from ...errors import MigstreamError, StreamError
 from ...events import Configuration, block_flag_names, dirty_bitmap_flag_names
 from ...wire import grammar as g
-from ...wire.grammar import Command, RamFlag, SectionType
+from ...wire.grammar import Command, SectionType
 from .pagestate import MULTIFD_ROW
 from .rows import BlockInfo, MultifdPacketInfo, RowKind, Rows, SectionInfo
-
 
 
 @dataclass
