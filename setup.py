@@ -5,7 +5,8 @@ compiler the install still succeeds and migstream uses the same walk in Python
 (slower, identical results).
 """
 
-from setuptools import Extension, setup
+from setuptools import Extension
+from setuptools import setup
 
 setup(
     ext_modules=[

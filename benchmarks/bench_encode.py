@@ -39,7 +39,9 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from benchlib import finish_report  # noqa: E402
 
-from support.qemu import QEMU_X86, Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import QEMU_X86  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import Vm  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
 
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 QEMU_DEFAULT_MAX_BANDWIDTH = 128 << 20  # MigrationParameters default in 7.2
@@ -86,7 +88,9 @@ def qemu_migrate(image: str, out: str, bandwidth: int, repeat: int) -> dict:
 
 
 def library_time(image: str, out: str, repeat: int) -> dict:
-    from migstream import FdSink, MemoryImage, encode_stream
+    from migstream import FdSink
+    from migstream import MemoryImage
+    from migstream import encode_stream
 
     runs, cpus = [], []
     stats = None
@@ -142,7 +146,9 @@ def cli_time(args: list[str], out: str, repeat: int) -> dict:
 
 def same_records(a: str, b: str, limit: int = 20000) -> bool:
     """The first ``limit`` RAM page records of two streams are equal."""
-    from migstream import PageRecord, PageRun, StreamDecoder
+    from migstream import PageRecord
+    from migstream import PageRun
+    from migstream import StreamDecoder
 
     def first(path):
         dec = StreamDecoder()

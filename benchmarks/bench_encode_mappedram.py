@@ -33,7 +33,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from benchlib import finish_report  # noqa: E402
 
-from support.qemu import Vm, image_ram_args, qemu10_wrapper  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import Vm  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import qemu10_wrapper  # noqa: E402  (tests/ is put on sys.path just above)
 
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 MACHINE = "pc-i440fx-10.0"
@@ -58,7 +60,9 @@ def _file(path: str) -> dict:
 
 
 def library(image: str, out: str, repeat: int, mapped: bool) -> dict:
-    from migstream import FdSink, MemoryImage, encode_stream
+    from migstream import FdSink
+    from migstream import MemoryImage
+    from migstream import encode_stream
     from migstream.encode.mappedram_writer import encode_mapped_ram
 
     runs = []

@@ -14,7 +14,8 @@ import tempfile
 from benchlib import best_time
 
 from migstream.containers.sources import StreamSource
-from migstream.containers.stream import iter_events, open_decoder
+from migstream.containers.stream import iter_events
+from migstream.containers.stream import open_decoder
 from migstream.tools.extract import extract
 from migstream.tools.summary import StreamSummary
 

@@ -25,7 +25,8 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, ROOT)
 
 from migstream.containers.sources import StreamSource  # noqa: E402
-from migstream.containers.stream import iter_events, open_decoder  # noqa: E402
+from migstream.containers.stream import iter_events  # noqa: E402
+from migstream.containers.stream import open_decoder  # noqa: E402
 from migstream.tools.devices import device_states  # noqa: E402
 
 SAMPLES = os.path.join(ROOT, "samples")

@@ -54,7 +54,9 @@ def capture_big(image, workdir, qemu10_root):
     sys.path.insert(0, os.path.join(ROOT, "tests"))
     import make_samples as ms
 
-    from support.qemu import Vm, image_ram_args, qemu10_wrapper
+    from support.qemu import Vm
+    from support.qemu import image_ram_args
+    from support.qemu import qemu10_wrapper
 
     size = os.path.getsize(image)
     binary = qemu10_wrapper(qemu10_root, workdir)

@@ -16,12 +16,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from benchlib import best_time  # noqa: E402
-from kaitaistruct import BytesIO, KaitaiStream  # noqa: E402
+from kaitaistruct import BytesIO  # noqa: E402
+from kaitaistruct import KaitaiStream  # noqa: E402
 
 from migstream.decode.decoder import StreamDecoder  # noqa: E402
 from migstream.events import NEED_DATA  # noqa: E402
 from support.reference import reference_records  # noqa: E402
-from support.samples import load_samples, raw_stream  # noqa: E402
+from support.samples import load_samples  # noqa: E402
+from support.samples import raw_stream  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "formats"))
 from qemu_migration import QemuMigration  # noqa: E402

@@ -32,7 +32,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from support.qemu import Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import Vm  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
 
 BENCH_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 QEMU = "qemu-system-x86_64"

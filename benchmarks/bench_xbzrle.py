@@ -19,7 +19,8 @@ import time
 
 import numpy as np
 
-from migstream.codecs.xbzrle import xbzrle_decode_into, xbzrle_encode
+from migstream.codecs.xbzrle import xbzrle_decode_into
+from migstream.codecs.xbzrle import xbzrle_encode
 
 PAGE = 4096
 

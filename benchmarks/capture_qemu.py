@@ -34,7 +34,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
 from benchlib import write_json  # noqa: E402
 
-from support.qemu import Vm, image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import Vm  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
 
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 QEMU = "qemu-system-x86_64"

@@ -12,7 +12,9 @@ import io
 from migstream.decode.decoder import StreamDecoder
 from migstream.decode.description import load_description
 from migstream.errors import StreamError
-from migstream.events import NEED_DATA, PageRecord, PageRun
+from migstream.events import NEED_DATA
+from migstream.events import PageRecord
+from migstream.events import PageRun
 
 PAGE_SIZE_OPTIONS = (None, 4096, 1024, 65536)
 

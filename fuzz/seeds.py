@@ -125,7 +125,8 @@ def _device_tail(path: Path, limit: int = 1 << 17) -> bytes | None:
     import zstandard
 
     from migstream.decode.decoder import StreamDecoder
-    from migstream.events import Configuration, SectionStart
+    from migstream.events import Configuration
+    from migstream.events import SectionStart
 
     with open(path, "rb") as f:
         data = zstandard.ZstdDecompressor().stream_reader(f, read_across_frames=True).read()

@@ -24,9 +24,11 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 sys.path.insert(0, str(HERE.parent / "tests" / "unit"))
 
-from harness import check, check_extract  # noqa: E402
+from harness import check  # noqa: E402
+from harness import check_extract  # noqa: E402
 from test_fuzz import mutate  # noqa: E402
-from test_kaitai import BLOCKS, build_full_stream  # noqa: E402
+from test_kaitai import BLOCKS  # noqa: E402
+from test_kaitai import build_full_stream  # noqa: E402
 
 DEVICES = ["timer", "cpu_common", "0000:00:02.0/e1000", "ram"]
 COMMANDS = ["ping", "open_return_path", "advise", "advise0", "discard", "recv_bitmap", "switchover", "listen", "run"]

@@ -47,17 +47,15 @@ def structural_positions(data: bytes) -> dict[str, list[int]]:
     stream (events carry offsets).  Keys name what the bytes are."""
     from harness import decode
 
-    from migstream.events import (
-        CommandEvent,
-        Configuration,
-        PageRecord,
-        PageRun,
-        RamBlockList,
-        RamMarker,
-        SectionEnd,
-        SectionStart,
-        VmDescription,
-    )
+    from migstream.events import CommandEvent
+    from migstream.events import Configuration
+    from migstream.events import PageRecord
+    from migstream.events import PageRun
+    from migstream.events import RamBlockList
+    from migstream.events import RamMarker
+    from migstream.events import SectionEnd
+    from migstream.events import SectionStart
+    from migstream.events import VmDescription
     from migstream.wire import grammar as g
 
     pos: dict[str, list[int]] = {
@@ -178,7 +176,8 @@ def main(argv=None) -> int:
     ap.add_argument("--mem-mb", type=int, default=1024, help="address-space cap (RLIMIT_AS) in MiB")
     args = ap.parse_args(argv)
 
-    from support.samples import raw_stream, sample_by_name
+    from support.samples import raw_stream
+    from support.samples import sample_by_name
 
     data = raw_stream(sample_by_name(args.sample))
     limit_memory(args.mem_mb)  # after loading the sample: every decode runs under the cap

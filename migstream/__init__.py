@@ -1,27 +1,30 @@
 """migstream: decode, validate and extract QEMU live-migration streams."""
 
 from .decode.decoder import StreamDecoder
-from .errors import MigstreamError, StreamError, TruncatedStream, UsageError
-from .events import (
-    NEED_DATA,
-    CommandEvent,
-    Configuration,
-    DeviceState,
-    EndOfStream,
-    FileHeader,
-    PackageEnd,
-    PageRecord,
-    PageRun,
-    RamBlock,
-    RamBlockList,
-    RamMarker,
-    SectionEnd,
-    SectionStart,
-    Undecoded,
-    VmDescription,
-    flag_names,
-)
-from .wire.grammar import Command, RamFlag, SectionType
+from .errors import MigstreamError
+from .errors import StreamError
+from .errors import TruncatedStream
+from .errors import UsageError
+from .events import NEED_DATA
+from .events import CommandEvent
+from .events import Configuration
+from .events import DeviceState
+from .events import EndOfStream
+from .events import FileHeader
+from .events import PackageEnd
+from .events import PageRecord
+from .events import PageRun
+from .events import RamBlock
+from .events import RamBlockList
+from .events import RamMarker
+from .events import SectionEnd
+from .events import SectionStart
+from .events import Undecoded
+from .events import VmDescription
+from .events import flag_names
+from .wire.grammar import Command
+from .wire.grammar import RamFlag
+from .wire.grammar import SectionType
 
 # The encoding side is imported on first use (PEP 562), so that decoding front ends
 # start without it.

@@ -8,20 +8,20 @@ describes.  Payload fields are memoryviews into the decoder's input; they stay v
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator
+from collections.abc import Sequence
+from dataclasses import dataclass
+from dataclasses import field
 from typing import Any
 
-from .wire.grammar import (
-    BLOCK_SECTOR_BITS,
-    MULTIFD_COMPRESSION_MASK,
-    MULTIFD_COMPRESSION_NAMES,
-    BlockFlag,
-    Command,
-    DirtyBitmapFlag,
-    RamFlag,
-    SectionType,
-)
+from .wire.grammar import BLOCK_SECTOR_BITS
+from .wire.grammar import MULTIFD_COMPRESSION_MASK
+from .wire.grammar import MULTIFD_COMPRESSION_NAMES
+from .wire.grammar import BlockFlag
+from .wire.grammar import Command
+from .wire.grammar import DirtyBitmapFlag
+from .wire.grammar import RamFlag
+from .wire.grammar import SectionType
 
 
 class _Sentinel:

@@ -47,19 +47,17 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-from support.qemu import (  # noqa: E402  (tests/ is put on sys.path just above)
-    PAGE,
-    QEMU_X86,
-    X86_EXCLUDE,
-    MiB,
-    Vm,
-    build_guest,
-    differing_pages,
-    guest_args,
-    image_ram_args,
-    qemu10_root,
-    qemu10_wrapper,
-)
+from support.qemu import PAGE  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import QEMU_X86  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import X86_EXCLUDE  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import MiB  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import Vm  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import build_guest  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import differing_pages  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import guest_args  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import qemu10_root  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qemu import qemu10_wrapper  # noqa: E402  (tests/ is put on sys.path just above)
 
 RUNNING_PARAMS = {"max-bandwidth": 32 * MiB, "downtime-limit": 30}
 MULTIFD_MAGIC = 0x11223344
@@ -756,6 +754,25 @@ def multifd(comp, channels=2):
 # same pc.ram: one truth file (x86-image.ram.zst) serves them all, which keeps
 # samples/ small.  (Migrating one stopped VM several times is refused: "Can't migrate
 # the vm that was paused due to previous migration".)
+def multifd_over_socket(qemu, comp):
+    """A multifd sample over a socket, 2 channels: without compression the guest is
+    dirtying pages (several sync rounds), with zlib or zstd it is stopped."""
+    name = f"{'x86' if qemu == '7.2' else 'q10'}-multifd-{'nocomp' if comp == 'none' else comp}"
+    version = "QEMU 7.2" if qemu == "7.2" else "QEMU 10.0"
+    if comp != "none":
+        mode, params, what = "image", multifd(comp), f"{comp}, stopped guest."
+    else:
+        mode, params = "running", dict(RUNNING_PARAMS, **multifd("none"))
+        what = "no compression, guest dirtying"
+        what += (
+            " (several sync rounds)."
+            if qemu == "7.2"
+            else ("; zero pages listed in packets (zero-page-detection multifd, the default).")
+        )
+    notes = f"{version} multifd, 2 channels, {what}"
+    return dict(name=name, qemu=qemu, mode=mode, caps=["multifd"], params=params, transport="multi", notes=notes)
+
+
 MULTIFD_SAMPLES = [
     # --- QEMU 10, main stream only
     dict(
@@ -780,61 +797,7 @@ MULTIFD_SAMPLES = [
         notes="QEMU 10.0, stopped guest, zero-page-detection none: zero pages are sent as full PAGE records.",
     ),
     # --- multifd over a socket, 2 channels
-    dict(
-        name="x86-multifd-nocomp",
-        qemu="7.2",
-        mode="running",
-        caps=["multifd"],
-        params=dict(RUNNING_PARAMS, **multifd("none")),
-        transport="multi",
-        notes="QEMU 7.2 multifd, 2 channels, no compression, guest dirtying (several sync rounds).",
-    ),
-    dict(
-        name="x86-multifd-zlib",
-        qemu="7.2",
-        mode="image",
-        caps=["multifd"],
-        params=multifd("zlib"),
-        transport="multi",
-        notes="QEMU 7.2 multifd, 2 channels, zlib, stopped guest.",
-    ),
-    dict(
-        name="x86-multifd-zstd",
-        qemu="7.2",
-        mode="image",
-        caps=["multifd"],
-        params=multifd("zstd"),
-        transport="multi",
-        notes="QEMU 7.2 multifd, 2 channels, zstd, stopped guest.",
-    ),
-    dict(
-        name="q10-multifd-nocomp",
-        qemu="10",
-        mode="running",
-        caps=["multifd"],
-        params=dict(RUNNING_PARAMS, **multifd("none")),
-        transport="multi",
-        notes="QEMU 10.0 multifd, 2 channels, no compression, guest dirtying; zero "
-        "pages listed in packets (zero-page-detection multifd, the default).",
-    ),
-    dict(
-        name="q10-multifd-zlib",
-        qemu="10",
-        mode="image",
-        caps=["multifd"],
-        params=multifd("zlib"),
-        transport="multi",
-        notes="QEMU 10.0 multifd, 2 channels, zlib, stopped guest.",
-    ),
-    dict(
-        name="q10-multifd-zstd",
-        qemu="10",
-        mode="image",
-        caps=["multifd"],
-        params=multifd("zstd"),
-        transport="multi",
-        notes="QEMU 10.0 multifd, 2 channels, zstd, stopped guest.",
-    ),
+    *(multifd_over_socket(qemu, comp) for qemu in ("7.2", "10") for comp in ("none", "zlib", "zstd")),
     dict(
         name="q10-multifd-zpd-legacy",
         qemu="10",

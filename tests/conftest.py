@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from support.samples import load_samples, raw_stream
+from support.samples import load_samples
+from support.samples import raw_stream
 
 KINDS = ("unit", "samples", "qemu", "tui")
 

@@ -11,7 +11,9 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
-from ..containers.capturedir import MAIN, MULTIFD, POSTCOPY_PREEMPT
+from ..containers.capturedir import MAIN
+from ..containers.capturedir import MULTIFD
+from ..containers.capturedir import POSTCOPY_PREEMPT
 from ..errors import UsageError
 
 #: First four bytes of a main channel (savevm.h QEMU_VM_FILE_MAGIC, "QEVM").

@@ -35,13 +35,23 @@ import os
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
-from ..containers.capturedir import CAPTURE_JSON, MAIN
+from ..containers.capturedir import CAPTURE_JSON
+from ..containers.capturedir import MAIN
 from ..errors import UsageError
 from ..wire.limits import DEFAULT_MAX_BACKLOG
-from .endpoints import Endpoint, identify_channel, listen_on, parse_uri, peek_head, tune
-from .recording import CHUNK, MIN_RECV, BacklogBudget, Recorder
+from .endpoints import Endpoint
+from .endpoints import identify_channel
+from .endpoints import listen_on
+from .endpoints import parse_uri
+from .endpoints import peek_head
+from .endpoints import tune
+from .recording import CHUNK
+from .recording import MIN_RECV
+from .recording import BacklogBudget
+from .recording import Recorder
 
 CAPTURE_SCHEMA = 1
 

@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from . import capture, devices, diff, encode, extract, info, records, report, rewrite, tui, validate  # noqa: F401
+from . import capture  # noqa: F401
+from . import devices  # noqa: F401
+from . import diff  # noqa: F401
+from . import encode  # noqa: F401
+from . import extract  # noqa: F401
+from . import info  # noqa: F401
+from . import records  # noqa: F401
+from . import report  # noqa: F401
+from . import rewrite  # noqa: F401
+from . import tui  # noqa: F401
+from . import validate  # noqa: F401
 from .app import app
 
 #: How ``migstream --help`` lists the commands: the core four first.

@@ -11,17 +11,21 @@ Every command lives in its own module of this package and registers on ``app``;
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, TypeVar
+from typing import Annotated
+from typing import TypeVar
 
 import typer
 
 from ..containers.sources import StreamSource
 from ..containers.stream import open_decoder
 from ..decode.decoder import StreamDecoder
-from ..errors import MigstreamError, StreamError, UsageError
+from ..errors import MigstreamError
+from ..errors import StreamError
+from ..errors import UsageError
 from .progress import DecodeProgress
 
 app = typer.Typer(

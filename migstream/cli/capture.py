@@ -11,10 +11,15 @@ from typing import Annotated
 
 import typer
 
-from ..capture.live import LiveDecoder, Throughput
+from ..capture.live import LiveDecoder
+from ..capture.live import Throughput
 from ..tools.vocabulary import human_size
 from ..wire.limits import DEFAULT_MAX_BACKLOG
-from .app import JsonOpt, ProgressOpt, app, err, run_command
+from .app import JsonOpt
+from .app import ProgressOpt
+from .app import app
+from .app import err
+from .app import run_command
 
 ListenOpt = Annotated[
     str, typer.Option("--listen", help="Where QEMU migrates to: unix:/path or tcp:HOST:PORT (tcp:PORT = loopback).")

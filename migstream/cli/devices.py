@@ -7,7 +7,12 @@ from typing import Any
 
 import typer
 
-from .app import JsonOpt, PageSizeOpt, StreamArg, app, err, run_command
+from .app import JsonOpt
+from .app import PageSizeOpt
+from .app import StreamArg
+from .app import app
+from .app import err
+from .app import run_command
 
 
 @app.command()

@@ -11,7 +11,9 @@ from typing import Annotated
 
 import typer
 
-from .app import PageSizeOpt, app, run_command
+from .app import PageSizeOpt
+from .app import app
+from .app import run_command
 
 SideArg = Annotated[
     str,

@@ -9,8 +9,12 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .app import app, run_command
-from .encoding import check_mapped_ram_options, output_fd, parse_size, report_stats
+from .app import app
+from .app import run_command
+from .encoding import check_mapped_ram_options
+from .encoding import output_fd
+from .encoding import parse_size
+from .encoding import report_stats
 from .progress import EncodeProgress
 
 

@@ -9,18 +9,17 @@ from typing import Annotated
 
 import typer
 
-from .app import (
-    ChannelOpt,
-    HookOpt,
-    JsonOpt,
-    PageSizeOpt,
-    ProgressOpt,
-    StreamArg,
-    app,
-    err,
-    run_command,
-)
-from .progress import DecodeProgress, stream_size
+from .app import ChannelOpt
+from .app import HookOpt
+from .app import JsonOpt
+from .app import PageSizeOpt
+from .app import ProgressOpt
+from .app import StreamArg
+from .app import app
+from .app import err
+from .app import run_command
+from .progress import DecodeProgress
+from .progress import stream_size
 
 
 @app.command()

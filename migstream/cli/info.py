@@ -11,19 +11,18 @@ from ..containers.multifd import with_channels
 from ..containers.stream import iter_events
 from ..errors import StreamError
 from ..tools.summary import StreamSummary
-from ..tools.vocabulary import human_size, page_kind_word
-from .app import (
-    ChannelOpt,
-    HookOpt,
-    JsonOpt,
-    PageSizeOpt,
-    ProgressOpt,
-    StreamArg,
-    app,
-    err,
-    opened_stream,
-    run_command,
-)
+from ..tools.vocabulary import human_size
+from ..tools.vocabulary import page_kind_word
+from .app import ChannelOpt
+from .app import HookOpt
+from .app import JsonOpt
+from .app import PageSizeOpt
+from .app import ProgressOpt
+from .app import StreamArg
+from .app import app
+from .app import err
+from .app import opened_stream
+from .app import run_command
 
 
 @app.command()

@@ -10,37 +10,33 @@ import typer
 
 from ..containers.multifd import with_channels
 from ..containers.stream import iter_events
-from ..events import (
-    CommandEvent,
-    Configuration,
-    DeviceState,
-    EndOfStream,
-    FileHeader,
-    PackageEnd,
-    PageRecord,
-    PageRun,
-    RamBlockList,
-    RamMarker,
-    SectionEnd,
-    SectionStart,
-    Undecoded,
-    VmDescription,
-    flag_names,
-)
+from ..events import CommandEvent
+from ..events import Configuration
+from ..events import DeviceState
+from ..events import EndOfStream
+from ..events import FileHeader
+from ..events import PackageEnd
+from ..events import PageRecord
+from ..events import PageRun
+from ..events import RamBlockList
+from ..events import RamMarker
+from ..events import SectionEnd
+from ..events import SectionStart
+from ..events import Undecoded
+from ..events import VmDescription
+from ..events import flag_names
 from ..tools.summary import ENCODING_NAMES
 from ..tools.vocabulary import page_kind_word
 from ..wire.grammar import RamFlag
-from .app import (
-    ChannelOpt,
-    HookOpt,
-    PageSizeOpt,
-    ProgressOpt,
-    StreamArg,
-    app,
-    opened_stream,
-    run_command,
-    warn_all,
-)
+from .app import ChannelOpt
+from .app import HookOpt
+from .app import PageSizeOpt
+from .app import ProgressOpt
+from .app import StreamArg
+from .app import app
+from .app import opened_stream
+from .app import run_command
+from .app import warn_all
 
 
 def _record_rows(events):

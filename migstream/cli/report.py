@@ -7,8 +7,14 @@ from typing import Annotated
 
 import typer
 
-from .app import PageSizeOpt, ProgressOpt, StreamArg, app, err, run_command
-from .progress import DecodeProgress, stream_size
+from .app import PageSizeOpt
+from .app import ProgressOpt
+from .app import StreamArg
+from .app import app
+from .app import err
+from .app import run_command
+from .progress import DecodeProgress
+from .progress import stream_size
 
 
 @app.command("report")
@@ -23,7 +29,8 @@ def report_command(
     An invalid stream still gets a report (showing the error); the exit code is then 1."""
 
     def go():
-        from ..tools.report import collect, render  # imported on use: the CLI starts faster
+        from ..tools.report import collect  # imported on use: the CLI starts faster
+        from ..tools.report import render  # imported on use: the CLI starts faster
 
         prog = DecodeProgress(stream_size(stream), progress)
         try:

@@ -9,8 +9,13 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .app import app, run_command
-from .encoding import check_mapped_ram_options, output_fd, parse_size, report_stats
+from .app import ProgressOpt
+from .app import app
+from .app import run_command
+from .encoding import check_mapped_ram_options
+from .encoding import output_fd
+from .encoding import parse_size
+from .encoding import report_stats
 from .progress import EncodeProgress
 
 InArg = Annotated[
@@ -33,9 +38,6 @@ CompressOpt = Annotated[int, typer.Option("--compress-threads", help="COMPRESS_P
 LevelOpt = Annotated[int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")]
 StatsOpt = Annotated[Path | None, typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")]
-ProgressOpt = Annotated[
-    bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")
-]
 PlainOpt = Annotated[bool, typer.Option("--plain", help="ZERO and PAGE records only (the default).")]
 MappedOpt = Annotated[
     bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram).")
@@ -43,6 +45,7 @@ MappedOpt = Annotated[
 
 
 def _run_transcode(
+    *,
     stream,
     output,
     patches,
@@ -111,20 +114,7 @@ def transcode_command(
 ) -> None:
     """Re-encode a capture (XBZRLE, compressed, multifd, postcopy...) as another encoding
     of the same final memory and device state."""
-    _run_transcode(
-        stream,
-        output,
-        [],
-        channel,
-        xbzrle_cache,
-        compress_threads,
-        compress_level,
-        stats_json,
-        json_out,
-        progress,
-        plain,
-        mapped_ram,
-    )
+    _run_transcode(patches=[], **locals())  # locals() here: exactly the command's options
 
 
 @app.command("rewrite")
@@ -156,6 +146,9 @@ def rewrite_command(
     """Patch guest memory of a capture and re-emit it with its own device state and
     configuration, ready for `-incoming`."""
 
+    options = dict(locals())  # the command's options; the two --patch lists become patches
+    patch, patch_hex = options.pop("patch"), options.pop("patch_hex")
+
     def parse():
         from ..tools.rewrite import Patch
 
@@ -164,18 +157,4 @@ def rewrite_command(
             raise UsageError("nothing to patch: give --patch or --patch-hex (or use transcode)")
         return patches
 
-    patches = run_command(parse)
-    _run_transcode(
-        stream,
-        output,
-        patches,
-        channel,
-        xbzrle_cache,
-        compress_threads,
-        compress_level,
-        stats_json,
-        json_out,
-        progress,
-        plain,
-        mapped_ram,
-    )
+    _run_transcode(patches=run_command(parse), **options)

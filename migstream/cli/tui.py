@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from .app import ChannelOpt, PageSizeOpt, StreamArg, app, run_command
+from .app import ChannelOpt
+from .app import PageSizeOpt
+from .app import StreamArg
+from .app import app
+from .app import run_command
 
 
 @app.command()

@@ -9,20 +9,21 @@ import typer
 from ..containers.multifd import with_channels
 from ..containers.stream import iter_events
 from ..decode.pages import check_page_record
-from ..errors import MigstreamError, StreamError
-from ..events import EndOfStream, PageRecord, Undecoded
+from ..errors import MigstreamError
+from ..errors import StreamError
+from ..events import EndOfStream
+from ..events import PageRecord
+from ..events import Undecoded
 from ..wire.grammar import RamFlag
-from .app import (
-    ChannelOpt,
-    HookOpt,
-    PageSizeOpt,
-    ProgressOpt,
-    StreamArg,
-    app,
-    opened_stream,
-    run_command,
-    warn_all,
-)
+from .app import ChannelOpt
+from .app import HookOpt
+from .app import PageSizeOpt
+from .app import ProgressOpt
+from .app import StreamArg
+from .app import app
+from .app import opened_stream
+from .app import run_command
+from .app import warn_all
 
 
 @app.command()

@@ -17,7 +17,8 @@ import os
 import shutil
 import subprocess
 import threading
-from typing import BinaryIO, cast
+from typing import BinaryIO
+from typing import cast
 
 from ..errors import UsageError
 

@@ -29,15 +29,25 @@ import os
 import stat
 import struct
 import zlib
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, BinaryIO, NoReturn
+from collections.abc import Iterable
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+from typing import BinaryIO
+from typing import NoReturn
 
-from construct import Bytes, FormatField
+from construct import Bytes
+from construct import FormatField
 
-from ..errors import StreamError, UsageError
-from ..events import MultifdPacket, MultifdSync, RamBlockList, RamMarker
+from ..errors import StreamError
+from ..errors import UsageError
+from ..events import MultifdPacket
+from ..events import MultifdSync
+from ..events import RamBlockList
+from ..events import RamMarker
 from ..wire import grammar as g
-from .compressed import HEAD, detect_compression, open_decompressed
+from .compressed import HEAD
+from .compressed import detect_compression
+from .compressed import open_decompressed
 
 if TYPE_CHECKING:
     from zstandard import ZstdDecompressionObj
@@ -435,20 +445,26 @@ class MultifdChannels:
         self.contiguous: bool | None = None
         self.sync_points = 0
 
+    def _next_before_sync(self, ch, blocks: dict, sync_offset: int) -> MultifdPacket:
+        """The channel's next packet, which must exist: the sync point has not seen its
+        SYNC packet yet."""
+        pkt = ch.next_packet(blocks)
+        if pkt is None:
+            raise ChannelError(
+                f"channel {ch.id} ends before the SYNC packet of sync point "
+                f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
+                ch.name,
+                ch.input.offset,
+            )
+        return pkt
+
     def epoch(self, blocks: dict, sync_offset: int) -> Iterator[MultifdPacket]:
         """The packets of the next sync point, merged by packet_num: every channel up
         to and including its next SYNC packet."""
         self.sync_points += 1
         heap: list = []
         for ch in self.channels:
-            pkt = ch.next_packet(blocks)
-            if pkt is None:
-                raise ChannelError(
-                    f"channel {ch.id} ends before the SYNC packet of sync point "
-                    f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
-                    ch.name,
-                    ch.input.offset,
-                )
+            pkt = self._next_before_sync(ch, blocks, sync_offset)
             heap.append((pkt.packet_num, ch.id, pkt))
         heapq.heapify(heap)
         while heap:
@@ -458,14 +474,7 @@ class MultifdChannels:
             if pkt.sync:
                 continue  # this channel is done for this sync point
             ch = self.channels[cid]
-            nxt = ch.next_packet(blocks)
-            if nxt is None:
-                raise ChannelError(
-                    f"channel {ch.id} ends before the SYNC packet of sync point "
-                    f"{self.sync_points} (main stream offset 0x{sync_offset:x})",
-                    ch.name,
-                    ch.input.offset,
-                )
+            nxt = self._next_before_sync(ch, blocks, sync_offset)
             heapq.heappush(heap, (nxt.packet_num, cid, nxt))
 
     def _check_number(self, pkt: MultifdPacket) -> None:

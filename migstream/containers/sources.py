@@ -21,9 +21,15 @@ from typing import BinaryIO
 
 from ..errors import UsageError
 from ..wire import libvirt_header as gl
-from .capturedir import is_capture_dir, resolve_capture
-from .compressed import HEAD, READ_CHUNK, detect_compression, open_decompressed
-from .libvirt import SaveImage, is_save_image, read_save_image
+from .capturedir import is_capture_dir
+from .capturedir import resolve_capture
+from .compressed import HEAD
+from .compressed import READ_CHUNK
+from .compressed import detect_compression
+from .compressed import open_decompressed
+from .libvirt import SaveImage
+from .libvirt import is_save_image
+from .libvirt import read_save_image
 
 #: What the format field of a libvirt save image means for decompression.
 _LIBVIRT_COMPRESSION = {

@@ -32,28 +32,26 @@ from typing import Any
 
 from construct import ConstructError
 
-from ..errors import StreamError, TruncatedStream
-from ..events import (
-    NEED_DATA,
-    Configuration,
-    EndOfStream,
-    FileHeader,
-    PackageEnd,
-    SectionStart,
-    VmDescription,
-)
+from ..errors import StreamError
+from ..errors import TruncatedStream
+from ..events import NEED_DATA
+from ..events import Configuration
+from ..events import EndOfStream
+from ..events import FileHeader
+from ..events import PackageEnd
+from ..events import SectionStart
+from ..events import VmDescription
 from ..wire import grammar as g
 from ..wire.fastpath import SECTION_ID
-from ..wire.limits import (
-    MAX_CONFIG_SUBSECTION,
-    MAX_DESCRIPTION,
-    MAX_MACHINE_NAME,
-    MAX_TARGET_PAGE_BITS,
-    MIN_TARGET_PAGE_BITS,
-)
+from ..wire.limits import MAX_CONFIG_SUBSECTION
+from ..wire.limits import MAX_DESCRIPTION
+from ..wire.limits import MAX_MACHINE_NAME
+from ..wire.limits import MAX_TARGET_PAGE_BITS
+from ..wire.limits import MIN_TARGET_PAGE_BITS
 from .blockmig import BlockMigrationReader
 from .commands import CommandReader
-from .description import DeviceIndex, description_page_size
+from .description import DeviceIndex
+from .description import description_page_size
 from .devices import DeviceSectionReader
 from .dirtybitmap import DirtyBitmapReader
 from .input import NeedData

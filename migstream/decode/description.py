@@ -14,7 +14,8 @@ import struct
 from typing import Any
 
 from ..wire.grammar import SectionType
-from ..wire.limits import MAX_DESCRIPTION, MAX_SUBSECTION_DEPTH
+from ..wire.limits import MAX_DESCRIPTION
+from ..wire.limits import MAX_SUBSECTION_DEPTH
 
 
 def find_description(tail: bytes, total_size: int) -> tuple[int, bytes] | None:

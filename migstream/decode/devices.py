@@ -3,8 +3,11 @@ their footer, and the section footer itself (savevm.c check_section_footer)."""
 
 from __future__ import annotations
 
-from ..errors import StreamError, TruncatedStream
-from ..events import DeviceState, SectionEnd, Undecoded
+from ..errors import StreamError
+from ..errors import TruncatedStream
+from ..events import DeviceState
+from ..events import SectionEnd
+from ..events import Undecoded
 from ..wire import grammar as g
 from ..wire.fastpath import SECTION_ID
 from ..wire.limits import MAX_FOOTER_SCAN

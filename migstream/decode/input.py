@@ -15,7 +15,8 @@ from typing import Any
 
 from construct import StreamError as ConstructStreamError
 
-from ..errors import StreamError, TruncatedStream
+from ..errors import StreamError
+from ..errors import TruncatedStream
 from ..wire.fastpath import IDSTR_LENGTH
 
 

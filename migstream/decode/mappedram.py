@@ -19,7 +19,8 @@ docs/devel/migration/mapped-ram.rst.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 from typing import TYPE_CHECKING
 
 from ..errors import StreamError

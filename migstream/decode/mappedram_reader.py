@@ -8,11 +8,16 @@ from __future__ import annotations
 
 from construct import ConstructError
 
-from ..errors import StreamError, TruncatedStream
-from ..events import MappedRamBlock, MappedRamPages, RamBlock, RamBlockList
+from ..errors import StreamError
+from ..errors import TruncatedStream
+from ..events import MappedRamBlock
+from ..events import MappedRamPages
+from ..events import RamBlock
+from ..events import RamBlockList
 from ..wire import grammar as g
 from .input import NeedData
-from .mappedram import MappedRamList, check_mapped_ram_header
+from .mappedram import MappedRamList
+from .mappedram import check_mapped_ram_header
 from .state import DecoderState
 
 

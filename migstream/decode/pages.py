@@ -20,7 +20,8 @@ import zlib
 
 from ..codecs.xbzrle import xbzrle_decode_into
 from ..codecs.zlibpage import inflate_page
-from ..errors import StreamError, XbzrleError
+from ..errors import StreamError
+from ..errors import XbzrleError
 from ..events import PageRecord
 from ..wire.grammar import RamFlag
 

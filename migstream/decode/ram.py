@@ -10,10 +10,20 @@ from construct import ConstructError
 
 from ..codecs.zlibpage import compress_bound
 from ..errors import StreamError
-from ..events import PageRecord, PageRun, RamBlock, RamBlockList, RamMarker
+from ..events import PageRecord
+from ..events import PageRun
+from ..events import RamBlock
+from ..events import RamBlockList
+from ..events import RamMarker
 from ..wire import grammar as g
-from ..wire.fastpath import RAM_HEADER, RamPlans, RunWalker
-from ..wire.limits import MAX_BLOCK_LENGTH, MAX_BLOCK_LIST, MAX_PAGE_SIZE, MAX_RAM_BLOCKS, MIN_PAGE_SIZE
+from ..wire.fastpath import RAM_HEADER
+from ..wire.fastpath import RamPlans
+from ..wire.fastpath import RunWalker
+from ..wire.limits import MAX_BLOCK_LENGTH
+from ..wire.limits import MAX_BLOCK_LIST
+from ..wire.limits import MAX_PAGE_SIZE
+from ..wire.limits import MAX_RAM_BLOCKS
+from ..wire.limits import MIN_PAGE_SIZE
 from ..wire.pagesize import page_size_for
 from .pages import apply_xbzrle
 from .state import DecoderState

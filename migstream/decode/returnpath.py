@@ -11,7 +11,8 @@ import io
 from construct import ConstructError
 
 from ..errors import StreamError
-from ..wire.grammar import ReturnPathMessage, ReturnPathType
+from ..wire.grammar import ReturnPathMessage
+from ..wire.grammar import ReturnPathType
 
 
 def return_path_messages(data: bytes):

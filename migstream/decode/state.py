@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..events import Configuration, RamBlock
+from ..events import Configuration
+from ..events import RamBlock
 from ..wire import grammar as g
 from .description import DeviceIndex
 from .input import InputBuffer

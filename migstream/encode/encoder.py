@@ -44,7 +44,8 @@ Rules and where they come from (QEMU 7.2 migration/ram.c unless stated):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -52,10 +53,15 @@ import numpy as np
 from ..errors import UsageError
 from ..wire import build as writer
 from ..wire import grammar as g
-from ..wire.fastpath import IDSTR_LENGTH, RAM_HEADER, payload_plan
-from .configuration import DEFAULT_RAM_SECTION_ID, target_page_bits, without_mapped_ram
+from ..wire.fastpath import IDSTR_LENGTH
+from ..wire.fastpath import RAM_HEADER
+from ..wire.fastpath import payload_plan
+from .configuration import DEFAULT_RAM_SECTION_ID
+from .configuration import target_page_bits
+from .configuration import without_mapped_ram
 from .memimage import MemoryImage
-from .stats import CountingSink, RamStats
+from .stats import CountingSink
+from .stats import RamStats
 from .zeropages import zero_page_mask
 
 RamFlag = g.RamFlag

@@ -41,7 +41,8 @@ from __future__ import annotations
 import os
 import stat
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -52,7 +53,8 @@ from ..image.pwrite import pwrite_all
 from ..wire import build as writer
 from ..wire import grammar as g
 from ..wire.fastpath import RAM_HEADER
-from .configuration import DEFAULT_RAM_SECTION_ID, target_page_bits
+from .configuration import DEFAULT_RAM_SECTION_ID
+from .configuration import target_page_bits
 from .memimage import MemoryImage
 from .stats import RamStats
 from .zeropages import zero_page_mask

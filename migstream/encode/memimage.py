@@ -14,7 +14,8 @@ from __future__ import annotations
 import mmap
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import numpy as np
 

@@ -13,7 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from ..image.pwrite import IOV_MAX, write_buffers
+from ..image.pwrite import IOV_MAX
+from ..image.pwrite import write_buffers
 
 
 class BytesSink:

@@ -15,7 +15,8 @@ import os
 from ..errors import UsageError
 from ..events import BlockRecord
 from ..wire.grammar import BLOCK_CHUNK
-from .ramimage import new_file, safe_file_name
+from .ramimage import new_file
+from .ramimage import safe_file_name
 
 
 class DiskFile:

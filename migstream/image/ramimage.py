@@ -16,7 +16,8 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import numpy as np
 
@@ -26,9 +27,15 @@ from ..decode.pages import CONTINUE as _CONTINUE
 from ..decode.pages import PAGE as _PAGE
 from ..decode.pages import XBZRLE as _XBZRLE
 from ..decode.pages import ZERO as _ZERO
-from ..decode.pages import apply_page, apply_xbzrle
+from ..decode.pages import apply_page
+from ..decode.pages import apply_xbzrle
 from ..errors import UsageError
-from ..events import MappedRamBlock, MappedRamPages, MultifdPacket, PageRecord, PageRun, RamBlockList
+from ..events import MappedRamBlock
+from ..events import MappedRamPages
+from ..events import MultifdPacket
+from ..events import PageRecord
+from ..events import PageRun
+from ..events import RamBlockList
 from .blockwriter import BlockWriter
 from .manifest import MANIFEST
 

@@ -12,17 +12,19 @@ import json
 from typing import Any
 
 from ..containers.sources import StreamSource
-from ..containers.stream import iter_events, open_decoder
+from ..containers.stream import iter_events
+from ..containers.stream import open_decoder
 from ..decode.description import load_description
-from ..decode.vmstate import (
-    DescriptionQueue,
-    VmstateError,
-    decode_s390_storage_attributes,
-    decode_spapr_htab,
-    decode_vmstate,
-)
+from ..decode.vmstate import DescriptionQueue
+from ..decode.vmstate import VmstateError
+from ..decode.vmstate import decode_s390_storage_attributes
+from ..decode.vmstate import decode_spapr_htab
+from ..decode.vmstate import decode_vmstate
 from ..errors import StreamError
-from ..events import Configuration, DeviceState, SectionStart, VmDescription
+from ..events import Configuration
+from ..events import DeviceState
+from ..events import SectionStart
+from ..events import VmDescription
 from ..wire.grammar import SectionType
 
 #: Hostile-input bound on device payload bytes kept while waiting for the description.

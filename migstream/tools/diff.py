@@ -14,12 +14,14 @@ import errno
 import os
 import re
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import numpy as np
 
 from ..errors import UsageError
-from ..image.manifest import read_disks, read_manifest
+from ..image.manifest import read_disks
+from ..image.manifest import read_manifest
 from .devices import device_states
 from .extract import extract
 

@@ -7,18 +7,17 @@ from typing import Any
 
 from ..containers.multifd import with_channels
 from ..containers.sources import StreamSource
-from ..containers.stream import iter_events, open_decoder
+from ..containers.stream import iter_events
+from ..containers.stream import open_decoder
 from ..errors import StreamError
-from ..events import (
-    BlockRecord,
-    MappedRamBlock,
-    MappedRamPages,
-    MultifdPacket,
-    PageRecord,
-    PageRun,
-    RamBlockList,
-    SectionStart,
-)
+from ..events import BlockRecord
+from ..events import MappedRamBlock
+from ..events import MappedRamPages
+from ..events import MultifdPacket
+from ..events import PageRecord
+from ..events import PageRun
+from ..events import RamBlockList
+from ..events import SectionStart
 from ..image.diskimage import DiskImages
 from ..image.manifest import MANIFEST
 from ..image.ramimage import RamImage

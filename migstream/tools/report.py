@@ -12,17 +12,27 @@ import html
 import struct
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import numpy as np
 
 from ..containers.sources import StreamSource
-from ..containers.stream import iter_events, open_decoder
+from ..containers.stream import iter_events
+from ..containers.stream import open_decoder
 from ..errors import StreamError
-from ..events import PageRecord, PageRun, RamBlockList, SectionStart
-from .index.pagestate import BlockMap, PageMaps
+from ..events import PageRecord
+from ..events import PageRun
+from ..events import RamBlockList
+from ..events import SectionStart
+from .index.pagestate import BlockMap
+from .index.pagestate import PageMaps
 from .summary import StreamSummary
-from .vocabulary import PAGE_KINDS, PageKind, human_size, page_kind_rgb, page_kind_word
+from .vocabulary import PAGE_KINDS
+from .vocabulary import PageKind
+from .vocabulary import human_size
+from .vocabulary import page_kind_rgb
+from .vocabulary import page_kind_word
 
 #: The page maps' palette: one colour per PageKind, in order (tools/vocabulary.py).
 PALETTE = tuple(page_kind_rgb(k) for k in PageKind)

@@ -13,7 +13,8 @@ from __future__ import annotations
 import os
 import re
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..encode.encoder import encode_stream
@@ -145,7 +146,8 @@ def _iterations(stream: str, channels) -> list[int]:
     """Which of the input's iterations become rounds: up to MAX_ROUNDS - 1, evenly
     spread, the first included (the final memory is the last round)."""
     from ..containers.sources import StreamSource
-    from ..containers.stream import iter_events, open_decoder
+    from ..containers.stream import iter_events
+    from ..containers.stream import open_decoder
     from .summary import StreamSummary
 
     summary = StreamSummary()

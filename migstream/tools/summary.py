@@ -2,30 +2,32 @@
 
 from __future__ import annotations
 
-from collections import Counter, defaultdict
+from collections import Counter
+from collections import defaultdict
 from typing import Any
 
-from ..events import (
-    BlockRecord,
-    CommandEvent,
-    Configuration,
-    DeviceState,
-    DirtyBitmapRecord,
-    EndOfStream,
-    FileHeader,
-    MappedRamBlock,
-    MultifdPacket,
-    MultifdSync,
-    PageRecord,
-    PageRun,
-    RamBlockList,
-    RamMarker,
-    SectionStart,
-    Undecoded,
-    VmDescription,
-)
-from ..wire.grammar import BLOCK_CHUNK, RamFlag, SectionType
-from .vocabulary import PAGE_KIND_OF_FLAG, PAGE_KINDS
+from ..events import BlockRecord
+from ..events import CommandEvent
+from ..events import Configuration
+from ..events import DeviceState
+from ..events import DirtyBitmapRecord
+from ..events import EndOfStream
+from ..events import FileHeader
+from ..events import MappedRamBlock
+from ..events import MultifdPacket
+from ..events import MultifdSync
+from ..events import PageRecord
+from ..events import PageRun
+from ..events import RamBlockList
+from ..events import RamMarker
+from ..events import SectionStart
+from ..events import Undecoded
+from ..events import VmDescription
+from ..wire.grammar import BLOCK_CHUNK
+from ..wire.grammar import RamFlag
+from ..wire.grammar import SectionType
+from .vocabulary import PAGE_KIND_OF_FLAG
+from .vocabulary import PAGE_KINDS
 
 _PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
 

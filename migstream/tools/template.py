@@ -23,23 +23,25 @@ from __future__ import annotations
 
 import mmap
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 from ..containers.sources import StreamSource
-from ..containers.stream import iter_events, open_decoder
-from ..errors import StreamError, UsageError
-from ..events import (
-    CommandEvent,
-    Configuration,
-    EndOfStream,
-    FileHeader,
-    PackageEnd,
-    RamBlockList,
-    SectionStart,
-    Undecoded,
-    VmDescription,
-)
-from ..wire.grammar import Command, SectionType
+from ..containers.stream import iter_events
+from ..containers.stream import open_decoder
+from ..errors import StreamError
+from ..errors import UsageError
+from ..events import CommandEvent
+from ..events import Configuration
+from ..events import EndOfStream
+from ..events import FileHeader
+from ..events import PackageEnd
+from ..events import RamBlockList
+from ..events import SectionStart
+from ..events import Undecoded
+from ..events import VmDescription
+from ..wire.grammar import Command
+from ..wire.grammar import SectionType
 
 
 @dataclass

@@ -15,35 +15,49 @@ import time
 
 import numpy as np
 from rich.text import Text
-from textual import on, work
-from textual.app import App, ComposeResult, SystemCommand
+from textual import on
+from textual import work
+from textual.app import App
+from textual.app import ComposeResult
+from textual.app import SystemCommand
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
+from textual.containers import Vertical
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
 from textual.widget import Widget
-from textual.widgets import Footer, Sparkline, TabbedContent, TabPane
+from textual.widgets import Footer
+from textual.widgets import Sparkline
+from textual.widgets import TabbedContent
+from textual.widgets import TabPane
 from textual.worker import get_current_worker
 
-from ..tools.index import RowKind, ScanProgress, StreamIndex
-from ..tools.vocabulary import PageKind, human_size
-from ..wire.grammar import RamFlag, SectionType
+from ..tools.index import RowKind
+from ..tools.index import ScanProgress
+from ..tools.index import StreamIndex
+from ..tools.vocabulary import PageKind
+from ..tools.vocabulary import human_size
+from ..wire.grammar import RamFlag
+from ..wire.grammar import SectionType
 from .detail import DetailPane
 from .dialogs import Prompt
-from .filtering import (
-    FilterError,
-    RowFilter,
-    filtered_rows,
-    next_match,
-    parse_filter,
-    search_kind,
-    section_last_row,
-)
+from .filtering import FilterError
+from .filtering import RowFilter
+from .filtering import filtered_rows
+from .filtering import next_match
+from .filtering import parse_filter
+from .filtering import search_kind
+from .filtering import section_last_row
 from .linelist import LineList
-from .pagemap import Legend, PageMap, page_kind_css
-from .records import RecordTable, section_tag
-from .timeline import BlockList, PageHistory, Timeline
+from .pagemap import Legend
+from .pagemap import PageMap
+from .pagemap import page_kind_css
+from .records import RecordTable
+from .records import section_tag
+from .timeline import BlockList
+from .timeline import PageHistory
+from .timeline import Timeline
 
 SPEEDS = [1, 5, 20, 100, 500, 2000, 10000, 100000]  # rows per second
 TICK = 0.1

@@ -12,7 +12,10 @@ from textual.strip import Strip
 
 from ..codecs.zlibpage import inflate_page
 from ..events import flag_names
-from ..tools.index import RecordDetail, RowKind, StreamIndex, xbzrle_runs
+from ..tools.index import RecordDetail
+from ..tools.index import RowKind
+from ..tools.index import StreamIndex
+from ..tools.index import xbzrle_runs
 from ..wire.grammar import RamFlag
 
 #: What each RAM_SAVE_FLAG bit means (migration/ram.c, ram.h).

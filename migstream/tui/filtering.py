@@ -8,7 +8,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..tools.index import MULTIFD_ROW, RowKind, SectionInfo, StreamIndex
+from ..tools.index import MULTIFD_ROW
+from ..tools.index import RowKind
+from ..tools.index import SectionInfo
+from ..tools.index import StreamIndex
 from ..wire.grammar import RamFlag
 
 _CONTINUE = int(RamFlag.CONTINUE)

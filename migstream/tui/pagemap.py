@@ -22,7 +22,8 @@ from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widget import Widget
 
-from ..tools.vocabulary import PAGE_KINDS, PageKind
+from ..tools.vocabulary import PAGE_KINDS
+from ..tools.vocabulary import PageKind
 
 #: The component class of each page kind (page map, legend, timeline, block list).
 STATE_CLASSES = {kind: f"pagemap--{kind.name.lower()}" for kind in PageKind}

@@ -6,11 +6,18 @@ import numpy as np
 from rich.text import Text
 from textual.cache import LRUCache
 
-from ..events import block_flag_names, dirty_bitmap_flag_names, flag_names
-from ..tools.index import MULTIFD_ROW, RowKind, StreamIndex, command_name
+from ..events import block_flag_names
+from ..events import dirty_bitmap_flag_names
+from ..events import flag_names
+from ..tools.index import MULTIFD_ROW
+from ..tools.index import RowKind
+from ..tools.index import StreamIndex
+from ..tools.index import command_name
 from ..tools.index.pagestate import STATE_OF_FLAGS
-from ..tools.vocabulary import PAGE_KINDS, PageKind
-from ..wire.grammar import RamFlag, SectionType
+from ..tools.vocabulary import PAGE_KINDS
+from ..tools.vocabulary import PageKind
+from ..wire.grammar import RamFlag
+from ..wire.grammar import SectionType
 from .linelist import LineList
 
 

@@ -8,11 +8,13 @@ from rich.style import Style
 from rich.text import Text
 
 from ..tools.index import StreamIndex
-from ..tools.vocabulary import PageKind, human_size
+from ..tools.vocabulary import PageKind
+from ..tools.vocabulary import human_size
 from ..wire.grammar import SectionType
 from .linelist import LineList
 from .pagemap import STATE_CLASSES
-from .records import encoding_word, section_tag
+from .records import encoding_word
+from .records import section_tag
 
 _BAR_STATES = [k for k in PageKind if k != PageKind.NEVER]
 

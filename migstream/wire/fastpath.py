@@ -12,7 +12,11 @@ import struct
 from array import array
 from dataclasses import dataclass
 
-from construct import Construct, FormatField, Prefixed, SizeofError, Struct
+from construct import Construct
+from construct import FormatField
+from construct import Prefixed
+from construct import SizeofError
+from construct import Struct
 
 from . import grammar as g
 from .limits import MAX_RUN_RECORDS

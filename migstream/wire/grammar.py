@@ -18,31 +18,29 @@ from __future__ import annotations
 
 import enum
 
-from construct import (
-    Array,
-    Bytes,
-    Computed,
-    Const,
-    Construct,
-    Error,
-    FixedSized,
-    GreedyBytes,
-    GreedyRange,
-    If,
-    Int8ub,
-    Int16ub,
-    Int32ub,
-    Int64ub,
-    Optional,
-    PascalString,
-    Pass,
-    Prefixed,
-    PrefixedArray,
-    RepeatUntil,
-    Struct,
-    Switch,
-    this,
-)
+from construct import Array
+from construct import Bytes
+from construct import Computed
+from construct import Const
+from construct import Construct
+from construct import Error
+from construct import FixedSized
+from construct import GreedyBytes
+from construct import GreedyRange
+from construct import If
+from construct import Int8ub
+from construct import Int16ub
+from construct import Int32ub
+from construct import Int64ub
+from construct import Optional
+from construct import PascalString
+from construct import Pass
+from construct import Prefixed
+from construct import PrefixedArray
+from construct import RepeatUntil
+from construct import Struct
+from construct import Switch
+from construct import this
 
 from .limits import MAX_RAM_BLOCKS
 

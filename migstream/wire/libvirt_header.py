@@ -27,7 +27,11 @@ from __future__ import annotations
 
 import enum
 
-from construct import Array, Bytes, Int32ub, Int32ul, Struct
+from construct import Array
+from construct import Bytes
+from construct import Int32ub
+from construct import Int32ul
+from construct import Struct
 
 MAGIC_COMPLETE = b"LibvirtQemudSave"
 MAGIC_PARTIAL = b"LibvirtQemudPart"

@@ -14,7 +14,12 @@ from pathlib import Path
 import pytest
 
 from migstream.tools.extract import extract
-from support.qemu import QEMU_X86, MiB, Vm, build_guest, guest_args, require_qemu
+from support.qemu import QEMU_X86
+from support.qemu import MiB
+from support.qemu import Vm
+from support.qemu import build_guest
+from support.qemu import guest_args
+from support.qemu import require_qemu
 
 CHUNK = 1 << 20
 

@@ -20,15 +20,24 @@ from pathlib import Path
 
 import pytest
 
-from migstream.capture.sessions import CaptureSession, TapSession
+from migstream.capture.sessions import CaptureSession
+from migstream.capture.sessions import TapSession
 from migstream.containers.capturedir import resolve_capture
 from migstream.containers.multifd import with_channels
 from migstream.containers.sources import StreamSource
-from migstream.containers.stream import iter_events, open_decoder
+from migstream.containers.stream import iter_events
+from migstream.containers.stream import open_decoder
 from migstream.decode.returnpath import return_path_messages
 from migstream.tools.extract import extract
 from migstream.tools.summary import StreamSummary
-from support.qemu import QEMU_X86, X86_EXCLUDE, MiB, Vm, build_guest, differing_pages, guest_args, require_qemu
+from support.qemu import QEMU_X86
+from support.qemu import X86_EXCLUDE
+from support.qemu import MiB
+from support.qemu import Vm
+from support.qemu import build_guest
+from support.qemu import differing_pages
+from support.qemu import guest_args
+from support.qemu import require_qemu
 
 RAM = 64 * MiB
 RUNNING = {"max-bandwidth": 32 * MiB, "downtime-limit": 30}

@@ -16,11 +16,26 @@ from pathlib import Path
 
 import pytest
 
-from migstream import PageRecord, PageRun, SectionStart, StreamDecoder
-from migstream.wire.grammar import RamFlag, SectionType
-from support.images import PAGE, dirty, mixed_image, zero_page_count
-from support.qemu import QEMU_X86, X86_EXCLUDE, MiB, Vm, differing_pages, image_ram_args, need
-from support.samples import SAMPLES, read_zst, sample_by_name
+from migstream import PageRecord
+from migstream import PageRun
+from migstream import SectionStart
+from migstream import StreamDecoder
+from migstream.wire.grammar import RamFlag
+from migstream.wire.grammar import SectionType
+from support.images import PAGE
+from support.images import dirty
+from support.images import mixed_image
+from support.images import zero_page_count
+from support.qemu import QEMU_X86
+from support.qemu import X86_EXCLUDE
+from support.qemu import MiB
+from support.qemu import Vm
+from support.qemu import differing_pages
+from support.qemu import image_ram_args
+from support.qemu import need
+from support.samples import SAMPLES
+from support.samples import read_zst
+from support.samples import sample_by_name
 
 PC = "pc-i440fx-7.2"
 

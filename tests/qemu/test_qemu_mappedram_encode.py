@@ -17,8 +17,15 @@ from pathlib import Path
 import pytest
 
 from support.images import mixed_image
-from support.qemu import X86_EXCLUDE, MiB, Vm, differing_pages, qemu10_root, qemu10_wrapper
-from support.samples import SAMPLES, read_zst, sample_by_name
+from support.qemu import X86_EXCLUDE
+from support.qemu import MiB
+from support.qemu import Vm
+from support.qemu import differing_pages
+from support.qemu import qemu10_root
+from support.qemu import qemu10_wrapper
+from support.samples import SAMPLES
+from support.samples import read_zst
+from support.samples import sample_by_name
 
 QEMU10 = qemu10_root()
 GUEST = SAMPLES / "guest" / "guest.img"

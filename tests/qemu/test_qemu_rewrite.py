@@ -11,8 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from support.qemu import QEMU_X86, X86_EXCLUDE, MiB, Vm, differing_pages, need
-from support.samples import SAMPLES, read_zst, sample_by_name
+from support.qemu import QEMU_X86
+from support.qemu import X86_EXCLUDE
+from support.qemu import MiB
+from support.qemu import Vm
+from support.qemu import differing_pages
+from support.qemu import need
+from support.samples import SAMPLES
+from support.samples import read_zst
+from support.samples import sample_by_name
 
 GUEST = SAMPLES / "guest" / "guest.img"
 

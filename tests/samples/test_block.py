@@ -13,14 +13,19 @@ import tracemalloc
 import pytest
 
 from migstream.decode.decoder import StreamDecoder
-from migstream.errors import StreamError, TruncatedStream
-from migstream.events import BlockRecord, DirtyBitmapRecord, SectionEnd
+from migstream.errors import StreamError
+from migstream.errors import TruncatedStream
+from migstream.events import BlockRecord
+from migstream.events import DirtyBitmapRecord
+from migstream.events import SectionEnd
 from migstream.tools.extract import extract
 from migstream.tools.summary import StreamSummary
 from migstream.tools.template import StreamTemplate
 from migstream.wire import build as w
 from migstream.wire import grammar as g
-from support.samples import SAMPLES, read_zst, sample_by_name
+from support.samples import SAMPLES
+from support.samples import read_zst
+from support.samples import sample_by_name
 
 B = g.BlockFlag
 CHUNK = g.BLOCK_CHUNK

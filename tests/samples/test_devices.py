@@ -12,10 +12,15 @@ import sys
 
 import pytest
 
-from migstream.decode.vmstate import VmstateError, decode_s390_storage_attributes, decode_spapr_htab, decode_vmstate
+from migstream.decode.vmstate import VmstateError
+from migstream.decode.vmstate import decode_s390_storage_attributes
+from migstream.decode.vmstate import decode_spapr_htab
+from migstream.decode.vmstate import decode_vmstate
 from migstream.tools.devices import device_states
 from migstream.wire.grammar import SectionType
-from support.samples import ROOT, read_zst, sample_by_name
+from support.samples import ROOT
+from support.samples import read_zst
+from support.samples import sample_by_name
 
 TRUTH = ROOT / "tests" / "data" / "analyze-migration"
 COMPARED = ["x86-fresh-S", "x86-stopped", "x86-running", "x86-q35", "libvirt-raw"]

@@ -15,7 +15,9 @@ from migstream.tools.diff import diff
 from migstream.tools.extract import extract
 from migstream.wire import grammar as g
 from support.reference import reference_records
-from support.samples import SAMPLES, raw_stream, sample_by_name
+from support.samples import SAMPLES
+from support.samples import raw_stream
+from support.samples import sample_by_name
 
 PS = 4096
 RUNNING = "x86-running"
@@ -154,7 +156,8 @@ def test_compressed_sample_and_stdin(running):
 
 
 def _analyze_state(name):
-    from support.samples import ROOT, read_zst
+    from support.samples import ROOT
+    from support.samples import read_zst
 
     return json.loads(read_zst(ROOT / "tests" / "data" / "analyze-migration" / f"{name}.state.json.zst"))
 

@@ -11,9 +11,12 @@ import sys
 
 import pytest
 
-from migstream.containers.libvirt import SaveImageError, domain_summary
+from migstream.containers.libvirt import SaveImageError
+from migstream.containers.libvirt import domain_summary
 from migstream.containers.sources import StreamSource
-from support.samples import SAMPLES, load_samples, raw_stream
+from support.samples import SAMPLES
+from support.samples import load_samples
+from support.samples import raw_stream
 
 LIBVIRT = [s for s in load_samples() if s.get("kind") == "libvirt-save"]
 RAW = next(s for s in LIBVIRT if s["save_image_format"] == "raw")

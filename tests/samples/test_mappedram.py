@@ -13,13 +13,20 @@ import sys
 import pytest
 
 from migstream.containers.sources import StreamSource
-from migstream.containers.stream import iter_events, open_decoder
-from migstream.decode.mappedram import MappedRamFile, written_runs
-from migstream.errors import StreamError, TruncatedStream
-from migstream.events import MappedRamBlock, MappedRamPages
+from migstream.containers.stream import iter_events
+from migstream.containers.stream import open_decoder
+from migstream.decode.mappedram import MappedRamFile
+from migstream.decode.mappedram import written_runs
+from migstream.errors import StreamError
+from migstream.errors import TruncatedStream
+from migstream.events import MappedRamBlock
+from migstream.events import MappedRamPages
 from migstream.tools.extract import extract
 from migstream.wire import grammar as g
-from support.samples import SAMPLES, compare_truth, read_zst, sample_by_name
+from support.samples import SAMPLES
+from support.samples import compare_truth
+from support.samples import read_zst
+from support.samples import sample_by_name
 
 NAMES = ["q10-mapped-ram", "q10-mapped-ram-multifd"]
 

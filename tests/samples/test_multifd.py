@@ -14,14 +14,23 @@ import sys
 
 import pytest
 
-from migstream.containers.multifd import ChannelError, ChannelFile, with_channels
+from migstream.containers.multifd import ChannelError
+from migstream.containers.multifd import ChannelFile
+from migstream.containers.multifd import with_channels
 from migstream.containers.sources import StreamSource
-from migstream.containers.stream import iter_events, open_decoder
+from migstream.containers.stream import iter_events
+from migstream.containers.stream import open_decoder
 from migstream.errors import StreamError
-from migstream.events import MultifdPacket, MultifdSync, RamMarker
+from migstream.events import MultifdPacket
+from migstream.events import MultifdSync
+from migstream.events import RamMarker
 from migstream.tools.extract import extract
 from migstream.wire import grammar as g
-from support.samples import SAMPLES, channel_files, compare_truth, read_zst, sample_by_name
+from support.samples import SAMPLES
+from support.samples import channel_files
+from support.samples import compare_truth
+from support.samples import read_zst
+from support.samples import sample_by_name
 
 PACKET = 1344
 

@@ -1,4 +1,4 @@
-"""QEMU 10.0 streams (captured with samples/make_samples_v2.py; byte-exact RAM for all
+"""QEMU 10.0 streams (captured with samples/make_samples.py multifd; byte-exact RAM for all
 of them is checked in test_samples.py): what is new in them."""
 
 import json
@@ -7,10 +7,20 @@ import sys
 
 from migstream.containers.multifd import with_channels
 from migstream.containers.sources import StreamSource
-from migstream.containers.stream import iter_events, open_decoder
-from migstream.events import CommandEvent, MultifdPacket, PageRecord, PageRun, RamMarker, SectionStart
-from migstream.wire.grammar import Command, RamFlag, SectionType
-from support.samples import SAMPLES, channel_files, sample_by_name
+from migstream.containers.stream import iter_events
+from migstream.containers.stream import open_decoder
+from migstream.events import CommandEvent
+from migstream.events import MultifdPacket
+from migstream.events import PageRecord
+from migstream.events import PageRun
+from migstream.events import RamMarker
+from migstream.events import SectionStart
+from migstream.wire.grammar import Command
+from migstream.wire.grammar import RamFlag
+from migstream.wire.grammar import SectionType
+from support.samples import SAMPLES
+from support.samples import channel_files
+from support.samples import sample_by_name
 
 
 def events_of(name, channels=()):

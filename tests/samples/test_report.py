@@ -16,7 +16,8 @@ import pytest
 from migstream.tools.report import PALETTE
 from migstream.wire import grammar as g
 from support.reference import reference_records
-from support.samples import raw_stream, sample_by_name
+from support.samples import raw_stream
+from support.samples import sample_by_name
 
 F = g.RamFlag
 KIND = {F.ZERO: "zero", F.PAGE: "raw", F.XBZRLE: "xbzrle", F.COMPRESS_PAGE: "compressed"}

@@ -6,7 +6,12 @@ import sys
 import pytest
 
 from migstream.tools.extract import extract
-from support.samples import SAMPLES, channel_args, channel_files, compare_truth, load_samples, sample_ids
+from support.samples import SAMPLES
+from support.samples import channel_args
+from support.samples import channel_files
+from support.samples import compare_truth
+from support.samples import load_samples
+from support.samples import sample_ids
 
 SAMPLES_LIST = load_samples()
 

@@ -8,9 +8,14 @@ from dataclasses import dataclass
 
 from migstream.codecs.xbzrle import xbzrle_decode_into
 from migstream.decode.decoder import StreamDecoder
-from migstream.events import PageRecord, PageRun, RamBlockList, SectionStart
-from migstream.wire.grammar import RamFlag, SectionType
-from support.samples import raw_stream, sample_by_name
+from migstream.events import PageRecord
+from migstream.events import PageRun
+from migstream.events import RamBlockList
+from migstream.events import SectionStart
+from migstream.wire.grammar import RamFlag
+from migstream.wire.grammar import SectionType
+from support.samples import raw_stream
+from support.samples import sample_by_name
 
 
 @dataclass(frozen=True)

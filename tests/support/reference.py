@@ -166,23 +166,21 @@ def _mapped_ram_blocks(f, total: int, params: dict) -> tuple:
 def decoder_records(data: bytes, chunks=None, page_size=None):
     """The same list from StreamDecoder (runs expanded), fed in ``chunks``."""
     from migstream.decode.decoder import StreamDecoder
-    from migstream.events import (
-        NEED_DATA,
-        BlockRecord,
-        CommandEvent,
-        Configuration,
-        DeviceState,
-        DirtyBitmapRecord,
-        EndOfStream,
-        PackageEnd,
-        PageRecord,
-        PageRun,
-        RamBlockList,
-        RamMarker,
-        SectionStart,
-        Undecoded,
-        VmDescription,
-    )
+    from migstream.events import NEED_DATA
+    from migstream.events import BlockRecord
+    from migstream.events import CommandEvent
+    from migstream.events import Configuration
+    from migstream.events import DeviceState
+    from migstream.events import DirtyBitmapRecord
+    from migstream.events import EndOfStream
+    from migstream.events import PackageEnd
+    from migstream.events import PageRecord
+    from migstream.events import PageRun
+    from migstream.events import RamBlockList
+    from migstream.events import RamMarker
+    from migstream.events import SectionStart
+    from migstream.events import Undecoded
+    from migstream.events import VmDescription
 
     dec = StreamDecoder(page_size=page_size)
     out = []

@@ -5,11 +5,18 @@ from __future__ import annotations
 
 import re
 
-from migstream.tools.report import PALETTE, collect, render
-from migstream.tools.vocabulary import PAGE_KINDS, PageKind, page_kind_rgb
+from migstream.tools.report import PALETTE
+from migstream.tools.report import collect
+from migstream.tools.report import render
+from migstream.tools.vocabulary import PAGE_KINDS
+from migstream.tools.vocabulary import PageKind
+from migstream.tools.vocabulary import page_kind_rgb
 from migstream.tui.app import MigstreamApp
-from migstream.tui.pagemap import STATE_CLASSES, Legend, PageMap
-from migstream.tui.timeline import BlockList, Timeline
+from migstream.tui.pagemap import STATE_CLASSES
+from migstream.tui.pagemap import Legend
+from migstream.tui.pagemap import PageMap
+from migstream.tui.timeline import BlockList
+from migstream.tui.timeline import Timeline
 from support.samples import SAMPLES
 
 XBZRLE = SAMPLES / "x86-xbzrle.mig.zst"

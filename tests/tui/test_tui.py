@@ -10,7 +10,8 @@ import numpy as np
 from migstream.tools.index import RowKind
 from migstream.tools.vocabulary import PageKind
 from migstream.tui.app import MigstreamApp
-from migstream.tui.pagemap import Legend, PageMap
+from migstream.tui.pagemap import Legend
+from migstream.tui.pagemap import PageMap
 from migstream.tui.records import RecordTable
 from migstream.tui.timeline import PageHistory
 from migstream.wire.grammar import RamFlag
@@ -233,7 +234,8 @@ async def test_multifd_page_detail_shows_the_page():
     # The detail of a multifd page row is the page itself, read back (and decompressed)
     # from its zstd channel file: its hex dump holds the bytes of the guest's RAM.
     from migstream.tui.detail import DetailPane
-    from support.samples import read_zst, sample_by_name
+    from support.samples import read_zst
+    from support.samples import sample_by_name
 
     name = "x86-multifd-zstd"
     sample = sample_by_name(name)

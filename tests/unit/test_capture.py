@@ -17,13 +17,21 @@ from pathlib import Path
 
 import pytest
 
-from migstream.capture.endpoints import identify_channel, parse_uri
-from migstream.capture.sessions import CaptureSession, TapSession
-from migstream.containers.capturedir import MAIN, MULTIFD, POSTCOPY_PREEMPT, resolve_capture
+from migstream.capture.endpoints import identify_channel
+from migstream.capture.endpoints import parse_uri
+from migstream.capture.sessions import CaptureSession
+from migstream.capture.sessions import TapSession
+from migstream.containers.capturedir import MAIN
+from migstream.containers.capturedir import MULTIFD
+from migstream.containers.capturedir import POSTCOPY_PREEMPT
+from migstream.containers.capturedir import resolve_capture
 from migstream.decode.returnpath import return_path_messages
-from migstream.errors import StreamError, UsageError
-from support.qemu import X86_EXCLUDE, differing_pages
-from support.samples import SAMPLES, read_zst
+from migstream.errors import StreamError
+from migstream.errors import UsageError
+from support.qemu import X86_EXCLUDE
+from support.qemu import differing_pages
+from support.samples import SAMPLES
+from support.samples import read_zst
 
 MULTIFD_HEAD = struct.pack(">II", 0x11223344, 1)
 

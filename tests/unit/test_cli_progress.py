@@ -5,7 +5,8 @@ import re
 import subprocess
 import sys
 
-from support.samples import raw_stream, sample_by_name
+from support.samples import raw_stream
+from support.samples import sample_by_name
 
 
 def cli(*args):

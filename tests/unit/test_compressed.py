@@ -12,7 +12,9 @@ import os
 import pytest
 import zstandard
 
-from migstream.containers.compressed import detect_compression, file_compression, open_decompressed
+from migstream.containers.compressed import detect_compression
+from migstream.containers.compressed import file_compression
+from migstream.containers.compressed import open_decompressed
 
 DATA = os.urandom(1000) + bytes(300_000) + b"tail"
 

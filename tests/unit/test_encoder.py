@@ -12,23 +12,25 @@ import sys
 import numpy as np
 import pytest
 
-from migstream import (
-    BytesSink,
-    FdSink,
-    MemoryImage,
-    PageRecord,
-    PageRun,
-    RamBlockList,
-    SectionStart,
-    StreamDecoder,
-    encode_stream,
-)
+from migstream import BytesSink
+from migstream import FdSink
+from migstream import MemoryImage
+from migstream import PageRecord
+from migstream import PageRun
+from migstream import RamBlockList
+from migstream import SectionStart
+from migstream import StreamDecoder
+from migstream import encode_stream
 from migstream.errors import UsageError
 from migstream.image.ramimage import RamImage
 from migstream.wire import build as w
-from migstream.wire.grammar import RamFlag, SectionType
-from support.images import PAGE, dirty, mixed_image
-from support.samples import raw_stream, sample_by_name
+from migstream.wire.grammar import RamFlag
+from migstream.wire.grammar import SectionType
+from support.images import PAGE
+from support.images import dirty
+from support.images import mixed_image
+from support.samples import raw_stream
+from support.samples import sample_by_name
 
 PC = "pc-i440fx-7.2"
 
@@ -485,7 +487,7 @@ def encode_arrays_for(machine):
 
 def test_xbzrle_rounds_reproduce_qemu_capture():
     """A QEMU 7.2 capture whose RAM was written only through qtest, between dirty
-    syncs, with every kind of XBZRLE delta (samples/make_xbzrle_deltas.py,
+    syncs, with every kind of XBZRLE delta (samples/make_samples.py xbzrle-deltas,
     x86-xbzrle-deltas).  Split QEMU's page records into rounds (a round ends where
     the page order wraps around), take each round's pages as the dirty set and the
     destination's memory after it as the image, and run the engine: it must choose

@@ -10,7 +10,8 @@ import zlib
 import pytest
 
 from migstream.decode.decoder import StreamDecoder
-from migstream.errors import StreamError, TruncatedStream
+from migstream.errors import StreamError
+from migstream.errors import TruncatedStream
 from migstream.wire import build as w
 from migstream.wire import grammar as g
 

@@ -5,13 +5,17 @@ import random
 import zlib
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from migstream.wire import build as w
 from migstream.wire import grammar as g
-from migstream.wire.fastpath import FixedField, PrefixedField, RamPlans
-from support.reference import decoder_records, reference_records
+from migstream.wire.fastpath import FixedField
+from migstream.wire.fastpath import PrefixedField
+from migstream.wire.fastpath import RamPlans
+from support.reference import decoder_records
+from support.reference import reference_records
 
 F = g.RamFlag
 BLOCKS = [("pc.ram", 256 * 4096), ("pc.bios", 16 * 4096), ("/rom@etc/acpi/tables", 8 * 4096)]

@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 
 from migstream.tools.index import StreamIndex
-from migstream.tui.filtering import (
-    FilterError,
-    RowFilter,
-    filtered_rows,
-    next_match,
-    parse_filter,
-    search_kind,
-)
+from migstream.tui.filtering import FilterError
+from migstream.tui.filtering import RowFilter
+from migstream.tui.filtering import filtered_rows
+from migstream.tui.filtering import next_match
+from migstream.tui.filtering import parse_filter
+from migstream.tui.filtering import search_kind
 from migstream.wire.grammar import RamFlag
 from support.reference import reference_records
 from support.streams import mixed_stream

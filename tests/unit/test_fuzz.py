@@ -12,9 +12,12 @@ import sys
 import time
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
-from test_kaitai import build_full_stream, element
+from test_kaitai import build_full_stream
+from test_kaitai import element
 
 from migstream.errors import StreamError
 from migstream.wire import build as w
@@ -180,7 +183,8 @@ def test_damage_sweeps_on_a_real_sample():
     and bit flips in its headers, lengths and flags, under a 768 MiB address-space
     cap with 5 s per input.  (fuzz/sweeps.py --truncate all does every byte.)"""
     from migstream.events import DeviceState
-    from support.samples import raw_stream, sample_by_name
+    from support.samples import raw_stream
+    from support.samples import sample_by_name
 
     devices = next(
         ev.offset for ev in harness.decode(raw_stream(sample_by_name("x86-fresh-S"))) if type(ev) is DeviceState
@@ -216,7 +220,8 @@ def test_cut_inside_device_sections_is_truncation():
     # sections (after the RAM END) was reported as "cannot be framed" and the
     # stream passed `validate` (exit 0) and `extract` said complete.
     from migstream.errors import TruncatedStream
-    from support.samples import raw_stream, sample_by_name
+    from support.samples import raw_stream
+    from support.samples import sample_by_name
 
     data = raw_stream(sample_by_name("x86-fresh-S"))
     from migstream.events import DeviceState
@@ -251,7 +256,8 @@ HOSTILE_DESCRIPTIONS = {
 @pytest.mark.parametrize("name", HOSTILE_DESCRIPTIONS)
 def test_hostile_description_frames_by_footer(name, tmp_path):
     from migstream.containers.sources import StreamSource
-    from migstream.containers.stream import iter_events, open_decoder
+    from migstream.containers.stream import iter_events
+    from migstream.containers.stream import open_decoder
 
     body = w.file_header() + w.section_start(3, "timer", full=True, version_id=2) + bytes(8) + w.footer(3) + w.eof()
     path = tmp_path / "s.mig"
@@ -270,7 +276,8 @@ def test_chunks_pending_at_end_of_input_are_parsed():
     # now also checks that chunked feeding never changes the outcome.
     from test_fastpath import build_stream
 
-    from support.reference import decoder_records, reference_records
+    from support.reference import decoder_records
+    from support.reference import reference_records
 
     data = build_stream([[]], 0)
     ref = reference_records(data)

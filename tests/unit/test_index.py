@@ -9,12 +9,18 @@ import pytest
 
 from migstream.codecs.xbzrle import xbzrle_decode_into
 from migstream.codecs.zlibpage import inflate_page
-from migstream.tools.index import RowKind, StreamIndex, xbzrle_runs
+from migstream.tools.index import RowKind
+from migstream.tools.index import StreamIndex
+from migstream.tools.index import xbzrle_runs
 from migstream.tools.vocabulary import PageKind
 from migstream.wire.grammar import RamFlag
 from support.reference import reference_records
-from support.samples import SAMPLES, load_samples, read_zst, sample_by_name
-from support.streams import PS, mixed_stream
+from support.samples import SAMPLES
+from support.samples import load_samples
+from support.samples import read_zst
+from support.samples import sample_by_name
+from support.streams import PS
+from support.streams import mixed_stream
 
 CONT = int(RamFlag.CONTINUE)
 STATE = {

@@ -14,15 +14,22 @@ import tempfile
 import zlib
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
-from kaitaistruct import BytesIO, KaitaiStream
+from kaitaistruct import BytesIO
+from kaitaistruct import KaitaiStream
 from test_fastpath import xbzrle_delta
 
 from migstream.wire import build as w
 from migstream.wire import grammar as g
-from support.reference import decoder_records, reference_records
-from support.samples import ROOT, load_samples, raw_stream, sample_ids
+from support.reference import decoder_records
+from support.reference import reference_records
+from support.samples import ROOT
+from support.samples import load_samples
+from support.samples import raw_stream
+from support.samples import sample_ids
 
 # formats/ is the language-neutral spec, not part of the package: its generated parser
 # is loaded from the checkout.

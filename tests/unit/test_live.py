@@ -7,11 +7,14 @@ import random
 
 import pytest
 
-from migstream.capture.live import LiveDecoder, Throughput
+from migstream.capture.live import LiveDecoder
+from migstream.capture.live import Throughput
 from migstream.containers.sources import StreamSource
-from migstream.containers.stream import iter_events, open_decoder
+from migstream.containers.stream import iter_events
+from migstream.containers.stream import open_decoder
 from migstream.tools.summary import StreamSummary
-from support.samples import SAMPLES, read_zst
+from support.samples import SAMPLES
+from support.samples import read_zst
 
 
 def full_summary(path) -> dict:

@@ -16,11 +16,17 @@ import sys
 import pytest
 
 from migstream.containers.sources import StreamSource
-from migstream.containers.stream import iter_events, open_decoder
-from migstream.events import Configuration, MappedRamBlock
+from migstream.containers.stream import iter_events
+from migstream.containers.stream import open_decoder
+from migstream.events import Configuration
+from migstream.events import MappedRamBlock
 from migstream.wire import grammar as g
-from support.images import PAGE, mixed_image, zero_page_count
-from support.samples import SAMPLES, read_zst, sample_by_name
+from support.images import PAGE
+from support.images import mixed_image
+from support.images import zero_page_count
+from support.samples import SAMPLES
+from support.samples import read_zst
+from support.samples import sample_by_name
 
 MiB = 1 << 20
 

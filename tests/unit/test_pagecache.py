@@ -1,16 +1,18 @@
 """XbzrleCache follows migration/page_cache.c (QEMU 7.2): direct-mapped slots by
 global RAM address, hits refresh the age, a fresh page of another address is not
 evicted for CACHED_PAGE_LIFETIME (2) syncs.  Unit cases from the C code, then
-replays of real QEMU 7.2 captures (samples/make_xbzrle_deltas.py)."""
+replays of real QEMU 7.2 captures (samples/make_samples.py xbzrle-deltas)."""
 
 import numpy as np
 import pytest
 
 from migstream.codecs.xbzrle import xbzrle_encode
 from migstream.encode import pagecache
-from migstream.encode.pagecache import CACHED_PAGE_LIFETIME, XbzrleCache
+from migstream.encode.pagecache import CACHED_PAGE_LIFETIME
+from migstream.encode.pagecache import XbzrleCache
 from migstream.errors import UsageError
-from migstream.wire.grammar import RamFlag, SectionType
+from migstream.wire.grammar import RamFlag
+from migstream.wire.grammar import SectionType
 from support.page_history import page_changes
 from support.samples import load_samples
 
@@ -109,13 +111,13 @@ def test_other_page_sizes():
     assert c.slot(17 * 65536) == 1
 
 
-# Which alternately mutated set test page k belongs to (samples/make_xbzrle_deltas.py).
+# Which alternately mutated set test page k belongs to (samples/make_samples.py xbzrle-deltas).
 SET_RULES = {"k % 2": lambda k: k % 2, "(k + k // 16) % 2": lambda k: (k + k // 16) % 2}
 
 
 def replay_capture(name: str, lifetime: int = CACHED_PAGE_LIFETIME):
     """Replay ram.c's save_xbzrle_page / xbzrle_cache_zero_page over a capture made
-    by make_xbzrle_deltas.py, with XbzrleCache and our encoder deciding.
+    by samples/make_samples.py xbzrle-deltas, with XbzrleCache and our encoder deciding.
 
     The age (dirty-sync-count) of each record follows from how the capture was
     made: sync 1 at setup, the bulk pass, then one round per sync, each sending

@@ -10,16 +10,20 @@ import pytest
 
 from migstream.codecs import xbzrle
 from migstream.containers.sources import StreamSource
-from migstream.containers.stream import iter_events, open_decoder
+from migstream.containers.stream import iter_events
+from migstream.containers.stream import open_decoder
 from migstream.decode import pages
 from migstream.decode.decoder import StreamDecoder
-from migstream.decode.pages import apply_page, check_page_record
+from migstream.decode.pages import apply_page
+from migstream.decode.pages import check_page_record
 from migstream.errors import StreamError
 from migstream.events import PageRecord
 from migstream.tools.extract import extract
 from migstream.wire import build as w
 from migstream.wire import grammar as g
-from support.samples import compare_truth, raw_stream, sample_by_name
+from support.samples import compare_truth
+from support.samples import raw_stream
+from support.samples import sample_by_name
 
 F = g.RamFlag
 PS = 4096

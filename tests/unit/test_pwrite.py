@@ -8,7 +8,9 @@ import os
 import numpy as np
 
 from migstream.image import pwrite
-from migstream.image.pwrite import IOV_MAX, pwrite_all, write_buffers
+from migstream.image.pwrite import IOV_MAX
+from migstream.image.pwrite import pwrite_all
+from migstream.image.pwrite import write_buffers
 
 
 def _buffers(n: int) -> list:

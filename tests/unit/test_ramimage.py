@@ -4,11 +4,15 @@ one bytearray per block to which every record is applied in stream order."""
 import os
 import random
 
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
 from migstream.codecs.xbzrle import xbzrle_decode_into
-from migstream.events import PageRecord, PageRun, RamBlock, RamBlockList
+from migstream.events import PageRecord
+from migstream.events import PageRun
+from migstream.events import RamBlock
+from migstream.events import RamBlockList
 from migstream.image.ramimage import RamImage
 from migstream.wire import grammar as g
 

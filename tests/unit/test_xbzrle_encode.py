@@ -18,10 +18,12 @@ import subprocess
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
+from hypothesis import settings
 from hypothesis import strategies as st
 
-from migstream.codecs.xbzrle import xbzrle_decode_into, xbzrle_encode
+from migstream.codecs.xbzrle import xbzrle_decode_into
+from migstream.codecs.xbzrle import xbzrle_encode
 from migstream.wire.grammar import RamFlag
 from support.page_history import page_changes
 from support.samples import load_samples
@@ -37,7 +39,7 @@ def test_every_xbzrle_record_of_the_qemu_capture_is_reproduced():
 
 
 def test_designed_deltas_capture_xbzrle_and_overflow_decisions():
-    """x86-xbzrle-deltas (samples/make_xbzrle_deltas.py): pages driven through qtest
+    """x86-xbzrle-deltas (samples/make_samples.py xbzrle-deltas): pages driven through qtest
     with many-run, two-byte-length and limit-border deltas; 64 MiB cache, so no slot
     ever collides and every page sent once XBZRLE is on stays cached.
 

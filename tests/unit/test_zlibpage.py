@@ -10,7 +10,8 @@ import zlib
 import numpy as np
 import pytest
 
-from migstream.codecs.zlibpage import PageCompressor, compress_page
+from migstream.codecs.zlibpage import PageCompressor
+from migstream.codecs.zlibpage import compress_page
 from migstream.wire.grammar import RamFlag
 from support.page_history import page_changes
 

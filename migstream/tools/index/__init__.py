@@ -9,9 +9,17 @@
 
 from __future__ import annotations
 
-from .pagestate import MULTIFD_ROW, PageStateHistory
-from .readback import RecordDetail, command_name, xbzrle_runs
-from .rows import BlockInfo, MultifdPacketInfo, RowKind, Rows, ScanProgress, SectionInfo
+from .pagestate import MULTIFD_ROW
+from .pagestate import PageStateHistory
+from .readback import RecordDetail
+from .readback import command_name
+from .readback import xbzrle_runs
+from .rows import BlockInfo
+from .rows import MultifdPacketInfo
+from .rows import RowKind
+from .rows import Rows
+from .rows import ScanProgress
+from .rows import SectionInfo
 from .scan import StreamIndex
 
 __all__ = [

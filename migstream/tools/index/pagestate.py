@@ -15,13 +15,19 @@ turns a RAM record's flags into it.  Two users keep such bytes:
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import numpy as np
 
-from ...events import PageRecord, PageRun, RamBlockList, SectionStart
-from ...wire.grammar import RamFlag, SectionType
-from ..vocabulary import PAGE_KIND_OF_FLAG, PageKind
+from ...events import PageRecord
+from ...events import PageRun
+from ...events import RamBlockList
+from ...events import SectionStart
+from ...wire.grammar import RamFlag
+from ...wire.grammar import SectionType
+from ..vocabulary import PAGE_KIND_OF_FLAG
+from ..vocabulary import PageKind
 from .rows import RowKind
 
 _CONTINUE = int(RamFlag.CONTINUE)

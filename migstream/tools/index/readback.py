@@ -20,12 +20,20 @@ from ...decode.pages import PAGE as _PAGE
 from ...decode.pages import XBZRLE as _XBZRLE
 from ...decode.pages import ZERO as _ZERO
 from ...decode.pages import apply_page
-from ...errors import MigstreamError, StreamError
-from ...events import Configuration, block_flag_names, dirty_bitmap_flag_names
+from ...errors import MigstreamError
+from ...errors import StreamError
+from ...events import Configuration
+from ...events import block_flag_names
+from ...events import dirty_bitmap_flag_names
 from ...wire import grammar as g
-from ...wire.grammar import Command, SectionType
+from ...wire.grammar import Command
+from ...wire.grammar import SectionType
 from .pagestate import MULTIFD_ROW
-from .rows import BlockInfo, MultifdPacketInfo, RowKind, Rows, SectionInfo
+from .rows import BlockInfo
+from .rows import MultifdPacketInfo
+from .rows import RowKind
+from .rows import Rows
+from .rows import SectionInfo
 
 
 @dataclass

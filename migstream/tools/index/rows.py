@@ -4,7 +4,8 @@ of blocks, sections and multifd packets the scan fills (no logic but growing).""
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from dataclasses import field
 
 import numpy as np
 

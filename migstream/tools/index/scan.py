@@ -38,32 +38,40 @@ import numpy as np
 from ...containers.sources import StreamSource
 from ...containers.stream import open_decoder
 from ...errors import MigstreamError
-from ...events import (
-    NEED_DATA,
-    BlockRecord,
-    CommandEvent,
-    Configuration,
-    DeviceState,
-    DirtyBitmapRecord,
-    EndOfStream,
-    FileHeader,
-    MappedRamBlock,
-    MultifdPacket,
-    PackageEnd,
-    PageRecord,
-    PageRun,
-    RamBlockList,
-    RamMarker,
-    SectionEnd,
-    SectionStart,
-    Undecoded,
-    VmDescription,
-)
+from ...events import NEED_DATA
+from ...events import BlockRecord
+from ...events import CommandEvent
+from ...events import Configuration
+from ...events import DeviceState
+from ...events import DirtyBitmapRecord
+from ...events import EndOfStream
+from ...events import FileHeader
+from ...events import MappedRamBlock
+from ...events import MultifdPacket
+from ...events import PackageEnd
+from ...events import PageRecord
+from ...events import PageRun
+from ...events import RamBlockList
+from ...events import RamMarker
+from ...events import SectionEnd
+from ...events import SectionStart
+from ...events import Undecoded
+from ...events import VmDescription
 from ...wire.grammar import RamFlag
 from ..vocabulary import PageKind
-from .pagestate import MAX_MAPPED_PAGES, MULTIFD_ROW, STATE_OF_FLAGS, PageStateHistory
+from .pagestate import MAX_MAPPED_PAGES
+from .pagestate import MULTIFD_ROW
+from .pagestate import STATE_OF_FLAGS
+from .pagestate import PageStateHistory
 from .readback import RecordReadBack
-from .rows import NO_BLOCK, BlockInfo, Column, MultifdPacketInfo, RowKind, Rows, ScanProgress, SectionInfo
+from .rows import NO_BLOCK
+from .rows import BlockInfo
+from .rows import Column
+from .rows import MultifdPacketInfo
+from .rows import RowKind
+from .rows import Rows
+from .rows import ScanProgress
+from .rows import SectionInfo
 
 _CONTINUE = int(RamFlag.CONTINUE)
 _PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
