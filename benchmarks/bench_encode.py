@@ -20,7 +20,7 @@ new file in the same directory:
 
 Both streams are then compared record by record (kind, block, offset, payload) on
 a sample of the image to show the comparison is like for like; the full equality
-check is tests/test_qemu_encode.py::test_record_sequence_equals_qemu_bulk_stage.
+check is tests/qemu/test_qemu_encode.py::test_record_sequence_equals_qemu_bulk_stage.
 
     python3 benchmarks/bench_encode.py [--dir /var/tmp/migstream-bench] [--repeat 3] [--json F]
 """

@@ -1,6 +1,6 @@
-"""The three parsers of tests/test_kaitai.py on every sample: the Kaitai parser
+"""The three parsers of tests/unit/test_kaitai.py on every sample: the Kaitai parser
 generated from formats/qemu_migration.ksy, plain construct parsing
-(tests/reference.py) and the decoder; plus the decoder fed in small chunks
+(tests/support/reference.py) and the decoder; plus the decoder fed in small chunks
 (the sans-IO path that once was quadratic for large elements).
 
     python3 benchmarks/bench_parsers.py [--repeat 3]

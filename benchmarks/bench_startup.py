@@ -23,7 +23,7 @@ STEPS = [
     ("+ numpy", "import numpy"),
     ("migstream (decoder, grammar, events)", "import migstream"),
     ("migstream.cli (what info/validate import)", "import migstream.cli"),
-    ("migstream.cli + extract (numpy, RAM image)", "import migstream.cli, migstream.extract"),
+    ("migstream.cli + extract (numpy, RAM image)", "import migstream.cli, migstream.tools.extract"),
 ]
 
 

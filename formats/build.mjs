@@ -3,7 +3,7 @@
 //
 //   cd formats && npm ci && node build.mjs [OUT_DIR]      (OUT_DIR defaults to formats/)
 //
-// tests/test_kaitai.py runs it into a temporary folder and compares the result with
+// tests/unit/test_kaitai.py runs it into a temporary folder and compares the result with
 // the committed formats/qemu_migration.py.
 import { readFileSync, writeFileSync } from "node:fs";
 import { createRequire } from "node:module";

@@ -18,7 +18,7 @@ doc: |
   vmstate.c, qemu-file.c) and checked against real QEMU 7.2 captures: the
   generated parser (formats/qemu_migration.py) must produce the same records as
   migstream's construct grammar (migstream/grammar.py) and its fast decoder on
-  every sample (tests/test_kaitai.py).
+  every sample (tests/unit/test_kaitai.py).
 
   Parameters: the stream does not say everything in-band.
   * `page_size` is TARGET_PAGE_SIZE: RAM record headers keep their flags in the

@@ -7,7 +7,7 @@
 # the real samples); the growing corpus stays in fuzz/corpus/ and crashes, hangs
 # and memory blow-ups land in fuzz/artifacts/ (both ignored by git).  Replay one
 # with:  python fuzz/fuzz_decoder.py fuzz/artifacts/crash-...
-# Turn each finding into a regression test in tests/test_fuzz.py.
+# Turn each finding into a regression test in tests/unit/test_fuzz.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-3600}

@@ -2,7 +2,7 @@
 
 Built with the writer (so from the grammar), plus the first bytes of each real
 sample when the samples are present.  Coverage-guided fuzzing mutates these; the
-structure-aware fuzzer (tests/test_fuzz.py) builds its own.
+structure-aware fuzzer (tests/unit/test_fuzz.py) builds its own.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Structure-aware fuzzing without coverage feedback, for long runs: valid streams
-of every element kind (built from the grammar by tests/test_kaitai.py's builder),
-damaged by random mutations (tests/test_fuzz.py's), checked against the contract
-(fuzz/harness.py).  tests/test_fuzz.py runs the same idea through hypothesis.
+of every element kind (built from the grammar by tests/unit/test_kaitai.py's builder),
+damaged by random mutations (tests/unit/test_fuzz.py's), checked against the contract
+(fuzz/harness.py).  tests/unit/test_fuzz.py runs the same idea through hypothesis.
 
     python fuzz/structured.py [--inputs N] [--seconds S] [--seed K]
 

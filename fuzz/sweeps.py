@@ -9,7 +9,7 @@ allocation driven by a hostile length would fail the run instead of the machine.
     python fuzz/sweeps.py --sample x86-fresh-S --truncate 0:16384,-8192: --flips 400 --seed 1
 
 Prints one JSON summary line; exit status 1 on any violation (listed in the summary).
-tests/test_fuzz.py runs a bounded sweep; run long ones by hand (see README).
+tests/unit/test_fuzz.py runs a bounded sweep; run long ones by hand (see docs/testing.md).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 #   python3-venv       the project's virtual environment
 #   qemu-system-*      real QEMU 7.2 for tests/test_qemu_*.py (x86, arm, misc: alpha, ppc)
 #   nasm               builds the test guest (samples/guest/guest.asm)
-#   chromium           renders `migstream report` pages (tests/test_report.py)
+#   chromium           renders `migstream report` pages (tests/samples/test_report.py)
 #   lzop               libvirt save images in lzop format are read with `lzop -dc`, as libvirt does
 #   nodejs, npm        kaitai-struct-compiler checks that formats/qemu_migration.py matches the .ksy
 #   gcc, python3-dev   build migstream/wire/_runscan.c, the compiled record walk (python3-dev only

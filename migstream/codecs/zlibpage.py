@@ -23,7 +23,10 @@ import zlib
 from collections import deque
 from collections.abc import Iterable
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from concurrent.futures import ThreadPoolExecutor
 
 # Pages per task handed to a thread: enough that the pool's per-task cost
 # (tens of µs) is small next to compressing them (about 50 µs per 4 KiB page at
@@ -63,6 +66,10 @@ class PageCompressor:
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:
+            # Imported here: the decoder imports this module for inflate_page, and
+            # concurrent.futures (with logging) costs every command ~4 ms of start-up.
+            from concurrent.futures import ThreadPoolExecutor
+
             self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="compress")
         return self._pool
 

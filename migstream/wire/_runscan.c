@@ -4,7 +4,7 @@
  * record size of each kind and the header tag each kind carries, all derived from
  * the construct grammar by fastpath.py.  This file only knows that a run is a row
  * of records, each starting with a big-endian u64 header equal to
- * "page address + tag", for consecutive pages.  tests/test_fastpath.py holds it
+ * "page address + tag", for consecutive pages.  tests/unit/test_fastpath.py holds it
  * equal to the pure-Python walk (and both to plain construct parsing).
  *
  * The walk is the part of decoding that touches every record of a bulk stage; in

@@ -2,7 +2,7 @@
 
 Nothing here restates the byte layout: sizes come from ``sizeof()`` of the grammar's
 constructs, length prefixes from the ``struct`` format of each ``Prefixed`` length
-field, and flag values from ``RamFlag``.  ``tests/test_fastpath.py`` holds the decoder
+field, and flag values from ``RamFlag``.  ``tests/unit/test_fastpath.py`` holds the decoder
 built on these plans equal to plain construct parsing.
 """
 

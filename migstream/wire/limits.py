@@ -3,8 +3,9 @@
 A stream is untrusted input: every length or count it carries is checked against
 one of these before anything is allocated, searched or looped over.  Each bound is
 far above what QEMU produces (the QEMU source that sets the real value is cited) so
-that real streams never hit it.  README.md ("Limits") lists them; tests/test_limits.py
-holds the decoder to each one.
+that real streams never hit it.  docs/limits.md lists them (its table is generated
+from this module by docs/limits_table.py); tests/unit/test_limits.py holds the
+decoder to each one.
 """
 
 from __future__ import annotations

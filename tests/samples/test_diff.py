@@ -1,7 +1,7 @@
 """`migstream diff`: configuration, blocks and differing pages of two saves.
 
 Expected page sets come from outside the code under test: patches we make
-ourselves, or a plain construct decode of the stream (tests/reference.py)
+ourselves, or a plain construct decode of the stream (tests/support/reference.py)
 applied to bytearrays."""
 
 import json

@@ -1,7 +1,7 @@
 """`migstream report`: the HTML page, its page-map images and its rendering.
 
 Expected values come from the plain construct reference decoder
-(tests/reference.py), not from the code under test."""
+(tests/support/reference.py), not from the code under test."""
 
 import base64
 import re

@@ -1,6 +1,6 @@
 """SVG snapshots of the main screens (pytest-textual-snapshot).
 
-Regenerate after an intended change with ``pytest tests/test_tui_snapshots.py
+Regenerate after an intended change with ``pytest tests/tui/test_tui_snapshots.py
 --snapshot-update`` and look at the SVGs (or the PNGs from rsvg-convert) before
 committing them."""
 

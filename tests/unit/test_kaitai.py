@@ -1,6 +1,6 @@
 """Three-way differential tests: the Kaitai parser generated from
 formats/qemu_migration.ksy, plain construct parsing of migstream's grammar
-(tests/reference.py) and the fast decoder produce the same records, on every real
+(tests/support/reference.py) and the fast decoder produce the same records, on every real
 sample and on generated streams.  Plus: the committed parser is what the spec
 compiles to."""
 
