@@ -17,6 +17,8 @@ from typing import Any
 from .wire.grammar import BLOCK_SECTOR_BITS
 from .wire.grammar import MULTIFD_COMPRESSION_MASK
 from .wire.grammar import MULTIFD_COMPRESSION_NAMES
+from .wire.grammar import RAM_CONTINUE
+from .wire.grammar import RAM_PAGE
 from .wire.grammar import BlockFlag
 from .wire.grammar import Command
 from .wire.grammar import DirtyBitmapFlag
@@ -164,11 +166,6 @@ def _payload_wire_size(rec: PageRecord) -> int:
     return len(rec.data)
 
 
-_PAGE = int(RamFlag.PAGE)
-_ZERO = int(RamFlag.ZERO)
-_CONTINUE = int(RamFlag.CONTINUE)
-
-
 @dataclass(frozen=True, slots=True)
 class PageRun:
     """``count`` consecutive CONTINUE records, each PAGE or ZERO, for consecutive
@@ -218,10 +215,10 @@ class PageRun:
             addr = self.addr + i * self.page_size
             kind = self.kinds[i]
             end = self.offset + self._end(i)
-            if kind == _PAGE:
-                yield PageRecord(off, kind | _CONTINUE, self.block, addr, end - self.page_size, self.page(i))
+            if kind == RAM_PAGE:
+                yield PageRecord(off, kind | RAM_CONTINUE, self.block, addr, end - self.page_size, self.page(i))
             else:
-                yield PageRecord(off, kind | _CONTINUE, self.block, addr, end - 1, empty, self.fill(i))
+                yield PageRecord(off, kind | RAM_CONTINUE, self.block, addr, end - 1, empty, self.fill(i))
 
 
 @dataclass(frozen=True, slots=True)

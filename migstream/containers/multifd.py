@@ -45,6 +45,9 @@ from ..events import MultifdSync
 from ..events import RamBlockList
 from ..events import RamMarker
 from ..wire import grammar as g
+from ..wire.grammar import RAM_CONTINUE
+from ..wire.grammar import RAM_EOS
+from ..wire.grammar import RAM_MULTIFD_FLUSH
 from .compressed import HEAD
 from .compressed import detect_compression
 from .compressed import open_decompressed
@@ -55,8 +58,6 @@ if TYPE_CHECKING:
 MultifdFlag = g.MultifdFlag
 _SYNC = int(MultifdFlag.SYNC)
 _DEVICE_STATE = int(MultifdFlag.DEVICE_STATE)
-_FLUSH = int(g.RamFlag.MULTIFD_FLUSH)
-_EOS = int(g.RamFlag.EOS)
 _NOCOMP, _ZLIB, _ZSTD = 0, int(MultifdFlag.ZLIB), int(MultifdFlag.ZSTD)
 #: A compressed payload never exceeds the receiver's buffer, twice the packet size
 #: (multifd-zlib.c / multifd-zstd.c zbuff_len).
@@ -543,8 +544,8 @@ def with_channels(events: Iterable, channel_paths, decoder, stats: list | None =
                 if chans is None and paths and type(ev) is RamBlockList:
                     chans = MultifdChannels(paths, decoder.page_size)
                 continue
-            kind = ev.flags & ~int(g.RamFlag.CONTINUE)
-            if kind == _FLUSH:
+            kind = ev.flags & ~RAM_CONTINUE
+            if kind == RAM_MULTIFD_FLUSH:
                 flushes += 1
                 if sync_on_eos is None:
                     sync_on_eos = False
@@ -557,7 +558,7 @@ def with_channels(events: Iterable, channel_paths, decoder, stats: list | None =
                         )
                     )
                 is_sync = not sync_on_eos
-            elif kind == _EOS:
+            elif kind == RAM_EOS:
                 if sync_on_eos is None:
                     sync_on_eos = flushes == 0
                 is_sync = sync_on_eos

@@ -23,17 +23,11 @@ from ..codecs.zlibpage import inflate_page
 from ..errors import StreamError
 from ..errors import XbzrleError
 from ..events import PageRecord
-from ..wire.grammar import RamFlag
-
-# The page record kinds as plain ints, for the loops that apply records (enum
-# arithmetic costs microseconds); image/ramimage.py uses them too.
-CONTINUE = int(RamFlag.CONTINUE)
-PAGE, ZERO, XBZRLE, COMPRESS_PAGE = (
-    int(RamFlag.PAGE),
-    int(RamFlag.ZERO),
-    int(RamFlag.XBZRLE),
-    int(RamFlag.COMPRESS_PAGE),
-)
+from ..wire.grammar import RAM_COMPRESS_PAGE
+from ..wire.grammar import RAM_CONTINUE
+from ..wire.grammar import RAM_PAGE
+from ..wire.grammar import RAM_XBZRLE
+from ..wire.grammar import RAM_ZERO
 
 
 def apply_xbzrle(page, delta, offset: int, block: str | None = None, addr: int | None = None) -> None:
@@ -62,19 +56,19 @@ def apply_page(
     """Apply one page record (its kind without CONTINUE, payload and fill byte) to
     ``page``, a writable buffer of one page holding the destination's current
     content.  Other kinds leave the page alone."""
-    if kind == PAGE:
+    if kind == RAM_PAGE:
         page[:] = data
-    elif kind == ZERO:
+    elif kind == RAM_ZERO:
         page[:] = bytes([fill]) * len(page)
-    elif kind == XBZRLE:
+    elif kind == RAM_XBZRLE:
         apply_xbzrle(page, data, offset, block, addr)
-    elif kind == COMPRESS_PAGE:
+    elif kind == RAM_COMPRESS_PAGE:
         page[:] = inflate_checked(data, len(page), offset, block, addr)
 
 
 def check_page_record(rec: PageRecord, page_size: int) -> None:
     """Raise StreamError where the loader would reject ``rec``'s content (an XBZRLE
     delta or a COMPRESS_PAGE stream); PAGE and ZERO records always apply."""
-    kind = rec.flags & ~CONTINUE
-    if kind == XBZRLE or kind == COMPRESS_PAGE:
+    kind = rec.flags & ~RAM_CONTINUE
+    if kind == RAM_XBZRLE or kind == RAM_COMPRESS_PAGE:
         apply_page(bytearray(page_size), kind, rec.data, offset=rec.offset, block=rec.block, addr=rec.addr)

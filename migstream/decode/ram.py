@@ -19,6 +19,11 @@ from ..wire import grammar as g
 from ..wire.fastpath import RAM_HEADER
 from ..wire.fastpath import RamPlans
 from ..wire.fastpath import RunWalker
+from ..wire.grammar import RAM_CONTINUE
+from ..wire.grammar import RAM_EOS
+from ..wire.grammar import RAM_PAGE
+from ..wire.grammar import RAM_XBZRLE
+from ..wire.grammar import RAM_ZERO
 from ..wire.limits import MAX_BLOCK_LENGTH
 from ..wire.limits import MAX_BLOCK_LIST
 from ..wire.limits import MAX_PAGE_SIZE
@@ -33,11 +38,9 @@ ST = g.SectionType
 
 
 # Plain ints for the hot path (enum arithmetic costs microseconds).
-_CONTINUE = int(RamFlag.CONTINUE)
-_NOT_CONTINUE = ~_CONTINUE
-_PAGE, _ZERO, _XBZRLE, _EOS = int(RamFlag.PAGE), int(RamFlag.ZERO), int(RamFlag.XBZRLE), int(RamFlag.EOS)
+_NOT_CONTINUE = ~RAM_CONTINUE
 _PAGE_KINDS = frozenset(int(k) for k in g.PAGE_KINDS)
-_RUN_KINDS = frozenset({_PAGE, _ZERO})
+_RUN_KINDS = frozenset({RAM_PAGE, RAM_ZERO})
 _XBZRLE_LENGTH = struct.Struct(">H")
 _COMPRESS_LENGTH = struct.Struct(">I")
 
@@ -79,7 +82,7 @@ class RamReader(DecoderState):
         kind = flags & _NOT_CONTINUE
         if kind in _PAGE_KINDS:
             return self._page_record(off, hdr, flags, addr, kind)
-        if kind == _EOS:
+        if kind == RAM_EOS:
             self._state = "footer"
             if self._section_type == ST.END:
                 self.ram_complete = True
@@ -139,7 +142,7 @@ class RamReader(DecoderState):
         if self._mapped_ram and kind != g.RamFlag.COMPRESS_PAGE:
             # ram_load_precopy: mapped-ram pages live in the block regions only.
             raise StreamError(f"Unexpected RAM flags: {flags}", off, section="ram", addr=addr)
-        if flags & _CONTINUE:
+        if flags & RAM_CONTINUE:
             block = self._last_block
             if block is None:
                 raise StreamError(
@@ -170,16 +173,16 @@ class RamReader(DecoderState):
             )
         ps = self._page_bytes
         payload_off = self.offset
-        if kind == _PAGE:
+        if kind == RAM_PAGE:
             n = ps
             self._need(n)
             data = self._buf[self._pos : self._pos + n]
             self._pos += n
             return PageRecord(off, flags, block, addr, payload_off, data)
-        if kind == _ZERO:
+        if kind == RAM_ZERO:
             fill = self._u8()
             return PageRecord(off, flags, block, addr, payload_off, memoryview(b""), fill)
-        if kind == _XBZRLE:
+        if kind == RAM_XBZRLE:
             encoding = self._u8()
             length = self._unpack(_XBZRLE_LENGTH)
             if encoding != g.XBZRLE_ENCODING_FLAG:

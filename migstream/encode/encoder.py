@@ -56,6 +56,12 @@ from ..wire import grammar as g
 from ..wire.fastpath import IDSTR_LENGTH
 from ..wire.fastpath import RAM_HEADER
 from ..wire.fastpath import payload_plan
+from ..wire.grammar import RAM_COMPRESS_PAGE
+from ..wire.grammar import RAM_CONTINUE
+from ..wire.grammar import RAM_EOS
+from ..wire.grammar import RAM_PAGE
+from ..wire.grammar import RAM_XBZRLE
+from ..wire.grammar import RAM_ZERO
 from .configuration import DEFAULT_RAM_SECTION_ID
 from .configuration import target_page_bits
 from .configuration import without_mapped_ram
@@ -65,12 +71,6 @@ from .stats import RamStats
 from .zeropages import zero_page_mask
 
 RamFlag = g.RamFlag
-_CONTINUE = int(RamFlag.CONTINUE)
-_PAGE = int(RamFlag.PAGE)
-_ZERO = int(RamFlag.ZERO)
-_XBZRLE = int(RamFlag.XBZRLE)
-_COMPRESS = int(RamFlag.COMPRESS_PAGE)
-_EOS = int(RamFlag.EOS)
 
 #: Pages per batch of the fast path (8 MiB of 4 KiB pages): bounds the memory of
 #: header buffers and iovec lists, and keeps a batch in cache between zero-page
@@ -262,7 +262,7 @@ class Encoder:
         image.check_same_vm(self.first)
 
     def _eos(self) -> bytes:
-        return RAM_HEADER.pack(_EOS)
+        return RAM_HEADER.pack(RAM_EOS)
 
     def _open_section(self, end: bool) -> None:
         self._section_end = end
@@ -303,7 +303,7 @@ class Encoder:
         """Header (+ block name unless CONTINUE) of a page record; moves the
         CONTINUE context (save_page_header)."""
         if block == self.last_sent_block:
-            return RAM_HEADER.pack(addr | kind | _CONTINUE)
+            return RAM_HEADER.pack(addr | kind | RAM_CONTINUE)
         self.last_sent_block = block
         name = block.encode("latin-1")
         return RAM_HEADER.pack(addr | kind) + IDSTR_LENGTH.pack(len(name)) + name
@@ -379,10 +379,10 @@ class Encoder:
             # The first record names the block.
             p = int(batch[0])
             if zero[0]:
-                head.append(self._head(blk.name, p * ps, _ZERO) + b"\0")
+                head.append(self._head(blk.name, p * ps, RAM_ZERO) + b"\0")
                 self.stats.duplicate += 1
             else:
-                head.append(self._head(blk.name, p * ps, _PAGE))
+                head.append(self._head(blk.name, p * ps, RAM_PAGE))
                 head.append(data[p * ps : (p + 1) * ps])
                 self.stats.normal += 1
             self._account(sum(len(b) for b in head))
@@ -392,7 +392,7 @@ class Encoder:
         n = len(batch)
         if not n:
             return
-        flags = np.where(zero, _ZERO | _CONTINUE, _PAGE | _CONTINUE).astype(np.uint64)
+        flags = np.where(zero, RAM_ZERO | RAM_CONTINUE, RAM_PAGE | RAM_CONTINUE).astype(np.uint64)
         headers = ((batch.astype(np.uint64) * np.uint64(ps)) | flags).astype(_BE64).view(np.uint8)
         glue_len = np.where(zero, _ZERO_RECORD, _HEADER_SIZE)
         ends = np.cumsum(glue_len)
@@ -472,20 +472,20 @@ class Encoder:
         return iter(self.compressor.map(todo))
 
     def _zero_record(self, blk, addr: int, iov: list) -> None:
-        rec = self._head(blk.name, addr, _ZERO) + b"\0"
+        rec = self._head(blk.name, addr, RAM_ZERO) + b"\0"
         iov.append(rec)
         self.stats.duplicate += 1
         self._account(len(rec))
 
     def _normal_record(self, blk, addr: int, page, iov: list) -> None:
-        head = self._head(blk.name, addr, _PAGE)
+        head = self._head(blk.name, addr, RAM_PAGE)
         iov.append(head)
         iov.append(page)
         self.stats.normal += 1
         self._account(len(head) + self.page_size)
 
     def _compressed_record(self, blk, addr: int, z: bytes, iov: list) -> None:
-        head = self._head(blk.name, addr, _COMPRESS) + _COMPRESS_LEN.pack(len(z))
+        head = self._head(blk.name, addr, RAM_COMPRESS_PAGE) + _COMPRESS_LEN.pack(len(z))
         iov.append(head)
         iov.append(z)
         st = self.stats
@@ -522,7 +522,7 @@ class Encoder:
             st.xbzrle_overflow += 1
             st.xbzrle_bytes += self.page_size
             return None
-        head = self._head(blk.name, addr, _XBZRLE)
+        head = self._head(blk.name, addr, RAM_XBZRLE)
         rec = head + bytes([g.XBZRLE_ENCODING_FLAG]) + _XBZRLE_LEN.pack(len(encoded))
         iov.append(rec)
         iov.append(encoded)

@@ -22,11 +22,6 @@ from dataclasses import field
 import numpy as np
 
 from ..decode.mappedram import written_runs
-from ..decode.pages import COMPRESS_PAGE as _COMPRESS
-from ..decode.pages import CONTINUE as _CONTINUE
-from ..decode.pages import PAGE as _PAGE
-from ..decode.pages import XBZRLE as _XBZRLE
-from ..decode.pages import ZERO as _ZERO
 from ..decode.pages import apply_page
 from ..decode.pages import apply_xbzrle
 from ..errors import UsageError
@@ -36,6 +31,11 @@ from ..events import MultifdPacket
 from ..events import PageRecord
 from ..events import PageRun
 from ..events import RamBlockList
+from ..wire.grammar import RAM_COMPRESS_PAGE
+from ..wire.grammar import RAM_CONTINUE
+from ..wire.grammar import RAM_PAGE
+from ..wire.grammar import RAM_XBZRLE
+from ..wire.grammar import RAM_ZERO
 from .blockwriter import BlockWriter
 from .manifest import MANIFEST
 
@@ -211,23 +211,23 @@ class RamImage:
             blk.extent = end
 
     def _apply_record(self, rec: PageRecord) -> None:
-        kind = rec.flags & ~_CONTINUE
+        kind = rec.flags & ~RAM_CONTINUE
         blk = self._block(rec.block)
         ps = self.page_size
         if blk is None:
-            if kind == _XBZRLE:
+            if kind == RAM_XBZRLE:
                 # A block left out is not written, but its deltas are still checked:
                 # the decoder leaves that to us (check_deltas off in extract).
                 apply_xbzrle(bytearray(ps), rec.data, rec.offset, rec.block, rec.addr)
             return
         page_no = rec.addr // ps
-        if kind == _PAGE:
+        if kind == RAM_PAGE:
             self._writes.add(blk.fd, rec.addr, [rec.data])
-        elif kind == _ZERO:
+        elif kind == RAM_ZERO:
             self._zero_fill(blk, page_no, 1, rec.fill)
             return
-        elif kind == _XBZRLE or kind == _COMPRESS:
-            if kind == _XBZRLE:
+        elif kind == RAM_XBZRLE or kind == RAM_COMPRESS_PAGE:
+            if kind == RAM_XBZRLE:
                 self._writes.wait()  # the page on disk must be current before it is patched
                 page = bytearray(os.pread(blk.fd, ps, rec.addr).ljust(ps, b"\0"))
             else:
@@ -269,7 +269,7 @@ class RamImage:
         kinds = np.frombuffer(run.kinds, dtype=np.uint8)
         starts = np.asarray(run.starts, dtype=np.int64)
         ends = np.append(starts[1:], len(data))  # a record ends with its page or fill byte
-        is_page = kinds == _PAGE
+        is_page = kinds == RAM_PAGE
         fills = np.frombuffer(data, dtype=np.uint8)[ends[~is_page] - 1] if n > is_page.sum() else None
         if fills is not None and fills.any():
             # ZERO records with a non-zero fill byte are rare: apply them one by one.

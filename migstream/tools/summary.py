@@ -24,12 +24,12 @@ from ..events import SectionStart
 from ..events import Undecoded
 from ..events import VmDescription
 from ..wire.grammar import BLOCK_CHUNK
+from ..wire.grammar import RAM_PAGE
+from ..wire.grammar import RAM_ZERO
 from ..wire.grammar import RamFlag
 from ..wire.grammar import SectionType
 from .vocabulary import PAGE_KIND_OF_FLAG
 from .vocabulary import PAGE_KINDS
-
-_PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
 
 #: RAM record kind -> its key in the JSON documents (``info --json`` records,
 #: ``records --json`` encoding); the words people read are in tools/vocabulary.py.
@@ -67,16 +67,16 @@ class StreamSummary:
     def add(self, ev) -> None:
         t = type(ev)
         if t is PageRun:
-            pages = ev.count_of(_PAGE)
+            pages = ev.count_of(RAM_PAGE)
             zeros = ev.count - pages
             by_block = self.pages_by_block[ev.block]
             if pages:
                 self.records[_PAGE_KEY] += pages
-                self.record_bytes[_PAGE_KEY] += ev.record_bytes(_PAGE)
+                self.record_bytes[_PAGE_KEY] += ev.record_bytes(RAM_PAGE)
                 by_block[_PAGE_KEY] += pages
             if zeros:
                 self.records[_ZERO_KEY] += zeros
-                self.record_bytes[_ZERO_KEY] += ev.record_bytes(_ZERO)
+                self.record_bytes[_ZERO_KEY] += ev.record_bytes(RAM_ZERO)
                 by_block[_ZERO_KEY] += zeros
         elif t is PageRecord:
             name = ENCODING_NAMES[ev.kind]

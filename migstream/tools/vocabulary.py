@@ -3,8 +3,8 @@
 One table, ``PAGE_KINDS``, says for every page kind the word ``info``, ``records``,
 the HTML report and the TUI show, the key the JSON output has always used, and the
 colour the report's charts and page maps and the TUI's page map, legend, timeline
-and block list paint it in.  The TUI's stylesheet (tui/app.tcss) repeats the
-colours for Textual; a test holds it equal to this table.
+and block list paint it in (the TUI's CSS for them is generated from it:
+tui/pagemap.py ``page_kind_css``).
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from ..tools.index import RecordDetail
 from ..tools.index import RowKind
 from ..tools.index import StreamIndex
 from ..tools.index import xbzrle_runs
+from ..wire.grammar import RAM_CONTINUE
 from ..wire.grammar import RamFlag
 
 #: What each RAM_SAVE_FLAG bit means (migration/ram.c, ram.h).
@@ -33,7 +34,6 @@ FLAG_MEANING = {
 }
 
 HEX_LIMIT = 64 << 10  # bytes dumped at most
-_CONTINUE = int(RamFlag.CONTINUE)
 
 
 def _hex_line(base: int, line: bytes) -> str:
@@ -174,7 +174,7 @@ class DetailPane(ScrollView, can_focus=True):
         if d.block is not None and d.addr is not None:
             src = "named in this record" if d.idstr_in_record else "from the previous record (CONTINUE)"
             text.append(f"block {d.block!r} ({src}), page {d.addr // (ix.page_size or 4096)} at offset {d.addr:#x}\n")
-        kind = d.flags & ~_CONTINUE
+        kind = d.flags & ~RAM_CONTINUE
         text.append("header bytes\n", style="bold underline")
         text.append_text(hexdump(d.header, d.offset, squeeze=False))
         if d.kind == RowKind.MEM_SIZE:

@@ -12,18 +12,18 @@ from ..tools.index import MULTIFD_ROW
 from ..tools.index import RowKind
 from ..tools.index import SectionInfo
 from ..tools.index import StreamIndex
+from ..tools.vocabulary import PAGE_KIND_OF_FLAG
+from ..tools.vocabulary import PAGE_KINDS
+from ..wire.grammar import RAM_CONTINUE
 from ..wire.grammar import RamFlag
 
-_CONTINUE = int(RamFlag.CONTINUE)
-
-#: The record filter's and search's vocabulary: word -> RAM record kind.
+#: The record filter's and search's vocabulary: word -> RAM record kind.  The page
+#: kinds answer to the words people read and to their JSON keys (tools/vocabulary.py:
+#: "raw" and "page"); the other words are QEMU's flag names and short forms.
 KIND_WORDS = {
-    "zero": RamFlag.ZERO,
-    "page": RamFlag.PAGE,
-    "raw": RamFlag.PAGE,
-    "xbzrle": RamFlag.XBZRLE,
+    **{PAGE_KINDS[kind].word: flag for flag, kind in PAGE_KIND_OF_FLAG.items()},
+    **{PAGE_KINDS[kind].key: flag for flag, kind in PAGE_KIND_OF_FLAG.items()},
     "compress": RamFlag.COMPRESS_PAGE,
-    "compressed": RamFlag.COMPRESS_PAGE,
     "compress_page": RamFlag.COMPRESS_PAGE,
     "eos": RamFlag.EOS,
     "mem_size": RamFlag.MEM_SIZE,
@@ -92,9 +92,9 @@ def parse_filter(spec: str, index: StreamIndex) -> RowFilter:
 def kind_matches(flags: np.ndarray, kinds: np.ndarray, kind: int) -> np.ndarray:
     """Which rows are RAM records of ``kind`` (CONTINUE: any record with that bit)."""
     ram = (kinds == RowKind.PAGE) | (kinds == RowKind.MARKER) | (kinds == RowKind.MEM_SIZE)
-    if kind == _CONTINUE:
-        return ram & ((flags & _CONTINUE) != 0)
-    return ram & ((flags & ~np.uint16(_CONTINUE)) == kind)
+    if kind == RAM_CONTINUE:
+        return ram & ((flags & RAM_CONTINUE) != 0)
+    return ram & ((flags & ~np.uint16(RAM_CONTINUE)) == kind)
 
 
 def section_last_row(index: StreamIndex, sec: SectionInfo) -> int:

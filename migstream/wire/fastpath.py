@@ -100,7 +100,6 @@ class RamPlans:
         return cls(page_size, plans, fixed)
 
 
-_CONTINUE = int(g.RamFlag.CONTINUE)
 #: Consecutive records of a run before the Python walk speculates that the stretch
 #: goes on and checks the rest of it at once with numpy.
 _SPECULATE_AFTER = 64
@@ -120,7 +119,7 @@ class RunWalker:
             raise TypeError("the compiled walk reads be64 record headers")
         self.page_size = plans.page_size
         # (header tag, record size, kind) per kind
-        self.shapes = tuple((int(k) | _CONTINUE, RAM_HEADER.size + plans.fixed[int(k)], int(k)) for k in kinds)
+        self.shapes = tuple((int(k) | g.RAM_CONTINUE, RAM_HEADER.size + plans.fixed[int(k)], int(k)) for k in kinds)
         if len(self.shapes) != 2:  # pragma: no cover - the compiled walk takes two kinds
             raise TypeError("a run has two record kinds")
         self._compiled = _runscan.walk if (compiled and _runscan is not None) else None
@@ -174,7 +173,7 @@ class RunWalker:
                 if m > 0:
                     import numpy as np  # only here: decoding without numpy's import cost otherwise
 
-                    tag = k | _CONTINUE
+                    tag = k | g.RAM_CONTINUE
                     heads = np.ndarray((m,), dtype=">u8", buffer=buf, offset=p, strides=(size,))
                     want = np.arange(a + tag, a + tag + m * ps, ps, dtype=np.uint64)
                     bad = np.flatnonzero(heads != want)

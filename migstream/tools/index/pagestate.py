@@ -24,13 +24,13 @@ from ...events import PageRecord
 from ...events import PageRun
 from ...events import RamBlockList
 from ...events import SectionStart
-from ...wire.grammar import RamFlag
+from ...wire.grammar import RAM_CONTINUE
+from ...wire.grammar import RAM_PAGE
+from ...wire.grammar import RAM_ZERO
 from ...wire.grammar import SectionType
 from ..vocabulary import PAGE_KIND_OF_FLAG
 from ..vocabulary import PageKind
 from .rows import RowKind
-
-_CONTINUE = int(RamFlag.CONTINUE)
 
 #: Rows for pages that came in multifd packets (channel files) carry RAM kind bits
 #: plus this bit, above every real RAM flag (those stay below 0x400).
@@ -40,9 +40,9 @@ MULTIFD_ROW = 0x400
 #: flags (markers) -> NEVER.
 STATE_OF_FLAGS = np.zeros(0x800, dtype=np.uint8)
 for _flag, _kind in PAGE_KIND_OF_FLAG.items():
-    STATE_OF_FLAGS[int(_flag)] = STATE_OF_FLAGS[int(_flag) | _CONTINUE] = _kind
-STATE_OF_FLAGS[MULTIFD_ROW | int(RamFlag.PAGE)] = PageKind.MULTIFD
-STATE_OF_FLAGS[MULTIFD_ROW | int(RamFlag.ZERO)] = PageKind.ZERO
+    STATE_OF_FLAGS[int(_flag)] = STATE_OF_FLAGS[int(_flag) | RAM_CONTINUE] = _kind
+STATE_OF_FLAGS[MULTIFD_ROW | RAM_PAGE] = PageKind.MULTIFD
+STATE_OF_FLAGS[MULTIFD_ROW | RAM_ZERO] = PageKind.ZERO
 #: The same for one byte of ``PageRun.kinds``, for ``bytes.translate``.
 _STATE_OF_BYTE = STATE_OF_FLAGS[:256].tobytes()
 
@@ -225,11 +225,11 @@ class PageMaps:
                 bm.cells[idx] = codes
             stat = self._stat()
             if stat is not None:
-                pages = ev.count_of(int(RamFlag.PAGE))
+                pages = ev.count_of(RAM_PAGE)
                 if pages:
-                    stat.add(PageKind.RAW, pages, ev.record_bytes(int(RamFlag.PAGE)))
+                    stat.add(PageKind.RAW, pages, ev.record_bytes(RAM_PAGE))
                 if ev.count - pages:
-                    stat.add(PageKind.ZERO, ev.count - pages, ev.record_bytes(int(RamFlag.ZERO)))
+                    stat.add(PageKind.ZERO, ev.count - pages, ev.record_bytes(RAM_ZERO))
         elif t is PageRecord:
             bm = self._block(ev.block, ev.addr + self.page_size)
             code = PageKind(STATE_OF_FLAGS[ev.flags])

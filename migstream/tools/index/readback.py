@@ -14,11 +14,6 @@ from dataclasses import dataclass
 import numpy as np
 from construct import ConstructError
 
-from ...decode.pages import COMPRESS_PAGE as _COMPRESS
-from ...decode.pages import CONTINUE as _CONTINUE
-from ...decode.pages import PAGE as _PAGE
-from ...decode.pages import XBZRLE as _XBZRLE
-from ...decode.pages import ZERO as _ZERO
 from ...decode.pages import apply_page
 from ...errors import MigstreamError
 from ...errors import StreamError
@@ -26,6 +21,11 @@ from ...events import Configuration
 from ...events import block_flag_names
 from ...events import dirty_bitmap_flag_names
 from ...wire import grammar as g
+from ...wire.grammar import RAM_COMPRESS_PAGE
+from ...wire.grammar import RAM_CONTINUE
+from ...wire.grammar import RAM_PAGE
+from ...wire.grammar import RAM_XBZRLE
+from ...wire.grammar import RAM_ZERO
 from ...wire.grammar import Command
 from ...wire.grammar import SectionType
 from .pagestate import MULTIFD_ROW
@@ -173,7 +173,7 @@ class RecordReadBack:
             if found is not None:
                 first, n, info = found
                 det.multifd = info
-                what = "normal page" if flags & _PAGE else "zero page"
+                what = "normal page" if flags & RAM_PAGE else "zero page"
                 det.description = (
                     f"{what} {row - first + 1} of {n} in multifd packet {info.packet_num} on channel "
                     f"{info.channel} ({os.path.basename(info.file)} at offset {info.offset:#x}; "
@@ -217,12 +217,12 @@ class RecordReadBack:
         # header, everything before it (encoding byte and length prefixes included).
         if payload is None or head.kind not in g.PAGE_KINDS:
             data = b""
-        elif head.kind == _ZERO:
+        elif head.kind == RAM_ZERO:
             det.fill = payload.fill
             data = bytes([payload.fill])
         else:
             data = bytes(payload.data)
-            if head.kind == _COMPRESS:
+            if head.kind == RAM_COMPRESS_PAGE:
                 det.compressed_length = len(data)
         end = src.tell() if payload is not None else header_end
         det.header = self.read(off, end - off - len(data))
@@ -235,11 +235,11 @@ class RecordReadBack:
         ``migstream records`` reports it."""
         d = self.detail(row)
         if d.multifd is not None:
-            return (self.page_size or 4096) if d.flags & _PAGE else 0
+            return (self.page_size or 4096) if d.flags & RAM_PAGE else 0
         if d.kind == RowKind.PAGE:
-            base = d.flags & ~_CONTINUE
+            base = d.flags & ~RAM_CONTINUE
             n = len(d.payload)
-            return n + (3 if base == _XBZRLE else 4 if base == _COMPRESS else 0)
+            return n + (3 if base == RAM_XBZRLE else 4 if base == RAM_COMPRESS_PAGE else 0)
         return len(d.payload)
 
     def page_content(self, row: int, before: bool = False) -> bytes | None:
@@ -253,7 +253,7 @@ class RecordReadBack:
         hist = self.rows_touching(int(r.block[row]), int(r.page[row]), upto=row + (0 if before else 1))
         start = 0
         for i in range(len(hist) - 1, -1, -1):
-            if int(r.flags[hist[i]]) & ~_CONTINUE != _XBZRLE:
+            if int(r.flags[hist[i]]) & ~RAM_CONTINUE != RAM_XBZRLE:
                 start = i
                 break
         page = bytearray(ps)
@@ -266,7 +266,7 @@ class RecordReadBack:
                 continue
             d = self.detail(int(h))
             try:
-                apply_page(page, d.flags & ~_CONTINUE, d.payload, d.fill or 0, offset=d.offset)
+                apply_page(page, d.flags & ~RAM_CONTINUE, d.payload, d.fill or 0, offset=d.offset)
             except StreamError:
                 return None
         return bytes(page)

@@ -57,6 +57,9 @@ from ...events import SectionEnd
 from ...events import SectionStart
 from ...events import Undecoded
 from ...events import VmDescription
+from ...wire.grammar import RAM_CONTINUE
+from ...wire.grammar import RAM_PAGE
+from ...wire.grammar import RAM_ZERO
 from ...wire.grammar import RamFlag
 from ..vocabulary import PageKind
 from .pagestate import MAX_MAPPED_PAGES
@@ -72,9 +75,6 @@ from .rows import RowKind
 from .rows import Rows
 from .rows import ScanProgress
 from .rows import SectionInfo
-
-_CONTINUE = int(RamFlag.CONTINUE)
-_PAGE, _ZERO = int(RamFlag.PAGE), int(RamFlag.ZERO)
 
 
 class StreamIndex(RecordReadBack):
@@ -371,7 +371,7 @@ class StreamIndex(RecordReadBack):
         bi = self._block_index(run.block)
         first = run.addr // ps
         pages = np.arange(first, first + n, dtype=np.uint64)
-        self._append(offsets, RowKind.PAGE, kinds.astype(np.uint16) | _CONTINUE, bi, pages)
+        self._append(offsets, RowKind.PAGE, kinds.astype(np.uint16) | RAM_CONTINUE, bi, pages)
         blk = self.blocks[bi]
         states = STATE_OF_FLAGS[kinds]
         if blk.pages:
@@ -403,7 +403,10 @@ class StreamIndex(RecordReadBack):
         first_row = self._next_row
         self._flush()
         flags = np.concatenate(
-            [np.full(len(normal), MULTIFD_ROW | _PAGE, np.uint16), np.full(len(zero), MULTIFD_ROW | _ZERO, np.uint16)]
+            [
+                np.full(len(normal), MULTIFD_ROW | RAM_PAGE, np.uint16),
+                np.full(len(zero), MULTIFD_ROW | RAM_ZERO, np.uint16),
+            ]
         )
         pages = np.concatenate([normal, zero])
         self._append(np.full(n, self._last_marker, np.int64), RowKind.PAGE, flags, bi, pages)
