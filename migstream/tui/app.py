@@ -23,6 +23,7 @@ from textual.app import SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.containers import Vertical
+from textual.css.query import NoMatches
 from textual.message import Message
 from textual.screen import Screen
 from textual.timer import Timer
@@ -204,6 +205,14 @@ class MigstreamApp(App):
     def on_index_progress(self, message: IndexProgress) -> None:
         if not self.screen.is_mounted or not self.query("#records"):
             return  # a batch that arrives while the app closes
+        try:
+            self._show_index_progress(message)
+        except NoMatches:
+            # The app is closing: its widgets are removed one by one, so a batch
+            # posted just before the scan was cancelled may find some gone.
+            return
+
+    def _show_index_progress(self, message: IndexProgress) -> None:
         ix = self.index
         if self.filter.active:
             self._apply_filter()
