@@ -11,7 +11,8 @@ class StreamError(MigstreamError):
     """The stream is not one QEMU's loader would accept.
 
     ``offset`` is the byte offset of the element at fault; ``section``, ``block`` and
-    ``addr`` (offset inside the block) are filled in where known.
+    ``addr`` (offset inside the block, also named ``page``) are filled in where known.
+    ``as_dict()`` is the same as a JSON object (docs/json.md).
     """
 
     def __init__(
@@ -29,6 +30,22 @@ class StreamError(MigstreamError):
         self.section = section
         self.block = block
         self.addr = addr
+
+    @property
+    def page(self) -> int | None:
+        """The page at fault: its byte offset inside ``block``."""
+        return self.addr
+
+    def as_dict(self) -> dict[str, str | int | None]:
+        """``{"error", "offset", "section", "block", "page"}``: ``error`` is the one
+        line ``str()`` gives (with the place), the others the place alone."""
+        return {
+            "error": str(self),
+            "offset": self.offset,
+            "section": self.section,
+            "block": self.block,
+            "page": self.addr,
+        }
 
     def __str__(self) -> str:
         where = [f"offset 0x{self.offset:x}"]

@@ -10,65 +10,169 @@ Every command lives in its own module of this package and registers on ``app``;
 
 from __future__ import annotations
 
+import functools
+import inspect
 import sys
 from collections.abc import Callable
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from typing import NoReturn
 from typing import TypeVar
+from typing import get_type_hints
 
 import typer
 
+from ..containers.multifd import with_channels
 from ..containers.sources import StreamSource
+from ..containers.stream import iter_events
 from ..containers.stream import open_decoder
 from ..decode.decoder import StreamDecoder
 from ..errors import MigstreamError
 from ..errors import StreamError
 from ..errors import UsageError
+from ..wire.limits import MAX_PAGE_SIZE
+from ..wire.limits import MIN_PAGE_SIZE
+from .jsonout import dumps
+from .jsonout import error_object
 from .progress import DecodeProgress
 
 app = typer.Typer(
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     help="Inspect, validate and extract QEMU live-migration streams.",
 )
 
-StreamArg = Annotated[str, typer.Argument(metavar="STREAM", help="Stream file, .gz/.xz/.zst file, or - for stdin.")]
-PageSizeOpt = Annotated[int | None, typer.Option("--page-size", help="Target page size (overrides the stream).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+#: The --help panels commands are grouped in (``@app.command(rich_help_panel=...)``).
+INSPECT = "Inspect"
+WRITE = "Write"
+RECORD = "Record"
+
+StreamArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="STREAM",
+        help="Stream file (.gz/.bz2/.xz/.zst ok), libvirt save image, capture directory, or - for stdin.",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output (docs/json.md).")]
+
+
+def _check_page_size(value: int | None) -> int | None:
+    if value is not None and (value & (value - 1) or not MIN_PAGE_SIZE <= value <= MAX_PAGE_SIZE):
+        raise typer.BadParameter(f"{value} is not a power of two from {MIN_PAGE_SIZE} to {MAX_PAGE_SIZE}")
+    return value
+
+
+PageSizeOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--page-size",
+        help="Target page size in bytes (overrides the stream).",
+        callback=_check_page_size,
+        show_default=False,
+    ),
+]
 # None (the default): progress when stderr is a terminal (DecodeProgress decides).
 ProgressOpt = Annotated[
-    bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")
+    bool | None,
+    typer.Option(
+        "--progress/--no-progress", help="Progress on stderr (default: when stderr is a terminal).", show_default=False
+    ),
 ]
 HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.")]
 ChannelOpt = Annotated[
     list[Path] | None,
-    typer.Option("--channel", help="A multifd channel capture (repeatable; any order; .gz/.xz/.zst ok)."),
+    typer.Option(
+        "--channel",
+        help="A multifd channel capture (repeatable; any order; compressed ok; a capture directory brings its own).",
+        show_default=False,
+    ),
 ]
+
+
+@dataclass(frozen=True)
+class InputOptions:
+    """The options every reading command takes, in one place: add an input option
+    here and in ``INPUT_PARAMETERS`` and every command decorated with
+    ``@reads_stream`` has it."""
+
+    page_size: int | None = None
+    progress: bool | None = None
+    rdma: bool = False
+    channel: tuple[str, ...] = ()
+
+    def channels_of(self, source: StreamSource) -> list[str]:
+        """The multifd channel files: --channel, else the capture directory's own."""
+        return list(self.channel) or list(source.channel_paths)
+
+    @contextmanager
+    def open(self, stream: str) -> Iterator[tuple[StreamSource, StreamDecoder, DecodeProgress]]:
+        """The source, its decoder and a progress line for STREAM, closed on exit.
+        A file that is not a stream at all fails here, before any output."""
+        source = StreamSource(stream)
+        try:
+            decoder = open_decoder(source, page_size=self.page_size, allow_hook=self.rdma)
+            prog = DecodeProgress(source.size, self.progress)
+            try:
+                yield source, decoder, prog
+            finally:
+                prog.done()
+        finally:
+            source.close()
+
+    def events(self, source: StreamSource, decoder: StreamDecoder, prog, stats: list | None = None) -> Iterator:
+        """The stream's events with its multifd channels' packets in place."""
+        return with_channels(iter_events(source, decoder, prog), self.channels_of(source), decoder, stats)
+
+
+#: The command-line parameters of ``InputOptions`` (name -> (annotation, default)).
+INPUT_PARAMETERS: dict[str, tuple[object, object]] = {
+    "page_size": (PageSizeOpt, None),
+    "progress": (ProgressOpt, None),
+    "rdma": (HookOpt, False),
+    "channel": (ChannelOpt, None),
+}
+
+F = TypeVar("F", bound=Callable)
+
+
+def reads_stream(*, progress: bool | None = None) -> Callable[[F], F]:
+    """Give a command the input options: its parameter ``inp: InputOptions`` becomes
+    the ``INPUT_PARAMETERS`` on the command line.  ``progress`` is the command's
+    default for --progress/--no-progress (None: when stderr is a terminal)."""
+
+    def wrap(fn: F) -> F:
+        sig = inspect.signature(fn)
+        hints = get_type_hints(fn, include_extras=True)
+        params = [
+            p.replace(annotation=hints.get(p.name, p.annotation)) for p in sig.parameters.values() if p.name != "inp"
+        ]
+        defaults = {name: default for name, (_, default) in INPUT_PARAMETERS.items()} | {"progress": progress}
+        for name, (annotation, _) in INPUT_PARAMETERS.items():
+            params.append(
+                inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name], annotation=annotation)
+            )
+
+        @functools.wraps(fn)
+        def command(*args, **kwargs):
+            given = {name: kwargs.pop(name, defaults[name]) for name in INPUT_PARAMETERS}
+            given["channel"] = tuple(str(c) for c in given["channel"] or ())
+            return fn(*args, inp=InputOptions(**given), **kwargs)
+
+        command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
+        command.__annotations__ = {p.name: p.annotation for p in params}
+        return command  # type: ignore[return-value]
+
+    return wrap
 
 
 def err(msg: str) -> None:
     """One line on stderr."""
     print(msg, file=sys.stderr)
-
-
-@contextmanager
-def opened_stream(
-    stream: str, page_size: int | None, rdma: bool, progress: bool | None
-) -> Iterator[tuple[StreamSource, StreamDecoder, DecodeProgress]]:
-    """The source, its decoder and a progress line for STREAM, closed on exit."""
-    source = StreamSource(stream)
-    try:
-        decoder = open_decoder(source, page_size=page_size, allow_hook=rdma)
-        prog = DecodeProgress(source.size, progress)
-        try:
-            yield source, decoder, prog
-        finally:
-            prog.done()
-    finally:
-        source.close()
 
 
 def warn_all(decoder: StreamDecoder) -> None:
@@ -79,28 +183,35 @@ def warn_all(decoder: StreamDecoder) -> None:
 T = TypeVar("T")
 
 
-def run_command(fn: Callable[[], T], *, trouble: int | None = None) -> T:
+def run_command(fn: Callable[[], T], *, trouble: int | None = None, json_out: bool = False) -> T:
     """Turn library errors into one line and an exit code.  ``trouble`` replaces
     every error code for commands whose 1 means something else (diff: cmp's 2).
+    With ``json_out`` the error is also printed on stdout as a JSON document
+    (``jsonout.error_object``: error, offset, section, block, page).
 
     The line on stderr is the whole report: each ``typer.Exit`` is raised ``from None``
     so that the error it replaces is not chained to it as its cause or context."""
+
+    def fail(line: str, exc: BaseException, code: int) -> NoReturn:
+        err(line)
+        if json_out:
+            doc = error_object(exc)
+            doc["error"] = line
+            print(dumps(doc))
+        raise typer.Exit(trouble or code) from None
+
     try:
         return fn()
     except StreamError as exc:
-        err(str(exc))
-        raise typer.Exit(trouble or 1) from None
+        fail(str(exc), exc, 1)
     except UsageError as exc:
-        err(f"error: {exc}")
-        raise typer.Exit(trouble or 2) from None
+        fail(f"error: {exc}", exc, 2)
     except MigstreamError as exc:
-        err(f"error: {exc}")
-        raise typer.Exit(trouble or 1) from None
+        fail(f"error: {exc}", exc, 1)
     except BrokenPipeError:
         sys.stderr.close()
         raise typer.Exit(0) from None
     except OSError as exc:
-        err(f"error: {exc}")
-        raise typer.Exit(trouble or 3) from None
+        fail(f"error: {exc}", exc, 3)
     except KeyboardInterrupt:
         raise typer.Exit(130) from None

@@ -3,73 +3,70 @@ records by encoding)."""
 
 from __future__ import annotations
 
-import json
-
 import typer
 
-from ..containers.multifd import with_channels
-from ..containers.stream import iter_events
 from ..errors import StreamError
+from ..tools.coverage import PageCoverage
+from ..tools.coverage import incomplete_ram
 from ..tools.summary import StreamSummary
 from ..tools.vocabulary import human_size
 from ..tools.vocabulary import page_kind_word
-from .app import ChannelOpt
-from .app import HookOpt
+from .app import INSPECT
+from .app import InputOptions
 from .app import JsonOpt
-from .app import PageSizeOpt
-from .app import ProgressOpt
 from .app import StreamArg
 from .app import app
 from .app import err
-from .app import opened_stream
+from .app import reads_stream
 from .app import run_command
+from .jsonout import error_object
+from .jsonout import print_json
 
 
-@app.command()
-def info(
-    stream: StreamArg,
-    json_out: JsonOpt = False,
-    page_size: PageSizeOpt = None,
-    progress: ProgressOpt = None,
-    rdma: HookOpt = False,
-    channel: ChannelOpt = None,
-) -> None:
+@app.command(rich_help_panel=INSPECT)
+@reads_stream()
+def info(stream: StreamArg, inp: InputOptions, json_out: JsonOpt = False) -> None:
     """What is in a stream: machine, page size, RAM blocks, sections, records by encoding."""
 
     def go():
-        with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
+        with inp.open(stream) as (source, decoder, prog):
             summary = StreamSummary()
+            coverage = PageCoverage(decoder)
             error = None
             stats: list = []
             try:
-                for ev in with_channels(
-                    iter_events(source, decoder, prog), channel or source.channel_paths, decoder, stats
-                ):
+                for ev in inp.events(source, decoder, prog, stats):
                     summary.add(ev)
+                    coverage.add(ev)
             except StreamError as exc:
                 error = exc
             summary.page_size = decoder.page_size
             summary.page_size_source = decoder.page_size_source
             summary.end_offset = decoder.offset
             doc = summary.as_dict()
-            doc["ram_complete"] = decoder.ram_complete
+            missing = coverage.missing() if error is None else {}
+            doc["ram_complete"] = decoder.ram_complete and not missing
+            doc["pages_never_sent"] = missing
+            incomplete = incomplete_ram(missing, bool(inp.channels_of(source)))
             if stats:
                 doc["multifd_channels"] = stats
-            doc["error"] = str(error) if error else None
+            doc["error"] = error_object(error) if error else None
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
             if source.save_image is not None:
                 doc["libvirt"] = source.save_image.as_dict()
             prog.done()
             if json_out:
-                print(json.dumps(doc, indent=2))
+                print_json(doc)
             else:
                 _print_info(doc)
+                if incomplete:
+                    err(f"warning: {incomplete}")
             if error:
                 if not json_out:
                     err(str(error))
                 raise typer.Exit(1)
 
-    run_command(go)
+    run_command(go, json_out=json_out)
 
 
 def _print_info(d: dict) -> None:
@@ -132,7 +129,9 @@ def _print_info(d: dict) -> None:
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:
         out.append(f"note             {d['undecoded']}")
-    out.append(f"RAM complete     {'yes' if d['ram_complete'] else 'no'}")
+    never = d["pages_never_sent"]
+    note = f" ({sum(never.values())} pages never sent)" if never else ""
+    out.append(f"RAM complete     {'yes' if d['ram_complete'] else 'no'}{note}")
     for w in d["warnings"]:
         out.append(f"warning at offset 0x{w['offset']:x}: {w['message']}")
     print("\n".join(out))

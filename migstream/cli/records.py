@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Annotated
 
 import typer
 
-from ..containers.multifd import with_channels
-from ..containers.stream import iter_events
+from ..errors import UsageError
 from ..events import CommandEvent
 from ..events import Configuration
 from ..events import DeviceState
@@ -25,18 +23,20 @@ from ..events import SectionStart
 from ..events import Undecoded
 from ..events import VmDescription
 from ..events import flag_names
+from ..tools.filtering import FilterError
+from ..tools.filtering import RecordFilter
+from ..tools.filtering import parse_words
 from ..tools.summary import ENCODING_NAMES
 from ..tools.vocabulary import page_kind_word
 from ..wire.grammar import RamFlag
-from .app import ChannelOpt
-from .app import HookOpt
-from .app import PageSizeOpt
-from .app import ProgressOpt
+from .app import INSPECT
+from .app import InputOptions
 from .app import StreamArg
 from .app import app
-from .app import opened_stream
+from .app import reads_stream
 from .app import run_command
 from .app import warn_all
+from .jsonout import line
 
 
 def _record_rows(events):
@@ -185,27 +185,61 @@ def _format_row(r: dict) -> str:
     return f"{head}  {ev.upper()} {rest if rest else ''}".rstrip()
 
 
-@app.command()
+FilterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "-f",
+        "--filter",
+        metavar="WORDS",
+        help="Only records matching all words, as in the TUI: kinds (zero raw xbzrle eos multifd ...), "
+        "block:NAME, iter:N, offset:A-B (e.g. 'zero block:pc.ram iter:1').",
+        show_default=False,
+    ),
+]
+CountOpt = Annotated[
+    int | None,
+    typer.Option(
+        "-c", "--count", metavar="N", min=0, help="Stop after N lines (after the filter).", show_default=False
+    ),
+]
+
+
+@app.command(rich_help_panel=INSPECT)
+@reads_stream(progress=False)
 def records(
     stream: StreamArg,
-    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines.")] = False,
-    page_size: PageSizeOpt = None,
-    progress: ProgressOpt = False,
-    rdma: HookOpt = False,
-    channel: ChannelOpt = None,
+    inp: InputOptions,
+    json_out: Annotated[bool, typer.Option("--json", help="JSON Lines, one object per record (docs/json.md).")] = False,
+    filter_words: FilterOpt = None,
+    count: CountOpt = None,
 ) -> None:
-    """One line per record and event: offset, section, block, page offset, flags, encoding, payload size."""
+    """One line per record and event: offset, section, block, page offset, flags, encoding, payload size.
+
+    --progress is off unless asked for (the records go to the terminal)."""
 
     def go():
-        with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
+        try:
+            keep = RecordFilter(parse_words(filter_words)) if filter_words else None
+        except FilterError as exc:
+            raise UsageError(f"--filter: {exc}") from None
+        if count == 0:
+            return
+        with inp.open(stream) as (source, decoder, prog):
             out = sys.stdout
+            written = 0
             try:
-                for row in _record_rows(
-                    with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder)
-                ):
-                    out.write((json.dumps(row) if json_out else _format_row(row)) + "\n")
+                for row in _record_rows(inp.events(source, decoder, prog)):
+                    if keep is not None:
+                        if row["event"] == "section":
+                            keep.see_section(row["idstr"])
+                        if not keep.keep(row):
+                            continue
+                    out.write((line(row) if json_out else _format_row(row)) + "\n")
+                    written += 1
+                    if written == count:
+                        break
             finally:
                 out.flush()
                 warn_all(decoder)
 
-    run_command(go)
+    run_command(go, json_out=json_out)

@@ -6,43 +6,44 @@ from typing import Annotated
 
 import typer
 
-from ..containers.multifd import with_channels
-from ..containers.stream import iter_events
 from ..decode.pages import check_page_record
 from ..errors import MigstreamError
 from ..errors import StreamError
 from ..events import EndOfStream
 from ..events import PageRecord
 from ..events import Undecoded
+from ..tools.coverage import PageCoverage
+from ..tools.coverage import incomplete_ram
 from ..wire.grammar import RamFlag
-from .app import ChannelOpt
-from .app import HookOpt
-from .app import PageSizeOpt
-from .app import ProgressOpt
+from .app import INSPECT
+from .app import InputOptions
 from .app import StreamArg
 from .app import app
-from .app import opened_stream
+from .app import reads_stream
 from .app import run_command
 from .app import warn_all
 
 
-@app.command()
+@app.command(rich_help_panel=INSPECT)
+@reads_stream()
 def validate(
     stream: StreamArg,
-    page_size: PageSizeOpt = None,
-    # None: progress when stderr is a terminal (ProgressOpt is declared bool in app.py).
-    progress: ProgressOpt = None,
-    rdma: HookOpt = False,
-    quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
-    channel: ChannelOpt = None,
+    inp: InputOptions,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing when the stream is valid.")] = False,
 ) -> None:
-    """Exit 0 if QEMU's loader would accept the stream, else 1 with the offset of the fault."""
+    """Exit 0 if QEMU's loader would accept the stream and it carries every page of RAM,
+    else 1 with the offset of the fault.
+
+    A multifd migration's main channel is valid only with its channel files (--channel,
+    or a capture directory): without them its pages are missing."""
 
     def go():
-        with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
+        with inp.open(stream) as (source, decoder, prog):
             eof = False
             undecoded = None
-            for ev in with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder):
+            coverage = PageCoverage(decoder)
+            for ev in inp.events(source, decoder, prog):
+                coverage.add(ev)
                 t = type(ev)
                 if t is PageRecord and ev.kind == RamFlag.COMPRESS_PAGE:
                     # The decoder checks XBZRLE deltas itself; a COMPRESS_PAGE stream is
@@ -61,6 +62,9 @@ def validate(
                 )
             if not eof and undecoded is None:
                 raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
+            incomplete = incomplete_ram(coverage.missing(), bool(inp.channels_of(source)))
+            if incomplete and undecoded is None:
+                raise StreamError(incomplete, decoder.offset, section="ram")
             if not quiet:
                 note = f" (RAM checked; {undecoded})" if undecoded else ""
                 print(f"ok: {decoder.offset} bytes, valid{note}")

@@ -1,11 +1,12 @@
 """Compressed input, the one place it is recognised and opened: the magic numbers
-of gzip, xz and zstd (``detect_compression``), and a streaming reader for those plus
-bzip2 and lzop (``open_decompressed``: libvirt save images name those two in their
-header; lzop runs the external program).  Used for streams (sources.py), multifd
+of gzip, xz, zstd and bzip2 (``detect_compression``), and a streaming reader for
+those plus lzop (``open_decompressed``: libvirt save images name lzop in their
+header; it runs the external program).  Used for streams (sources.py), multifd
 channel files (multifd.py) and the progress share of the CLI.
 
-Standalone bzip2 files are not recognised by content (its magic ``BZh`` would go in
-``MAGICS``); only a libvirt header asks for bzip2."""
+A standalone bzip2 file is recognised by ``BZh``, the block size digit and the
+magic of its first block (or of its end-of-stream marker, for an empty one): the
+three letters alone could start a text file."""
 
 from __future__ import annotations
 
@@ -32,11 +33,17 @@ HEAD = max(16, len(max(MAGICS, key=len)))  # bytes to peek for content detection
 READ_CHUNK = 4 << 20  # read size for pipes and decompressors
 
 
+#: bzip2: "BZh", a digit 1-9, then a block magic (pi) or the end-of-stream magic (sqrt pi).
+_BZIP2_BLOCK_MAGICS = (b"\x31\x41\x59\x26\x53\x59", b"\x17\x72\x45\x38\x50\x90")
+
+
 def detect_compression(head: bytes) -> str | None:
     """The compression whose magic ``head`` starts with (None: not compressed)."""
     for magic, name in MAGICS.items():
         if head.startswith(magic):
             return name
+    if head[:3] == b"BZh" and head[3:4] in b"123456789" and head[3:4] and head[4:10] in _BZIP2_BLOCK_MAGICS:
+        return "bzip2"
     return None
 
 

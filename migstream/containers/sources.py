@@ -143,6 +143,25 @@ class StreamSource:
         self.compression = kind
         self._reader = open_decompressed(raw, kind, self.path)
 
+    def peek(self, n: int) -> tuple[bytes, bool]:
+        """Up to ``n`` first bytes of the stream, without consuming them, and whether
+        they are all there is (False: more may follow, or the reader could not tell)."""
+        if self._mmap is not None:
+            head = bytes(self._mmap[self.stream_offset : self.stream_offset + n])
+            return head, len(head) < n
+        if self._reader is None:
+            return b"", self.size == 0
+        peek = getattr(self._reader, "peek", None)
+        if peek is None:
+            return b"", False
+        try:
+            head = bytes(peek(n)[:n])
+        except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
+            raise UsageError(f"{self.path}: cannot read {self.compression or ''} input: {exc}") from exc
+        except Exception as exc:  # zstandard.ZstdError
+            raise UsageError(f"{self.path}: cannot read {self.compression or ''} input: {exc}") from exc
+        return head, not head
+
     def chunks(self) -> Iterator[memoryview | bytes]:
         if self._mmap is not None:
             mm = self._mmap

@@ -11,18 +11,35 @@ from ..errors import TruncatedStream
 from ..events import NEED_DATA
 from .sources import StreamSource
 
+#: Magic and version words: what ``recognise`` looks at.
+FILE_HEADER_BYTES = 8
+
 
 def open_decoder(
     source: StreamSource, *, page_size: int | None = None, use_description: bool = True, allow_hook: bool = False
 ) -> StreamDecoder:
     """A decoder for ``source``; for seekable files the VMDESCRIPTION is read first
-    (it frames device sections and gives the page size)."""
+    (it frames device sections and gives the page size).  Raises StreamError here,
+    before any event, when the input is not a migration stream at all (see
+    ``recognise``), so that no command writes output for a text file."""
+    recognise(source)
     description = None
     if use_description and source.seekable_file is not None and source.size:
         found = load_description(source.seekable_file, source.size)
         if found:
             description = found[1]
     return StreamDecoder(page_size=page_size, description=description, allow_hook=allow_hook)
+
+
+def recognise(source: StreamSource) -> None:
+    """Raise the decoder's own error when the first bytes of ``source`` are not a
+    QEMU file header (magic "QEVM" and a supported version) or the input is empty."""
+    head, whole = source.peek(FILE_HEADER_BYTES)
+    probe = StreamDecoder()
+    probe.feed(head)
+    if whole:
+        probe.feed(b"")
+    probe.next_event()  # the FileHeader, NEED_DATA (a reader that peeked short), or the error
 
 
 def iter_events(

@@ -1,4 +1,4 @@
-"""The TUI's record filter and search (migstream/tui/filtering.py), without Textual:
+"""The TUI's record filter and search (migstream/tools/filtering.py), without Textual:
 the rows they pick against the plain-construct reference decoder's records."""
 
 from __future__ import annotations
@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 
 from migstream.tools.index import StreamIndex
-from migstream.tui.filtering import FilterError
-from migstream.tui.filtering import RowFilter
-from migstream.tui.filtering import filtered_rows
-from migstream.tui.filtering import next_match
-from migstream.tui.filtering import parse_filter
-from migstream.tui.filtering import search_kind
+from migstream.tools.filtering import FilterError
+from migstream.tools.filtering import RowFilter
+from migstream.tools.filtering import filtered_rows
+from migstream.tools.filtering import next_match
+from migstream.tools.filtering import parse_filter
+from migstream.tools.filtering import search_kind
 from migstream.wire.grammar import RamFlag
 from support.reference import reference_records
 from support.streams import mixed_stream
@@ -46,7 +46,7 @@ def ram_offsets(ref, keep) -> list[int]:
 
 
 def test_the_filter_module_needs_no_textual():
-    code = "import sys, migstream.tui.filtering; print(any(m.split('.')[0] == 'textual' for m in sys.modules))"
+    code = "import sys, migstream.tools.filtering; print(any(m.split('.')[0] == 'textual' for m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "False"
 

@@ -1,0 +1,100 @@
+"""Which pages of each RAM block a stream sent at least once, to tell a complete
+memory from one with pages missing.
+
+Precopy starts with every page of every migratable block dirty (ram.c
+ram_list_init_bitmaps), so a stream that reaches the RAM END section has sent each
+page at least once, as ZERO, PAGE, XBZRLE, compressed or in a multifd packet.
+Pages never sent mean the memory is not all there: typically the main channel of
+a multifd migration read without its channel files (QEMU 7.2 leaves no marker of
+multifd in the main channel; later versions send MULTIFD_FLUSH, which
+``containers/multifd.with_channels`` notices itself).
+
+Two things send no pages on purpose and are not counted as missing: blocks that
+x-ignore-shared leaves out (the block list then carries addresses; such a block
+has no page at all in the stream), and mapped-ram files (pages live at fixed file
+offsets, not in records).  Blocks too large to track (hostile MEM_SIZE) are left
+out rather than allocated.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..events import MappedRamBlock
+from ..events import MultifdPacket
+from ..events import PageRecord
+from ..events import PageRun
+from ..events import RamBlockList
+
+#: Pages tracked, all blocks together (one byte each): a 256 GiB guest at 4 KiB.
+MAX_TRACKED_PAGES = 1 << 26
+
+
+class PageCoverage:
+    """Fed with the events of one stream (``add``); ``missing()`` then gives the
+    pages never sent, per block.  ``page_size`` comes from the decoder once the
+    block list is known (it is fixed there)."""
+
+    def __init__(self, decoder) -> None:
+        self._decoder = decoder
+        self._sent: dict[str, np.ndarray] = {}
+        self._ignore_shared = False
+        self.tracked = True  # False: a mapped-ram file, or too many pages to track
+
+    def add(self, ev) -> None:
+        t = type(ev)
+        if t is PageRun:
+            sent = self._sent.get(ev.block)
+            if sent is not None:
+                first = ev.addr // ev.page_size
+                sent[first : first + ev.count] = True
+        elif t is PageRecord:
+            sent = self._sent.get(ev.block)
+            if sent is not None and self._decoder.page_size:
+                page = ev.addr // self._decoder.page_size
+                if page < len(sent):
+                    sent[page] = True
+        elif t is MultifdPacket:
+            sent = self._sent.get(ev.block)
+            if sent is not None:
+                for offsets in (ev.normal, ev.zero):
+                    if len(offsets):
+                        pages = np.asarray(offsets, dtype=np.uint64) // np.uint64(ev.page_size)
+                        sent[pages[pages < len(sent)].astype(np.intp)] = True
+        elif t is RamBlockList:
+            self._start(ev)
+        elif t is MappedRamBlock:
+            self.tracked = False
+
+    def _start(self, ev: RamBlockList) -> None:
+        page_size = self._decoder.page_size
+        if not page_size or self._sent:
+            return
+        total = sum(-(-b.used_length // page_size) for b in ev.blocks)
+        if total > MAX_TRACKED_PAGES:
+            self.tracked = False
+            return
+        self._ignore_shared = any(b.addr is not None for b in ev.blocks)
+        for b in ev.blocks:
+            self._sent[b.name] = np.zeros(-(-b.used_length // page_size), dtype=bool)
+
+    def missing(self) -> dict[str, int]:
+        """Block name -> pages never sent (blocks with all pages sent left out)."""
+        if not self.tracked:
+            return {}
+        out = {}
+        for name, sent in self._sent.items():
+            n = int(len(sent) - np.count_nonzero(sent))
+            if n and not (self._ignore_shared and n == len(sent)):
+                out[name] = n
+        return out
+
+
+def incomplete_ram(missing: dict[str, int], channels_given: bool) -> str | None:
+    """The one-line verdict on pages never sent (None: none missing)."""
+    if not missing:
+        return None
+    total = sum(missing.values())
+    blocks = ", ".join(f"{name} {n}" for name, n in missing.items())
+    hint = "" if channels_given else "; the main channel of a multifd migration needs its channel files (--channel)"
+    return f"RAM incomplete: {total} pages never sent ({blocks}){hint}"
