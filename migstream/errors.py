@@ -68,3 +68,18 @@ class XbzrleError(MigstreamError):
 
 class UsageError(MigstreamError):
     """Bad arguments or unusable local files (not a stream fault)."""
+
+
+def error_dict(exc: BaseException | str) -> dict[str, str | int | None]:
+    """Any error as the JSON object every ``--json`` document uses (docs/json.md):
+    ``error`` (the one line), ``offset``, ``section``, ``block``, ``page`` (null
+    where not known).  A VmstateError's device is its section."""
+    if isinstance(exc, StreamError):
+        return exc.as_dict()
+    return {
+        "error": str(exc),
+        "offset": getattr(exc, "offset", None),
+        "section": getattr(exc, "section", None) or getattr(exc, "device", None),
+        "block": getattr(exc, "block", None),
+        "page": getattr(exc, "addr", None),
+    }

@@ -2,29 +2,40 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import typer
 
+from .app import INSPECT
+from .app import InputOptions
 from .app import JsonOpt
-from .app import PageSizeOpt
 from .app import StreamArg
 from .app import app
 from .app import err
+from .app import reads_stream
 from .app import run_command
+from .jsonout import print_json
+from .progress import DecodeProgress
+from .progress import stream_size
 
 
-@app.command()
-def devices(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = None) -> None:
+@app.command(rich_help_panel=INSPECT)
+@reads_stream()
+def devices(stream: StreamArg, inp: InputOptions, json_out: JsonOpt = False) -> None:
     """Decode every device (non-RAM) section: fields, arrays, structs, subsections."""
 
     def go():
         from ..tools.devices import device_states  # imported on use: the CLI starts faster
 
-        doc = device_states(stream, page_size=page_size)
+        prog = DecodeProgress(stream_size(stream), inp.progress)
+        try:
+            doc = device_states(
+                stream, page_size=inp.page_size, allow_hook=inp.rdma, channels=list(inp.channel), progress=prog
+            )
+        finally:
+            prog.done()
         if json_out:
-            print(json.dumps(doc, indent=1))
+            print_json(doc)
         else:
             _print(doc)
         for w in doc["warnings"]:
@@ -38,13 +49,13 @@ def devices(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt
                 )
         failed = [s for s in doc["sections"] if s.get("error")]
         for s in failed:
-            err(s["error"])
+            err(s["error"]["error"])
         if doc["error"]:
-            err(doc["error"])
+            err(doc["error"]["error"])
         if doc["error"] or failed:
             raise typer.Exit(1)
 
-    run_command(go)
+    run_command(go, json_out=json_out)
 
 
 def _fmt(v: Any) -> str:
@@ -94,7 +105,7 @@ def _print(doc: dict) -> None:
             head += f"  (vmsd {s['vmsd_name']})"
         out.append(head)
         if s.get("error"):
-            out.append(f"  ERROR {s['error']}")
+            out.append(f"  ERROR {s['error']['error']}")
         elif s.get("state"):
             _lines(s["state"], "  ", out)
         elif s.get("note"):

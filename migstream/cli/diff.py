@@ -6,20 +6,26 @@ invalid stream).
 
 from __future__ import annotations
 
-import json
 from typing import Annotated
 
 import typer
 
-from .app import PageSizeOpt
+from ..errors import UsageError
+from .app import INSPECT
+from .app import InputOptions
 from .app import app
+from .app import reads_stream
 from .app import run_command
+from .jsonout import print_json
+from .progress import DecodeProgress
+from .progress import stream_size
 
 SideArg = Annotated[
     str,
     typer.Argument(
         metavar="SIDE",
-        help="A stream (file, .gz/.xz/.zst, - for stdin), STREAM@N (after N RAM iterations), or an extract directory.",
+        help="A stream (file, .gz/.bz2/.xz/.zst, capture directory, - for stdin), STREAM@N (after N RAM "
+        "iterations), or an extract directory.",
     ),
 ]
 
@@ -85,23 +91,39 @@ def _short(v) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-@app.command("diff")
+@app.command("diff", rich_help_panel=INSPECT)
+@reads_stream()
 def diff_command(
     side_a: SideArg,
     side_b: SideArg,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output (every range).")] = False,
-    max_ranges: Annotated[int, typer.Option("--max-ranges", help="Ranges listed per block in text output.")] = 8,
-    page_size: PageSizeOpt = None,
+    inp: InputOptions,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="Machine-readable output, every range (docs/json.md).")
+    ] = False,
+    max_ranges: Annotated[int, typer.Option("--max-ranges", min=0, help="Ranges listed per block in text output.")] = 8,
 ) -> None:
     """Compare two saves: configuration, RAM blocks added/removed/resized, pages that differ,
     device state field by field.
 
-    Exit 0 when equal, 1 when different, 2 on unreadable input or an invalid stream."""
+    Exit 0 when equal, 1 when different, 2 on unreadable input or an invalid stream.
+    A multifd side is given as its capture directory (which brings its channel files):
+    --channel cannot say which side a file belongs to."""
     from ..tools.diff import diff as do_diff  # engine imported on use: the CLI starts faster
 
-    result = run_command(lambda: do_diff(side_a, side_b, page_size=page_size), trouble=2)
+    def go():
+        if inp.channel:
+            raise UsageError("diff: --channel cannot say which side a file belongs to; give a capture directory")
+        return do_diff(
+            side_a,
+            side_b,
+            page_size=inp.page_size,
+            allow_hook=inp.rdma,
+            progress=lambda spec: DecodeProgress(stream_size(spec), inp.progress),
+        )
+
+    result = run_command(go, trouble=2, json_out=json_out)
     if json_out:
-        print(json.dumps(result.as_dict(), indent=2))
+        print_json(result.as_dict())
     else:
         _print(result, max_ranges)
     raise typer.Exit(0 if result.equal else 1)

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import sys
 from contextlib import contextmanager
 
 from ..errors import UsageError
+from .jsonout import dumps
 
 
 def parse_size(text: str) -> int:
@@ -50,12 +50,12 @@ def report_stats(stats, output: str, *, mapped_ram: bool, stats_json, json_out: 
     stdout (stderr when the stream itself went to stdout)."""
     doc = stats.as_dict()
     if mapped_ram:
-        doc["mapped-ram"] = file_allocation(output)
+        doc["mapped_ram"] = file_allocation(output)
     if stats_json:
-        stats_json.write_text(json.dumps(doc, indent=2) + "\n")
+        stats_json.write_text(dumps(doc) + "\n")
     out = sys.stderr if output == "-" else sys.stdout
     if json_out:
-        print(json.dumps(doc, indent=2), file=out)
+        print(dumps(doc), file=out)
     else:
         _print_stats(doc, out)
 
@@ -63,27 +63,27 @@ def report_stats(stats, output: str, *, mapped_ram: bool, stats_json, json_out: 
 def _print_stats(doc: dict, out) -> None:
     ram = doc["ram"]
     lines = [
-        f"transferred      {ram['transferred']:,} bytes (stream {doc['stream-bytes']:,} bytes)",
-        f"pages            normal {ram['normal']:,} ({ram['normal-bytes']:,} bytes), duplicate (zero) "
+        f"transferred      {ram['transferred']:,} bytes (stream {doc['stream_bytes']:,} bytes)",
+        f"pages            normal {ram['normal']:,} ({ram['normal_bytes']:,} bytes), duplicate (zero) "
         f"{ram['duplicate']:,}",
-        f"iterations       {doc['iterations']} (PART sections {doc['part-sections']}), "
-        f"dirty-sync-count {ram['dirty-sync-count']}",
+        f"iterations       {doc['iterations']} (PART sections {doc['part_sections']}), "
+        f"dirty-sync-count {ram['dirty_sync_count']}",
     ]
-    if "xbzrle-cache" in doc:
-        x = doc["xbzrle-cache"]
+    if "xbzrle_cache" in doc:
+        x = doc["xbzrle_cache"]
         lines.append(
-            f"xbzrle           pages {x['pages']:,}, bytes {x['bytes']:,}, cache-miss {x['cache-miss']:,}, "
-            f"cache-miss-rate {x['cache-miss-rate']:.4f}, overflow {x['overflow']:,}"
+            f"xbzrle           pages {x['pages']:,}, bytes {x['bytes']:,}, cache-miss {x['cache_miss']:,}, "
+            f"cache-miss-rate {x['cache_miss_rate']:.4f}, overflow {x['overflow']:,}"
         )
     if "compression" in doc:
         c = doc["compression"]
         lines.append(
-            f"compression      pages {c['pages']:,}, compressed-size {c['compressed-size']:,}, "
-            f"rate {c['compression-rate']:.2f}"
+            f"compression      pages {c['pages']:,}, compressed-size {c['compressed_size']:,}, "
+            f"rate {c['compression_rate']:.2f}"
         )
-    if "mapped-ram" in doc:
-        f = doc["mapped-ram"]
-        lines.append(f"mapped-ram file  {f['file-bytes']:,} bytes, {f['allocated-bytes']:,} bytes allocated (sparse)")
+    if "mapped_ram" in doc:
+        f = doc["mapped_ram"]
+        lines.append(f"mapped-ram file  {f['file_bytes']:,} bytes, {f['allocated_bytes']:,} bytes allocated (sparse)")
     print("\n".join(lines), file=out)
 
 
@@ -100,4 +100,4 @@ def check_mapped_ram_options(output: str, xbzrle_cache: int, compress_threads: i
 
 def file_allocation(path: str) -> dict:
     st = os.stat(path)
-    return {"file-bytes": st.st_size, "allocated-bytes": st.st_blocks * 512}
+    return {"file_bytes": st.st_size, "allocated_bytes": st.st_blocks * 512}

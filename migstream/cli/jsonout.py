@@ -14,7 +14,7 @@ import json
 import sys
 from typing import Any
 
-from ..errors import StreamError
+from ..errors import error_dict
 
 #: Version of every --json document (1: snake_case keys, "schema" in every document).
 SCHEMA = 1
@@ -41,6 +41,4 @@ def print_json(doc: dict[str, Any], file=None) -> None:
 
 def error_object(exc: BaseException | str) -> dict[str, Any]:
     """The JSON form of an error: the one line, and where (null when not known)."""
-    if isinstance(exc, StreamError):
-        return exc.as_dict()
-    return {"error": str(exc), "offset": None, "section": None, "block": None, "page": None}
+    return error_dict(exc)

@@ -7,34 +7,38 @@ from typing import Annotated
 
 import typer
 
-from .app import PageSizeOpt
-from .app import ProgressOpt
+from .app import INSPECT
+from .app import InputOptions
 from .app import StreamArg
 from .app import app
 from .app import err
+from .app import reads_stream
 from .app import run_command
 from .progress import DecodeProgress
 from .progress import stream_size
 
 
-@app.command("report")
+@app.command("report", rich_help_panel=INSPECT)
+@reads_stream()
 def report_command(
     stream: StreamArg,
+    inp: InputOptions,
     output: Annotated[str, typer.Option("-o", "--output", help="HTML file to write, - for stdout.")],
-    page_size: PageSizeOpt = None,
-    progress: ProgressOpt = None,
 ) -> None:
     """A self-contained HTML report: summary, per-iteration charts, page maps, devices, errors.
 
-    An invalid stream still gets a report (showing the error); the exit code is then 1."""
+    An invalid or incomplete stream still gets a report (showing why); the exit code is
+    then 1.  A file that is not a migration stream at all gets none (exit 1)."""
 
     def go():
         from ..tools.report import collect  # imported on use: the CLI starts faster
         from ..tools.report import render  # imported on use: the CLI starts faster
 
-        prog = DecodeProgress(stream_size(stream), progress)
+        prog = DecodeProgress(stream_size(stream), inp.progress)
         try:
-            data = collect(stream, page_size=page_size, progress=prog)
+            data = collect(
+                stream, page_size=inp.page_size, progress=prog, allow_hook=inp.rdma, channels=list(inp.channel)
+            )
         finally:
             prog.done()
         page = render(data)
@@ -45,8 +49,8 @@ def report_command(
             with open(tmp, "w", encoding="utf-8") as f:
                 f.write(page)
             os.replace(tmp, output)
-        if data.error:
-            err(data.error)
+        if data.error or data.incomplete:
+            err(data.error or f"error: {data.incomplete}")
             raise typer.Exit(1)
 
     run_command(go)

@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .app import ProgressOpt
+from .app import WRITE
+from .app import InputOptions
 from .app import app
+from .app import reads_stream
 from .app import run_command
 from .encoding import check_mapped_ram_options
 from .encoding import output_fd
@@ -22,10 +24,6 @@ InArg = Annotated[
     str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")
 ]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="Stream file to write, or - for stdout.")]
-ChannelOpt = Annotated[
-    list[str] | None,
-    typer.Option("--channel", metavar="FILE", help="A multifd channel file of the input (repeatable)."),
-]
 XbzrleOpt = Annotated[
     str | None,
     typer.Option(
@@ -49,13 +47,12 @@ def _run_transcode(
     stream,
     output,
     patches,
-    channel,
     xbzrle_cache,
     compress_threads,
     compress_level,
     stats_json,
     json_out,
-    progress,
+    inp,
     plain,
     mapped_ram,
 ):
@@ -72,7 +69,7 @@ def _run_transcode(
         cache = parse_size(xbzrle_cache) if xbzrle_cache is not None else 0
         if mapped_ram:
             check_mapped_ram_options(output, cache, compress_threads)
-        prog = EncodeProgress(progress)
+        prog = EncodeProgress(inp.progress)
         try:
             with output_fd(output) as fd:
                 sink = fd if mapped_ram else FdSink(fd)
@@ -81,7 +78,9 @@ def _run_transcode(
                         stream,
                         sink,
                         patches=patches,
-                        channels=channel or None,
+                        channels=list(inp.channel) or None,
+                        page_size=inp.page_size,
+                        allow_hook=inp.rdma,
                         xbzrle_cache_size=cache,
                         compress_threads=compress_threads,
                         compress_level=compress_level,
@@ -95,20 +94,20 @@ def _run_transcode(
             prog.done()
         report_stats(stats, output, mapped_ram=mapped_ram, stats_json=stats_json, json_out=json_out)
 
-    run_command(go)
+    run_command(go, json_out=json_out)
 
 
-@app.command("transcode")
+@app.command("transcode", rich_help_panel=WRITE)
+@reads_stream()
 def transcode_command(
     stream: InArg,
+    inp: InputOptions,
     output: OutOpt,
-    channel: ChannelOpt = None,
     xbzrle_cache: XbzrleOpt = None,
     compress_threads: CompressOpt = 0,
     compress_level: LevelOpt = 1,
     stats_json: StatsOpt = None,
     json_out: JsonOpt = False,
-    progress: ProgressOpt = None,
     plain: PlainOpt = False,
     mapped_ram: MappedOpt = False,
 ) -> None:
@@ -117,9 +116,11 @@ def transcode_command(
     _run_transcode(patches=[], **locals())  # locals() here: exactly the command's options
 
 
-@app.command("rewrite")
+@app.command("rewrite", rich_help_panel=WRITE)
+@reads_stream()
 def rewrite_command(
     stream: InArg,
+    inp: InputOptions,
     output: OutOpt,
     patch: Annotated[
         list[str] | None,
@@ -133,13 +134,11 @@ def rewrite_command(
             "--patch-hex", metavar="BLOCK:OFFSET=HEX", help="Write these hex bytes at OFFSET of BLOCK (repeatable)."
         ),
     ] = None,
-    channel: ChannelOpt = None,
     xbzrle_cache: XbzrleOpt = None,
     compress_threads: CompressOpt = 0,
     compress_level: LevelOpt = 1,
     stats_json: StatsOpt = None,
     json_out: JsonOpt = False,
-    progress: ProgressOpt = None,
     plain: PlainOpt = False,
     mapped_ram: MappedOpt = False,
 ) -> None:

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
-from .app import ChannelOpt
-from .app import PageSizeOpt
+from .app import INSPECT
+from .app import InputOptions
 from .app import StreamArg
 from .app import app
+from .app import reads_stream
 from .app import run_command
 
 
-@app.command()
-def tui(stream: StreamArg, page_size: PageSizeOpt = None, channel: ChannelOpt = None) -> None:
-    """Browse and replay a stream: records, page map, iterations, record details."""
+@app.command(rich_help_panel=INSPECT)
+@reads_stream()
+def tui(stream: StreamArg, inp: InputOptions) -> None:
+    """Browse and replay a stream: records, page map, iterations, record details.
+
+    The TUI shows its own indexing progress (--progress changes nothing)."""
 
     def go():
         if stream == "-":
@@ -21,7 +25,7 @@ def tui(stream: StreamArg, page_size: PageSizeOpt = None, channel: ChannelOpt = 
         from ..tools.index import StreamIndex
         from ..tui.app import MigstreamApp
 
-        index = StreamIndex(stream, page_size=page_size, channels=[str(c) for c in channel or ()])
+        index = StreamIndex(stream, page_size=inp.page_size, channels=list(inp.channel), allow_hook=inp.rdma)
         app_ = MigstreamApp(stream, index=index)
         try:
             app_.run()

@@ -41,34 +41,36 @@ class RamStats:
         return self.normal * self.page_size
 
     def as_dict(self) -> dict:
+        """The accounting as JSON: query-migrate's field names in snake_case
+        (``dirty-sync-count`` is ``dirty_sync_count``; docs/json.md)."""
         ram = {
             "total": self.total,
             "transferred": self.transferred,
             "duplicate": self.duplicate,
             "normal": self.normal,
-            "normal-bytes": self.normal_bytes,
-            "page-size": self.page_size,
-            "dirty-sync-count": self.dirty_sync_count,
-            "precopy-bytes": self.precopy_bytes,
-            "downtime-bytes": self.downtime_bytes,
+            "normal_bytes": self.normal_bytes,
+            "page_size": self.page_size,
+            "dirty_sync_count": self.dirty_sync_count,
+            "precopy_bytes": self.precopy_bytes,
+            "downtime_bytes": self.downtime_bytes,
             "remaining": 0,
         }
         doc = {
             "ram": ram,
             "iterations": self.iterations,
-            "part-sections": self.part_sections,
-            "stream-bytes": self.stream_bytes,
+            "part_sections": self.part_sections,
+            "stream_bytes": self.stream_bytes,
         }
         if self.xbzrle_cache_size:
             handled = self.xbzrle_pages_handled
-            doc["xbzrle-cache"] = {
-                "cache-size": self.xbzrle_cache_size,
+            doc["xbzrle_cache"] = {
+                "cache_size": self.xbzrle_cache_size,
                 "bytes": self.xbzrle_bytes,
                 "pages": self.xbzrle_pages,
-                "cache-miss": self.xbzrle_cache_miss,
+                "cache_miss": self.xbzrle_cache_miss,
                 # QEMU computes both rates per sync period; here: over the whole run.
-                "cache-miss-rate": round(self.xbzrle_cache_miss / handled, 6) if handled else 0,
-                "encoding-rate": (
+                "cache_miss_rate": round(self.xbzrle_cache_miss / handled, 6) if handled else 0,
+                "encoding_rate": (
                     round(self.xbzrle_pages * self.page_size / self.xbzrle_bytes, 6) if self.xbzrle_bytes else 0
                 ),
                 "overflow": self.xbzrle_overflow,
@@ -76,10 +78,10 @@ class RamStats:
         if self.compress_threads:
             doc["compression"] = {
                 "pages": self.compression_pages,
-                "compressed-size": self.compressed_size,
+                "compressed_size": self.compressed_size,
                 "busy": 0,
-                "busy-rate": 0,
-                "compression-rate": (
+                "busy_rate": 0,
+                "compression_rate": (
                     round(self.compression_pages * self.page_size / self.compressed_size, 6)
                     if self.compressed_size
                     else 0

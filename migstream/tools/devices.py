@@ -9,8 +9,10 @@ and compressed inputs it arrives after EOF.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
+from ..containers.multifd import with_channels
 from ..containers.sources import StreamSource
 from ..containers.stream import iter_events
 from ..containers.stream import open_decoder
@@ -21,6 +23,7 @@ from ..decode.vmstate import decode_s390_storage_attributes
 from ..decode.vmstate import decode_spapr_htab
 from ..decode.vmstate import decode_vmstate
 from ..errors import StreamError
+from ..errors import error_dict
 from ..events import Configuration
 from ..events import DeviceState
 from ..events import SectionStart
@@ -31,24 +34,33 @@ from ..wire.grammar import SectionType
 MAX_DEVICE_BYTES = 256 << 20
 
 
-def device_states(stream: str, *, page_size: int | None = None) -> dict[str, Any]:
-    """{"configuration": {...}, "sections": [...], "error": str|None, "warnings": [...]}.
+def device_states(
+    stream: str,
+    *,
+    page_size: int | None = None,
+    allow_hook: bool = False,
+    channels: list[str] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """{"configuration": {...}, "sections": [...], "error": {...}|None, "warnings": [...]}.
 
     A section whose payload does not match its description gets ``"error"`` and no
-    state; the others are still decoded."""
+    state; the others are still decoded.  Errors are ``errors.error_dict`` objects.
+    Multifd ``channels`` (or a capture directory's own) are read too, so that a
+    fault in them is reported."""
     with StreamSource(stream) as source:
         description = None
         if source.seekable_file is not None and source.size:
             found = load_description(source.seekable_file, source.size)
             description = found[1] if found else None
-        decoder = open_decoder(source, page_size=page_size)
+        decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
         kept: list[tuple[DeviceState, bytes, int]] = []
         version_id = 0
         configuration = None
         error = None
         total = 0
         try:
-            for ev in iter_events(source, decoder):
+            for ev in with_channels(iter_events(source, decoder, progress), channels or source.channel_paths, decoder):
                 t = type(ev)
                 if t is DeviceState:
                     total += ev.length
@@ -81,13 +93,13 @@ def device_states(stream: str, *, page_size: int | None = None) -> dict[str, Any
                         device="configuration",
                     )
                 except VmstateError as exc:
-                    config["error"] = str(exc)
+                    config["error"] = error_dict(exc)
         doc = {
             "configuration": config,
             "page_size": decoder.page_size,
             "has_description": description is not None,
             "sections": sections,
-            "error": str(error) if error else None,
+            "error": error_dict(error) if error else None,
             "warnings": [{"offset": o, "message": m} for o, m in decoder.warnings],
         }
         if source.save_image is not None:
@@ -125,7 +137,7 @@ def _section(ev: DeviceState, data: bytes, version_id: int, queue: DescriptionQu
             elif ev.idstr == "s390-storage_attributes":
                 out["state"] = decode_s390_storage_attributes(data, offset=ev.offset)
         except VmstateError as exc:
-            out["error"] = str(exc)
+            out["error"] = error_dict(exc)
         return out
     desc = queue.next(ev.idstr, ev.instance_id)
     if desc is None:
@@ -137,5 +149,5 @@ def _section(ev: DeviceState, data: bytes, version_id: int, queue: DescriptionQu
         out["state"] = decode_vmstate(data, desc, offset=ev.offset, device=ev.idstr)
     except VmstateError as exc:
         out["state"] = None
-        out["error"] = str(exc)
+        out["error"] = error_dict(exc)
     return out

@@ -14,11 +14,14 @@ import errno
 import os
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from dataclasses import field
+from typing import Any
 
 import numpy as np
 
+from ..containers.capturedir import is_capture_dir
 from ..errors import UsageError
 from ..image.manifest import read_disks
 from ..image.manifest import read_manifest
@@ -102,10 +105,19 @@ class DiffResult:
 _AT = re.compile(r"^(?P<path>.+)@(?P<n>\d+)$")
 
 
-def open_side(spec: str, workdir: str, *, page_size: int | None = None) -> Side:
-    """Resolve a side: an extract directory, a stream, or STREAM@N (the memory
-    after N RAM PART sections).  Streams are decoded under ``workdir``."""
-    if os.path.isdir(spec):
+def open_side(
+    spec: str,
+    workdir: str,
+    *,
+    page_size: int | None = None,
+    allow_hook: bool = False,
+    progress: Callable[[str], Any] | None = None,
+) -> Side:
+    """Resolve a side: an extract directory, a stream (or capture directory, with its
+    channel files), or STREAM@N (the memory after N RAM PART sections).  Streams are
+    decoded under ``workdir``.  ``progress(spec)`` gives a progress callable for a
+    side (its ``done()`` is called after)."""
+    if os.path.isdir(spec) and not is_capture_dir(spec):
         return _side_from_dir(spec, spec)
     until = None
     m = _AT.match(spec)
@@ -114,14 +126,19 @@ def open_side(spec: str, workdir: str, *, page_size: int | None = None) -> Side:
     if spec != "-" and not os.path.exists(spec):
         raise UsageError(f"{spec}: no such file or directory")
     out = tempfile.mkdtemp(prefix="side-", dir=workdir)
-    result = extract(spec, out, page_size=page_size, until_iteration=until)
+    prog = progress(spec) if progress is not None else None
+    try:
+        result = extract(spec, out, page_size=page_size, allow_hook=allow_hook, until_iteration=until, progress=prog)
+    finally:
+        if prog is not None:
+            prog.done()
     if result.error is not None:
         raise result.error
     label = spec if until is None else f"{spec}@{until}"
     side = _side_from_dir(out, label)
     if until is None and spec != "-":
         # Device state is the final one: only whole streams have it (stdin cannot be read twice).
-        side.devices = _device_map(device_states(spec, page_size=page_size))
+        side.devices = _device_map(device_states(spec, page_size=page_size, allow_hook=allow_hook))
     return side
 
 
@@ -309,11 +326,18 @@ def _compare_disks(a: Side, b: Side) -> list[dict]:
     return out
 
 
-def diff(spec_a: str, spec_b: str, *, page_size: int | None = None) -> DiffResult:
+def diff(
+    spec_a: str,
+    spec_b: str,
+    *,
+    page_size: int | None = None,
+    allow_hook: bool = False,
+    progress: Callable[[str], Any] | None = None,
+) -> DiffResult:
     """Compare two sides (see ``open_side``)."""
     if spec_a == "-" and spec_b == "-":
         raise UsageError("only one side can be read from stdin")
     with tempfile.TemporaryDirectory(prefix="migstream-diff-") as work:
-        a = open_side(spec_a, work, page_size=page_size)
-        b = open_side(spec_b, work, page_size=page_size)
+        a = open_side(spec_a, work, page_size=page_size, allow_hook=allow_hook, progress=progress)
+        b = open_side(spec_b, work, page_size=page_size, allow_hook=allow_hook, progress=progress)
         return compare(a, b)

@@ -22,6 +22,8 @@ from ..image.diskimage import DiskImages
 from ..image.manifest import MANIFEST
 from ..image.ramimage import RamImage
 from ..wire.grammar import SectionType
+from .coverage import PageCoverage
+from .coverage import incomplete_ram
 
 # Events that put pages of a block into the image.
 _PAGE_EVENTS = (PageRecord, PageRun, MultifdPacket, MappedRamPages)
@@ -64,9 +66,12 @@ def extract(
         sent: set[str] = set()  # blocks that had at least one page record
         parts = 0
         stopped = False
+        coverage = PageCoverage(decoder)
+        channels = channels or source.channel_paths
         try:
             # A capture directory brings its own multifd channel files.
-            for ev in with_channels(iter_events(source, decoder, progress), channels or source.channel_paths, decoder):
+            for ev in with_channels(iter_events(source, decoder, progress), channels, decoder):
+                coverage.add(ev)
                 t = type(ev)
                 if t in _PAGE_EVENTS:
                     sent.add(ev.block)
@@ -119,6 +124,11 @@ def extract(
         complete = error is None and (stopped or decoder.ram_complete) and (saved is None or saved.complete)
         ignore_shared = bool(decoder.configuration and "x-ignore-shared" in decoder.configuration.capabilities)
         absent = _absent_blocks(block_list, sent, complete and not stopped, ignore_shared, warnings, blocks)
+        missing = {name: n for name, n in coverage.missing().items() if blocks is None or name in blocks}
+        incomplete = incomplete_ram(missing, bool(channels)) if complete and not stopped else None
+        if incomplete:
+            complete = False
+            warnings.append((decoder.offset, incomplete))
         manifest = image.close(machine=machine, complete=complete, error=str(error) if error else None, extra=extra)
         _annotate_blocks(manifest, block_list, absent, ignore_shared)
         if block_list is not None:

@@ -17,6 +17,7 @@ from dataclasses import field
 
 import numpy as np
 
+from ..containers.multifd import with_channels
 from ..containers.sources import StreamSource
 from ..containers.stream import iter_events
 from ..containers.stream import open_decoder
@@ -25,6 +26,8 @@ from ..events import PageRecord
 from ..events import PageRun
 from ..events import RamBlockList
 from ..events import SectionStart
+from .coverage import PageCoverage
+from .coverage import incomplete_ram
 from .index.pagestate import BlockMap
 from .index.pagestate import PageMaps
 from .summary import StreamSummary
@@ -46,19 +49,32 @@ class ReportData:
     maps: PageMaps | None
     error: str | None
     warnings: list[str] = field(default_factory=list)
+    incomplete: str | None = None  # pages never sent (tools/coverage.py)
 
 
-def collect(path: str, *, page_size: int | None = None, progress: Callable[[int], None] | None = None) -> ReportData:
-    """Decode the stream once; a stream error is kept, not raised."""
+def collect(
+    path: str,
+    *,
+    page_size: int | None = None,
+    progress: Callable[[int], None] | None = None,
+    allow_hook: bool = False,
+    channels: list[str] | None = None,
+) -> ReportData:
+    """Decode the stream once (with its multifd ``channels`` files, or a capture
+    directory's own); a stream error is kept, not raised.  A file that is not a
+    stream at all raises StreamError before anything is collected."""
     summary = StreamSummary()
     maps = None
     early: list[SectionStart] = []  # RAM section headers seen before the page size was known
     error = None
     with StreamSource(path) as source:
-        decoder = open_decoder(source, page_size=page_size)
+        decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
+        coverage = PageCoverage(decoder)
+        channels = channels or source.channel_paths
         try:
-            for ev in iter_events(source, decoder, progress):
+            for ev in with_channels(iter_events(source, decoder, progress), channels, decoder):
                 summary.add(ev)
+                coverage.add(ev)
                 if maps is None:
                     if isinstance(ev, (RamBlockList, PageRecord, PageRun)):
                         maps = PageMaps(decoder.page_size or 4096)  # known by MEM_SIZE or the first page
@@ -74,7 +90,8 @@ def collect(path: str, *, page_size: int | None = None, progress: Callable[[int]
         summary.page_size_source = decoder.page_size_source
         summary.end_offset = decoder.offset
         warnings = [f"offset 0x{off:x}: {msg}" for off, msg in decoder.warnings]
-    return ReportData(path, summary.as_dict(), maps, error, warnings)
+        incomplete = incomplete_ram(coverage.missing(), bool(channels)) if error is None else None
+    return ReportData(path, summary.as_dict(), maps, error, warnings, incomplete)
 
 
 # --- PNG ---------------------------------------------------------------------------
@@ -237,6 +254,8 @@ def render(data: ReportData) -> str:
     )
     if data.error:
         status = f"<p class='error'><b>Invalid stream.</b> {html.escape(data.error)}</p>"
+    elif data.incomplete:
+        status = f"<p class='error'><b>Incomplete.</b> {html.escape(data.incomplete)}</p>"
     elif s.get("undecoded"):
         status = f"<p class='error'>Not everything was decoded: {html.escape(s['undecoded'])}</p>"
     else:

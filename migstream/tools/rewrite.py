@@ -17,6 +17,8 @@ from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..containers.sources import StreamSource
+from ..containers.stream import recognise
 from ..encode.encoder import encode_stream
 from ..encode.mappedram_writer import encode_mapped_ram
 from ..encode.memimage import MemoryImage
@@ -85,8 +87,8 @@ def apply_patches(directory: str, manifest: dict, patches: Sequence[Patch]) -> N
             os.close(fd)
 
 
-def _extract_checked(stream: str, out: str, channels, until=None) -> dict:
-    result = extract(stream, out, channels=channels, until_iteration=until)
+def _extract_checked(stream: str, out: str, channels, until=None, **read) -> dict:
+    result = extract(stream, out, channels=channels, until_iteration=until, **read)
     if result.error is not None:
         raise result.error
     if not result.manifest.get("complete"):
@@ -106,22 +108,28 @@ def transcode(
     workdir: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     mapped_ram: bool = False,
+    page_size: int | None = None,
+    allow_hook: bool = False,
 ) -> RamStats:
     """Re-encode ``stream`` into ``sink`` (an encoder sink; with ``mapped_ram`` the
-    file descriptor of a regular file, see mappedram_writer).  Returns the accounting."""
+    file descriptor of a regular file, see mappedram_writer).  Returns the accounting.
+    ``page_size`` and ``allow_hook`` are how the input is read (extract's)."""
     if stream == "-":
         raise UsageError("the input must be a file: it is read twice (memory, then device state)")
-    template = StreamTemplate.load(stream)
+    read = {"page_size": page_size, "allow_hook": allow_hook}
+    with StreamSource(stream) as source:
+        recognise(source)  # not a stream at all: the decoder's error, not a template's
+    template = StreamTemplate.load(stream, **read)
     with tempfile.TemporaryDirectory(prefix="migstream-transcode-", dir=workdir) as work:
         dirs = []
         if xbzrle_cache_size:
-            rounds = _iterations(stream, channels)
+            rounds = _iterations(stream, **read)
             for k in rounds:
                 d = os.path.join(work, f"iter{k}")
-                _extract_checked(stream, d, channels, until=k)
+                _extract_checked(stream, d, channels, until=k, **read)
                 dirs.append(d)
         final = os.path.join(work, "final")
-        manifest = _extract_checked(stream, final, channels)
+        manifest = _extract_checked(stream, final, channels, **read)
         apply_patches(final, manifest, list(patches))
         dirs.append(final)
         images = [MemoryImage.from_directory(d) for d in dirs]
@@ -142,17 +150,16 @@ def transcode(
                 img.close()
 
 
-def _iterations(stream: str, channels) -> list[int]:
+def _iterations(stream: str, *, page_size: int | None, allow_hook: bool) -> list[int]:
     """Which of the input's iterations become rounds: up to MAX_ROUNDS - 1, evenly
     spread, the first included (the final memory is the last round)."""
-    from ..containers.sources import StreamSource
     from ..containers.stream import iter_events
     from ..containers.stream import open_decoder
     from .summary import StreamSummary
 
     summary = StreamSummary()
     with StreamSource(stream) as source:
-        for ev in iter_events(source, open_decoder(source)):
+        for ev in iter_events(source, open_decoder(source, page_size=page_size, allow_hook=allow_hook)):
             summary.add(ev)
     n = summary.ram_parts
     if n <= 1:

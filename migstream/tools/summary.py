@@ -88,12 +88,12 @@ class StreamSummary:
             if ev.normal or ev.zero:  # a packet with pages names its block (SYNC packets need not)
                 by_block = self.pages_by_block[ev.block]
             if ev.normal:
-                self.records["multifd-page"] += len(ev.normal)
-                self.record_bytes["multifd-page"] += ev.payload_size
-                by_block["multifd-page"] += len(ev.normal)
+                self.records["multifd_page"] += len(ev.normal)
+                self.record_bytes["multifd_page"] += ev.payload_size
+                by_block["multifd_page"] += len(ev.normal)
             if ev.zero:
-                self.records["multifd-zero"] += len(ev.zero)
-                by_block["multifd-zero"] += len(ev.zero)
+                self.records["multifd_zero"] += len(ev.zero)
+                by_block["multifd_zero"] += len(ev.zero)
         elif t is MultifdSync:
             self.multifd_syncs += 1
         elif t is DirtyBitmapRecord:
@@ -125,9 +125,9 @@ class StreamSummary:
         elif t is MappedRamBlock:
             n = ev.pages_written
             if n:
-                self.records["mapped-ram"] += n
-                self.record_bytes["mapped-ram"] += n * ev.page_size
-                self.pages_by_block[ev.name]["mapped-ram"] += n
+                self.records["mapped_ram"] += n
+                self.record_bytes["mapped_ram"] += n * ev.page_size
+                self.pages_by_block[ev.name]["mapped_ram"] += n
         elif t is RamMarker:
             self.markers[ev.kind.name] += 1
         elif t is SectionStart:

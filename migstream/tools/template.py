@@ -80,27 +80,28 @@ class StreamTemplate:
             )
 
     @classmethod
-    def load(cls, path: str) -> StreamTemplate:
+    def load(cls, path: str, *, page_size: int | None = None, allow_hook: bool = False) -> StreamTemplate:
         try:
-            return _load(path)
+            return _load(path, page_size=page_size, allow_hook=allow_hook)
         except StreamError as exc:
             raise UsageError(f"template {path}: {exc}") from None
         except FileNotFoundError:
             raise UsageError(f"template {path}: no such file") from None
 
 
-def _load(path: str) -> StreamTemplate:
+def _load(path: str, *, page_size: int | None = None, allow_hook: bool = False) -> StreamTemplate:
     # Pass 1: element boundaries and what each element is.
     starts: list[tuple[int, str, SectionType | None]] = []  # (offset, role, type if a section)
     machine = None
     ram_sid = None
     ram_blocks: tuple = ()
+    page_size_override = page_size
     page_size = None
     saw_eof = False
     packages = 0  # PACKAGED nesting at the current event
     switchover_start = False
     with StreamSource(path) as source:
-        dec = open_decoder(source)
+        dec = open_decoder(source, page_size=page_size_override, allow_hook=allow_hook)
         for ev in iter_events(source, dec):
             t = type(ev)
             if t is FileHeader:

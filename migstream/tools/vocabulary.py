@@ -60,7 +60,7 @@ _WORD_OF_KEY = {k.key: k.word for k in PAGE_KINDS.values()}
 
 def page_kind_word(key: str) -> str:
     """The word people read for a JSON record key (``"page"`` -> ``"raw"``); keys
-    that are not page kinds (``multifd-page``, ``mapped-ram``) read as they are."""
+    that are not page kinds (``multifd_page``, ``mapped_ram``) read as they are."""
     return _WORD_OF_KEY.get(key, key)
 
 

@@ -34,6 +34,13 @@ from textual.widgets import TabbedContent
 from textual.widgets import TabPane
 from textual.worker import get_current_worker
 
+from ..tools.filtering import FilterError
+from ..tools.filtering import RowFilter
+from ..tools.filtering import filtered_rows
+from ..tools.filtering import next_match
+from ..tools.filtering import parse_filter
+from ..tools.filtering import search_kind
+from ..tools.filtering import section_last_row
 from ..tools.index import RowKind
 from ..tools.index import ScanProgress
 from ..tools.index import StreamIndex
@@ -43,13 +50,6 @@ from ..wire.grammar import RamFlag
 from ..wire.grammar import SectionType
 from .detail import DetailPane
 from .dialogs import Prompt
-from ..tools.filtering import FilterError
-from ..tools.filtering import RowFilter
-from ..tools.filtering import filtered_rows
-from ..tools.filtering import next_match
-from ..tools.filtering import parse_filter
-from ..tools.filtering import search_kind
-from ..tools.filtering import section_last_row
 from .linelist import LineList
 from .pagemap import Legend
 from .pagemap import PageMap

@@ -203,7 +203,7 @@ def test_tap_multifd(work, guest_img):
         s = summary(str(rec), channels=False)
         assert s["eof"] and "page" not in s["records"]  # pages travel on the multifd channels
         # The directory brings its channel files: decoded, they are what dst received.
-        assert summary(str(rec))["records"]["multifd-page"]["count"] > 2000
+        assert summary(str(rec))["records"]["multifd_page"]["count"] > 2000
         check_destination_truth(dst, rec, work)
 
 

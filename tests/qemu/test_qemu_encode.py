@@ -165,9 +165,9 @@ def test_iterations_with_xbzrle_load(tmp_path):
     xb_part = [r for r in recs if r[1] & ~RamFlag.CONTINUE == RamFlag.XBZRLE and r[0] == "PART"]
     xb_end = [r for r in recs if r[1] & ~RamFlag.CONTINUE == RamFlag.XBZRLE and r[0] == "END"]
     assert xb_part and xb_end
-    assert stats["xbzrle-cache"]["overflow"] > 0  # the random rewrites
-    assert stats["xbzrle-cache"]["cache-miss"] >= len(hot)  # the first round after bulk
-    assert stats["ram"]["dirty-sync-count"] == 4
+    assert stats["xbzrle_cache"]["overflow"] > 0  # the random rewrites
+    assert stats["xbzrle_cache"]["cache_miss"] >= len(hot)  # the first round after bulk
+    assert stats["ram"]["dirty_sync_count"] == 4
     dump = load_and_dump(tmp_path, tmp_path / "s.mig", len(img3))
     assert differing_pages(dump, img3, X86_EXCLUDE) == []
 

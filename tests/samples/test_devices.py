@@ -310,7 +310,9 @@ def test_damaged_subsection_marker_in_a_real_stream(raw_sample_dir, tmp_path):
     doc = device_states(str(bad))
     broken = [s for s in doc["sections"] if s.get("error")]
     assert [s["idstr"] for s in broken] == ["cpu"]
-    assert f"offset 0x{at:x}" in broken[0]["error"] and first_sub in broken[0]["error"]
+    error = broken[0]["error"]  # an error object (docs/json.md): the line and where
+    assert f"offset 0x{at:x}" in error["error"] and first_sub in error["error"]
+    assert error["offset"] == at and error["section"] == "cpu"
     assert sum(1 for s in doc["sections"] if s.get("state")) == len(doc["sections"]) - 1
     proc = subprocess.run([sys.executable, "-m", "migstream.cli", "devices", str(bad)], capture_output=True, text=True)
     assert proc.returncode == 1 and f"offset 0x{at:x}" in proc.stderr and "Traceback" not in proc.stderr

@@ -369,4 +369,4 @@ def test_info_json_lists_channels(tmp_path):
     # Every pc.ram page the truth has non-zero arrived as a multifd page.
     truth = read_zst(SAMPLES / sample["truth"][0]["file"])
     nonzero = sum(1 for o in range(0, len(truth), 4096) if truth[o : o + 4096].count(0) != 4096)
-    assert doc["pages_by_block"]["pc.ram"]["multifd-page"] >= nonzero
+    assert doc["pages_by_block"]["pc.ram"]["multifd_page"] >= nonzero

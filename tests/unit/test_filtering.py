@@ -9,13 +9,13 @@ import sys
 import numpy as np
 import pytest
 
-from migstream.tools.index import StreamIndex
 from migstream.tools.filtering import FilterError
 from migstream.tools.filtering import RowFilter
 from migstream.tools.filtering import filtered_rows
 from migstream.tools.filtering import next_match
 from migstream.tools.filtering import parse_filter
 from migstream.tools.filtering import search_kind
+from migstream.tools.index import StreamIndex
 from migstream.wire.grammar import RamFlag
 from support.reference import reference_records
 from support.streams import mixed_stream

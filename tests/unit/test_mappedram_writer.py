@@ -119,7 +119,7 @@ def test_sparse_and_read_back_byte_exact(tmp_path):
     # file-system block rounding); zero pages never reach the disk.
     assert st.st_blocks * 512 < nonzero_bytes + 1 * MiB
     assert st.st_blocks * 512 < st.st_size / 4
-    assert doc["mapped-ram"] == {"file-bytes": st.st_size, "allocated-bytes": st.st_blocks * 512}
+    assert doc["mapped_ram"] == {"file_bytes": st.st_size, "allocated_bytes": st.st_blocks * 512}
 
     data = (tmp_path / "s.mig").read_bytes()
     blk = next(e for e in events(tmp_path / "s.mig") if type(e) is MappedRamBlock)
@@ -164,7 +164,7 @@ def test_later_images_the_file_holds_the_last(tmp_path):
         "--json",
     )
     assert r.returncode == 0, r.stderr
-    assert json.loads(r.stdout)["part-sections"] == 2
+    assert json.loads(r.stdout)["part_sections"] == 2
     r = ms("extract", tmp_path / "s.mig", "-o", tmp_path / "back")
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "back" / "pc.ram.bin").read_bytes() == b

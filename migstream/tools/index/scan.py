@@ -81,24 +81,36 @@ class StreamIndex(RecordReadBack):
     """The rows of a stream and the page state of its RAM blocks, built by ``scan()``."""
 
     def __init__(
-        self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None, channels=()
+        self,
+        path: str,
+        *,
+        page_size: int | None = None,
+        checkpoint_rows: int | None = None,
+        channels=(),
+        allow_hook: bool = False,
     ) -> None:
         self.path = path
-        self.channels = [str(c) for c in channels]  # multifd channel files
         self._packet_readers: dict = {}  # channel file name -> multifd.PacketReader
         self.packets: list[tuple[int, int, MultifdPacketInfo]] = []  # (first row, rows, packet)
         self._packet_rows = np.zeros(0, np.int64)
         self._last_marker = 0
         self._source = StreamSource(path)
+        try:
+            # Not a stream at all: fail before spooling anything.
+            self._decoder = open_decoder(self._source, page_size=page_size, allow_hook=allow_hook)
+        except BaseException:
+            self._source.close()
+            raise
+        # multifd channel files: these, else a capture directory's own
+        self.channels = [str(c) for c in channels] or list(self._source.channel_paths)
         self.size = self._source.size  # None until a spooled source is complete
         if self._source.seekable_file is not None:
-            self._fd = os.open(path, os.O_RDONLY)
+            self._fd = os.open(self._source.path, os.O_RDONLY)  # a capture directory's main channel file
             self._spool = None
         else:
             self._spool = tempfile.TemporaryFile(prefix="migstream-spool-")
             self._fd = self._spool.fileno()
         self.spooled = self._spool is not None
-        self._decoder = open_decoder(self._source, page_size=page_size)
         self._lock = threading.Lock()
         self._cancel = threading.Event()
 
