@@ -16,6 +16,7 @@ import tempfile
 from collections.abc import Callable
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from ..containers.sources import StreamSource
 from ..containers.stream import recognise
@@ -116,7 +117,7 @@ def transcode(
     ``page_size`` and ``allow_hook`` are how the input is read (extract's)."""
     if stream == "-":
         raise UsageError("the input must be a file: it is read twice (memory, then device state)")
-    read = {"page_size": page_size, "allow_hook": allow_hook}
+    read: dict[str, Any] = {"page_size": page_size, "allow_hook": allow_hook}
     with StreamSource(stream) as source:
         recognise(source)  # not a stream at all: the decoder's error, not a template's
     template = StreamTemplate.load(stream, **read)

@@ -35,7 +35,7 @@ def test_opens_each_format_as_a_stream(kind):
     assert got == DATA
 
 
-@pytest.mark.parametrize("kind", ["gzip", "xz", "zstd"])
+@pytest.mark.parametrize("kind", ["gzip", "xz", "zstd", "bzip2"])
 def test_recognised_by_content(kind, tmp_path):
     packed = PACKERS[kind](DATA)
     assert detect_compression(packed[:16]) == kind
@@ -44,10 +44,11 @@ def test_recognised_by_content(kind, tmp_path):
     assert file_compression(str(path)) == kind
 
 
-def test_plain_and_bzip2_are_not_recognised(tmp_path):
-    # A QEMU stream starts with QEVM; standalone bzip2 is not detected by content.
+def test_plain_is_not_recognised(tmp_path):
+    # A QEMU stream starts with QEVM; text starting "BZh" is not bzip2 (the block magic follows).
     assert detect_compression(b"QEVM\x00\x00\x00\x03") is None
-    assert detect_compression(bz2.compress(DATA)[:16]) is None
+    assert detect_compression(b"BZh9 and then text") is None
+    assert detect_compression(bz2.compress(b"")[:16]) == "bzip2"  # an empty bzip2 stream: end-of-stream magic
     path = tmp_path / "plain"
     path.write_bytes(b"QEVM")
     assert file_compression(str(path)) is None
