@@ -120,13 +120,16 @@ def one_input(raw: bytes) -> None:
 
 def check_extract(data: bytes, workdir) -> None:
     """The extract job on ``data`` (a seekable file, so with its own description)
-    into ``workdir``: a stream fault ends up in the result, bad local conditions
-    are UsageError; only a file system refusing a huge sparse offset (EFBIG) may
-    surface as OSError (the CLI's exit code 3).  Anything else is a finding."""
+    into ``workdir``: a stream fault ends up in the result, except input that is not
+    a stream at all (its file header is wrong: StreamError in the first 8 bytes,
+    before anything is written); bad local conditions are UsageError; only a file
+    system refusing a huge sparse offset (EFBIG) may surface as OSError (the CLI's
+    exit code 3).  Anything else is a finding."""
     import errno
     import shutil
     from pathlib import Path
 
+    from migstream.errors import StreamError
     from migstream.errors import UsageError
     from migstream.tools.extract import extract
 
@@ -138,6 +141,10 @@ def check_extract(data: bytes, workdir) -> None:
         extract(str(src), str(out))
     except UsageError:
         pass
+    except StreamError as exc:
+        if exc.offset >= 8:
+            raise
+        assert not out.exists(), "a non-stream left an output directory"
     except OSError as exc:
         if exc.errno != errno.EFBIG:
             raise

@@ -15,10 +15,13 @@ from . import tui  # noqa: F401
 from . import validate  # noqa: F401
 from .app import app
 
-#: How ``migstream --help`` lists the commands: the core four first.
+#: How ``migstream --help`` lists the commands, panel by panel (inspect, write, record:
+#: ``rich_help_panel`` in each module; a panel shows where its first command is), the
+#: core four first.
 HELP_ORDER = (
-    "info", "records", "extract", "validate", "capture", "tap", "devices", "diff", "encode", "report",
-    "transcode", "rewrite", "tui",
+    "info", "records", "extract", "validate", "devices", "diff", "report", "tui",
+    "encode", "transcode", "rewrite",
+    "capture", "tap",
 )  # fmt: skip
 
 

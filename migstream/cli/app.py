@@ -83,6 +83,10 @@ ProgressOpt = Annotated[
         "--progress/--no-progress", help="Progress on stderr (default: when stderr is a terminal).", show_default=False
     ),
 ]
+ProgressOffOpt = Annotated[
+    bool | None,
+    typer.Option("--progress/--no-progress", help="Progress on stderr (default: off).", show_default=False),
+]
 HookOpt = Annotated[bool, typer.Option("--rdma", help="Accept RDMA HOOK records.")]
 ChannelOpt = Annotated[
     list[Path] | None,
@@ -153,6 +157,8 @@ def reads_stream(*, progress: bool | None = None) -> Callable[[F], F]:
         ]
         defaults = {name: default for name, (_, default) in INPUT_PARAMETERS.items()} | {"progress": progress}
         for name, (annotation, _) in INPUT_PARAMETERS.items():
+            if name == "progress" and progress is False:
+                annotation = ProgressOffOpt
             params.append(
                 inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=defaults[name], annotation=annotation)
             )

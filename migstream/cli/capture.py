@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import sys
@@ -15,11 +14,13 @@ from ..capture.live import LiveDecoder
 from ..capture.live import Throughput
 from ..tools.vocabulary import human_size
 from ..wire.limits import DEFAULT_MAX_BACKLOG
+from .app import RECORD
 from .app import JsonOpt
 from .app import ProgressOpt
 from .app import app
 from .app import err
 from .app import run_command
+from .jsonout import print_json
 
 ListenOpt = Annotated[
     str, typer.Option("--listen", help="Where QEMU migrates to: unix:/path or tcp:HOST:PORT (tcp:PORT = loopback).")
@@ -31,8 +32,8 @@ BacklogOpt = Annotated[
         "--max-backlog",
         metavar="MIB",
         help="MiB of recorded data allowed to wait for the disk (all channels "
-        "together); beyond it the tap stops recording the channel that "
-        "overflows and keeps forwarding.",
+        "together); beyond it the channel that overflows stops being recorded "
+        "(a tap keeps forwarding it).",
     ),
 ]
 
@@ -141,7 +142,7 @@ def _serve(session, *, progress: bool | None, live: bool, json_out: bool) -> Non
         doc = dict(manifest)
         if manifest_live is not None:
             doc["live"] = manifest_live
-        print(json.dumps(doc, indent=2))
+        print_json(doc)
     else:
         _report(manifest, session.directory)
     if manifest_live is not None and manifest_live["error"]:
@@ -172,7 +173,7 @@ def _report(manifest: dict, directory: str) -> None:
         )
 
 
-@app.command()
+@app.command(rich_help_panel=RECORD)
 def capture(
     listen: ListenOpt,
     output: OutOpt,
@@ -188,10 +189,10 @@ def capture(
         session = CaptureSession(listen, output, max_backlog=max_backlog << 20)
         _serve(session, progress=progress, live=False, json_out=json_out)
 
-    run_command(go)
+    run_command(go, json_out=json_out)
 
 
-@app.command()
+@app.command(rich_help_panel=RECORD)
 def tap(
     listen: ListenOpt,
     forward: Annotated[str, typer.Option("--forward", help="The real destination: unix:/path or tcp:HOST:PORT.")],
@@ -214,4 +215,4 @@ def tap(
         session = TapSession(listen, forward, output, max_backlog=max_backlog << 20)
         _serve(session, progress=progress, live=live, json_out=json_out)
 
-    run_command(go)
+    run_command(go, json_out=json_out)

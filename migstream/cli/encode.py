@@ -9,6 +9,8 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
+from .app import WRITE
+from .app import ProgressOpt
 from .app import app
 from .app import run_command
 from .encoding import check_mapped_ram_options
@@ -18,7 +20,7 @@ from .encoding import report_stats
 from .progress import EncodeProgress
 
 
-@app.command()
+@app.command(rich_help_panel=WRITE)
 def encode(
     source: Annotated[
         str,
@@ -69,9 +71,7 @@ def encode(
         Path | None, typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")
     ] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")] = False,
-    progress: Annotated[
-        bool | None, typer.Option("--progress/--no-progress", help="Progress on stderr (default: when a terminal).")
-    ] = None,
+    progress: ProgressOpt = None,
     mapped_ram: Annotated[
         bool,
         typer.Option(
@@ -134,4 +134,4 @@ def encode(
                 img.close()
         report_stats(stats, output, mapped_ram=mapped_ram, stats_json=stats_json, json_out=json_out)
 
-    run_command(go)
+    run_command(go, json_out=json_out and output != "-")  # a stream on stdout: the error on stderr only

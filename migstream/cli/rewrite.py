@@ -21,7 +21,11 @@ from .encoding import report_stats
 from .progress import EncodeProgress
 
 InArg = Annotated[
-    str, typer.Argument(metavar="STREAM", help="A captured stream (file, .gz/.xz/.zst, libvirt save image).")
+    str,
+    typer.Argument(
+        metavar="STREAM",
+        help="A captured stream (file, .gz/.bz2/.xz/.zst, libvirt save image, capture directory).",
+    ),
 ]
 OutOpt = Annotated[str, typer.Option("-o", "--output", help="Stream file to write, or - for stdout.")]
 XbzrleOpt = Annotated[
@@ -36,7 +40,14 @@ CompressOpt = Annotated[int, typer.Option("--compress-threads", help="COMPRESS_P
 LevelOpt = Annotated[int, typer.Option("--compress-level", help="zlib level for compression (QEMU default 1).")]
 StatsOpt = Annotated[Path | None, typer.Option("--stats-json", metavar="FILE", help="Write the accounting as JSON.")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the accounting as JSON.")]
-PlainOpt = Annotated[bool, typer.Option("--plain", help="ZERO and PAGE records only (the default).")]
+PlainOpt = Annotated[
+    bool,
+    typer.Option(
+        "--plain",
+        help="ZERO and PAGE records only, as without --xbzrle-cache, --compress-threads and "
+        "--mapped-ram; refuses those options.",
+    ),
+]
 MappedOpt = Annotated[
     bool, typer.Option("--mapped-ram", help="Write a mapped-ram file (QEMU 9.0+ file: URI, capability mapped-ram).")
 ]
@@ -94,7 +105,7 @@ def _run_transcode(
             prog.done()
         report_stats(stats, output, mapped_ram=mapped_ram, stats_json=stats_json, json_out=json_out)
 
-    run_command(go, json_out=json_out)
+    run_command(go, json_out=json_out and output != "-")  # a stream on stdout: the error on stderr only
 
 
 @app.command("transcode", rich_help_panel=WRITE)

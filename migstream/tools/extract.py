@@ -50,7 +50,9 @@ def extract(
 ) -> ExtractResult:
     """Decode ``stream`` (plus its multifd ``channels`` files) into ``directory``.  A
     stream error does not raise: what was decoded before it is kept and the manifest
-    says ``"complete": false``.  ``until_iteration=N`` stops before the RAM section
+    says ``"complete": false`` (as it does when pages were never sent, see
+    tools/coverage.py).  Input that is not a stream at all raises StreamError before
+    ``directory`` is created.  ``until_iteration=N`` stops before the RAM section
     that follows the N-th RAM PART section: the memory as the destination held it
     after N iterations."""
     with StreamSource(stream) as source:

@@ -69,7 +69,7 @@ def test_raw_image_offsets_are_stream_offsets(raw_image):
     """Offsets in `records` are inside the QEMU stream: the header record is at 0."""
     proc = cli("records", "--json", str(raw_image))
     first = json.loads(proc.stdout.splitlines()[0])
-    assert first == {"offset": 0, "event": "header", "version": 3}
+    assert first == {"schema": 1, "offset": 0, "event": "header", "version": 3}
 
 
 def _patched(raw_image, tmp_path, **fields):

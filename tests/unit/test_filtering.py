@@ -120,3 +120,61 @@ def test_search_walks_the_matches_both_ways(mixed):
     with pytest.raises(FilterError, match="unknown flag 'bogus'"):
         search_kind("bogus")
     assert np.all(np.diff(forward) > 0)
+
+
+# --- records --filter: the same language over the records as they stream -----------------
+
+RECORDS_FILTERS = [
+    "xbzrle",
+    "zero block:pc.ram",
+    "raw iter:1",
+    "xbzrle zero iter:3",
+    "eos",
+    "continue offset:0x1000-0x40000",
+    "zero offset:0x2000- offset:0x100-0x800",
+]
+
+
+@pytest.fixture(scope="module")
+def xbzrle_sample(tmp_path_factory):
+    from support.samples import ROOT
+    from support.samples import read_zst
+    from support.samples import sample_by_name
+
+    path = tmp_path_factory.mktemp("records-filter") / "x.mig"
+    path.write_bytes(read_zst(ROOT / "samples" / sample_by_name("x86-xbzrle")["stream"]))
+    ix = StreamIndex(str(path))
+    for _ in ix.scan(budget=0.01):
+        pass
+    yield path, ix
+    ix.close()
+
+
+@pytest.mark.parametrize("spec", RECORDS_FILTERS)
+def test_records_filter_picks_what_the_tui_filter_picks(xbzrle_sample, spec):
+    import json
+
+    from typer.testing import CliRunner
+
+    from migstream.cli import app
+
+    path, ix = xbzrle_sample
+    r = CliRunner().invoke(app, ["records", "--json", "--filter", spec, str(path)])
+    assert r.exit_code == 0, r.stderr
+    got = [json.loads(line)["offset"] for line in r.stdout.splitlines()]
+    want = offsets(ix, filtered_rows(ix, parse_filter(spec, ix)))
+    assert got == want and got, spec
+    n = min(3, len(got))
+    r = CliRunner().invoke(app, ["records", "--json", "-f", spec, "-c", str(n), str(path)])
+    assert [json.loads(line)["offset"] for line in r.stdout.splitlines()] == got[:n]
+
+
+@pytest.mark.parametrize("spec", ["nonsense", "offset:zz-", "offset:0x20-0x10", "iter:x"])
+def test_records_filter_refuses_what_it_cannot_use(xbzrle_sample, spec):
+    from typer.testing import CliRunner
+
+    from migstream.cli import app
+
+    path, _ = xbzrle_sample
+    r = CliRunner().invoke(app, ["records", "--filter", spec, str(path)])
+    assert r.exit_code == 2 and r.stdout == "" and r.stderr.startswith("error: --filter: "), r.stderr
