@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
+from typing import Any
 from typing import NoReturn
 from typing import TypeVar
 from typing import get_type_hints
@@ -108,6 +109,12 @@ class InputOptions:
     progress: bool | None = None
     rdma: bool = False
     channel: tuple[str, ...] = ()
+
+    def read_kwargs(self) -> dict[str, Any]:
+        """How the tools that open the stream themselves (tools/extract, report,
+        devices, rewrite, the TUI index) take these options: one dict, so that a new
+        input option reaches them all from here."""
+        return {"page_size": self.page_size, "allow_hook": self.rdma, "channels": list(self.channel)}
 
     def channels_of(self, source: StreamSource) -> list[str]:
         """The multifd channel files: --channel, else the capture directory's own."""

@@ -29,9 +29,7 @@ def devices(stream: StreamArg, inp: InputOptions, json_out: JsonOpt = False) -> 
 
         prog = DecodeProgress(stream_size(stream), inp.progress)
         try:
-            doc = device_states(
-                stream, page_size=inp.page_size, allow_hook=inp.rdma, channels=list(inp.channel), progress=prog
-            )
+            doc = device_states(stream, progress=prog, **inp.read_kwargs())
         finally:
             prog.done()
         if json_out:

@@ -47,10 +47,8 @@ def extract(
             stream,
             str(output),
             blocks=set(block) if block else None,
-            page_size=inp.page_size,
-            allow_hook=inp.rdma,
             progress=prog,
-            channels=list(inp.channel),
+            **inp.read_kwargs(),
         )
         if prog:
             prog.done()

@@ -23,9 +23,6 @@ from ..events import SectionStart
 from ..events import Undecoded
 from ..events import VmDescription
 from ..events import flag_names
-from ..tools.filtering import FilterError
-from ..tools.filtering import RecordFilter
-from ..tools.filtering import parse_words
 from ..tools.summary import ENCODING_NAMES
 from ..tools.vocabulary import page_kind_word
 from ..wire.grammar import RamFlag
@@ -185,6 +182,19 @@ def _format_row(r: dict) -> str:
     return f"{head}  {ev.upper()} {rest if rest else ''}".rstrip()
 
 
+def _record_filter(words: str):
+    """The --filter words as a RecordFilter (imported on use: the filter module
+    brings numpy, which plain ``records`` does without)."""
+    from ..tools.filtering import FilterError
+    from ..tools.filtering import RecordFilter
+    from ..tools.filtering import parse_words
+
+    try:
+        return RecordFilter(parse_words(words))
+    except FilterError as exc:
+        raise UsageError(f"--filter: {exc}") from None
+
+
 FilterOpt = Annotated[
     str | None,
     typer.Option(
@@ -218,17 +228,14 @@ def records(
     --progress is off unless asked for (the records go to the terminal)."""
 
     def go():
-        try:
-            keep = RecordFilter(parse_words(filter_words)) if filter_words else None
-        except FilterError as exc:
-            raise UsageError(f"--filter: {exc}") from None
-        if count == 0:
-            return
+        keep = _record_filter(filter_words) if filter_words else None
         with inp.open(stream) as (source, decoder, prog):
             out = sys.stdout
             written = 0
             try:
                 for row in _record_rows(inp.events(source, decoder, prog)):
+                    if written == count:
+                        break
                     if keep is not None:
                         if row["event"] == "section":
                             keep.see_section(row["idstr"])
@@ -236,8 +243,6 @@ def records(
                             continue
                     out.write((line(row) if json_out else _format_row(row)) + "\n")
                     written += 1
-                    if written == count:
-                        break
             finally:
                 out.flush()
                 warn_all(decoder)

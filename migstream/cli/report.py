@@ -36,9 +36,7 @@ def report_command(
 
         prog = DecodeProgress(stream_size(stream), inp.progress)
         try:
-            data = collect(
-                stream, page_size=inp.page_size, progress=prog, allow_hook=inp.rdma, channels=list(inp.channel)
-            )
+            data = collect(stream, progress=prog, **inp.read_kwargs())
         finally:
             prog.done()
         page = render(data)

@@ -25,7 +25,7 @@ def tui(stream: StreamArg, inp: InputOptions) -> None:
         from ..tools.index import StreamIndex
         from ..tui.app import MigstreamApp
 
-        index = StreamIndex(stream, page_size=inp.page_size, channels=list(inp.channel), allow_hook=inp.rdma)
+        index = StreamIndex(stream, **inp.read_kwargs())
         app_ = MigstreamApp(stream, index=index)
         try:
             app_.run()

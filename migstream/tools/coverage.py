@@ -14,11 +14,12 @@ x-ignore-shared leaves out (the block list then carries addresses; such a block
 has no page at all in the stream), and mapped-ram files (pages live at fixed file
 offsets, not in records).  Blocks too large to track (hostile MEM_SIZE) are left
 out rather than allocated.
+
+One byte per page in a ``bytearray`` (no numpy: ``info``, ``validate`` and
+``records`` start without importing it).
 """
 
 from __future__ import annotations
-
-import numpy as np
 
 from ..events import MappedRamBlock
 from ..events import MultifdPacket
@@ -28,6 +29,7 @@ from ..events import RamBlockList
 
 #: Pages tracked, all blocks together (one byte each): a 256 GiB guest at 4 KiB.
 MAX_TRACKED_PAGES = 1 << 26
+_ONES = b"\x01" * 4096  # a run's pages marked in one slice assignment
 
 
 class PageCoverage:
@@ -37,7 +39,7 @@ class PageCoverage:
 
     def __init__(self, decoder) -> None:
         self._decoder = decoder
-        self._sent: dict[str, np.ndarray] = {}
+        self._sent: dict[str, bytearray] = {}
         self._ignore_shared = False
         self.tracked = True  # False: a mapped-ram file, or too many pages to track
 
@@ -47,20 +49,23 @@ class PageCoverage:
             sent = self._sent.get(ev.block)
             if sent is not None:
                 first = ev.addr // ev.page_size
-                sent[first : first + ev.count] = True
+                n = max(0, min(ev.count, len(sent) - first))
+                sent[first : first + n] = _ONES[:n] if n <= len(_ONES) else b"\x01" * n
         elif t is PageRecord:
             sent = self._sent.get(ev.block)
             if sent is not None and self._decoder.page_size:
                 page = ev.addr // self._decoder.page_size
                 if page < len(sent):
-                    sent[page] = True
+                    sent[page] = 1
         elif t is MultifdPacket:
             sent = self._sent.get(ev.block)
             if sent is not None:
+                size, n = ev.page_size, len(sent)
                 for offsets in (ev.normal, ev.zero):
-                    if len(offsets):
-                        pages = np.asarray(offsets, dtype=np.uint64) // np.uint64(ev.page_size)
-                        sent[pages[pages < len(sent)].astype(np.intp)] = True
+                    for off in offsets:
+                        page = int(off) // size
+                        if page < n:
+                            sent[page] = 1
         elif t is RamBlockList:
             self._start(ev)
         elif t is MappedRamBlock:
@@ -76,7 +81,7 @@ class PageCoverage:
             return
         self._ignore_shared = any(b.addr is not None for b in ev.blocks)
         for b in ev.blocks:
-            self._sent[b.name] = np.zeros(-(-b.used_length // page_size), dtype=bool)
+            self._sent[b.name] = bytearray(-(-b.used_length // page_size))
 
     def missing(self) -> dict[str, int]:
         """Block name -> pages never sent (blocks with all pages sent left out)."""
@@ -84,7 +89,7 @@ class PageCoverage:
             return {}
         out = {}
         for name, sent in self._sent.items():
-            n = int(len(sent) - np.count_nonzero(sent))
+            n = sent.count(0)
             if n and not (self._ignore_shared and n == len(sent)):
                 out[name] = n
         return out
