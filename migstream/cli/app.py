@@ -38,6 +38,7 @@ from ..wire.limits import MAX_PAGE_SIZE
 from ..wire.limits import MIN_PAGE_SIZE
 from .jsonout import dumps
 from .jsonout import error_object
+from .jsonout import line
 from .progress import DecodeProgress
 
 app = typer.Typer(
@@ -196,21 +197,24 @@ def warn_all(decoder: StreamDecoder) -> None:
 T = TypeVar("T")
 
 
-def run_command(fn: Callable[[], T], *, trouble: int | None = None, json_out: bool = False) -> T:
+def run_command(
+    fn: Callable[[], T], *, trouble: int | None = None, json_out: bool = False, json_lines: bool = False
+) -> T:
     """Turn library errors into one line and an exit code.  ``trouble`` replaces
     every error code for commands whose 1 means something else (diff: cmp's 2).
     With ``json_out`` the error is also printed on stdout as a JSON document
-    (``jsonout.error_object``: error, offset, section, block, page).
+    (``jsonout.error_object``: error, offset, section, block, page); ``json_lines``
+    prints it as one line (``records --json`` is JSON Lines).
 
     The line on stderr is the whole report: each ``typer.Exit`` is raised ``from None``
     so that the error it replaces is not chained to it as its cause or context."""
 
-    def fail(line: str, exc: BaseException, code: int) -> NoReturn:
-        err(line)
+    def fail(message: str, exc: BaseException, code: int) -> NoReturn:
+        err(message)
         if json_out:
             doc = error_object(exc)
-            doc["error"] = line
-            print(dumps(doc))
+            doc["error"] = message
+            print(line(doc) if json_lines else dumps(doc))
         raise typer.Exit(trouble or code) from None
 
     try:

@@ -31,6 +31,7 @@ BacklogOpt = Annotated[
     typer.Option(
         "--max-backlog",
         metavar="MIB",
+        min=1,
         help="MiB of recorded data allowed to wait for the disk (all channels "
         "together); beyond it the channel that overflows stops being recorded "
         "(a tap keeps forwarding it).",

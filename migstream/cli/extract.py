@@ -16,6 +16,7 @@ from .app import app
 from .app import err
 from .app import reads_stream
 from .app import run_command
+from .jsonout import error_object
 from .jsonout import print_json
 from .progress import DecodeProgress
 from .progress import stream_size
@@ -55,7 +56,10 @@ def extract(
         for off, msg in result.warnings:
             err(f"warning at offset 0x{off:x}: {msg}")
         if json_out:
-            print_json(result.manifest)
+            doc = dict(result.manifest)
+            if result.error is not None:
+                doc["error"] = error_object(result.error)  # the manifest file keeps the line
+            print_json(doc)
         if result.error:
             err(str(result.error))
             err(f"kept what was decoded before the error in {output} (manifest says complete: false)")

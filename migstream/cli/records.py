@@ -247,4 +247,4 @@ def records(
                 out.flush()
                 warn_all(decoder)
 
-    run_command(go, json_out=json_out)
+    run_command(go, json_out=json_out, json_lines=True)

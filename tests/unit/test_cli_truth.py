@@ -205,3 +205,22 @@ def test_a_capture_directory_brings_its_channels(multifd_main, tmp_path):
     for args in (["validate", str(d)], ["report", str(d), "-o", str(tmp_path / "r.html")]):
         r = runner.invoke(app, args)
         assert r.exit_code == 0, (args, r.stderr)
+
+
+def test_json_errors_after_output_keep_the_format(tmp_path):
+    """A fault part-way: records --json ends with one error line, extract --json
+    carries the error object in its document."""
+    s = sample_by_name("x86-stopped")
+    cut = tmp_path / "cut.mig"
+    cut.write_bytes(read_zst(ROOT / "samples" / s["stream"])[:300000])
+    runner = CliRunner()
+    r = runner.invoke(app, ["records", "--json", str(cut)])
+    lines = [json.loads(x) for x in r.stdout.splitlines()]
+    assert r.exit_code == 1 and lines[0]["event"] == "header"
+    last = lines[-1]
+    assert "event" not in last and last["error"] == r.stderr.strip() and last["offset"] > 0x40000
+    assert set(last) == {"schema", "error", "offset", "section", "block", "page"}
+    r = runner.invoke(app, ["extract", "--json", str(cut), "-o", str(tmp_path / "x")])
+    doc = json.loads(r.stdout)
+    assert r.exit_code == 1 and doc["complete"] is False and doc["error"]["offset"] == last["offset"]
+    assert json.loads((tmp_path / "x" / "manifest.json").read_text())["error"].startswith("error at offset")
