@@ -8,6 +8,7 @@ import json
 import typer
 
 from ..containers.multifd import with_channels
+from ..containers.pcap import AmbiguousCapture
 from ..containers.stream import iter_events
 from ..errors import StreamError
 from ..tools.summary import StreamSummary
@@ -23,6 +24,8 @@ from .app import app
 from .app import err
 from .app import opened_stream
 from .app import run_command
+from .pcapinfo import capture_lines
+from .pcapinfo import print_capture
 
 
 @app.command()
@@ -37,6 +40,12 @@ def info(
     """What is in a stream: machine, page size, RAM blocks, sections, records by encoding."""
 
     def go():
+        try:
+            decode()
+        except AmbiguousCapture as exc:  # a packet capture holding several migrations: list them
+            print_capture(exc.capture.describe(), json_out)
+
+    def decode():
         with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
             summary = StreamSummary()
             error = None
@@ -59,6 +68,9 @@ def info(
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
             if source.save_image is not None:
                 doc["libvirt"] = source.save_image.as_dict()
+            if source.packet_capture is not None:
+                capture, migration = source.packet_capture
+                doc["capture"] = dict(capture.describe(), selected=migration.number)
             prog.done()
             if json_out:
                 print(json.dumps(doc, indent=2))
@@ -73,7 +85,7 @@ def info(
 
 
 def _print_info(d: dict) -> None:
-    out = []
+    out = capture_lines(d["capture"]) if d.get("capture") else []
     lv = d.get("libvirt")
     if lv:
         dom = lv["domain"]
