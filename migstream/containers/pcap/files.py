@@ -34,6 +34,9 @@ MAX_PACKET = 1 << 20
 #: A pcapng block larger than this is refused (packets are bounded by MAX_PACKET;
 #: other blocks, e.g. name resolution, stay far below).
 MAX_BLOCK = 16 << 20
+#: The map's pages are released behind the reader every this many bytes, so that
+#: resident memory stays flat however large the capture (as sources.py does).
+RELEASE = 16 << 20
 
 
 class CaptureError(StreamError):
@@ -83,6 +86,18 @@ class CaptureFile:
         self.packet_count = 0
         self.fault: CaptureError | None = None
 
+    def release(self, start: int, end: int) -> None:
+        """Drop the map's pages in [start, end) from memory (they fault in again if read)."""
+        if self._map is None:
+            return
+        lo = start // mmap.PAGESIZE * mmap.PAGESIZE
+        hi = min(end, self.size) // mmap.PAGESIZE * mmap.PAGESIZE
+        if hi > lo:
+            try:
+                self._map.madvise(mmap.MADV_DONTNEED, lo, hi - lo)
+            except (OSError, ValueError):
+                pass
+
     def packets(self) -> Iterator[tuple[int, int, int, int]]:
         """(linktype, data offset, captured length, wire length) of every packet."""
         if self.kind == "pcap":
@@ -107,6 +122,7 @@ class CaptureFile:
         record = struct.Struct(bo + "8xII").unpack_from
         pos = 24
         count = 0
+        released = 0
         try:
             while pos + 16 <= size:
                 caplen, wirelen = record(data, pos)
@@ -121,6 +137,9 @@ class CaptureFile:
                 count += 1
                 yield link, pos + 16, caplen, wirelen
                 pos = end
+                if pos >= released + RELEASE:
+                    self.release(released, pos)
+                    released = pos
             if pos != size:
                 self._fail(f"file ends inside a packet record header ({size - pos} of 16 bytes)", pos)
         finally:
@@ -132,6 +151,7 @@ class CaptureFile:
         bo = "<"
         links: list[tuple[int, int]] = []  # (linktype, snaplen) per interface of the section
         count = 0
+        released = 0
         try:
             while pos < size:
                 if pos + 12 > size:
@@ -188,6 +208,9 @@ class CaptureFile:
                     count += 1
                     yield links[iface][0], pos + head, caplen, wirelen
                 pos += blen
+                if pos >= released + RELEASE:
+                    self.release(released, pos)
+                    released = pos
         finally:
             self.packet_count = count
 

@@ -98,7 +98,8 @@ class PacketCapture:
         return f"connection {endpoint(k[0], k[1])} -> {endpoint(k[2], k[3])}"
 
     def reader(self, flow: Flow) -> StreamReader:
-        return StreamReader(self.file.data, flow.layout(self.file.data, self._name(flow)), self.file.fault)
+        lay = flow.layout(self.file.data, self._name(flow))
+        return StreamReader(self.file.data, lay, self.file.fault, self.file.release)
 
     def head(self, flow: Flow, n: int = 4) -> bytes:
         lay = flow.layout(self.file.data, self._name(flow))

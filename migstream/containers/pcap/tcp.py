@@ -257,8 +257,9 @@ class StreamReader:
     """A flow's reassembled bytes as a read-only, seekable file (reads copy out of the
     map; ``chunks`` hands out views)."""
 
-    def __init__(self, data, layout: Layout, truncated: StreamError | None = None) -> None:
+    def __init__(self, data, layout: Layout, truncated: StreamError | None = None, release=None) -> None:
         self._data = data
+        self._release = release  # CaptureFile.release: drop the map's pages behind the reader
         self._layout = layout
         self._pos = 0
         # The capture file ended inside a record: the stream may end early because of it.
@@ -300,6 +301,11 @@ class StreamReader:
             return b""
         out = lay.read_range(self._data, lo, hi)
         self._pos = hi
+        if self._release is not None and len(out) >= 1 << 20:  # sequential bulk reads: drop what is behind
+            first = lay.offsets[max(0, bisect_right(lay.starts, lo) - 1)]
+            last = lay.offsets[max(0, bisect_right(lay.starts, hi) - 1)]
+            if last > first:
+                self._release(first, last)
         return out
 
     def chunks(self, size: int = 1 << 20) -> Iterator[bytes]:
@@ -310,13 +316,18 @@ class StreamReader:
         starts, offs, lens = lay.starts, lay.offsets, lay.lengths
         part: list = []
         got = 0
+        first = offs[0] if len(offs) else 0
         for i in range(len(starts)):
             o = offs[i]
             part.append(data[o : o + lens[i]])
             got += lens[i]
             if got >= size:
-                yield b"".join(part)
+                chunk = b"".join(part)
                 part, got = [], 0
+                if self._release is not None and o > first:
+                    self._release(first, o)
+                    first = o
+                yield chunk
         if part:
             yield b"".join(part)
         self._end()
