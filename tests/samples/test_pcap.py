@@ -201,3 +201,34 @@ def test_conflicting_retransmission_is_an_error_at_its_offset(tmp_path):
     r = run("info", path)
     assert r.returncode == 1
     assert "error at offset 0xbb4 of connection 10.0.0.1:50000 -> 10.0.0.2:4444: capture holds conflicting" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["records"],
+        ["validate"],
+        ["devices"],
+        ["report", "-o", "{tmp}/r.html"],
+        ["transcode", "-o", "{tmp}/t.mig"],
+        ["diff", "{other}"],
+        ["encode", "{tmp}/ram", "--template"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_every_reading_command_takes_a_capture(tmp_path, command):
+    path = unpacked(tmp_path, "pcap-multifd.pcap.zst")
+    other = unpacked(tmp_path, "pcap-plain.pcap.zst")
+    args = [a.format(tmp=tmp_path, other=other) for a in command]
+    if command[0] == "encode":
+        assert run("extract", path, "-o", tmp_path / "ram").returncode == 0
+        args += [str(path), "-o", str(tmp_path / "e.mig")]
+    else:
+        args.insert(1, str(path))
+    r = run(*args)
+    if command[0] == "diff":  # two migrations of the same stopped guest: only the RTC moved
+        assert r.returncode == 1 and "device mc146818rtc instance 0" in r.stdout, r.stderr
+        return
+    assert r.returncode == 0, r.stderr
+    if command[0] == "transcode":  # the multifd pages came from the channel connections
+        assert "pages            normal 49" in r.stdout
