@@ -35,4 +35,4 @@ def print_capture(d: dict, json_out: bool) -> None:
         print(json.dumps({"capture": d}, indent=2))
         return
     print("\n".join(capture_lines(d)))
-    print(f"pick one with {d['file']}@N")
+    print(f"pick one with {d['file']}#N")

@@ -72,7 +72,7 @@ class StreamSource:
         if path != "-" and is_capture_dir(path):
             self.capture_dir = path
             self.path, self.channel_paths = resolve_capture(path)
-        # A packet capture (pcap/pcapng; FILE@N picks migration N): its main connection
+        # A packet capture (pcap/pcapng; FILE#N picks migration N): its main connection
         # is the stream, its multifd connections the channels (containers/pcap/).
         self.packet_capture = found = open_packet_capture(path) if path != "-" else None
         if found is not None:

@@ -19,6 +19,7 @@ from dataclasses import field
 
 import numpy as np
 
+from ..containers.pcap.migrations import split_selector
 from ..errors import UsageError
 from ..image.manifest import read_disks
 from ..image.manifest import read_manifest
@@ -111,7 +112,7 @@ def open_side(spec: str, workdir: str, *, page_size: int | None = None) -> Side:
     m = _AT.match(spec)
     if m and not os.path.exists(spec):
         spec, until = m.group("path"), int(m.group("n"))
-    if spec != "-" and not os.path.exists(spec):
+    if spec != "-" and not os.path.exists(split_selector(spec)[0]):  # capture.pcap#N: a migration in a capture
         raise UsageError(f"{spec}: no such file or directory")
     out = tempfile.mkdtemp(prefix="side-", dir=workdir)
     result = extract(spec, out, page_size=page_size, until_iteration=until)

@@ -143,7 +143,7 @@ def test_recut_capture_extracts_destination_ram(tmp_path, sample, variant):
 
 def test_several_migrations_and_other_traffic(tmp_path):
     """Two sections (pcapng): the multifd migration and the plain one to another port,
-    plus an unrelated connection.  ``info`` lists both; other commands want FILE@N."""
+    plus an unrelated connection.  ``info`` lists both; other commands want FILE#N."""
     multifd = connections("pcap-multifd", tmp_path)
     plain = connections("pcap-plain", tmp_path)
     for c in plain:
@@ -161,13 +161,15 @@ def test_several_migrations_and_other_traffic(tmp_path):
     assert "migration 2   10.0.0.1:50000 -> 10.0.0.3:4445" in r.stdout
     r = run("extract", path, "-o", tmp_path / "x")
     assert r.returncode == 2
-    assert f"{path} holds 2 migrations; pick one with {path}@N" in r.stderr
+    assert f"{path} holds 2 migrations; pick one with {path}#N" in r.stderr
     assert "migration 2: 10.0.0.1:50000 -> 10.0.0.3:4445" in r.stderr
     for n, sample in ((1, "pcap-multifd"), (2, "pcap-plain")):
-        r = run("extract", f"{path}@{n}", "-o", tmp_path / f"out{n}")
+        r = run("extract", f"{path}#{n}", "-o", tmp_path / f"out{n}")
         assert r.returncode == 0, r.stderr
         assert_ram(BY_NAME[sample], tmp_path / f"out{n}")
-    r = run("validate", f"{path}@3")
+    r = run("diff", f"{path}#1", f"{path}#2")  # the same stopped guest: only the RTC moved
+    assert r.returncode == 1 and "device mc146818rtc instance 0" in r.stdout and "RAM" not in r.stdout, r.stderr
+    r = run("validate", f"{path}#3")
     assert r.returncode == 2 and "has no migration 3 (it holds 2)" in r.stderr
 
 
@@ -232,3 +234,26 @@ def test_every_reading_command_takes_a_capture(tmp_path, command):
     assert r.returncode == 0, r.stderr
     if command[0] == "transcode":  # the multifd pages came from the channel connections
         assert "pages            normal 49" in r.stdout
+
+
+def test_tui_index_reads_multifd_pages_from_the_capture(tmp_path):
+    """The TUI's index takes the capture's channels and reads page contents back from
+    the multifd connections (PacketReader through the capture)."""
+    from migstream.tools.index import StreamIndex
+
+    path = unpacked(tmp_path, "pcap-multifd.pcap.zst")
+    assert run("extract", path, "-o", tmp_path / "out").returncode == 0
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    blocks = {b["name"]: (tmp_path / "out" / b["file"]).read_bytes() for b in manifest["blocks"]}
+    ix = StreamIndex(str(path))
+    try:
+        for _ in ix.scan():
+            pass
+        assert ix.complete and ix.error is None
+        rows = [r for r in range(ix.count) if ix.packet_of_row(r) is not None]
+        assert len(rows) == 49
+        for r in rows:
+            d = ix.detail(r)
+            assert ix.page_content(r) == blocks[d.block][d.addr : d.addr + 4096]
+    finally:
+        ix.close()

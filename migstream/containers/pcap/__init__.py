@@ -27,7 +27,7 @@ __all__ = [
 
 
 def open_packet_capture(path: str) -> tuple[PacketCapture, Migration] | None:
-    """The capture at ``path`` (``FILE@N`` picks migration N) and the migration to
+    """The capture at ``path`` (``FILE#N`` picks migration N) and the migration to
     decode, or None when ``path`` is not a capture file."""
     base, number = split_selector(path)
     try:

@@ -209,7 +209,7 @@ class PacketCapture:
             if len(self.migrations) == 1:
                 return self.migrations[0]
             raise AmbiguousCapture(
-                f"{self.path} holds {len(self.migrations)} migrations; pick one with {self.path}@N:\n" + self.listing(),
+                f"{self.path} holds {len(self.migrations)} migrations; pick one with {self.path}#N:\n" + self.listing(),
                 self,
             )
         if not 1 <= number <= len(self.migrations):
@@ -236,7 +236,7 @@ class CaptureChannel(str):
     flow: Flow
 
     def __new__(cls, capture: PacketCapture, conn: Connection) -> CaptureChannel:
-        self = super().__new__(cls, f"{capture.path}@multifd{conn.multifd_id}:{conn.client}")
+        self = super().__new__(cls, f"{capture.path}:multifd{conn.multifd_id}:{conn.client}")
         self.capture = capture
         self.flow = conn.forward
         return self
@@ -246,9 +246,10 @@ class CaptureChannel(str):
 
 
 def split_selector(path: str) -> tuple[str, int | None]:
-    """``capture.pcap@2`` -> (``capture.pcap``, 2); a path that exists is taken whole."""
-    if "@" in path and not os.path.exists(path):
-        base, _, sel = path.rpartition("@")
+    """``capture.pcap#2`` -> (``capture.pcap``, 2); a path that exists is taken whole.
+    (``#``, not ``@``: ``diff`` reads ``STREAM@N`` as "after N RAM iterations".)"""
+    if "#" in path and not os.path.exists(path):
+        base, _, sel = path.rpartition("#")
         if sel.isdigit() and os.path.exists(base):
             return base, int(sel)
     return path, None

@@ -84,14 +84,17 @@ class StreamIndex(RecordReadBack):
         self, path: str, *, page_size: int | None = None, checkpoint_rows: int | None = None, channels=()
     ) -> None:
         self.path = path
-        self.channels = [str(c) for c in channels]  # multifd channel files
+        self.channels = [os.fspath(c) for c in channels]  # multifd channel files
         self._packet_readers: dict = {}  # channel file name -> multifd.PacketReader
         self.packets: list[tuple[int, int, MultifdPacketInfo]] = []  # (first row, rows, packet)
         self._packet_rows = np.zeros(0, np.int64)
         self._last_marker = 0
         self._source = StreamSource(path)
+        if not self.channels:  # a capture directory's or packet capture's own channels
+            self.channels = [os.fspath(c) for c in self._source.channel_paths]
         self.size = self._source.size  # None until a spooled source is complete
-        if self._source.seekable_file is not None:
+        # A packet capture's stream is not at file offsets of its file: spool it like a pipe.
+        if self._source.seekable_file is not None and self._source.packet_capture is None:
             self._fd = os.open(path, os.O_RDONLY)
             self._spool = None
         else:
