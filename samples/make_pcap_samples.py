@@ -9,6 +9,7 @@ started with ``-S -incoming defer``, and the destination's RAM (pmemsave, guest-
 Variants (the capture link type in brackets):
   plain     stopped guest, no capability              [-i any: Linux cooked SLL2]
   multifd   stopped guest, multifd with 2 channels    [-i lo: Ethernet], also as pcapng
+  multifd-ipv6  the same over ::1                     [-i lo: Ethernet, IPv6], as pcapng
   xbzrle    running guest, xbzrle, 32 MiB/s           [-i lo: Ethernet], as nanosecond pcap
   postcopy  running guest, postcopy-ram + preempt     [-i lo], switched to postcopy at once
 
@@ -43,6 +44,9 @@ VARIANTS = {
     "multifd": dict(
         caps=["multifd"], params={"multifd-channels": 2}, running=False, iface="lo", forms=["pcap", "pcapng"]
     ),
+    "multifd-ipv6": dict(
+        caps=["multifd"], params={"multifd-channels": 2}, running=False, iface="lo", forms=["pcapng"], host="::1"
+    ),
     "xbzrle": dict(
         caps=["xbzrle"],
         params={"max-bandwidth": 32 * MiB, "downtime-limit": 30, "xbzrle-cache-size": 8 * MiB},
@@ -61,9 +65,9 @@ VARIANTS = {
 }
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
+def free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+        s.bind((host, 0))
         return s.getsockname()[1]
 
 
@@ -85,7 +89,9 @@ def wait_completed(vm: Vm, postcopy: bool, timeout: float = 120) -> dict:
 
 
 def capture(name: str, spec: dict, workdir: Path, guest: Path) -> dict:
-    port = free_port()
+    host = spec.get("host", "127.0.0.1")
+    uri_host = f"[{host}]" if ":" in host else host
+    port = free_port(host)
     raw = workdir / f"{name}.pcap"
     dump = subprocess.Popen(
         ["tcpdump", "-i", spec["iface"], "-s", "0", "-B", "262144", "-U", "-w", str(raw), f"tcp port {port}"],
@@ -114,9 +120,9 @@ def capture(name: str, spec: dict, workdir: Path, guest: Path) -> dict:
             "migrate-set-parameters",
             **{k: v for k, v in spec["params"].items() if not k.startswith("multifd")} or {"max-bandwidth": 1 << 40},
         )
-        dst.cmd("migrate-incoming", uri=f"tcp:127.0.0.1:{port}")
+        dst.cmd("migrate-incoming", uri=f"tcp:{uri_host}:{port}")
         time.sleep(0.2)
-        src.cmd("migrate", uri=f"tcp:127.0.0.1:{port}")
+        src.cmd("migrate", uri=f"tcp:{uri_host}:{port}")
         st = wait_completed(src, spec.get("postcopy", False))
         deadline = time.monotonic() + 30
         while dst.cmd("query-migrate").get("status") != "completed" and time.monotonic() < deadline:
@@ -135,6 +141,7 @@ def capture(name: str, spec: dict, workdir: Path, guest: Path) -> dict:
         "capabilities": spec["caps"],
         "parameters": spec["params"],
         "interface": spec["iface"],
+        "host": host,
         "port": port,
         "transferred": ram.get("transferred"),
         "dirty_sync_count": ram.get("dirty-sync-count"),
