@@ -257,3 +257,32 @@ def test_tui_index_reads_multifd_pages_from_the_capture(tmp_path):
             assert ix.page_content(r) == blocks[d.block][d.addr : d.addr + 4096]
     finally:
         ix.close()
+
+
+def test_two_migrations_to_one_port_keep_their_own_channels(tmp_path):
+    """The same destination port twice (a migration, then another): each main
+    connection gets the multifd connections that came with it."""
+    first = connections("pcap-multifd", tmp_path)
+    second = connections("pcap-multifd", tmp_path)
+    for i, c in enumerate(second):
+        c.client = ("10.0.0.1", 51000 + i)
+    path = tmp_path / "again.pcap"
+    with open(path, "wb") as f:
+        pw.write_pcap(f, pw.ETHERNET, pw.frames(first, pw.ETHERNET) + pw.frames(second, pw.ETHERNET))
+    mig = PacketCapture(str(path)).describe()["migrations"]
+    assert [m["source"] for m in mig] == ["10.0.0.1:50000", "10.0.0.1:51000"]
+    assert [c["source"] for c in mig[1]["multifd_channels"]] == ["10.0.0.1:51001", "10.0.0.1:51002"]
+    r = run("extract", f"{path}#2", "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert_ram(BY_NAME["pcap-multifd"], tmp_path / "out")
+
+
+def test_capture_begun_after_the_connection_opened(tmp_path):
+    (main,) = connections("pcap-plain", tmp_path)
+    frames = pw.frames([main], pw.ETHERNET)[5:]  # no handshake, no first segments
+    path = tmp_path / "late.pcap"
+    with open(path, "wb") as f:
+        pw.write_pcap(f, pw.ETHERNET, frames)
+    r = run("info", path)
+    assert r.returncode == 2
+    assert "no QEMU migration in this pcap capture" in r.stderr and "1 without their SYN" in r.stderr

@@ -85,6 +85,9 @@ class PacketCapture:
         self.migrations = self._group()
         if not self.migrations:
             what = f"{len(self.connections)} TCP connections"
+            late = sum(1 for c in self.connections if c.forward.syn is None)
+            if late:
+                what += f", {late} without their SYN (begun before the capture: the stream's start is missing)"
             if unknown:
                 what += f"; link types not read: {', '.join(str(t) for t in sorted(unknown))}"
             fault = f"; {self.file.fault}" if self.file.fault else ""
