@@ -176,3 +176,23 @@ def test_atheris_bounded_run_on_the_capture_reader(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done" in proc.stderr and not list(tmp_path.glob("crash-*"))
+
+
+def test_many_one_packet_flows_are_bounded(tmp_path):
+    """Every packet its own TCP flow: the first MAX_FLOWS are indexed, the rest
+    counted; memory stays bounded."""
+    from migstream.containers.pcap.tcp import MAX_FLOWS
+
+    frames = [
+        pw.frame(
+            pw.ETHERNET,
+            pw.tcp_packet("10.0.0.1", "10.0.0.2", 1 + i % 60000, 2 + i // 60000, 0, 0, 0x18, b"x", False),
+            False,
+        )
+        for i in range(MAX_FLOWS + 5000)
+    ]
+    path = tmp_path / "flows.pcap"
+    with open(path, "wb") as f:
+        pw.write_pcap(f, pw.ETHERNET, frames)
+    line = one_line(run("info", path), 2)
+    assert f"{MAX_FLOWS} TCP connections, 5000 packets of flows beyond the first {MAX_FLOWS} not read" in line

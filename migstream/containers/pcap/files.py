@@ -34,6 +34,9 @@ MAX_PACKET = 1 << 20
 #: A pcapng block larger than this is refused (packets are bounded by MAX_PACKET;
 #: other blocks, e.g. name resolution, stay far below).
 MAX_BLOCK = 16 << 20
+#: Interface descriptions per pcapng section (a packet block names its interface in
+#: 32 bits; real captures have a few).
+MAX_INTERFACES = 1 << 16
 #: The map's pages are released behind the reader every this many bytes, so that
 #: resident memory stays flat however large the capture (as sources.py does).
 RELEASE = 16 << 20
@@ -182,6 +185,9 @@ class CaptureFile:
                 if btype == _PCAPNG_IDB:
                     if blen < 20:
                         self._fail(f"interface description block of {blen} bytes", pos)
+                        return
+                    if len(links) >= MAX_INTERFACES:
+                        self._fail(f"more than {MAX_INTERFACES} interfaces in one section", pos)
                         return
                     link, snaplen = struct.unpack_from(bo + "H2xI", data, pos + 8)
                     links.append((link, snaplen))

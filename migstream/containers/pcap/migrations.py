@@ -23,6 +23,7 @@ from ...wire import grammar as g
 from .files import CaptureFile
 from .links import LINKTYPE_NAMES
 from .links import SUPPORTED
+from .tcp import MAX_FLOWS
 from .tcp import Flow
 from .tcp import Layout
 from .tcp import StreamReader
@@ -79,12 +80,14 @@ class PacketCapture:
     def __init__(self, path: str) -> None:
         self.path = path
         self.file = CaptureFile(path)
-        self.flows = index_flows(self.file)
+        self.flows, self.dropped_packets = index_flows(self.file)
         unknown = self.file.linktypes - SUPPORTED
         self.connections = self._pair()
         self.migrations = self._group()
         if not self.migrations:
             what = f"{len(self.connections)} TCP connections"
+            if self.dropped_packets:
+                what += f", {self.dropped_packets} packets of flows beyond the first {MAX_FLOWS} not read"
             late = sum(1 for c in self.connections if c.forward.syn is None)
             if late:
                 what += f", {late} without their SYN (begun before the capture: the stream's start is missing)"
@@ -170,6 +173,7 @@ class PacketCapture:
             "packets": self.file.packet_count,
             "tcp_connections": len(self.connections),
             "fault": str(self.file.fault) if self.file.fault else None,
+            "packets_not_read": self.dropped_packets,
             "migrations": [
                 {
                     "number": m.number,

@@ -36,6 +36,10 @@ _HALF = 1 << 31
 # Ethernet + IPv4 without options + the TCP fields we use, in one unpack: the fast path.
 _ETH_IPV4_TCP = struct.Struct(">12xHBxH2xHxB2x4s4sHHI4xBB")
 _FAST_LEN = _ETH_IPV4_TCP.size
+#: TCP flows kept per capture: a migration has a few connections, a busy capture some
+#: thousands; packets of further flows are counted, not indexed (each flow costs a few
+#: hundred bytes, so a hostile capture of one-packet flows cannot exhaust memory).
+MAX_FLOWS = 1 << 16
 
 
 class CaptureGap(StreamError):
@@ -185,10 +189,12 @@ class Layout:
         return b"".join(out)
 
 
-def index_flows(capture: CaptureFile) -> dict[tuple, Flow]:
-    """Every TCP flow of the capture with its segments (one pass over the file)."""
+def index_flows(capture: CaptureFile) -> tuple[dict[tuple, Flow], int]:
+    """Every TCP flow of the capture with its segments (one pass over the file), and
+    the number of packets left out because they belong to flows beyond MAX_FLOWS."""
     data = capture.data
     flows: dict[tuple, Flow] = {}
+    dropped = 0
     fast = _ETH_IPV4_TCP.unpack_from
     tcp = TCP_HEADER.unpack_from
     size = capture.size
@@ -218,6 +224,9 @@ def index_flows(capture: CaptureFile) -> dict[tuple, Flow]:
         key = (src, sport, dst, dport)
         flow = flows.get(key)
         if flow is None:
+            if len(flows) >= MAX_FLOWS:
+                dropped += 1
+                continue
             flow = flows[key] = Flow(key, number, seq)
         d = (seq - flow.last_raw) & 0xFFFFFFFF
         if d >= _HALF:
@@ -250,7 +259,7 @@ def index_flows(capture: CaptureFile) -> dict[tuple, Flow]:
             flow.fin = pos + declared
         if flags & RST:
             flow.rst = True
-    return flows
+    return flows, dropped
 
 
 class StreamReader:
