@@ -213,6 +213,7 @@ def test_conflicting_retransmission_is_an_error_at_its_offset(tmp_path):
         ["devices"],
         ["report", "-o", "{tmp}/r.html"],
         ["transcode", "-o", "{tmp}/t.mig"],
+        ["rewrite", "-o", "{tmp}/rw.mig", "--patch-hex", "pc.ram:0x1000=deadbeef"],
         ["diff", "{other}"],
         ["encode", "{tmp}/ram", "--template"],
     ],
