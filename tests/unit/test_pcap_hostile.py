@@ -196,3 +196,13 @@ def test_many_one_packet_flows_are_bounded(tmp_path):
         pw.write_pcap(f, pw.ETHERNET, frames)
     line = one_line(run("info", path), 2)
     assert f"{MAX_FLOWS} TCP connections, 5000 packets of flows beyond the first {MAX_FLOWS} not read" in line
+
+
+def test_file_cut_after_the_stream_ended_is_no_error(tmp_path, plain):
+    """The file ends inside a record, but the migration's FIN came before: the stream is
+    whole, and ``validate`` says so."""
+    data = plain + struct.pack("<IIII", 0, 0, 1000, 1000) + bytes(10)
+    path = tmp_path / "tail.pcap"
+    path.write_bytes(data)
+    r = run("validate", path)
+    assert r.returncode == 0, r.stderr

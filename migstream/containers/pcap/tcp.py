@@ -115,6 +115,7 @@ class Layout:
 
     def __init__(self, flow: Flow, data, name: str) -> None:
         self.name = name
+        self.closed = flow.fin is not None or flow.rst  # the stream's end is in the capture
         start = flow.start
         end = flow.fin if flow.fin is not None else (flow.declared_end if flow.declared_end is not None else start)
         seqs, offs, lens = flow.seqs, flow.offsets, flow.lengths
@@ -271,8 +272,9 @@ class StreamReader:
         self._release = release  # CaptureFile.release: drop the map's pages behind the reader
         self._layout = layout
         self._pos = 0
-        # The capture file ended inside a record: the stream may end early because of it.
-        self._truncated = truncated
+        # The capture file ended inside a record: the stream may end early because of it
+        # (not when its FIN or RST was captured).
+        self._truncated = None if layout.closed else truncated
 
     @property
     def size(self) -> int:
