@@ -185,8 +185,7 @@ class PacketCapture:
                         {"id": c.multifd_id, "source": c.client, "bytes": self._size(c.forward)} for c in m.multifd
                     ],
                     "postcopy_preempt": [{"source": c.client, "bytes": self._size(c.forward)} for c in m.preempt],
-                    "complete": self.file.fault is None
-                    and all(self._layout(c.forward).fault is None for c in [m.main, *m.multifd, *m.preempt]),
+                    "complete": all(self._whole(c.forward) for c in [m.main, *m.multifd, *m.preempt]),
                 }
                 for m in self.migrations
             ],
@@ -194,6 +193,10 @@ class PacketCapture:
 
     def _layout(self, flow: Flow) -> Layout:
         return flow.layout(self.file.data, self._name(flow))
+
+    def _whole(self, flow: Flow) -> bool:
+        lay = self._layout(flow)
+        return lay.fault is None and (lay.closed or self.file.fault is None)
 
     def _size(self, flow: Flow) -> int:
         return self._layout(flow).size
