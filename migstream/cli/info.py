@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import typer
 
+from ..containers.pcap import AmbiguousCapture
 from ..errors import StreamError
 from ..tools.coverage import PageCoverage
 from ..tools.coverage import incomplete_ram
@@ -21,6 +22,8 @@ from .app import reads_stream
 from .app import run_command
 from .jsonout import error_object
 from .jsonout import print_json
+from .pcapinfo import capture_lines
+from .pcapinfo import print_capture
 
 
 @app.command(rich_help_panel=INSPECT)
@@ -29,6 +32,12 @@ def info(stream: StreamArg, inp: InputOptions, json_out: JsonOpt = False) -> Non
     """What is in a stream: machine, page size, RAM blocks, sections, records by encoding."""
 
     def go():
+        try:
+            decode()
+        except AmbiguousCapture as exc:  # a packet capture holding several migrations: list them
+            print_capture(exc.capture.describe(), json_out)
+
+    def decode():
         with inp.open(stream) as (source, decoder, prog):
             summary = StreamSummary()
             coverage = PageCoverage(decoder)
@@ -54,6 +63,9 @@ def info(stream: StreamArg, inp: InputOptions, json_out: JsonOpt = False) -> Non
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
             if source.save_image is not None:
                 doc["libvirt"] = source.save_image.as_dict()
+            if source.packet_capture is not None:
+                capture, migration = source.packet_capture
+                doc["capture"] = dict(capture.describe(), selected=migration.number)
             prog.done()
             if json_out:
                 print_json(doc)
@@ -70,7 +82,7 @@ def info(stream: StreamArg, inp: InputOptions, json_out: JsonOpt = False) -> Non
 
 
 def _print_info(d: dict) -> None:
-    out = []
+    out = capture_lines(d["capture"]) if d.get("capture") else []
     lv = d.get("libvirt")
     if lv:
         dom = lv["domain"]

@@ -119,6 +119,10 @@ class ChannelInput:
         self.offset = 0
         self._view: memoryview | None = None
         self._reader: BinaryIO | None = None
+        opener = getattr(path, "open_reader", None)
+        if opener is not None:  # a connection in a packet capture (pcap.CaptureChannel)
+            self._reader = self._file = opener()
+            return
         try:
             f = open(path, "rb")
         except OSError as exc:
@@ -421,7 +425,7 @@ class MultifdChannels:
         self.channels: list[ChannelFile] = []
         try:
             for p in paths:
-                self.channels.append(ChannelFile(str(p), page_size))
+                self.channels.append(ChannelFile(os.fspath(p), page_size))
         except BaseException:
             self.close()
             raise
@@ -533,7 +537,7 @@ def with_channels(events: Iterable, channel_paths, decoder, stats: list | None =
     """The main stream's events with the channels' packets inserted at each sync
     point.  Without channel files, warns (once) when the main stream shows that pages
     travelled on multifd channels.  ``stats`` (a list) receives per-channel counts."""
-    paths = [str(p) for p in channel_paths or ()]
+    paths = [os.fspath(p) for p in channel_paths or ()]
     chans: MultifdChannels | None = None
     sync_on_eos: bool | None = None  # decided at the first RAM EOS
     flushes = 0

@@ -18,7 +18,9 @@ import stat
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO
+from typing import cast
 
+from ..errors import StreamError
 from ..errors import UsageError
 from ..wire import libvirt_header as gl
 from .capturedir import is_capture_dir
@@ -30,6 +32,8 @@ from .compressed import open_decompressed
 from .libvirt import SaveImage
 from .libvirt import is_save_image
 from .libvirt import read_save_image
+from .pcap import CaptureChannel
+from .pcap import open_packet_capture
 
 #: What the format field of a libvirt save image means for decompression.
 _LIBVIRT_COMPRESSION = {
@@ -68,6 +72,19 @@ class StreamSource:
         if path != "-" and is_capture_dir(path):
             self.capture_dir = path
             self.path, self.channel_paths = resolve_capture(path)
+        # A packet capture (pcap/pcapng; FILE#N picks migration N): its main connection
+        # is the stream, its multifd connections the channels (containers/pcap/).
+        self.packet_capture = found = open_packet_capture(path) if path != "-" else None
+        if found is not None:
+            capture, migration = found
+            self.path = capture.path
+            self.channel_paths = [CaptureChannel(capture, c) for c in migration.multifd]
+            main = capture.reader(migration.main.forward)
+            self._reader = cast(BinaryIO, main)
+            if main.complete:  # random access for the VMDESCRIPTION at the end
+                self.size = main.size
+                self.seekable_file = cast(BinaryIO, capture.reader(migration.main.forward))
+            return
         self._open()
 
     def _open(self) -> None:
@@ -185,6 +202,8 @@ class StreamSource:
         while True:
             try:
                 data = self._reader.read(READ_CHUNK)
+            except StreamError:  # a gap in a packet capture's connection (pcap.CaptureGap)
+                raise
             except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
                 raise UsageError(f"{self.path}: cannot read {self.compression or ''} input: {exc}") from exc
             except Exception as exc:  # zstandard.ZstdError

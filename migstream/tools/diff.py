@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..containers.capturedir import is_capture_dir
+from ..containers.pcap.migrations import split_selector
 from ..errors import UsageError
 from ..image.manifest import read_disks
 from ..image.manifest import read_manifest
@@ -123,7 +124,7 @@ def open_side(
     m = _AT.match(spec)
     if m and not os.path.exists(spec):
         spec, until = m.group("path"), int(m.group("n"))
-    if spec != "-" and not os.path.exists(spec):
+    if spec != "-" and not os.path.exists(split_selector(spec)[0]):  # capture.pcap#N: a migration in a capture
         raise UsageError(f"{spec}: no such file or directory")
     out = tempfile.mkdtemp(prefix="side-", dir=workdir)
     prog = progress(spec) if progress is not None else None

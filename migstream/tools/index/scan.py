@@ -102,9 +102,10 @@ class StreamIndex(RecordReadBack):
             self._source.close()
             raise
         # multifd channel files: these, else a capture directory's own
-        self.channels = [str(c) for c in channels] or list(self._source.channel_paths)
+        self.channels = [os.fspath(c) for c in channels] or [os.fspath(c) for c in self._source.channel_paths]
         self.size = self._source.size  # None until a spooled source is complete
-        if self._source.seekable_file is not None:
+        # A packet capture's stream is not at file offsets of its file: spool it like a pipe.
+        if self._source.seekable_file is not None and self._source.packet_capture is None:
             self._fd = os.open(self._source.path, os.O_RDONLY)  # a capture directory's main channel file
             self._spool = None
         else:
