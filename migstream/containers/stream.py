@@ -35,8 +35,11 @@ def recognise(source: StreamSource) -> None:
     """Raise the decoder's own error when the first bytes of ``source`` are not a
     QEMU file header (magic "QEVM" and a supported version) or the input is empty."""
     head, whole = source.peek(FILE_HEADER_BYTES)
+    if not head and not whole:
+        return  # a reader that cannot peek (a packet capture's connection): the decoder checks later
     probe = StreamDecoder()
-    probe.feed(head)
+    if head:  # feed(b"") means end of input, so an empty peek is fed only when it is the whole input
+        probe.feed(head)
     if whole:
         probe.feed(b"")
     probe.next_event()  # the FileHeader, NEED_DATA (a reader that peeked short), or the error

@@ -66,7 +66,7 @@ def test_info_names_the_channels_of_a_real_multifd_capture(tmp_path):
     (mig,) = cap["migrations"]
     assert mig["destination"] == f"127.0.0.1:{BY_NAME['pcap-multifd']['port']}"
     assert [c["id"] for c in mig["multifd_channels"]] == [0, 1]
-    assert sum(c["normal_pages"] for c in doc["multifd_channels"]) == doc["records"]["multifd-page"]["count"]
+    assert sum(c["normal_pages"] for c in doc["multifd_channels"]) == doc["records"]["multifd_page"]["count"]
 
 
 def test_postcopy_capture_finds_the_preempt_channel_and_return_path(tmp_path):
