@@ -4,8 +4,8 @@ change (a refactor, say) cost speed?
 
     python3 benchmarks/bench_checkouts.py OLD_DIR NEW_DIR [--repeat 5] [--stream FILE ...] [--json OUT]
 
-Each DIR is a checkout whose extension is built in place (``python setup.py
-build_ext --inplace``); a command runs as ``python -m migstream`` with
+Each DIR is a checkout whose extension is built in place (``pip install --no-deps
+-e DIR`` builds it there); a command runs as ``python -m migstream`` with
 ``PYTHONPATH=DIR``, so the figures include start-up.  Old and new alternate run by
 run, so machine noise hits both alike; compare the ratio, not the seconds.
 

@@ -1,4 +1,11 @@
-"""migstream: decode, validate and extract QEMU live-migration streams."""
+"""migstream: decode, validate and extract QEMU live-migration streams.
+
+``migstream.open(path)`` opens what the command line opens (docs/api.md); the rest of
+this namespace is the sans-IO decoder, its events and the encoder.
+"""
+
+#: The package version: the one place it is written (pyproject.toml reads it from here).
+__version__ = "0.1.0"
 
 from .decode.decoder import StreamDecoder
 from .errors import MigstreamError
@@ -29,6 +36,9 @@ from .wire.grammar import SectionType
 # The encoding side is imported on first use (PEP 562), so that decoding front ends
 # start without it.
 _LAZY = {
+    # The Python API (migstream/api/): containers, tools and the RAM image, on first use.
+    "open": "api",
+    "Capture": "api",
     "BytesSink": "encode.sinks",
     "Encoder": "encode.encoder",
     "FdSink": "encode.sinks",
@@ -52,6 +62,8 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "__version__",
+    "Capture",
     "StreamDecoder",
     "NEED_DATA",
     "MigstreamError",

@@ -53,6 +53,24 @@ INSPECT = "Inspect"
 WRITE = "Write"
 RECORD = "Record"
 
+
+def _show_version(value: bool) -> None:
+    if value:
+        from .version import version_text
+
+        print(version_text())
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_show_version, is_eager=True, help="Show the version and exit."),
+    ] = None,
+) -> None:
+    pass
+
 StreamArg = Annotated[
     str,
     typer.Argument(

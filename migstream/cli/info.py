@@ -6,10 +6,8 @@ from __future__ import annotations
 import typer
 
 from ..containers.pcap import AmbiguousCapture
-from ..errors import StreamError
-from ..tools.coverage import PageCoverage
 from ..tools.coverage import incomplete_ram
-from ..tools.summary import StreamSummary
+from ..tools.summary import info_document
 from ..tools.vocabulary import human_size
 from ..tools.vocabulary import page_kind_word
 from .app import INSPECT
@@ -20,7 +18,6 @@ from .app import app
 from .app import err
 from .app import reads_stream
 from .app import run_command
-from .jsonout import error_object
 from .jsonout import print_json
 from .pcapinfo import capture_lines
 from .pcapinfo import print_capture
@@ -39,33 +36,8 @@ def info(stream: StreamArg, inp: InputOptions, json_out: JsonOpt = False) -> Non
 
     def decode():
         with inp.open(stream) as (source, decoder, prog):
-            summary = StreamSummary()
-            coverage = PageCoverage(decoder)
-            error = None
-            stats: list = []
-            try:
-                for ev in inp.events(source, decoder, prog, stats):
-                    summary.add(ev)
-                    coverage.add(ev)
-            except StreamError as exc:
-                error = exc
-            summary.page_size = decoder.page_size
-            summary.page_size_source = decoder.page_size_source
-            summary.end_offset = decoder.offset
-            doc = summary.as_dict()
-            missing = coverage.missing() if error is None else {}
-            doc["ram_complete"] = decoder.ram_complete and not missing
-            doc["pages_never_sent"] = missing
-            incomplete = incomplete_ram(missing, bool(inp.channels_of(source)))
-            if stats:
-                doc["multifd_channels"] = stats
-            doc["error"] = error_object(error) if error else None
-            doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
-            if source.save_image is not None:
-                doc["libvirt"] = source.save_image.as_dict()
-            if source.packet_capture is not None:
-                capture, migration = source.packet_capture
-                doc["capture"] = dict(capture.describe(), selected=migration.number)
+            doc, error = info_document(source, decoder, inp.channels_of(source), prog)
+            incomplete = incomplete_ram(doc["pages_never_sent"], bool(inp.channels_of(source)))
             prog.done()
             if json_out:
                 print_json(doc)

@@ -38,7 +38,7 @@ class ExtractResult:
 
 
 def extract(
-    stream: str,
+    stream: str | StreamSource,
     directory: str,
     *,
     blocks: set[str] | None = None,
@@ -54,8 +54,8 @@ def extract(
     tools/coverage.py).  Input that is not a stream at all raises StreamError before
     ``directory`` is created.  ``until_iteration=N`` stops before the RAM section
     that follows the N-th RAM PART section: the memory as the destination held it
-    after N iterations."""
-    with StreamSource(stream) as source:
+    after N iterations.  ``stream`` is a path or an opened source (closed here)."""
+    with stream if isinstance(stream, StreamSource) else StreamSource(stream) as source:
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
         # RamImage applies (or, for a block left out, checks) every page record with
         # decode/pages.py, raising what the decoder would: each delta is decoded once.

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from collections import Counter
 from collections import defaultdict
+from collections.abc import Callable
+from collections.abc import Iterable
 from typing import Any
 
+from ..containers.multifd import with_channels
+from ..containers.sources import StreamSource
+from ..containers.stream import iter_events
+from ..decode.decoder import StreamDecoder
+from ..errors import StreamError
+from ..errors import error_dict
 from ..events import BlockRecord
 from ..events import CommandEvent
 from ..events import Configuration
@@ -28,6 +36,7 @@ from ..wire.grammar import RAM_PAGE
 from ..wire.grammar import RAM_ZERO
 from ..wire.grammar import RamFlag
 from ..wire.grammar import SectionType
+from .coverage import PageCoverage
 from .vocabulary import PAGE_KIND_OF_FLAG
 from .vocabulary import PAGE_KINDS
 
@@ -196,3 +205,48 @@ class StreamSummary:
             "block_devices": {name: dict(c) for name, c in self.block_devices.items()},
             "dirty_bitmaps": self.dirty_bitmaps,
         }
+
+
+def info_document(
+    source: StreamSource,
+    decoder: StreamDecoder,
+    channels: Iterable[str] = (),
+    progress: Callable[[int], None] | None = None,
+    stats: list | None = None,
+) -> tuple[dict[str, Any], StreamError | None]:
+    """What ``info --json`` prints for an opened ``source`` and its ``decoder``: the
+    summary of every event (multifd ``channels`` files, or a capture directory's or
+    packet capture's own, merged in), RAM completeness and the pages never sent,
+    per-channel counts, warnings, the libvirt header and the packet capture.  A
+    stream error does not raise: it is returned beside the document (whose
+    ``error`` object says it), with everything decoded before it counted.  The one
+    home of this document: ``migstream info`` and ``migstream.open().info()``."""
+    summary = StreamSummary()
+    coverage = PageCoverage(decoder)
+    error = None
+    stats = [] if stats is None else stats
+    try:
+        for ev in with_channels(
+            iter_events(source, decoder, progress), [str(c) for c in channels] or source.channel_paths, decoder, stats
+        ):
+            summary.add(ev)
+            coverage.add(ev)
+    except StreamError as exc:
+        error = exc
+    summary.page_size = decoder.page_size
+    summary.page_size_source = decoder.page_size_source
+    summary.end_offset = decoder.offset
+    doc = summary.as_dict()
+    missing = coverage.missing() if error is None else {}
+    doc["ram_complete"] = decoder.ram_complete and not missing
+    doc["pages_never_sent"] = missing
+    if stats:
+        doc["multifd_channels"] = stats
+    doc["error"] = error_dict(error) if error else None
+    doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
+    if source.save_image is not None:
+        doc["libvirt"] = source.save_image.as_dict()
+    if source.packet_capture is not None:
+        capture, migration = source.packet_capture
+        doc["capture"] = dict(capture.describe(), selected=migration.number)
+    return doc, error

@@ -10,10 +10,16 @@
  * The walk is the part of decoding that touches every record of a bulk stage; in
  * Python it costs about 0.5 us a record, here a few ns plus the page fault that
  * reading the header costs anyway.  The GIL is released during the walk.
+ *
+ * Built against the limited API of Python 3.11 (Py_LIMITED_API, pyproject.toml):
+ * one abi3 build serves every later CPython.  Only limited-API calls here; the
+ * outputs are grown with the C library's malloc, which needs no GIL (PyMem_Raw*
+ * are not in the limited API).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 static inline uint64_t load_be64(const unsigned char *p)
@@ -57,11 +63,11 @@ static PyObject *walk(PyObject *self, PyObject *args)
 
     /* Grow the outputs as records are found: a hostile cap never allocates. */
     Py_ssize_t room = most < 4096 ? most : 4096;
-    int64_t *starts = PyMem_RawMalloc((room ? room : 1) * sizeof(int64_t));
-    unsigned char *kinds = PyMem_RawMalloc(room ? room : 1);
+    int64_t *starts = malloc((room ? room : 1) * sizeof(int64_t));
+    unsigned char *kinds = malloc(room ? room : 1);
     if (!starts || !kinds) {
-        PyMem_RawFree(starts);
-        PyMem_RawFree(kinds);
+        free(starts);
+        free(kinds);
         PyBuffer_Release(&view);
         return PyErr_NoMemory();
     }
@@ -87,10 +93,10 @@ static PyObject *walk(PyObject *self, PyObject *args)
             break;
         if (n == room) {
             Py_ssize_t grown = room * 2 < most ? room * 2 : most;
-            int64_t *s2 = PyMem_RawRealloc(starts, grown * sizeof(int64_t));
+            int64_t *s2 = realloc(starts, grown * sizeof(int64_t));
             if (s2)
                 starts = s2;
-            unsigned char *k2 = s2 ? PyMem_RawRealloc(kinds, grown) : NULL;
+            unsigned char *k2 = s2 ? realloc(kinds, grown) : NULL;
             if (!k2) {
                 oom = 1;
                 break;
@@ -114,8 +120,8 @@ static PyObject *walk(PyObject *self, PyObject *args)
         result = Py_BuildValue("nny#y#", n, p, (const char *)starts, n * (Py_ssize_t)sizeof(int64_t),
                                (const char *)kinds, n);
     }
-    PyMem_RawFree(starts);
-    PyMem_RawFree(kinds);
+    free(starts);
+    free(kinds);
     return result;
 }
 

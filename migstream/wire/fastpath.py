@@ -24,9 +24,12 @@ from .limits import MAX_RUN_RECORDS
 try:  # the compiled walk (migstream/wire/_runscan.c); the Python walk below is its reference
     from . import _runscan
 except ImportError:  # pragma: no cover - an install without a C compiler
-    # The extension is optional (setup.py); mypy types the name as the module of
+    # The extension is optional (pyproject.toml); mypy types the name as the module of
     # _runscan.pyi, which keeps the call of walk() checked, so None needs the exception.
     _runscan = None  # type: ignore[assignment]
+
+#: Whether the compiled walk is in use (``migstream --version`` says it).
+COMPILED = _runscan is not None
 
 
 @dataclass(frozen=True, slots=True)

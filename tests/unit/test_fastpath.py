@@ -152,7 +152,7 @@ def test_long_runs_are_batched():
 
 
 def test_compiled_walk_is_built():
-    # setup.py builds it wherever a C compiler is present (CI installs gcc); without it
+    # pip builds it (pyproject.toml, ext-modules) wherever a C compiler is present (CI installs gcc); without it
     # every bulk stage would silently take the slower Python walk.
     from migstream.wire.fastpath import RunWalker
 
