@@ -2,9 +2,9 @@
 
 One table, ``PAGE_KINDS``, says for every page kind the word ``info``, ``records``,
 the HTML report and the TUI show, the key the JSON output has always used, and the
-colour the report's charts and page maps and the TUI's page map, legend, timeline
-and block list paint it in (the TUI's CSS for them is generated from it:
-tui/pagemap.py ``page_kind_css``).
+colour the report's charts and page maps and the TUI's page map, legend, timeline,
+block list and record table paint it in (the TUI's CSS is generated from it, as
+theme variables kept readable on each theme's background: tui/palette.py).
 """
 
 from __future__ import annotations

@@ -53,7 +53,8 @@ from .dialogs import Prompt
 from .linelist import LineList
 from .pagemap import Legend
 from .pagemap import PageMap
-from .pagemap import page_kind_css
+from .palette import page_kind_css
+from .palette import page_kind_variables
 from .records import RecordTable
 from .records import section_tag
 from .timeline import BlockList
@@ -88,12 +89,13 @@ class IndexProgress(Message):
 
 class MigstreamApp(App):
     CSS_PATH = "app.tcss"
-    CSS = page_kind_css()  # the page kinds' colours, from tools/vocabulary.py
+    CSS = page_kind_css()  # the page kinds' colours: theme variables from tools/vocabulary.py
     TITLE = "migstream"
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (110, "-wide")]
 
     BINDINGS = [
         Binding("q", "quit", "Quit"),
+        Binding("question_mark", "toggle_keys", "Keys", key_display="?"),
         Binding("space", "play", "Play/pause"),
         Binding("full_stop", "step(1)", "Rec ▶", key_display="."),
         Binding("comma", "step(-1)", "◀ Rec", key_display=",", show=False),
@@ -440,6 +442,18 @@ class MigstreamApp(App):
     def action_step_iteration(self, delta: int) -> None:
         ix = self.index
         self._step_sections([ix.sections[i] for i in ix.ram_sections], delta)
+
+    def get_theme_variable_defaults(self) -> dict[str, str]:
+        # Called for the current theme whenever it changes; a theme's own variables
+        # (Theme(variables=...)) override these.
+        return {**super().get_theme_variable_defaults(), **page_kind_variables(self.current_theme)}
+
+    def action_toggle_keys(self) -> None:
+        """``?``: the keys of the app and of the focused view, in a panel; ``?`` again hides it."""
+        if self.screen.query("HelpPanel"):
+            self.action_hide_help_panel()
+        else:
+            self.action_show_help_panel()
 
     def action_play(self) -> None:
         self.playing = not self.playing

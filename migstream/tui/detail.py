@@ -108,6 +108,11 @@ class DetailPane(ScrollView, can_focus=True):
         self.scroll_to(0, 0, animate=False, immediate=True)
         self.refresh()
 
+    def notify_style_update(self) -> None:
+        # A theme switch changes the base style: the cached lines go.
+        super().notify_style_update()
+        self._strips.clear()
+
     def render_line(self, y: int) -> Strip:
         width = self.scrollable_content_region.width
         index = int(self.scroll_y) + y

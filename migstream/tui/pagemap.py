@@ -30,16 +30,6 @@ STATE_CLASSES = {kind: f"pagemap--{kind.name.lower()}" for kind in PageKind}
 MAX_ZOOM = 20
 
 
-def page_kind_css() -> str:
-    """The page kinds' colours (tools/vocabulary.py) as Textual CSS for the widgets
-    that paint them: the app adds it to its stylesheet, so no colour is written twice."""
-    widgets = ("PageMap", "Legend", "Timeline", "BlockList")
-    return "\n".join(
-        ", ".join(f"{w} > .{cls}" for w in widgets) + f" {{ color: {PAGE_KINDS[kind].colour}; }}"
-        for kind, cls in STATE_CLASSES.items()
-    )
-
-
 class PageMap(ScrollView, can_focus=True):
     COMPONENT_CLASSES = set(STATE_CLASSES.values()) | {"pagemap--selected"}
 
@@ -159,6 +149,11 @@ class PageMap(ScrollView, can_focus=True):
         self._layout()
 
     # --- rendering -----------------------------------------------------------------
+
+    def notify_style_update(self) -> None:
+        # A theme switch changes the page colours ($page-*): the cached lines go.
+        super().notify_style_update()
+        self._cache.clear()
 
     def _styles(self) -> dict:
         return {s: self.get_component_rich_style(c) for s, c in STATE_CLASSES.items()}
