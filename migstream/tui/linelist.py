@@ -125,7 +125,11 @@ class LineList(ScrollView, can_focus=True):
         if style is not None:
             text.stylize_before(style)
         segments = list(text.render(self.app.console))
-        strip = Strip(segments).apply_style(base)
+        # Text.render leaves out the Text's own style when it has no spans (rich applies
+        # it in __rich_console__): the row's style (records--xbzrle, ...) goes under
+        # the segments here, or rows without a span would lose their colour.
+        row_style = Style.parse(text.style) if isinstance(text.style, str) else text.style
+        strip = Strip(segments).apply_style(base + row_style)
         return strip.crop_extend(0, width, base)
 
     def watch_has_focus(self, _focused: bool) -> None:

@@ -92,6 +92,17 @@ async def test_record_table_text_is_the_table_on_the_dark_theme():
         assert app.current_theme.dark
         _, text = _colours(app)
         assert text == {k: page_kind_rgb(k) for k in KINDS_SEEN}
+        # ... and the rows are painted in it (a row without spans kept no colour once).
+        table = app.query_one(RecordTable)
+        for y in range(table.size.height):
+            line = "".join(seg.text for seg in table.render_line(y))
+            if "ZERO|CONTINUE" in line or " PAGE|CONTINUE" in line:
+                kind = PageKind.ZERO if "ZERO" in line else PageKind.RAW
+                colours = {seg.style.color.get_truecolor() for seg in table.render_line(y) if seg.text.strip()}
+                assert colours == {page_kind_rgb(kind)}, (line, colours)
+                break
+        else:
+            raise AssertionError("no page row on screen")
     app.index.close()
 
 
