@@ -4,6 +4,8 @@
 this namespace is the sans-IO decoder, its events and the encoder.
 """
 
+from typing import TYPE_CHECKING
+
 #: The package version: the one place it is written (pyproject.toml reads it from here).
 __version__ = "0.1.0"
 
@@ -32,6 +34,10 @@ from .events import flag_names
 from .wire.grammar import Command
 from .wire.grammar import RamFlag
 from .wire.grammar import SectionType
+
+if TYPE_CHECKING:  # what __getattr__ below brings, for type checkers
+    from .api import Capture as Capture
+    from .api import open as open
 
 # The encoding side is imported on first use (PEP 562), so that decoding front ends
 # start without it.
