@@ -90,7 +90,7 @@ class Capture:
 
     def info(self) -> dict[str, Any]:
         """The document ``migstream info --json`` prints.  A stream error does not
-        raise: the document's ``error`` holds its one-line message (``info`` then exits 1)."""
+        raise: the document's ``error`` object says what and where (``info`` then exits 1)."""
         with self._source() as source:
             doc, _error = info_document(source, self._decoder(source), self.channels)
             return doc

@@ -71,6 +71,7 @@ def _options(
 ) -> None:
     pass
 
+
 StreamArg = Annotated[
     str,
     typer.Argument(

@@ -121,7 +121,8 @@ def test_open_errors_are_usage_errors(tmp_path):
     bad = tmp_path / "bad.mig"
     bad.write_bytes(b"QEVM\x00\x00\x00\x03\x7f")
     with migstream.open(bad) as cap:
-        assert cap.info()["error"] == "error at offset 0x8: Unknown savevm section type 127"
+        error = cap.info()["error"]
+        assert (error["error"], error["offset"]) == ("error at offset 0x8: Unknown savevm section type 127", 8)
         with pytest.raises(StreamError) as exc:
             cap.ram()
         assert exc.value.offset == 8
