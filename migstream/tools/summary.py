@@ -210,7 +210,7 @@ class StreamSummary:
 def info_document(
     source: StreamSource,
     decoder: StreamDecoder,
-    channels: Iterable[str] = (),
+    channels: Iterable = (),
     progress: Callable[[int], None] | None = None,
     stats: list | None = None,
 ) -> tuple[dict[str, Any], StreamError | None]:
@@ -227,7 +227,7 @@ def info_document(
     stats = [] if stats is None else stats
     try:
         for ev in with_channels(
-            iter_events(source, decoder, progress), [str(c) for c in channels] or source.channel_paths, decoder, stats
+            iter_events(source, decoder, progress), list(channels) or source.channel_paths, decoder, stats
         ):
             summary.add(ev)
             coverage.add(ev)
