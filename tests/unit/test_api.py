@@ -19,6 +19,7 @@ from migstream import StreamError
 from migstream import UsageError
 from support.samples import ROOT
 from support.samples import SAMPLES
+from support.samples import read_zst
 
 API_DOC = ROOT / "docs" / "api.md"
 MULTIFD = SAMPLES / "x86-multifd-zstd.mig.zst"
@@ -73,6 +74,16 @@ def test_ram_equals_extract(tmp_path, name):
         assert cap.ram() is ram  # decoded once
     with pytest.raises(ValueError):  # closed with the capture
         ram["pc.bios"][0]
+
+
+def test_packet_capture_brings_its_channels(tmp_path):
+    pcap = tmp_path / "multifd.pcap"
+    pcap.write_bytes(read_zst(SAMPLES / "pcap-multifd.pcap.zst"))
+    want = extracted(tmp_path, pcap)
+    with migstream.open(pcap) as cap:
+        doc = cap.info()
+        assert doc["ram_complete"] and doc["multifd_channels"]
+        assert {name: bytes(ram) for name, ram in cap.ram().items()} == want
 
 
 def test_capture_directory_brings_its_channels(tmp_path):
