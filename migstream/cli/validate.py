@@ -59,6 +59,9 @@ def validate(
                     "libvirt save image is incomplete (magic LibvirtQemudPart: the save "
                     "never finished; libvirt refuses to restore it)"
                 )
+            if decoder.configuration_missing_at is not None:
+                # qemu_loadvm_state; only machine types older than 2.4 omit it.
+                raise StreamError("Configuration section missing", decoder.configuration_missing_at)
             if not eof and undecoded is None:
                 raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
             if not quiet:

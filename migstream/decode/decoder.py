@@ -46,6 +46,7 @@ from ..wire.fastpath import SECTION_ID
 from ..wire.limits import MAX_CONFIG_SUBSECTION
 from ..wire.limits import MAX_DESCRIPTION
 from ..wire.limits import MAX_MACHINE_NAME
+from ..wire.limits import MAX_PENDING_HEADERS
 from ..wire.limits import MAX_TARGET_PAGE_BITS
 from ..wire.limits import MIN_TARGET_PAGE_BITS
 from .blockmig import BlockMigrationReader
@@ -57,9 +58,9 @@ from .dirtybitmap import DirtyBitmapReader
 from .input import NeedData
 from .mappedram_reader import MappedRamReader
 from .ram import RamReader
-from .sections import MAX_PENDING_HEADERS
 from .sections import SectionRegistry
 from .sections import check_machine
+from .sections import machine_version
 from .state import Section
 
 ST = g.SectionType
@@ -109,6 +110,9 @@ class StreamDecoder(
         self._max_description = max_description
 
         self.configuration = None
+        #: Offset of the first element when it is not the configuration (QEMU 2.4+
+        #: machine types always send one first; validate refuses a stream without).
+        self.configuration_missing_at: int | None = None
         self.blocks = {}
         self._last_block = None  # the CONTINUE context, across sections
         self._postcopy_hugepages = False
@@ -166,15 +170,18 @@ class StreamDecoder(
         return FileHeader(off, version)
 
     def _st_config(self):
-        # qemu_loadvm_state: the configuration comes first (every machine type since
-        # QEMU 2.4 sends it; savevm.c "Configuration section missing").
+        # qemu_loadvm_state: the configuration comes first, or not at all.  Every
+        # machine type since QEMU 2.4 sends it ("Configuration section missing"
+        # otherwise); older ones do not, so its absence is recorded, not raised:
+        # ``validate`` refuses it, extract and the others decode on.
         off = self.offset
         typ = self._u8()
-        if typ != ST.CONFIGURATION:
-            raise StreamError("Configuration section missing", off)
-        ev = self._configuration(off)
         self._state = "top"
-        return ev
+        if typ != ST.CONFIGURATION:
+            self.configuration_missing_at = off
+            self._pos -= 1
+            return self._st_top()
+        return self._configuration(off)
 
     def _st_top(self):
         if self._packages and self.offset == self._packages[-1][0]:
@@ -201,6 +208,8 @@ class StreamDecoder(
             return self._open_section(off, ST(typ), sec)
         if typ == ST.COMMAND:
             return self._command(off)
+        # (ST.CONFIGURATION here, after the first element, is an unknown type to the
+        # loader's main loop: savevm.c qemu_loadvm_state_main.)
         if typ == ST.EOF:
             if self._packages:
                 # The nested stream ended; QEMU ignores the rest of the package.
@@ -240,8 +249,8 @@ class StreamDecoder(
     def _check_header(self, off: int, typ: int, sec: Section) -> None:
         """The loader's find_se and version checks (sections.py), now when the
         description is known, else when it arrives after EOF."""
+        self._registry.check_header(off, typ, sec.idstr, sec.instance_id, sec.version_id)
         if self._registry.known or self._registry.registered(sec.idstr, sec.instance_id) is not None:
-            self._registry.check_header(off, typ, sec.idstr, sec.instance_id, sec.version_id)
             return
         self.device_checks_missing = "no description"
         if self._pending_headers is not None:
@@ -257,6 +266,7 @@ class StreamDecoder(
         registry = SectionRegistry.from_json(text)
         if registry is None or self._pending_headers is None:
             return
+        registry.machine_version = self._registry.machine_version
         for off, idstr, instance_id, version_id in self._pending_headers:
             registry.check_header(off, ST.FULL, idstr, instance_id, version_id)
         self.device_checks_missing = None
@@ -332,6 +342,7 @@ class StreamDecoder(
             elif "uuid" in body:
                 fields["uuid"] = bytes(body.uuid)
         check_machine(machine, fields.get("target_page_bits"), off)
+        self._registry.machine_version = machine_version(machine)
         fields["data"] = bytes(self._buf[off + 1 - self._base : self._pos])
         self.configuration = Configuration(off, machine, **fields)
         self._mapped_ram = "mapped-ram" in self.configuration.capabilities

@@ -52,15 +52,24 @@ def live_version(idstr: str, instance_id: int) -> int | None:
     return live[1]
 
 
-#: Device headers kept while no description is known (a hostile stream may have
-#: millions of sections: beyond this many they stay unchecked).
-MAX_PENDING_HEADERS = 65536
+# What a registered idstr can look like (vmstate names, qdev paths, PCI addresses).
+_IDSTR = re.compile(r"^[\x21-\x7e]+$")
 
 #: VMSTATE_INSTANCE_ID_ANY as a stream's be32.
 INSTANCE_ID_ANY = 0xFFFFFFFF
 # Devices registered with a legacy alias id (qdev_set_legacy_instance_id: the ISA
 # I/O base): their alias is not -1, so an instance id of -1 does not find them.
+# Measured: -1 finds mc146818rtc in QEMU 11.1 (pc-i440fx-11.1), not in 7.2; the
+# versions between were not tried, so the machine version >= 11 decides.
 _ALIASED = frozenset({"i8254", "mc146818rtc", "serial", "fdc", "i8259"})
+_ALIAS_DROPPED = {"mc146818rtc": (11, 0)}
+
+
+def machine_version(machine: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a versioned machine type name, e.g. pc-i440fx-7.2 -> (7, 2)."""
+    m = _VERSIONED.match(machine or "")
+    return (int(m.group(2)), int(m.group(3))) if m else None
+
 
 # Machine types whose name carries a version (hw/*: DEFINE_*_MACHINE): the stream
 # has the resolved name, e.g. pc-i440fx-7.2, never the alias.
@@ -109,6 +118,8 @@ class SectionRegistry:
     def __init__(self, description: dict[str, Any] | None) -> None:
         # (name, instance id) -> version (None: an old-style handler, its JSON has no version)
         self.devices: dict[tuple[str, int], int | None] | None = None
+        #: (major, minor) of the stream's machine type, set once the configuration is read.
+        self.machine_version: tuple[int, int] | None = None
         if isinstance(description, dict) and isinstance(description.get("devices"), list):
             self.devices = {}
             for dev in description["devices"]:
@@ -118,6 +129,12 @@ class SectionRegistry:
                 version = dev.get("version")
                 if isinstance(name, str) and type(iid) is int:
                     self.devices[(name, iid)] = version if type(version) is int else None
+
+    def _aliased(self, idstr: str) -> bool:
+        if idstr not in _ALIASED:
+            return False
+        dropped = _ALIAS_DROPPED.get(idstr)
+        return dropped is None or self.machine_version is None or self.machine_version < dropped
 
     @classmethod
     def from_json(cls, text: bytes) -> SectionRegistry | None:
@@ -143,7 +160,7 @@ class SectionRegistry:
             return None
         if (idstr, instance_id) in self.devices:
             return (self.devices[(idstr, instance_id)],)
-        if instance_id == INSTANCE_ID_ANY and idstr not in _ALIASED:
+        if instance_id == INSTANCE_ID_ANY and not self._aliased(idstr):
             # find_se also matches a handler's alias id, -1 for those without one.
             for (name, _), version in self.devices.items():
                 if name == idstr:
@@ -155,8 +172,10 @@ class SectionRegistry:
         or for the live handlers' own names)."""
         found = self.registered(idstr, instance_id)
         if found is None:
-            if self.devices is None:
-                return
+            if self.devices is None and _IDSTR.match(idstr):
+                return  # no description: any plausible name may be registered
+            # (An empty name or one with bytes outside printable ASCII is no
+            # device's, description or not.)
             raise StreamError(
                 f"Unknown savevm section or instance '{idstr}' {instance_id}. Make sure that your "
                 "current VM setup matches your saved VM setup, including any hotplugged devices",
