@@ -73,15 +73,30 @@ def machine_version(machine: str | None) -> tuple[int, int] | None:
 
 # Machine types whose name carries a version (hw/*: DEFINE_*_MACHINE): the stream
 # has the resolved name, e.g. pc-i440fx-7.2, never the alias.
-_VERSIONED = re.compile(r"^(pc-i440fx|pc-q35|virt|pseries|s390-ccw-virtio)-(\d+)\.(\d+)$")
-_VERSIONED_FAMILIES = re.compile(r"^(pc|virt|pseries|s390)")
+_VERSIONED = re.compile(r"^(pc-i440fx|pc-q35|pc|virt|pseries|s390-ccw-virtio|xenfv)-(\d+)\.(\d+)$")
+_VERSIONED_PREFIX = re.compile(r"^(pc-i440fx|pc-q35|s390-ccw-virtio|(pc|virt|pseries|xenfv)-\d)")
+_VERSION_SUFFIX = re.compile(r"-\d+\.\d+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,+-]*$")
 _UNVERSIONED = frozenset(
-    {"virt", "pseries", "microvm", "isapc", "xenfv", "xenpv", "x-remote", "none", "sun4u", "sun4v"}
+    {"virt", "pseries", "microvm", "isapc", "xenfv", "xenpv", "x-remote", "none", "sun4u", "sun4v", "s390-ccw-virtio"}
 )
 # Targets whose page size is chosen at start-up (TARGET_PAGE_BITS_VARY): the
 # loader assumes the minimum (10) when the stream does not say it.
 _VARY_PAGE_ARCHES = frozenset({"aarch64", "arm"})
 _VARY_MIN_BITS = 10
+
+
+def machine_name_known(machine: str) -> bool:
+    """Whether ``machine`` can be a QEMU machine type's name: a versioned name of a
+    versioned family, or an unversioned name of plain characters (families migstream
+    does not know pass; a versioned-looking name of another family does not)."""
+    if not _NAME.match(machine):
+        return False
+    if _VERSIONED.match(machine) or machine in _UNVERSIONED:
+        return True
+    # A version suffix on no versioned family, or a versioned family's name cut or
+    # extended (a wrong length): no QEMU has that machine.
+    return not (_VERSION_SUFFIX.search(machine) or _VERSIONED_PREFIX.match(machine))
 
 
 def check_machine(machine: str, target_page_bits: int | None, off: int) -> None:
@@ -90,12 +105,7 @@ def check_machine(machine: str, target_page_bits: int | None, off: int) -> None:
     ..."; "Received TARGET_PAGE_BITS is ... but local is ...").  The destination is
     the same machine, so the name must be one QEMU defines and the page bits those of
     its architecture."""
-    versioned = _VERSIONED.match(machine)
-    if (
-        not versioned
-        and machine not in _UNVERSIONED
-        and (_VERSIONED_FAMILIES.match(machine) or page_size_for(machine)[0] is None)
-    ):
+    if not machine_name_known(machine):
         raise StreamError(
             f"Machine type received is {machine!r}: no QEMU machine type has this name", off, section="configuration"
         )
