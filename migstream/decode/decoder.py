@@ -176,12 +176,14 @@ class StreamDecoder(
         # ``validate`` refuses it, extract and the others decode on.
         off = self.offset
         typ = self._u8()
-        self._state = "top"
         if typ != ST.CONFIGURATION:
             self.configuration_missing_at = off
             self._pos -= 1
+            self._state = "top"
             return self._st_top()
-        return self._configuration(off)
+        ev = self._configuration(off)  # (NeedData: parsed again in this state)
+        self._state = "top"
+        return ev
 
     def _st_top(self):
         if self._packages and self.offset == self._packages[-1][0]:

@@ -130,15 +130,17 @@ class SectionRegistry:
         self.devices: dict[tuple[str, int], int | None] | None = None
         #: (major, minor) of the stream's machine type, set once the configuration is read.
         self.machine_version: tuple[int, int] | None = None
-        if isinstance(description, dict) and isinstance(description.get("devices"), list):
-            self.devices = {}
-            for dev in description["devices"]:
-                if not isinstance(dev, dict):
-                    continue
-                name, iid = device_key(dev)
-                version = dev.get("version")
-                if isinstance(name, str) and type(iid) is int:
-                    self.devices[(name, iid)] = version if type(version) is int else None
+        listed = description.get("devices") if isinstance(description, dict) else None
+        if not isinstance(listed, list) or not listed:
+            return
+        devices: dict[tuple[str, int], int | None] = {}
+        for dev in listed:
+            name, iid = device_key(dev) if isinstance(dev, dict) else (None, None)
+            if not isinstance(name, str) or type(iid) is not int:
+                return  # not what QEMU writes: the description tells nothing sure
+            version = dev.get("version")
+            devices[(name, iid)] = version if type(version) is int else None
+        self.devices = devices
 
     def _aliased(self, idstr: str) -> bool:
         if idstr not in _ALIASED:
