@@ -43,6 +43,15 @@ class CommandReader(DecoderState):
             if self._packages and end > self._packages[-1][0]:
                 raise StreamError("PACKAGED data runs past its enclosing package", off, section="command")
             self._packages.append((end, fields["length"]))
+        elif cmd == g.Command.POSTCOPY_LISTEN:
+            self._postcopy_listening = True
+        elif cmd == g.Command.POSTCOPY_RUN:
+            self._postcopy_running = True
+            if self._packages:
+                # loadvm_postcopy_handle_run returns LOADVM_QUIT: the loader stops
+                # reading the package there (savevm.c); its rest is skipped.
+                self._skip_end = self._packages[-1][0]
+                self._state = "skip"
         return CommandEvent(off, cmd, length, fields)
 
     _COMMAND_LENGTHS: dict[int, int] = {

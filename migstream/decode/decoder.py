@@ -46,6 +46,7 @@ from ..wire.fastpath import SECTION_ID
 from ..wire.limits import MAX_CONFIG_SUBSECTION
 from ..wire.limits import MAX_DESCRIPTION
 from ..wire.limits import MAX_MACHINE_NAME
+from ..wire.limits import MAX_PENDING_HEADERS
 from ..wire.limits import MAX_TARGET_PAGE_BITS
 from ..wire.limits import MIN_TARGET_PAGE_BITS
 from .blockmig import BlockMigrationReader
@@ -57,6 +58,9 @@ from .dirtybitmap import DirtyBitmapReader
 from .input import NeedData
 from .mappedram_reader import MappedRamReader
 from .ram import RamReader
+from .sections import SectionRegistry
+from .sections import check_machine
+from .sections import machine_version
 from .state import Section
 
 ST = g.SectionType
@@ -81,6 +85,8 @@ class StreamDecoder(
         self._scan = (-1, 0)
         self._failed: StreamError | None = None
         self._skip_end = 0
+        self._postcopy_listening = False
+        self._postcopy_running = False
 
         self._state = "header"
         self._sections = {}
@@ -90,6 +96,13 @@ class StreamDecoder(
         self.page_size_source = "option" if page_size else None
         self._plans = None
         self._devices = DeviceIndex(description) if description else None
+        self._registry = SectionRegistry(description)
+        # START/FULL headers of device sections seen before a description is known
+        # (checked when the VMDESCRIPTION arrives); None once there are too many.
+        self._pending_headers: list[tuple[int, str, int, int]] | None = []
+        #: Why the device sections' headers could not be checked (None: they were,
+        #: or there were none): ``validate`` prints it in its verdict.
+        self.device_checks_missing: str | None = None
         if description and not page_size and description_page_size(description):
             self.page_size = description_page_size(description)
             self.page_size_source = "description"
@@ -97,6 +110,9 @@ class StreamDecoder(
         self._max_description = max_description
 
         self.configuration = None
+        #: Offset of the first element when it is not the configuration (QEMU 2.4+
+        #: machine types always send one first; validate refuses a stream without).
+        self.configuration_missing_at: int | None = None
         self.blocks = {}
         self._last_block = None  # the CONTINUE context, across sections
         self._postcopy_hugepages = False
@@ -150,12 +166,29 @@ class StreamDecoder(
             raise StreamError("SaveVM v2 format is obsolete and don't work anymore", off + 4)
         if version != g.QEMU_VM_FILE_VERSION:
             raise StreamError(f"Unsupported migration stream version {version}", off + 4)
-        self._state = "top"
+        self._state = "config"
         return FileHeader(off, version)
+
+    def _st_config(self):
+        # qemu_loadvm_state: the configuration comes first, or not at all.  Every
+        # machine type since QEMU 2.4 sends it ("Configuration section missing"
+        # otherwise); older ones do not, so its absence is recorded, not raised:
+        # ``validate`` refuses it, extract and the others decode on.
+        off = self.offset
+        typ = self._u8()
+        if typ != ST.CONFIGURATION:
+            self.configuration_missing_at = off
+            self._pos -= 1
+            self._state = "top"
+            return self._st_top()
+        ev = self._configuration(off)  # (NeedData: parsed again in this state)
+        self._state = "top"
+        return ev
 
     def _st_top(self):
         if self._packages and self.offset == self._packages[-1][0]:
             end, length = self._packages.pop()
+            self._check_package_end(end)
             return PackageEnd(end, length)
         off = self.offset
         typ = self._u8()
@@ -165,6 +198,7 @@ class StreamDecoder(
             instance_id = self._unpack(SECTION_ID)
             version_id = self._unpack(SECTION_ID)
             sec = Section(sid, idstr, instance_id, version_id)
+            self._check_header(off, typ, sec)
             self._sections[sid] = sec
             return self._open_section(off, ST(typ), sec)
         if typ == ST.PART or typ == ST.END:
@@ -172,11 +206,12 @@ class StreamDecoder(
             sec = self._sections.get(sid)
             if sec is None:
                 raise StreamError(f"Unknown savevm section {sid}", off)
+            self._registry.check_part(off, sid, sec.idstr, sec.instance_id)
             return self._open_section(off, ST(typ), sec)
         if typ == ST.COMMAND:
             return self._command(off)
-        if typ == ST.CONFIGURATION:
-            return self._configuration(off)
+        # (ST.CONFIGURATION here, after the first element, is an unknown type to the
+        # loader's main loop: savevm.c qemu_loadvm_state_main.)
         if typ == ST.EOF:
             if self._packages:
                 # The nested stream ended; QEMU ignores the rest of the package.
@@ -200,8 +235,43 @@ class StreamDecoder(
                     raise NeedData
             self._pos += min(self._skip_end - self.offset, len(self._buf) - self._pos)
         end, length = self._packages.pop()
+        self._check_package_end(end)
         self._state = "top"
         return PackageEnd(end, length)
+
+    def _check_package_end(self, end: int) -> None:
+        if self._postcopy_listening and not self._postcopy_running:
+            # The main thread goes on reading after the package while the postcopy
+            # listen thread reads the same stream: QEMU fails ("Unknown savevm section
+            # type" in one of them).
+            raise StreamError(
+                "PACKAGED data ends without POSTCOPY_RUN while the postcopy listen thread reads the stream", end
+            )
+
+    def _check_header(self, off: int, typ: int, sec: Section) -> None:
+        """The loader's find_se and version checks (sections.py), now when the
+        description is known, else when it arrives after EOF."""
+        self._registry.check_header(off, typ, sec.idstr, sec.instance_id, sec.version_id)
+        if self._registry.known or self._registry.registered(sec.idstr, sec.instance_id) is not None:
+            return
+        self.device_checks_missing = "no description"
+        if self._pending_headers is not None:
+            if len(self._pending_headers) >= MAX_PENDING_HEADERS:
+                self._pending_headers = None
+            else:
+                self._pending_headers.append((off, sec.idstr, sec.instance_id, sec.version_id))
+
+    def _check_pending(self, text: bytes) -> None:
+        """A description that arrived after the sections: check their headers now."""
+        if self.device_checks_missing is None:
+            return
+        registry = SectionRegistry.from_json(text)
+        if registry is None or self._pending_headers is None:
+            return
+        registry.machine_version = self._registry.machine_version
+        for off, idstr, instance_id, version_id in self._pending_headers:
+            registry.check_header(off, ST.FULL, idstr, instance_id, version_id)
+        self.device_checks_missing = None
 
     def _open_section(self, off: int, typ: ST, sec: Section) -> SectionStart:
         self._section = sec
@@ -247,6 +317,17 @@ class StreamDecoder(
                     f"unknown configuration subsection '{name}'", sub_off, section="configuration"
                 ) from exc
             body = sub.body
+            # vmstate_load_state on the subsection (each is version 1, minimum 1).
+            # QEMU 7.2 judges only the low byte here: 0x80000001 loads, 0xffffffff is
+            # "255 is too new" (measured, docs/validate.md).
+            version = sub.version_id & 0xFF
+            if version != 1:
+                age = "new" if version > 1 else "old"
+                raise StreamError(
+                    f"{sub.name}: incoming version_id {version} is too {age} for local version_id 1",
+                    sub_off,
+                    section="configuration",
+                )
             if "target_page_bits" in body:
                 bits = body.target_page_bits
                 if not MIN_TARGET_PAGE_BITS <= bits <= MAX_TARGET_PAGE_BITS:
@@ -262,6 +343,8 @@ class StreamDecoder(
                 fields["capabilities"] = tuple(body.capabilities)
             elif "uuid" in body:
                 fields["uuid"] = bytes(body.uuid)
+        check_machine(machine, fields.get("target_page_bits"), off)
+        self._registry.machine_version = machine_version(machine)
         fields["data"] = bytes(self._buf[off + 1 - self._base : self._pos])
         self.configuration = Configuration(off, machine, **fields)
         self._mapped_ram = "mapped-ram" in self.configuration.capabilities
@@ -282,16 +365,25 @@ class StreamDecoder(
             self.warnings.append((off, f"Expected vmdescription section, but got {typ}"))
             self._state = "done"
             return None
-        length = self._unpack(_LENGTH)
-        if length > self._max_description:
-            raise StreamError(
-                f"VMDESCRIPTION of {length} bytes exceeds the limit of {self._max_description}",
-                off,
-                section="vmdescription",
-            )
-        self._need(length)
+        # QEMU reads the description's length and bytes after the stream is loaded and
+        # ignores read errors there (savevm.c qemu_loadvm_state): a cut or oversized
+        # description does not fail the load, so it is a warning here.
+        try:
+            length = self._unpack(_LENGTH)
+            if length > self._max_description:
+                self.warnings.append(
+                    (off, f"VMDESCRIPTION of {length} bytes exceeds the limit of {self._max_description}; not read")
+                )
+                self._state = "done"
+                return None
+            self._need(length)
+        except TruncatedStream:
+            self.warnings.append((off, "VMDESCRIPTION cut short (QEMU does not check it)"))
+            self._state = "done"
+            return None
         text = bytes(self._buf[self._pos : self._pos + length])
         self._pos += length
+        self._check_pending(text)
         self._state = "trailer"
         return VmDescription(off, text)
 

@@ -54,6 +54,17 @@ class DeviceSectionReader(DecoderState):
             if size is not None:
                 self._need(size + (5 if self._footers is not False else 0))
                 if self._footers is not False and not self._footer_at(off + size, sec.section_id):
+                    end = off + size - self._base
+                    if self._buf[end] == ST.FOOTER:
+                        # The payload ends where described, in a footer of another
+                        # section id: QEMU's check_section_footer.
+                        (sid,) = SECTION_ID.unpack_from(self._buf, end + 1)
+                        raise StreamError(
+                            f"Mismatched section id in footer for {sec.idstr} - read 0x{sid:x} "
+                            f"expected 0x{sec.section_id:x}",
+                            off + size,
+                            section=sec.idstr,
+                        )
                     size = None  # the description does not match: fall back to the scan
                 else:
                     framing = "description"

@@ -41,6 +41,8 @@ class DecoderState(InputBuffer):
     _section_type: g.SectionType
     _footers: bool | None  # whether sections end with a footer (decided by the first)
     _skip_end: int  # end of a package whose nested stream ended
+    _postcopy_listening: bool  # POSTCOPY_LISTEN seen: a listen thread reads the stream
+    _postcopy_running: bool  # POSTCOPY_RUN seen
 
     # What the stream told so far.
     configuration: Configuration | None

@@ -64,3 +64,7 @@ MAX_RUN_RECORDS = 1 << 20
 #: Recorded bytes that `capture`/`tap` let wait for the disk, all channels together;
 #: beyond it the recording stops (forwarding never does).
 DEFAULT_MAX_BACKLOG = 1 << 30
+
+#: Device-section headers kept while the VMDESCRIPTION is not known yet (a pipe: it
+#: comes last) to check them when it arrives; beyond this many they stay unchecked.
+MAX_PENDING_HEADERS = 1 << 16

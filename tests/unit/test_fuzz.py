@@ -212,7 +212,9 @@ def test_damage_sweeps_on_a_real_sample():
     assert summary["violation_count"] == 0, summary["violations"][:5]
     assert proc.returncode == 0
     assert summary["inputs"] == 4300
-    assert summary["stream_error"] > 3800  # the damage was seen
+    # The damage was seen (cuts in the last 1200 bytes fall in the VMDESCRIPTION,
+    # which QEMU does not check: those load, docs/validate.md).
+    assert summary["stream_error"] > 3000
 
 
 def test_cut_inside_device_sections_is_truncation():

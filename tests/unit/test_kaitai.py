@@ -196,7 +196,10 @@ device = st.tuples(
 command = st.tuples(
     st.just("command"),
     st.sampled_from(
-        ["ping", "open_return_path", "advise", "advise0", "discard", "recv_bitmap", "switchover", "listen", "run"]
+        # (Not POSTCOPY_LISTEN/RUN: the loader stops reading a package at RUN and a
+        # package that ends after LISTEN without RUN fails (decode/commands.py), so a
+        # plain parse of their random placement is no reference.)
+        ["ping", "open_return_path", "advise", "advise0", "discard", "recv_bitmap", "switchover"]
     ),
 )
 simple = st.one_of(ram_part, device, command)
@@ -292,9 +295,8 @@ class _Builder:
 def build_full_stream(elements, seed: int, page_size: int, vmdesc: bool) -> bytes:
     b = _Builder(seed, page_size)
     bits = page_size.bit_length() - 1
-    out = w.file_header() + w.configuration(
-        "pc-i440fx-7.2", target_page_bits=bits, uuid=bytes(range(16)) if seed & 1 else None
-    )
+    # Machine "none": no architecture, so any page bits in range are its own.
+    out = w.file_header() + w.configuration("none", target_page_bits=bits, uuid=bytes(range(16)) if seed & 1 else None)
     out += w.section_start(2, "ram") + w.mem_size(b.blocks, page_size=page_size)
     out += w.ram_record(F.EOS, page_size=page_size) + w.footer(2)
     out += b"".join(b.element(e) for e in elements)

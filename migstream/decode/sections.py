@@ -1,0 +1,222 @@
+"""Which device sections the destination accepts: QEMU's loader checks on section
+headers (migration/savevm.c ``qemu_loadvm_section_start_full``,
+``qemu_loadvm_section_part_end``, ``check_section_footer``).
+
+A destination of the same QEMU and machine registers (``find_se``) exactly the devices
+the source described in its VMDESCRIPTION (name, instance id, version) plus the live
+(iterative) handlers every QEMU registers: ``ram`` (migration/ram.c, version 4),
+``block`` (migration/block.c) and ``dirty-bitmap`` (migration/block-dirty-bitmap.c),
+version 1 each.  So with a description the loader's answer is known:
+
+- START/FULL naming an (idstr, instance id) that is not registered: "Unknown savevm
+  section or instance";
+- a version id above the registered one: "savevm: unsupported version";
+- PART/END naming a section id no START/FULL announced: "Unknown savevm section"
+  (decoder.py); a PART/END of a non-iterative device section: the loader would read
+  that device's vmstate from RAM records.
+
+Without a description only the live handlers are known: the device checks cannot be
+made, and ``unchecked`` says so (``validate`` prints it in its verdict).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+from ..errors import StreamError
+from ..wire import grammar as g
+from ..wire.pagesize import page_size_for
+from .description import device_key
+
+ST = g.SectionType
+
+#: idstr -> (instance id or None for any, version) of the live (iterative) handlers
+#: QEMU registers with register_savevm_live: the only sections that come in parts.
+LIVE_HANDLERS: dict[str, tuple[int | None, int]] = {
+    "ram": (0, g.RAM_SECTION_VERSION),  # migration/ram.c
+    g.BLOCK_SECTION: (0, 1),  # migration/block.c
+    g.DIRTY_BITMAP_SECTION: (0, 1),  # migration/block-dirty-bitmap.c
+    "spapr/htab": (None, 1),  # hw/ppc/spapr.c
+    "s390-storage_attributes": (None, 0),  # hw/s390x/s390-stattrib.c
+    "vfio": (None, 1),  # hw/vfio/migration.c
+}
+
+
+def live_version(idstr: str, instance_id: int) -> int | None:
+    """The version of a live handler (idstr, instance id), or None if it is not one."""
+    live = LIVE_HANDLERS.get(idstr)
+    if live is None or (live[0] is not None and live[0] != instance_id):
+        return None
+    return live[1]
+
+
+# What a registered idstr can look like (vmstate names, qdev paths, PCI addresses).
+_IDSTR = re.compile(r"^[\x21-\x7e]+$")
+
+#: VMSTATE_INSTANCE_ID_ANY as a stream's be32.
+INSTANCE_ID_ANY = 0xFFFFFFFF
+# Devices registered with a legacy alias id (qdev_set_legacy_instance_id: the ISA
+# I/O base): their alias is not -1, so an instance id of -1 does not find them.
+# Measured: -1 finds mc146818rtc in QEMU 11.1 (pc-i440fx-11.1), not in 7.2; the
+# versions between were not tried, so the machine version >= 11 decides.
+_ALIASED = frozenset({"i8254", "mc146818rtc", "serial", "fdc", "i8259"})
+_ALIAS_DROPPED = {"mc146818rtc": (11, 0)}
+
+
+def machine_version(machine: str | None) -> tuple[int, int] | None:
+    """(major, minor) of a versioned machine type name, e.g. pc-i440fx-7.2 -> (7, 2)."""
+    m = _VERSIONED.match(machine or "")
+    return (int(m.group(2)), int(m.group(3))) if m else None
+
+
+# Machine types whose name carries a version (hw/*: DEFINE_*_MACHINE): the stream
+# has the resolved name, e.g. pc-i440fx-7.2, never the alias.
+_VERSIONED = re.compile(r"^(pc-i440fx|pc-q35|pc|virt|pseries|s390-ccw-virtio|xenfv)-(\d+)\.(\d+)$")
+_VERSIONED_PREFIX = re.compile(r"^(pc-i440fx|pc-q35|s390-ccw-virtio|(pc|virt|pseries|xenfv)-\d)")
+_VERSION_SUFFIX = re.compile(r"-\d+\.\d+$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.,+-]*$")
+_UNVERSIONED = frozenset(
+    {"virt", "pseries", "microvm", "isapc", "xenfv", "xenpv", "x-remote", "none", "sun4u", "sun4v", "s390-ccw-virtio"}
+)
+# Targets whose page size is chosen at start-up (TARGET_PAGE_BITS_VARY): the
+# loader assumes the minimum (10) when the stream does not say it.
+_VARY_PAGE_ARCHES = frozenset({"aarch64", "arm"})
+_VARY_MIN_BITS = 10
+
+
+def machine_name_known(machine: str) -> bool:
+    """Whether ``machine`` can be a QEMU machine type's name: a versioned name of a
+    versioned family, or an unversioned name of plain characters (families migstream
+    does not know pass; a versioned-looking name of another family does not)."""
+    if not _NAME.match(machine):
+        return False
+    if _VERSIONED.match(machine) or machine in _UNVERSIONED:
+        return True
+    # A version suffix on no versioned family, or a versioned family's name cut or
+    # extended (a wrong length): no QEMU has that machine.
+    return not (_VERSION_SUFFIX.search(machine) or _VERSIONED_PREFIX.match(machine))
+
+
+def check_machine(machine: str, target_page_bits: int | None, off: int) -> None:
+    """The configuration's machine name and page bits (savevm.c configuration_post_load
+    compares both with the destination's: "Machine type received is ... and local is
+    ..."; "Received TARGET_PAGE_BITS is ... but local is ...").  The destination is
+    the same machine, so the name must be one QEMU defines and the page bits those of
+    its architecture."""
+    if not machine_name_known(machine):
+        raise StreamError(
+            f"Machine type received is {machine!r}: no QEMU machine type has this name", off, section="configuration"
+        )
+    size, arch = page_size_for(machine)
+    if size is None:
+        return
+    local = size.bit_length() - 1
+    bits = target_page_bits
+    if bits is None and arch in _VARY_PAGE_ARCHES:
+        bits = _VARY_MIN_BITS
+    if bits is not None and bits != local:
+        raise StreamError(
+            f"Received TARGET_PAGE_BITS is {bits} but local is {local} (a {arch} machine)", off, section="configuration"
+        )
+
+
+class SectionRegistry:
+    """The destination's registered devices, as far as the stream tells them."""
+
+    def __init__(self, description: dict[str, Any] | None) -> None:
+        # (name, instance id) -> version (None: an old-style handler, its JSON has no version)
+        self.devices: dict[tuple[str, int], int | None] | None = None
+        #: (major, minor) of the stream's machine type, set once the configuration is read.
+        self.machine_version: tuple[int, int] | None = None
+        listed = description.get("devices") if isinstance(description, dict) else None
+        if not isinstance(listed, list) or not listed:
+            return
+        devices: dict[tuple[str, int], int | None] = {}
+        for dev in listed:
+            name, iid = device_key(dev) if isinstance(dev, dict) else (None, None)
+            if not isinstance(name, str) or type(iid) is not int:
+                return  # not what QEMU writes: the description tells nothing sure
+            version = dev.get("version")
+            devices[(name, iid)] = version if type(version) is int else None
+        self.devices = devices
+
+    def _aliased(self, idstr: str) -> bool:
+        if idstr not in _ALIASED:
+            return False
+        dropped = _ALIAS_DROPPED.get(idstr)
+        return dropped is None or self.machine_version is None or self.machine_version < dropped
+
+    @classmethod
+    def from_json(cls, text: bytes) -> SectionRegistry | None:
+        try:
+            desc = json.loads(text)
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            return None
+        reg = cls(desc if isinstance(desc, dict) else None)
+        return reg if reg.known else None
+
+    @property
+    def known(self) -> bool:
+        return self.devices is not None
+
+    def registered(self, idstr: str, instance_id: int) -> tuple[int | None] | None:
+        """(registered version or None if not known,) of (idstr, instance id), or None
+        if the destination does not have it (or, without a description, it is not
+        known to have it)."""
+        live = live_version(idstr, instance_id)
+        if live is not None:
+            return (live,)
+        if self.devices is None:
+            return None
+        if (idstr, instance_id) in self.devices:
+            return (self.devices[(idstr, instance_id)],)
+        if instance_id == INSTANCE_ID_ANY and not self._aliased(idstr):
+            # find_se also matches a handler's alias id, -1 for those without one.
+            for (name, _), version in self.devices.items():
+                if name == idstr:
+                    return (version,)
+        return None
+
+    def check_header(self, off: int, typ: int, idstr: str, instance_id: int, version_id: int) -> None:
+        """START/FULL: the find_se lookup and the version check (only with a description,
+        or for the live handlers' own names)."""
+        found = self.registered(idstr, instance_id)
+        if found is None:
+            if self.devices is None and _IDSTR.match(idstr):
+                return  # no description: any plausible name may be registered
+            # (An empty name or one with bytes outside printable ASCII is no
+            # device's, description or not.)
+            raise StreamError(
+                f"Unknown savevm section or instance '{idstr}' {instance_id}. Make sure that your "
+                "current VM setup matches your saved VM setup, including any hotplugged devices",
+                off,
+                section=idstr,
+            )
+        version = found[0]
+        if version is not None and version_id > version:
+            raise StreamError(f"savevm: unsupported version {version_id} for '{idstr}' v{version}", off, section=idstr)
+        if version is not None and version_id < version and live_version(idstr, instance_id) is None:
+            # vmstate_load_state: below the device's minimum ("too old"), or the
+            # fields of the older version, which the payload (written as vN) does not
+            # hold ("Missing section footer").  A device whose older layout is the
+            # same loads: the description cannot tell (docs/validate.md).
+            raise StreamError(
+                f"{idstr}: incoming version_id {version_id} is older than the described v{version} "
+                "(too old for the device, or another field layout than the payload's)",
+                off,
+                section=idstr,
+            )
+
+    @staticmethod
+    def check_part(off: int, section_id: int, idstr: str, instance_id: int) -> None:
+        """PART/END: only the live handlers load in parts; another device's load
+        function would parse RAM records as its vmstate."""
+        if live_version(idstr, instance_id) is None:
+            raise StreamError(
+                f"section {section_id} ('{idstr}') continued by PART/END: it is not an iterative section, "
+                f"QEMU would load '{idstr}' vmstate from what follows",
+                off,
+                section=idstr,
+            )
