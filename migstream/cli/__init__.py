@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import capture  # noqa: F401
 from . import devices  # noqa: F401
 from . import diff  # noqa: F401
+from . import dump  # noqa: F401
 from . import encode  # noqa: F401
 from . import extract  # noqa: F401
 from . import info  # noqa: F401
@@ -17,7 +18,7 @@ from .app import app
 
 #: How ``migstream --help`` lists the commands: the core four first.
 HELP_ORDER = (
-    "info", "records", "extract", "validate", "capture", "tap", "devices", "diff", "encode", "report",
+    "info", "records", "extract", "dump", "validate", "capture", "tap", "devices", "diff", "encode", "report",
     "transcode", "rewrite", "tui",
 )  # fmt: skip
 
