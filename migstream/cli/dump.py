@@ -46,6 +46,30 @@ def layout_options(maps, numa, vendor):
     return LayoutOptions(parse_map_options(maps), order, vendor)
 
 
+def physical_map_doc(doc: dict) -> dict:
+    """``info``'s physical map: the default layout of the stream's RAM blocks, or why
+    there is none (then ``dump`` needs --map)."""
+    from ..image.physmap import BlockInfo
+    from ..image.physmap import physical_map
+
+    blocks = [BlockInfo(b["name"], b["length"], b.get("addr")) for b in doc.get("ram_blocks", ())]
+    try:
+        return physical_map(doc.get("machine"), blocks, doc.get("page_size") or 4096).as_dict()
+    except UsageError as exc:
+        return {"error": str(exc)}
+
+
+def physical_map_lines(pmap: dict) -> list[str]:
+    if "error" in pmap:
+        return [f"physical map     none by default: {pmap['error']}"]
+    lines = [f"physical map     {pmap['rule']}"]
+    for r in pmap["ranges"]:
+        lines.append(f"  0x{r['gpa']:011x}-0x{r['gpa'] + r['size'] - 1:011x}  {r['block']} +0x{r['offset']:x}")
+    if pmap["unmapped"]:
+        lines.append(f"  not mapped: {', '.join(pmap['unmapped'])}")
+    return lines
+
+
 @app.command()
 def dump(
     stream: StreamArg,

@@ -23,6 +23,8 @@ from .app import app
 from .app import err
 from .app import opened_stream
 from .app import run_command
+from .dump import physical_map_doc
+from .dump import physical_map_lines
 
 
 @app.command()
@@ -59,6 +61,7 @@ def info(
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
             if source.save_image is not None:
                 doc["libvirt"] = source.save_image.as_dict()
+            doc["physical_map"] = physical_map_doc(doc)
             prog.done()
             if json_out:
                 print(json.dumps(doc, indent=2))
@@ -104,6 +107,7 @@ def _print_info(d: dict) -> None:
         sent = d["pages_by_block"].get(b["name"], {})
         sent_s = ", ".join(f"{page_kind_word(k)} {v}" for k, v in sent.items()) or "no pages"
         out.append(f"  {b['name']:<28} {human_size(b['length']):>10}  ({sent_s}){extra}")
+    out.extend(physical_map_lines(d["physical_map"]))
     out.append("sections         " + ", ".join(f"{k} {v}" for k, v in d["sections"].items()))
     out.append(f"RAM iterations   {d['ram_iterations']} PART sections")
     out.append("RAM records")

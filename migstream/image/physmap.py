@@ -21,8 +21,9 @@ The rules, by machine (QEMU 7.2 to 11 sources cited per rule):
 - aarch64 ``virt`` (hw/arm/virt.c, VIRT_MEM): RAM at 0x40000000; riscv64 ``virt``
   (hw/riscv/virt.c): 0x80000000; ppc64 ``pseries``, s390x: 0.
 - x86 ``pc.bios`` (hw/i386/x86.c x86_bios_rom_init): at 4 GiB minus its size.
-- A block whose address the stream carries (x-ignore-shared sends the MemoryRegion
-  address in MEM_SIZE) and that no rule places is put at that address.
+- With x-ignore-shared, MEM_SIZE carries each block's MemoryRegion address: for
+  NUMA memdevs that is their offset in the RAM container, which gives the node
+  order.  (For ROMs and fw_cfg blobs it is 0 or an overlay address: not used.)
 - Everything else (device ROMs, video RAM, DIMMs, whose address is a device
   property) is left out unless ``overrides`` (``--map BLOCK=GPA``, or
   ``BLOCK:OFFSET=GPA`` for a piece from OFFSET on) places it.
@@ -176,17 +177,20 @@ def physical_map(
     rule = "none"
 
     # The main RAM: one block, or the NUMA memdevs in node order.
-    main = [b for b in blocks if b.name in _MAIN_RAM and b.name not in placed_by_user]
+    named = [b for b in blocks if b.name in _MAIN_RAM]
+    main = [b for b in named if b.name not in placed_by_user]
     if numa_order:
         missing = [n for n in numa_order if n not in by_name]
         if missing:
             raise UsageError(f"--numa: no RAM block {', '.join(missing)}")
         main = [by_name[n] for n in numa_order]
-    elif not main:
-        main = sorted(
-            (b for b in blocks if _is_memdev(b.name) and b.name not in placed_by_user and b.addr is None),
-            key=lambda b: _natural_key(b.name),
-        )
+    elif not named:
+        main = [b for b in blocks if _is_memdev(b.name) and b.name not in placed_by_user]
+        if main and all(b.addr is not None for b in main):
+            # x-ignore-shared: MEM_SIZE carries each memdev's offset in the RAM container.
+            main.sort(key=lambda b: b.addr or 0)
+        else:
+            main.sort(key=lambda b: _natural_key(b.name))
     ram_size = sum(b.length for b in main)
     if main and arch == "x86_64":
         below, high_base, rule = _x86_split(mach, ram_size, cpu_vendor)
@@ -211,9 +215,6 @@ def physical_map(
             continue
         if arch == "x86_64" and b.name == "pc.bios" and b.length <= GiB:
             ranges.append(PhysRange(_4G - b.length, b.length, b.name, 0))
-            placed.add(b.name)
-        elif b.addr is not None:
-            ranges.append(PhysRange(b.addr, b.length, b.name, 0))
             placed.add(b.name)
 
     # --map: pieces of a block from each OFFSET to the next one (or the block's end).
