@@ -27,9 +27,7 @@ MapOpt = Annotated[
         help="Put a RAM block (or its part from OFFSET on) at a guest-physical address (repeatable).",
     ),
 ]
-NumaOpt = Annotated[
-    str | None, typer.Option("--numa", metavar="ID,ID,...", help="NUMA memdev blocks in node order.")
-]
+NumaOpt = Annotated[str | None, typer.Option("--numa", metavar="ID,ID,...", help="NUMA memdev blocks in node order.")]
 VendorOpt = Annotated[
     str | None, typer.Option("--cpu-vendor", metavar="amd|intel", help="x86 CPU vendor (AMD 1 TiB rule).")
 ]

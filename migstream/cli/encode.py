@@ -10,9 +10,9 @@ import typer
 
 from ..errors import UsageError
 from .app import app
+from .app import run_command
 from .dump import MapOpt
 from .dump import layout_options
-from .app import run_command
 from .encoding import check_mapped_ram_options
 from .encoding import output_fd
 from .encoding import parse_size

@@ -135,7 +135,7 @@ class PhysicalImage:
         return out
 
     def _lime(self) -> list[ImageRange]:
-        out = []
+        out: list[ImageRange] = []
         pos = 0
         while pos < self.size:
             raw = os.pread(self.fd, LIME_HEADER_SIZE, pos)

@@ -264,6 +264,8 @@ def _x86_split(machine: str, ram_size: int, cpu_vendor: str | None) -> tuple[int
         hole64 = 1 << 31  # i440fx DEFAULT_PCI_HOLE64_SIZE
     below = min(below, ram_size)
     above = ram_size - below
+    if not above:
+        rule = f"{rule.split(':')[0]}: all RAM below 4 GiB"
     high = _4G
     # hw/i386/pc.c pc_memory_init: AMD vCPUs (machine 7.1+) move RAM above 4 GiB to 1 TiB
     # when the highest used address (the 64-bit PCI hole's end) reaches the HT range.

@@ -77,7 +77,9 @@ def _elf_headers(pmap: PhysicalMap, arch: str | None, note: bytes) -> tuple[byte
     return header + b"".join(phdrs) + note_blob, offsets, end
 
 
-def layout(pmap: PhysicalMap, fmt: str, arch: str | None, note: bytes) -> tuple[list[tuple[int, bytes]], list[int], int]:
+def layout(
+    pmap: PhysicalMap, fmt: str, arch: str | None, note: bytes
+) -> tuple[list[tuple[int, bytes]], list[int], int]:
     """(header writes [(file offset, bytes)], file offset of each range's bytes, file size)."""
     if fmt == "elf":
         head, offsets, size = _elf_headers(pmap, arch, note)

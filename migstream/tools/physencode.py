@@ -16,16 +16,18 @@ import os
 from ..containers.physimage import PhysicalImage
 from ..encode.memimage import MemoryImage
 from ..errors import UsageError
-from ..image.pwrite import pwrite_all
 from ..image.physwriter import copy_range
 from ..image.physwriter import data_extents
+from ..image.pwrite import pwrite_all
 from .dump import LayoutOptions
 from .extract import extract
 
 _ZEROS = bytes(1 << 20)
 
 
-def memory_image_from_physical(path: str, template: str, scratch: str, layout: LayoutOptions | None = None) -> MemoryImage:
+def memory_image_from_physical(
+    path: str, template: str, scratch: str, layout: LayoutOptions | None = None
+) -> MemoryImage:
     result = extract(template, scratch)
     if result.error is not None:
         raise UsageError(f"template {template}: {result.error}")

@@ -303,4 +303,3 @@ def test_encode_qemu_dump_with_template(tmp_path):
         loaded = dst.pmemsave(0, size, tmp_path / "loaded.bin")
     assert truth[0x300000 : 0x300000 + PAGE] == _page(0x300000 ^ 0xABC000)
     assert differing_pages(truth, loaded, exclude=[X86_WINDOW]) == []
-

@@ -86,7 +86,9 @@ def test_map_overrides_and_errors():
     m = physical_map("pc-i440fx-7.2", blocks, overrides=parse_map_options(["dimm0=0x200000000"]))
     assert ("dimm0", 0, 8 * GiB, GiB) in spans(m)
     # a non-default max-ram-below-4g, by pieces
-    m = physical_map("pc-i440fx-7.2", blocks, overrides=parse_map_options(["pc.ram=0", "pc.ram:0x80000000=0x100000000"]))
+    m = physical_map(
+        "pc-i440fx-7.2", blocks, overrides=parse_map_options(["pc.ram=0", "pc.ram:0x80000000=0x100000000"])
+    )
     assert ("pc.ram", 2 * GiB, 4 * GiB, 2 * GiB) in spans(m)
     for bad, msg in [("pc.ram", "expected BLOCK=GPA"), ("pc.ram=zz", "must be numbers"), ("pc.ram=-1", "must be in 0")]:
         with pytest.raises(UsageError, match=msg):
