@@ -1,9 +1,8 @@
-"""Writing a guest-physical image from block files (an extract directory): ELF64
-core, LiME or raw.
-
-Streamed and sparse: only the data extents of each block file (SEEK_DATA /
-SEEK_HOLE) are copied, in the kernel (``copy_file_range``), so zero pages stay file
-holes and memory use does not grow with the guest.  ELF: one PT_NOTE naming the
+"""Guest-physical image files: ELF64 core, LiME or raw, created with their headers
+(``open_physical_image``) for the RAM image to write pages into at the file offsets
+of each block's pieces, so that decoding writes each page once, zero pages stay file
+holes and memory use does not grow with the guest.  ``data_extents`` and
+``copy_range`` copy sparse data between files (encoding from physical images).  ELF: one PT_NOTE naming the
 machine and migstream's version, then one PT_LOAD per range (p_paddr = p_vaddr = GPA,
 p_filesz = p_memsz), always ELFCLASS64, each range's bytes at a page-aligned offset.
 LiME: a range header before each range, ascending.  Raw: file offset = GPA.
@@ -14,7 +13,6 @@ from __future__ import annotations
 import errno
 import os
 import struct
-from collections.abc import Callable
 
 from ..containers.physimage import ELF64_HEADER
 from ..containers.physimage import ELF64_PHDR
@@ -32,6 +30,7 @@ from ..containers.physimage import PT_LOAD
 from ..containers.physimage import PT_NOTE
 from ..errors import UsageError
 from .physmap import PhysicalMap
+from .pwrite import pwrite_all
 from .ramimage import new_file
 
 FORMATS = ("elf", "raw", "lime")
@@ -97,45 +96,32 @@ def layout(
     raise UsageError(f"unknown format {fmt!r} (one of {', '.join(FORMATS)})")
 
 
-def write_physical_image(
-    path: str,
-    fmt: str,
-    pmap: PhysicalMap,
-    block_files: dict[str, str],
-    *,
-    arch: str | None,
-    note: bytes,
-    progress: Callable[[int], None] | None = None,
-) -> int:
-    """Write ``pmap``'s ranges from ``block_files`` (block name -> sparse file) to
-    ``path`` in ``fmt``; returns the bytes of data copied."""
+def open_physical_image(
+    path: str, fmt: str, pmap: PhysicalMap, *, arch: str | None, note: bytes
+) -> tuple[int, dict[str, list[tuple[int, int, int]]]]:
+    """Create ``path`` as a sparse ``fmt`` image of ``pmap`` with its headers written;
+    returns (fd, pieces by block: [(block offset, length, file offset)]) for the RAM
+    image to write pages into (``RamImage(placement=...)``)."""
     writes, offsets, size = layout(pmap, fmt, arch, note)
     if fmt == "raw" and size > 1 << 62:
         raise UsageError(f"a raw image would be {size} bytes long (RAM at GPA 0x{pmap.ranges[-1].gpa:x}); use ELF")
-    out = new_file(path)
-    copied = 0
-    fds: dict[str, int] = {}
+    fd = new_file(path)
     try:
         try:
-            os.ftruncate(out, size)  # sparse: what is not written reads as zero
+            os.ftruncate(fd, size)  # sparse: what is not written reads as zero
         except OSError as exc:
             raise UsageError(f"{path}: cannot make a {size}-byte sparse file: {exc.strerror}") from None
         for at, blob in writes:
-            os.pwrite(out, blob, at)
-        for r, at in zip(pmap.ranges, offsets):
-            src = fds.get(r.block)
-            if src is None:
-                src = fds[r.block] = os.open(block_files[r.block], os.O_RDONLY)
-            for lo, hi in data_extents(src, r.offset, r.offset + r.size):
-                copy_range(src, lo, out, at + lo - r.offset, hi - lo)
-                copied += hi - lo
-                if progress:
-                    progress(copied)
-    finally:
-        for fd in fds.values():
-            os.close(fd)
-        os.close(out)
-    return copied
+            pwrite_all(fd, blob, at)
+    except BaseException:
+        os.close(fd)
+        raise
+    pieces: dict[str, list[tuple[int, int, int]]] = {}
+    for r, at in zip(pmap.ranges, offsets):
+        pieces.setdefault(r.block, []).append((r.offset, r.size, at))
+    for p in pieces.values():
+        p.sort()
+    return fd, pieces
 
 
 def data_extents(fd: int, start: int, end: int):

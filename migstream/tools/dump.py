@@ -1,9 +1,10 @@
 """Guest-physical memory of a stream (the ``dump`` job) and a reader by GPA.
 
-``dump`` decodes the stream into sparse block files in a scratch directory beside
-the output (the ``extract`` job, so every input extract reads works here), lays the
-blocks out as QEMU does (``image/physmap.py``) and copies their data extents into
-one ELF core, LiME or raw file (``image/physwriter.py``).  ``GuestPhysical`` reads
+``dump`` runs the ``extract`` job (so every input extract reads works here) with the
+RAM blocks placed in one ELF core, LiME or raw file instead of block files: once
+MEM_SIZE has listed the blocks, they are laid out as QEMU does
+(``image/physmap.py``), the file's headers are written (``image/physwriter.py``) and
+every page goes straight to its place; zero pages stay holes.  ``GuestPhysical`` reads
 an extract directory by guest-physical address.
 """
 
@@ -19,11 +20,13 @@ from importlib.metadata import version
 
 from ..errors import StreamError
 from ..errors import UsageError
+from ..events import RamBlockList
 from ..image.manifest import read_manifest
+from ..image.physmap import BlockInfo
 from ..image.physmap import PhysicalMap
 from ..image.physmap import blocks_from_manifest
 from ..image.physmap import physical_map
-from ..image.physwriter import write_physical_image
+from ..image.physwriter import open_physical_image
 from ..wire.pagesize import page_size_for
 from .extract import extract
 
@@ -60,7 +63,6 @@ class DumpResult:
     manifest: dict
     error: StreamError | None
     warnings: list
-    copied: int
 
 
 def dump(
@@ -72,27 +74,52 @@ def dump(
     page_size: int | None = None,
     allow_hook: bool = False,
     progress: Callable[[int], None] | None = None,
-    copy_progress: Callable[[int], None] | None = None,
     channels: list[str] | None = None,
 ) -> DumpResult:
     """Write the guest-physical image of ``stream`` to ``output``.  A stream error
     does not raise: what was decoded before it is written and returned with it."""
     layout = layout or LayoutOptions()
+    state: dict = {}
+
+    def placement_for(block_list: RamBlockList | None, decoder) -> dict:
+        # Called once, when the first RAM event arrives: MEM_SIZE has listed the blocks.
+        machine = decoder.configuration.machine if decoder.configuration else None
+        if block_list is None:
+            raise UsageError(f"{stream}: no RAM block list (MEM_SIZE) before the first page: no layout")
+        infos = [BlockInfo(b.name, b.used_length, b.addr) for b in block_list.blocks]
+        pmap = physical_map(
+            machine,
+            infos,
+            decoder.page_size or 4096,
+            overrides=layout.overrides,
+            numa_order=layout.numa_order,
+            cpu_vendor=layout.cpu_vendor,
+        )
+        _, arch = page_size_for(machine, [b.name for b in infos])
+        note = f"machine={machine}\nmigstream={migstream_version()}\n".encode()
+        fd, pieces = open_physical_image(output, fmt, pmap, arch=arch, note=note)
+        state.update(map=pmap, fd=fd)
+        return {name: (fd, p) for name, p in pieces.items()}
+
     where = os.path.dirname(os.path.abspath(output))
-    scratch = tempfile.mkdtemp(prefix=".migstream-dump-", dir=where)
+    scratch = tempfile.mkdtemp(prefix=".migstream-dump-", dir=where)  # manifest.json, disks of a block migration
     try:
         result = extract(
-            stream, scratch, page_size=page_size, allow_hook=allow_hook, progress=progress, channels=channels
+            stream,
+            scratch,
+            page_size=page_size,
+            allow_hook=allow_hook,
+            progress=progress,
+            channels=channels,
+            placement_for=placement_for,
         )
-        man = result.manifest
-        pmap = layout.map_for(man.get("machine"), man)
-        files = {b["name"]: os.path.join(scratch, b["file"]) for b in man["blocks"]}
-        _, arch = page_size_for(man.get("machine"), list(files))
-        note = f"machine={man.get('machine')}\nmigstream={migstream_version()}\n".encode()
-        copied = write_physical_image(output, fmt, pmap, files, arch=arch, note=note, progress=copy_progress)
-        return DumpResult(pmap, man, result.error, result.warnings, copied)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+        if "fd" in state:
+            os.close(state["fd"])
+    if "map" not in state:
+        raise UsageError(f"{stream}: no RAM in the stream: nothing to dump") from result.error
+    return DumpResult(state["map"], result.manifest, result.error, result.warnings)
 
 
 class GuestPhysical:

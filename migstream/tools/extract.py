@@ -45,12 +45,19 @@ def extract(
     progress: Callable[[int], None] | None = None,
     channels: list[str] | None = None,
     until_iteration: int | None = None,
+    placement_for: Callable[[RamBlockList | None, Any], dict] | None = None,
 ) -> ExtractResult:
     """Decode ``stream`` (plus its multifd ``channels`` files) into ``directory``.  A
     stream error does not raise: what was decoded before it is kept and the manifest
     says ``"complete": false``.  ``until_iteration=N`` stops before the RAM section
     that follows the N-th RAM PART section: the memory as the destination held it
-    after N iterations."""
+    after N iterations.  ``placement_for(block list, decoder)`` (``dump``) says where
+    each block's bytes go instead of block files (``RamImage``'s ``placement``)."""
+
+    def new_image():
+        placement = placement_for(block_list, decoder) if placement_for is not None else None
+        return RamImage(directory, decoder.page_size or 4096, only=blocks, names=names, placement=placement)
+
     with StreamSource(stream) as source:
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
         # RamImage applies (or, for a block left out, checks) every page record with
@@ -88,13 +95,13 @@ def extract(
                     disks.apply(ev)
                     continue
                 if image is None and t in _IMAGE_EVENTS:
-                    image = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names)
+                    image = new_image()
                 if image is not None:
                     image.apply(ev)
         except StreamError as exc:
             error = exc
         if image is None:
-            image = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names)
+            image = new_image()
         machine = decoder.configuration.machine if decoder.configuration else None
         extra: dict[str, Any] = {"page_size_source": decoder.page_size_source}
         if until_iteration is not None:
