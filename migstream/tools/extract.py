@@ -16,6 +16,7 @@ from ..events import MappedRamPages
 from ..events import MultifdPacket
 from ..events import PageRecord
 from ..events import PageRun
+from ..events import RamBlock
 from ..events import RamBlockList
 from ..events import SectionStart
 from ..image.diskimage import DiskImages
@@ -55,8 +56,25 @@ def extract(
     each block's bytes go instead of block files (``RamImage``'s ``placement``)."""
 
     def new_image():
-        placement = placement_for(block_list, decoder) if placement_for is not None else None
-        return RamImage(directory, decoder.page_size or 4096, only=blocks, names=names, placement=placement)
+        placement = None
+        if placement_for is not None:
+            listed = block_list
+            if listed is None and held:  # mapped-ram: the blocks come one by one, each with its pages
+                listed = RamBlockList(
+                    held[0].offset,
+                    0,
+                    tuple(RamBlock(e.name, e.used_length, addr=e.addr) for e in held if type(e) is MappedRamBlock),
+                )
+            placement = placement_for(listed, decoder)
+        img = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names, placement=placement)
+        for held_ev in held:
+            img.apply(held_ev)
+        held.clear()
+        return img
+
+    # With placement_for: a mapped-ram stream's blocks and their pages (views of the
+    # file) held until the block list is complete, i.e. until the first other event.
+    held: list = []
 
     with StreamSource(stream) as source:
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
@@ -94,7 +112,14 @@ def extract(
                         disks = DiskImages(directory, names)
                     disks.apply(ev)
                     continue
-                if image is None and t in _IMAGE_EVENTS:
+                if (
+                    placement_for is not None
+                    and image is None
+                    and (t is MappedRamBlock or (held and t is MappedRamPages))
+                ):
+                    held.append(ev)
+                    continue
+                if image is None and (t in _IMAGE_EVENTS or held):
                     image = new_image()
                 if image is not None:
                     image.apply(ev)
