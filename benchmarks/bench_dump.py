@@ -100,9 +100,8 @@ def main() -> int:
         res.update(mixed_extract_s=e[0], mixed_dump_s=d[0], mixed_ratio=d[0] / e[0])
         res.update(mixed_extract_rss_kib=max(r for _, r in ext), mixed_dump_rss_kib=max(r for _, r in dmp))
         print(f"1 GiB mixed guest: extract {e[0]:.2f} s, dump {d[0]:.2f} s, ratio {d[0] / e[0]:.2f}")
-        print(
-            f"  peak RSS: extract {res['mixed_extract_rss_kib'] / 1024:.0f} MiB, dump {res['mixed_dump_rss_kib'] / 1024:.0f} MiB"
-        )
+        rss_e, rss_d = res["mixed_extract_rss_kib"] / 1024, res["mixed_dump_rss_kib"] / 1024
+        print(f"  peak RSS: extract {rss_e:.0f} MiB, dump {rss_d:.0f} MiB")
         print(f"{'PASS' if d[0] / e[0] <= 1.3 else 'FAIL'}: dump within 1.3x of extract")
     shutil.rmtree(out_dir, ignore_errors=True)
     res["load_average_at_end"] = os.getloadavg()
