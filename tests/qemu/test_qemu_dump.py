@@ -47,15 +47,16 @@ def _backend(bid: str, size: int, path: Path) -> list[str]:
 
 
 def _case(name: str, tmp: Path):
-    """(binary, args, known GPAs) of each guest."""
-    if name == "pc-5G":
-        args = ["-M", "pc,memory-backend=pc.ram", "-m", "5G", *_backend("pc.ram", 5 * GiB, tmp / "ram")]
-        # low RAM ends at 3 GiB (gigabyte_align); the rest is at 4 GiB
-        return "qemu-system-x86_64", args, [0x1000, 0x7FF000, 0xBFFFF000, 0x100000000, 0x17FFFF000]
-    if name == "q35-5G":
-        args = ["-M", "q35,memory-backend=pc.ram", "-m", "5G", *_backend("pc.ram", 5 * GiB, tmp / "ram")]
-        # low RAM ends at 2 GiB
-        return "qemu-system-x86_64", args, [0x2000, 0x7FFFF000, 0x100000000, 0x1BFFFF000]
+    """(binary, args, known GPAs) of each guest: the first and last pages of each RAM
+    range and a few inside, on both sides of every hole."""
+    if name.startswith("pc-"):
+        size = int(name[3:-1]) * GiB  # pc-5G: 3 GiB low (gigabyte_align), the rest at 4 GiB
+        args = ["-M", "pc,memory-backend=pc.ram", "-m", f"{size >> 30}G", *_backend("pc.ram", size, tmp / "ram")]
+        return "qemu-system-x86_64", args, [0x1000, 0x7FF000, 0xBFFFF000, 0x100000000, 4 * GiB + size - 3 * GiB - PAGE]
+    if name.startswith("q35-"):
+        size = int(name[4:-1]) * GiB  # q35-5G: 2 GiB low, the rest at 4 GiB
+        args = ["-M", "q35,memory-backend=pc.ram", "-m", f"{size >> 30}G", *_backend("pc.ram", size, tmp / "ram")]
+        return "qemu-system-x86_64", args, [0x2000, 0x7FFFF000, 0x100000000, 4 * GiB + size - 2 * GiB - PAGE]
     if name == "numa-2x2G":
         args = [
             "-M", "pc", "-m", "4G", "-smp", "2",
@@ -64,12 +65,13 @@ def _case(name: str, tmp: Path):
         ]  # fmt: skip
         # m0 at 0-2G; m1 straddles the hole: 2G-3G, then 4G-5G
         return "qemu-system-x86_64", args, [0x3000, 0x7FFFF000, 0x80000000, 0xBFFFF000, 0x100000000, 0x13FFFF000]
-    if name == "virt-2G":
+    if name.startswith("virt-"):
+        size = int(name[5:-1]) * GiB
         args = [
-            "-M", "virt,memory-backend=mach-virt.ram", "-cpu", "max", "-m", "2G",
-            *_backend("mach-virt.ram", 2 * GiB, tmp / "ram"),
+            "-M", "virt,memory-backend=mach-virt.ram", "-cpu", "max", "-m", f"{size >> 30}G",
+            *_backend("mach-virt.ram", size, tmp / "ram"),
         ]  # fmt: skip
-        return "qemu-system-aarch64", args, [0x40000000, 0x40123000, 0xBFFFF000]
+        return "qemu-system-aarch64", args, [0x40000000, 0x40123000, GiB + size - PAGE]
     raise AssertionError(name)
 
 
@@ -164,7 +166,15 @@ def _union(ranges, cut=None) -> list[tuple[int, int]]:
     return out
 
 
-CASES = ["pc-5G", "q35-5G", "numa-2x2G", "virt-2G"]
+#: The issue's sizes (pc and q35 with 5 GiB, aarch64 virt with 2 GiB) take about three
+#: minutes on this shared 2-vCPU machine; the default run keeps one guest of each kind
+#: at the smallest size that still splits around the PCI hole (pc 4 GiB: 3 + 1,
+#: q35 3 GiB: 2 + 1).  MIGSTREAM_DUMP_FULL=1 runs the full sizes.
+CASES = (
+    ["pc-5G", "q35-5G", "numa-2x2G", "virt-2G"]
+    if os.environ.get("MIGSTREAM_DUMP_FULL")
+    else ["pc-4G", "q35-3G", "numa-2x2G", "virt-1G"]
+)
 
 
 @pytest.fixture(scope="module", params=CASES)
