@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import capture  # noqa: F401
 from . import devices  # noqa: F401
 from . import diff  # noqa: F401
+from . import dump  # noqa: F401
 from . import encode  # noqa: F401
 from . import extract  # noqa: F401
 from . import info  # noqa: F401
@@ -19,7 +20,7 @@ from .app import app
 #: ``rich_help_panel`` in each module; a panel shows where its first command is), the
 #: core four first.
 HELP_ORDER = (
-    "info", "records", "extract", "validate", "devices", "diff", "report", "tui",
+    "info", "records", "extract", "dump", "validate", "devices", "diff", "report", "tui",
     "encode", "transcode", "rewrite",
     "capture", "tap",
 )  # fmt: skip

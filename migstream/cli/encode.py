@@ -13,6 +13,8 @@ from .app import WRITE
 from .app import ProgressOpt
 from .app import app
 from .app import run_command
+from .dump import MapOpt
+from .dump import layout_options
 from .encoding import check_mapped_ram_options
 from .encoding import output_fd
 from .encoding import parse_size
@@ -25,7 +27,11 @@ def encode(
     source: Annotated[
         str,
         typer.Argument(
-            metavar="DIR|IMAGE", help="Extract layout directory (manifest.json + block files) or a raw block image."
+            metavar="DIR|IMAGE",
+            help=(
+                "Extract layout directory (manifest.json + block files), a raw block image (--block), or with "
+                "--template a guest-physical image (ELF core, LiME, raw)."
+            ),
         ),
     ],
     output: Annotated[str, typer.Option("-o", "--output", help="Stream file to write, or - for stdout.")],
@@ -47,6 +53,7 @@ def encode(
             help="Copy configuration, device sections and VMDESCRIPTION from this capture.",
         ),
     ] = None,
+    maps: MapOpt = None,
     xbzrle_cache: Annotated[
         str | None,
         typer.Option(
@@ -99,8 +106,18 @@ def encode(
             check_mapped_ram_options(output, cache, compress_threads)
         images = []
         prog = EncodeProgress(progress)
+        scratch = None
         try:
-            first = MemoryImage.open(source, block=block, machine=machine)
+            if template and not block and os.path.isfile(source):
+                # A guest-physical image: the template's RAM blocks, laid out as `dump` does.
+                import tempfile
+
+                from ..tools.physencode import memory_image_from_physical
+
+                scratch = tempfile.TemporaryDirectory(prefix="migstream-phys-")
+                first = memory_image_from_physical(source, template, scratch.name, layout_options(maps, None, None))
+            else:
+                first = MemoryImage.open(source, block=block, machine=machine)
             images.append(first)
             for later in then or []:
                 img = MemoryImage.open(
@@ -132,6 +149,8 @@ def encode(
             prog.done()
             for img in images:
                 img.close()
+            if scratch is not None:
+                scratch.cleanup()
         report_stats(stats, output, mapped_ram=mapped_ram, stats_json=stats_json, json_out=json_out)
 
     run_command(go, json_out=json_out and output != "-")  # a stream on stdout: the error on stderr only

@@ -21,6 +21,7 @@ from .app import run_command
 from .jsonout import print_json
 from .pcapinfo import capture_lines
 from .pcapinfo import print_capture
+from .dump import physical_map_lines
 
 
 @app.command(rich_help_panel=INSPECT)
@@ -85,6 +86,7 @@ def _print_info(d: dict) -> None:
         sent = d["pages_by_block"].get(b["name"], {})
         sent_s = ", ".join(f"{page_kind_word(k)} {v}" for k, v in sent.items()) or "no pages"
         out.append(f"  {b['name']:<28} {human_size(b['length']):>10}  ({sent_s}){extra}")
+    out.extend(physical_map_lines(d["physical_map"]))
     out.append("sections         " + ", ".join(f"{k} {v}" for k, v in d["sections"].items()))
     out.append(f"RAM iterations   {d['ram_iterations']} PART sections")
     out.append("RAM records")

@@ -140,14 +140,26 @@ class BlockFile:
     written: PageBitmap = field(default_factory=PageBitmap)
     extent: int = 0  # highest byte written
     mapped_bitmap: bytes | None = None  # mapped-ram: which pages of the region hold data
+    # Placed in a shared file (``dump``): (block offset, length, file offset) pieces,
+    # ascending and page-aligned; None: the block's own file, offset = block offset.
+    pieces: list[tuple[int, int, int]] | None = None
 
 
 class RamImage:
     """Applies page records to per-block files under ``directory``."""
 
     def __init__(
-        self, directory: str, page_size: int, *, only: set[str] | None = None, names: set[str] | None = None
+        self,
+        directory: str,
+        page_size: int,
+        *,
+        only: set[str] | None = None,
+        names: set[str] | None = None,
+        placement: dict[str, tuple[int, list[tuple[int, int, int]]]] | None = None,
     ) -> None:
+        """``placement`` (``dump``): block name -> (fd, pieces): the block's bytes go
+        into that shared file (the caller's to close) instead of a block file; blocks
+        not in it are left out like blocks not in ``only``."""
         self.directory = directory
         self.page_size = page_size
         self.only = only
@@ -157,6 +169,7 @@ class RamImage:
         self._zero_page = bytes(page_size)
         os.makedirs(directory, exist_ok=True)
         self._writes = BlockWriter()
+        self.placement = placement
 
     # --- blocks ------------------------------------------------------------------
 
@@ -164,6 +177,15 @@ class RamImage:
         if self.only is not None and name not in self.only:
             return None
         blk = self.blocks.get(name)
+        if self.placement is not None:
+            if blk is None:
+                if name not in self.placement:
+                    return None
+                fd, pieces = self.placement[name]
+                blk = self.blocks[name] = BlockFile(name, length, "", fd, pieces=pieces)
+            if length is not None:
+                blk.length = length
+            return blk
         if blk is None:
             fname = safe_file_name(name, self._names)
             fd = new_file(os.path.join(self.directory, fname))
@@ -206,6 +228,42 @@ class RamImage:
             blk = self._open(name, None)
         return blk
 
+    def _put(self, blk: BlockFile, offset: int, buffers: list) -> None:
+        """Write ``buffers`` at block ``offset``: to the block file, or split over the
+        block's pieces in a shared file (pieces are page-aligned, so are the splits)."""
+        if blk.pieces is None:
+            self._writes.add(blk.fd, offset, buffers)
+            return
+        for boff, length, foff in blk.pieces:
+            if boff <= offset < boff + length:
+                total = sum(len(b) for b in buffers)
+                if offset + total <= boff + length:
+                    self._writes.add(blk.fd, foff + offset - boff, buffers)
+                    return
+                break
+        # Crosses a piece boundary (or lies outside every piece): byte by byte ranges.
+        at = offset
+        for buf in buffers:
+            view = memoryview(buf).cast("B")
+            while len(view):
+                piece = next((p for p in blk.pieces if p[0] <= at < p[0] + p[1]), None)
+                if piece is None:
+                    nxt = min((p[0] for p in blk.pieces if p[0] > at), default=at + len(view))
+                    k = min(len(view), nxt - at)  # outside every piece: not in the image
+                else:
+                    k = min(len(view), piece[0] + piece[1] - at)
+                    self._writes.add(blk.fd, piece[2] + at - piece[0], [view[:k]])
+                view = view[k:]
+                at += k
+
+    def _get(self, blk: BlockFile, offset: int, n: int) -> bytes:
+        if blk.pieces is None:
+            return os.pread(blk.fd, n, offset)
+        for boff, length, foff in blk.pieces:
+            if boff <= offset < boff + length:
+                return os.pread(blk.fd, min(n, boff + length - offset), foff + offset - boff)
+        return b""
+
     def _wrote(self, blk: BlockFile, end: int) -> None:
         if end > blk.extent:
             blk.extent = end
@@ -222,18 +280,18 @@ class RamImage:
             return
         page_no = rec.addr // ps
         if kind == RAM_PAGE:
-            self._writes.add(blk.fd, rec.addr, [rec.data])
+            self._put(blk, rec.addr, [rec.data])
         elif kind == RAM_ZERO:
             self._zero_fill(blk, page_no, 1, rec.fill)
             return
         elif kind == RAM_XBZRLE or kind == RAM_COMPRESS_PAGE:
             if kind == RAM_XBZRLE:
                 self._writes.wait()  # the page on disk must be current before it is patched
-                page = bytearray(os.pread(blk.fd, ps, rec.addr).ljust(ps, b"\0"))
+                page = bytearray(self._get(blk, rec.addr, ps).ljust(ps, b"\0"))
             else:
                 page = bytearray(ps)  # COMPRESS_PAGE replaces the whole page
             apply_page(page, kind, rec.data, offset=rec.offset, block=rec.block, addr=rec.addr)
-            self._writes.add(blk.fd, rec.addr, [page])
+            self._put(blk, rec.addr, [page])
         else:
             return
         blk.written.mark(page_no)
@@ -245,12 +303,12 @@ class RamImage:
         if fill:
             page = bytes([fill]) * ps
             for p in range(first, first + n):
-                self._writes.add(blk.fd, p * ps, [page])
+                self._put(blk, p * ps, [page])
             blk.written.mark(first, n)
         elif blk.written.any(first, n):
             for p in range(first, first + n):
                 if blk.written.any(p):
-                    self._writes.add(blk.fd, p * ps, [self._zero_page])
+                    self._put(blk, p * ps, [self._zero_page])
             blk.written.mark(first, n, False)
         self._wrote(blk, (first + n) * ps)
 
@@ -299,12 +357,12 @@ class RamImage:
                 iov.extend([zp] * (j - i))
             else:
                 if iov:
-                    self._writes.add(blk.fd, run.addr + iov_at * ps, iov)
+                    self._put(blk, run.addr + iov_at * ps, iov)
                     iov = []
                 if not fresh:
                     self._zero_fill(blk, first + i, j - i, 0)
         if iov:
-            self._writes.add(blk.fd, run.addr + iov_at * ps, iov)
+            self._put(blk, run.addr + iov_at * ps, iov)
         # What each page holds now: PAGE data (1) or zeros (0).
         blk.written.store(first, is_page.view(np.uint8).tobytes())
         self._wrote(blk, run.addr + n * ps)
@@ -324,7 +382,7 @@ class RamImage:
             # multifd_recv_zero_page_process: only pages that hold data need zeroing.
             for addr in pkt.zero:
                 if written.get(addr // ps):
-                    self._writes.add(blk.fd, addr, [self._zero_page])
+                    self._put(blk, addr, [self._zero_page])
             written.set_each([addr // ps for addr in pkt.zero], False)
             self._wrote(blk, max(pkt.zero) + ps)
         normal = pkt.normal
@@ -336,7 +394,7 @@ class RamImage:
                 while j < n and normal[j] == normal[j - 1] + ps:
                     j += 1
                 # The payload holds the pages in table order: a stretch is one slice.
-                self._writes.add(blk.fd, normal[i], [pkt.pages[i * ps : j * ps]])
+                self._put(blk, normal[i], [pkt.pages[i * ps : j * ps]])
                 i = j
             written.set_each([addr // ps for addr in normal])
             self._wrote(blk, max(normal) + ps)
@@ -350,7 +408,7 @@ class RamImage:
         ps = self.page_size
         first = ev.addr // ps
         for page, count in written_runs(blk.mapped_bitmap, first, len(ev.data) // ps):
-            self._writes.add(blk.fd, page * ps, [ev.data[(page - first) * ps : (page - first + count) * ps]])
+            self._put(blk, page * ps, [ev.data[(page - first) * ps : (page - first + count) * ps]])
             blk.written.mark(page, count)
             self._wrote(blk, (page + count) * ps)
         self._writes.submit()
@@ -369,9 +427,12 @@ class RamImage:
         blocks = []
         for blk in self.blocks.values():
             length = blk.length if blk.length is not None else blk.extent
-            if blk.length is None:
-                os.ftruncate(blk.fd, length)
-            os.close(blk.fd)
+            if blk.pieces is not None:
+                pass  # a shared file: the caller's
+            else:
+                if blk.length is None:
+                    os.ftruncate(blk.fd, length)
+                os.close(blk.fd)
             blocks.append({"name": blk.name, "length": length, "file": blk.file, "announced": blk.length is not None})
         manifest = {"page_size": self.page_size, "machine": machine, "blocks": blocks, "complete": complete}
         if error:

@@ -16,6 +16,7 @@ from ..events import MappedRamPages
 from ..events import MultifdPacket
 from ..events import PageRecord
 from ..events import PageRun
+from ..events import RamBlock
 from ..events import RamBlockList
 from ..events import SectionStart
 from ..image.diskimage import DiskImages
@@ -47,6 +48,7 @@ def extract(
     progress: Callable[[int], None] | None = None,
     channels: list[str] | None = None,
     until_iteration: int | None = None,
+    placement_for: Callable[[RamBlockList | None, Any], dict] | None = None,
 ) -> ExtractResult:
     """Decode ``stream`` (plus its multifd ``channels`` files) into ``directory``.  A
     stream error does not raise: what was decoded before it is kept and the manifest
@@ -54,7 +56,31 @@ def extract(
     tools/coverage.py).  Input that is not a stream at all raises StreamError before
     ``directory`` is created.  ``until_iteration=N`` stops before the RAM section
     that follows the N-th RAM PART section: the memory as the destination held it
-    after N iterations.  ``stream`` is a path or an opened source (closed here)."""
+    after N iterations.  ``stream`` is a path or an opened source (closed here).
+    ``placement_for(block list, decoder)`` (``dump``) says where each block's bytes go
+    instead of block files (``RamImage``'s ``placement``)."""
+
+    def new_image():
+        placement = None
+        if placement_for is not None:
+            listed = block_list
+            if listed is None and held:  # mapped-ram: the blocks come one by one, each with its pages
+                listed = RamBlockList(
+                    held[0].offset,
+                    0,
+                    tuple(RamBlock(e.name, e.used_length, addr=e.addr) for e in held if type(e) is MappedRamBlock),
+                )
+            placement = placement_for(listed, decoder)
+        img = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names, placement=placement)
+        for held_ev in held:
+            img.apply(held_ev)
+        held.clear()
+        return img
+
+    # With placement_for: a mapped-ram stream's blocks and their pages (views of the
+    # file) held until the block list is complete, i.e. until the first other event.
+    held: list = []
+
     with stream if isinstance(stream, StreamSource) else StreamSource(stream) as source:
         decoder = open_decoder(source, page_size=page_size, allow_hook=allow_hook)
         # RamImage applies (or, for a block left out, checks) every page record with
@@ -94,14 +120,21 @@ def extract(
                         disks = DiskImages(directory, names)
                     disks.apply(ev)
                     continue
-                if image is None and t in _IMAGE_EVENTS:
-                    image = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names)
+                if (
+                    placement_for is not None
+                    and image is None
+                    and (t is MappedRamBlock or (held and t is MappedRamPages))
+                ):
+                    held.append(ev)
+                    continue
+                if image is None and (t in _IMAGE_EVENTS or held):
+                    image = new_image()
                 if image is not None:
                     image.apply(ev)
         except StreamError as exc:
             error = exc
         if image is None:
-            image = RamImage(directory, decoder.page_size or 4096, only=blocks, names=names)
+            image = new_image()
         machine = decoder.configuration.machine if decoder.configuration else None
         extra: dict[str, Any] = {"page_size_source": decoder.page_size_source}
         if until_iteration is not None:

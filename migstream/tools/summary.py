@@ -31,6 +31,7 @@ from ..events import RamMarker
 from ..events import SectionStart
 from ..events import Undecoded
 from ..events import VmDescription
+from ..image.physmap import physical_map_doc
 from ..wire.grammar import BLOCK_CHUNK
 from ..wire.grammar import RAM_PAGE
 from ..wire.grammar import RAM_ZERO
@@ -249,4 +250,5 @@ def info_document(
     if source.packet_capture is not None:
         capture, migration = source.packet_capture
         doc["capture"] = dict(capture.describe(), selected=migration.number)
+    doc["physical_map"] = physical_map_doc(doc)
     return doc, error
