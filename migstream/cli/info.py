@@ -18,10 +18,10 @@ from .app import app
 from .app import err
 from .app import reads_stream
 from .app import run_command
+from .dump import physical_map_lines
 from .jsonout import print_json
 from .pcapinfo import capture_lines
 from .pcapinfo import print_capture
-from .dump import physical_map_lines
 
 
 @app.command(rich_help_panel=INSPECT)
