@@ -30,6 +30,11 @@ from .compressed import open_decompressed
 from .libvirt import SaveImage
 from .libvirt import is_save_image
 from .libvirt import read_save_image
+from .qcow2 import Qcow2Image
+from .qcow2 import Snapshot
+from .qcow2 import VmStateReader
+from .qcow2 import is_qcow2
+from .qcow2 import split_snapshot
 
 #: What the format field of a libvirt save image means for decompression.
 _LIBVIRT_COMPRESSION = {
@@ -65,6 +70,12 @@ class StreamSource:
         # A capture directory (migstream capture/tap) opens as its main channel.
         self.capture_dir: str | None = None
         self.channel_paths: list[str] = []  # its multifd channel files
+        # A qcow2 image opens as one snapshot's VM state (IMAGE@SNAPSHOT selects it).
+        self.qcow2: Qcow2Image | None = None
+        self.snapshot: Snapshot | None = None
+        self._image_file: BinaryIO | None = None
+        path, self._snapshot_selector = split_snapshot(path)
+        self.path = path
         if path != "-" and is_capture_dir(path):
             self.capture_dir = path
             self.path, self.channel_paths = resolve_capture(path)
@@ -88,6 +99,9 @@ class StreamSource:
             raise UsageError(f"{self.path} is a directory")
         head = f.read(HEAD)
         f.seek(0)
+        if stat.S_ISREG(st.st_mode) and is_qcow2(head):
+            self._open_qcow2(f)
+            return
         if stat.S_ISREG(st.st_mode) and is_save_image(head):
             self._open_save_image(f, st.st_size)
             return
@@ -98,6 +112,15 @@ class StreamSource:
                 self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             return
         self._wrap(f, head)
+
+    def _open_qcow2(self, f: BinaryIO) -> None:
+        self._image_file = f
+        self.qcow2 = image = Qcow2Image(f.fileno(), self.path)
+        self.snapshot = snap = image.select(self._snapshot_selector)
+        self.size = snap.vm_state_size
+        # Two readers (each keeps its own position): one for the description lookup, one streamed.
+        self.seekable_file = VmStateReader(image, snap)
+        self._reader = VmStateReader(image, snap)  # type: ignore[assignment]  # read() is all chunks() uses
 
     def _open_save_image(self, f: BinaryIO, file_size: int) -> None:
         self.save_image = image = read_save_image(f.read)
@@ -185,6 +208,8 @@ class StreamSource:
                 self._reader.close()
             except Exception:
                 pass
+        if self._image_file is not None:
+            self._image_file.close()
 
     def __enter__(self) -> StreamSource:
         return self
