@@ -11,6 +11,7 @@ from . import info  # noqa: F401
 from . import records  # noqa: F401
 from . import report  # noqa: F401
 from . import rewrite  # noqa: F401
+from . import snapshots  # noqa: F401
 from . import tui  # noqa: F401
 from . import validate  # noqa: F401
 from .app import app
@@ -18,7 +19,7 @@ from .app import app
 #: How ``migstream --help`` lists the commands: the core four first.
 HELP_ORDER = (
     "info", "records", "extract", "validate", "capture", "tap", "devices", "diff", "encode", "report",
-    "transcode", "rewrite", "tui",
+    "transcode", "rewrite", "tui", "snapshots",
 )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from typing import TypeVar
 
 import typer
 
+from ..containers.qcow2 import snapshot_path
 from ..containers.sources import StreamSource
 from ..containers.stream import open_decoder
 from ..decode.decoder import StreamDecoder
@@ -48,6 +49,11 @@ ChannelOpt = Annotated[
     typer.Option("--channel", help="A multifd channel capture (repeatable; any order; .gz/.xz/.zst ok)."),
 ]
 
+SnapshotOpt = Annotated[
+    str | None,
+    typer.Option("--snapshot", metavar="NAME|ID", help="qcow2 image: the internal snapshot to read (or IMAGE@SNAPSHOT)."),
+]
+
 
 def err(msg: str) -> None:
     """One line on stderr."""
@@ -56,10 +62,11 @@ def err(msg: str) -> None:
 
 @contextmanager
 def opened_stream(
-    stream: str, page_size: int | None, rdma: bool, progress: bool | None
+    stream: str, page_size: int | None, rdma: bool, progress: bool | None, snapshot: str | None = None
 ) -> Iterator[tuple[StreamSource, StreamDecoder, DecodeProgress]]:
-    """The source, its decoder and a progress line for STREAM, closed on exit."""
-    source = StreamSource(stream)
+    """The source, its decoder and a progress line for STREAM (a qcow2 image: its
+    ``snapshot``), closed on exit."""
+    source = StreamSource(snapshot_path(stream, snapshot))
     try:
         decoder = open_decoder(source, page_size=page_size, allow_hook=rdma)
         prog = DecodeProgress(source.size, progress)
@@ -69,6 +76,12 @@ def opened_stream(
             prog.done()
     finally:
         source.close()
+
+
+def with_snapshot(stream: str, snapshot: str | None) -> str:
+    """STREAM with a --snapshot selector attached (IMAGE@SNAPSHOT, what StreamSource
+    opens); a misplaced --snapshot ends the command with one line."""
+    return run_command(lambda: snapshot_path(stream, snapshot))
 
 
 def warn_all(decoder: StreamDecoder) -> None:

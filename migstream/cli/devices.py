@@ -9,15 +9,20 @@ import typer
 
 from .app import JsonOpt
 from .app import PageSizeOpt
+from .app import SnapshotOpt
 from .app import StreamArg
 from .app import app
 from .app import err
 from .app import run_command
+from .app import with_snapshot
 
 
 @app.command()
-def devices(stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = None) -> None:
+def devices(
+    stream: StreamArg, json_out: JsonOpt = False, page_size: PageSizeOpt = None, snapshot: SnapshotOpt = None
+) -> None:
     """Decode every device (non-RAM) section: fields, arrays, structs, subsections."""
+    stream = with_snapshot(stream, snapshot)
 
     def go():
         from ..tools.devices import device_states  # imported on use: the CLI starts faster

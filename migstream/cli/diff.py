@@ -12,8 +12,10 @@ from typing import Annotated
 import typer
 
 from .app import PageSizeOpt
+from .app import SnapshotOpt
 from .app import app
 from .app import run_command
+from .app import with_snapshot
 
 SideArg = Annotated[
     str,
@@ -92,11 +94,13 @@ def diff_command(
     json_out: Annotated[bool, typer.Option("--json", help="Machine-readable output (every range).")] = False,
     max_ranges: Annotated[int, typer.Option("--max-ranges", help="Ranges listed per block in text output.")] = 8,
     page_size: PageSizeOpt = None,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """Compare two saves: configuration, RAM blocks added/removed/resized, pages that differ,
     device state field by field.
 
     Exit 0 when equal, 1 when different, 2 on unreadable input or an invalid stream."""
+    side_a, side_b = with_snapshot(side_a, snapshot), with_snapshot(side_b, snapshot)  # or A@SNAP B@SNAP
     from ..tools.diff import diff as do_diff  # engine imported on use: the CLI starts faster
 
     result = run_command(lambda: do_diff(side_a, side_b, page_size=page_size), trouble=2)

@@ -9,8 +9,10 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
+from .app import SnapshotOpt
 from .app import app
 from .app import run_command
+from .app import with_snapshot
 from .encoding import check_mapped_ram_options
 from .encoding import output_fd
 from .encoding import parse_size
@@ -82,8 +84,11 @@ def encode(
             ),
         ),
     ] = False,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """Encode memory images into a migration stream that QEMU loads with -incoming."""
+
+    template = with_snapshot(template, snapshot) if template else template  # --snapshot: of the template
 
     def go():
         # The engine is imported on use: every other command starts faster without it.

@@ -14,10 +14,12 @@ from .app import HookOpt
 from .app import JsonOpt
 from .app import PageSizeOpt
 from .app import ProgressOpt
+from .app import SnapshotOpt
 from .app import StreamArg
 from .app import app
 from .app import err
 from .app import run_command
+from .app import with_snapshot
 from .progress import DecodeProgress
 from .progress import stream_size
 
@@ -32,8 +34,10 @@ def extract(
     rdma: HookOpt = False,
     json_out: JsonOpt = False,
     channel: ChannelOpt = None,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """Rebuild every RAM block as a sparse file in DIR, plus DIR/manifest.json."""
+    stream = with_snapshot(stream, snapshot)
 
     def go():
         prog = None

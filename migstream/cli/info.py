@@ -18,6 +18,7 @@ from .app import HookOpt
 from .app import JsonOpt
 from .app import PageSizeOpt
 from .app import ProgressOpt
+from .app import SnapshotOpt
 from .app import StreamArg
 from .app import app
 from .app import err
@@ -33,11 +34,12 @@ def info(
     progress: ProgressOpt = None,
     rdma: HookOpt = False,
     channel: ChannelOpt = None,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """What is in a stream: machine, page size, RAM blocks, sections, records by encoding."""
 
     def go():
-        with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
+        with opened_stream(stream, page_size, rdma, progress, snapshot) as (source, decoder, prog):
             summary = StreamSummary()
             error = None
             stats: list = []

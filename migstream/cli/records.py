@@ -32,6 +32,7 @@ from .app import ChannelOpt
 from .app import HookOpt
 from .app import PageSizeOpt
 from .app import ProgressOpt
+from .app import SnapshotOpt
 from .app import StreamArg
 from .app import app
 from .app import opened_stream
@@ -193,11 +194,12 @@ def records(
     progress: ProgressOpt = False,
     rdma: HookOpt = False,
     channel: ChannelOpt = None,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """One line per record and event: offset, section, block, page offset, flags, encoding, payload size."""
 
     def go():
-        with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
+        with opened_stream(stream, page_size, rdma, progress, snapshot) as (source, decoder, prog):
             out = sys.stdout
             try:
                 for row in _record_rows(

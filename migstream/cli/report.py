@@ -9,10 +9,12 @@ import typer
 
 from .app import PageSizeOpt
 from .app import ProgressOpt
+from .app import SnapshotOpt
 from .app import StreamArg
 from .app import app
 from .app import err
 from .app import run_command
+from .app import with_snapshot
 from .progress import DecodeProgress
 from .progress import stream_size
 
@@ -23,10 +25,12 @@ def report_command(
     output: Annotated[str, typer.Option("-o", "--output", help="HTML file to write, - for stdout.")],
     page_size: PageSizeOpt = None,
     progress: ProgressOpt = None,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """A self-contained HTML report: summary, per-iteration charts, page maps, devices, errors.
 
     An invalid stream still gets a report (showing the error); the exit code is then 1."""
+    stream = with_snapshot(stream, snapshot)
 
     def go():
         from ..tools.report import collect  # imported on use: the CLI starts faster

@@ -10,8 +10,10 @@ import typer
 
 from ..errors import UsageError
 from .app import ProgressOpt
+from .app import SnapshotOpt
 from .app import app
 from .app import run_command
+from .app import with_snapshot
 from .encoding import check_mapped_ram_options
 from .encoding import output_fd
 from .encoding import parse_size
@@ -58,7 +60,10 @@ def _run_transcode(
     progress,
     plain,
     mapped_ram,
+    snapshot,
 ):
+    stream = with_snapshot(stream, snapshot)
+
     def go():
         from ..encode.sinks import FdSink  # engine imported on use: the CLI starts faster
         from ..tools.rewrite import transcode
@@ -111,6 +116,7 @@ def transcode_command(
     progress: ProgressOpt = None,
     plain: PlainOpt = False,
     mapped_ram: MappedOpt = False,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """Re-encode a capture (XBZRLE, compressed, multifd, postcopy...) as another encoding
     of the same final memory and device state."""
@@ -142,6 +148,7 @@ def rewrite_command(
     progress: ProgressOpt = None,
     plain: PlainOpt = False,
     mapped_ram: MappedOpt = False,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """Patch guest memory of a capture and re-emit it with its own device state and
     configuration, ready for `-incoming`."""

@@ -4,14 +4,19 @@ from __future__ import annotations
 
 from .app import ChannelOpt
 from .app import PageSizeOpt
+from .app import SnapshotOpt
 from .app import StreamArg
 from .app import app
 from .app import run_command
+from .app import with_snapshot
 
 
 @app.command()
-def tui(stream: StreamArg, page_size: PageSizeOpt = None, channel: ChannelOpt = None) -> None:
+def tui(
+    stream: StreamArg, page_size: PageSizeOpt = None, channel: ChannelOpt = None, snapshot: SnapshotOpt = None
+) -> None:
     """Browse and replay a stream: records, page map, iterations, record details."""
+    stream = with_snapshot(stream, snapshot)
 
     def go():
         if stream == "-":

@@ -19,6 +19,7 @@ from .app import ChannelOpt
 from .app import HookOpt
 from .app import PageSizeOpt
 from .app import ProgressOpt
+from .app import SnapshotOpt
 from .app import StreamArg
 from .app import app
 from .app import opened_stream
@@ -35,11 +36,12 @@ def validate(
     rdma: HookOpt = False,
     quiet: Annotated[bool, typer.Option("-q", "--quiet")] = False,
     channel: ChannelOpt = None,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """Exit 0 if QEMU's loader would accept the stream, else 1 with the offset of the fault."""
 
     def go():
-        with opened_stream(stream, page_size, rdma, progress) as (source, decoder, prog):
+        with opened_stream(stream, page_size, rdma, progress, snapshot) as (source, decoder, prog):
             eof = False
             undecoded = None
             for ev in with_channels(iter_events(source, decoder, prog), channel or source.channel_paths, decoder):

@@ -19,6 +19,7 @@ from dataclasses import field
 
 import numpy as np
 
+from ..containers.qcow2 import split_snapshot
 from ..errors import UsageError
 from ..image.manifest import read_disks
 from ..image.manifest import read_manifest
@@ -109,9 +110,10 @@ def open_side(spec: str, workdir: str, *, page_size: int | None = None) -> Side:
         return _side_from_dir(spec, spec)
     until = None
     m = _AT.match(spec)
-    if m and not os.path.exists(spec):
+    qcow2_snapshot = split_snapshot(spec)[1] is not None  # IMAGE@SNAPSHOT of a qcow2 image, not STREAM@N
+    if m and not os.path.exists(spec) and not qcow2_snapshot:
         spec, until = m.group("path"), int(m.group("n"))
-    if spec != "-" and not os.path.exists(spec):
+    if spec != "-" and not qcow2_snapshot and not os.path.exists(spec):
         raise UsageError(f"{spec}: no such file or directory")
     out = tempfile.mkdtemp(prefix="side-", dir=workdir)
     result = extract(spec, out, page_size=page_size, until_iteration=until)
