@@ -16,7 +16,6 @@ larger than one chunk, one L2 table and the snapshot's L1 table is held in memor
 
 from __future__ import annotations
 
-import io
 import os
 import struct
 import zlib
@@ -282,7 +281,6 @@ class VmStateReader:
             image._fail(f"snapshot {snap.id}: L1 table truncated", snap.l1_table_offset + len(raw))
         self._l1 = struct.unpack(f">{snap.l1_size}Q", raw)
         self._l2: OrderedDict[int, bytes] = OrderedDict()
-        self._zstd = None
 
     # -- file interface ----------------------------------------------------------
     def seek(self, pos: int, whence: int = 0) -> int:
@@ -443,20 +441,27 @@ class VmStateReader:
         return data
 
     def _zstd_decompress(self, raw: bytes) -> bytes:
+        """One zstd frame (QEMU's qcow2-threads.c writes one per cluster; the bytes
+        after it up to the sector's end are not part of it), never inflated past a
+        cluster: a frame that declares its size must declare exactly one cluster
+        (libzstd refuses output beyond a declared size); one that does not is fed in
+        small pieces."""
         import zstandard  # only zstd-compressed images need it
 
-        if self._zstd is None:
-            self._zstd = zstandard.ZstdDecompressor()
-        # A bounded read: a hostile descriptor must not inflate past one cluster.
-        want = self.image.cluster_size + 1
+        cs = self.image.cluster_size
+        declared = zstandard.get_frame_parameters(raw).content_size
+        if declared not in (cs, zstandard.CONTENTSIZE_UNKNOWN):
+            raise ValueError(f"frame declares {declared} bytes")
+        dobj = zstandard.ZstdDecompressor().decompressobj()
+        if declared == cs:
+            return dobj.decompress(raw)
         parts, got = [], 0
-        with self._zstd.stream_reader(io.BytesIO(raw)) as reader:
-            while got < want:
-                part = reader.read(want - got)
-                if not part:
-                    break
-                parts.append(part)
-                got += len(part)
+        for at in range(0, len(raw), 256):
+            part = dobj.decompress(raw[at : at + 256])
+            parts.append(part)
+            got += len(part)
+            if got > cs or dobj.eof:
+                break
         return b"".join(parts)
 
     def chunks(self, size: int = 8 << 20):
