@@ -51,7 +51,9 @@ ChannelOpt = Annotated[
 
 SnapshotOpt = Annotated[
     str | None,
-    typer.Option("--snapshot", metavar="NAME|ID", help="qcow2 image: the internal snapshot to read (or IMAGE@SNAPSHOT)."),
+    typer.Option(
+        "--snapshot", metavar="NAME|ID", help="qcow2 image: the internal snapshot to read (or IMAGE@SNAPSHOT)."
+    ),
 ]
 
 

@@ -21,8 +21,8 @@ import struct
 import zlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from datetime import UTC
 from datetime import datetime
-from datetime import timezone
 
 from ..errors import UsageError
 
@@ -86,7 +86,7 @@ class Snapshot:
 
     @property
     def date(self) -> str:
-        return datetime.fromtimestamp(self.date_sec, timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+        return datetime.fromtimestamp(self.date_sec, UTC).strftime("%Y-%m-%d %H:%M:%S")
 
     @property
     def vm_clock(self) -> str:

@@ -61,7 +61,7 @@ class StreamSource:
         self.path = path
         self.compression: str | None = None
         self.size: int | None = None
-        self.seekable_file: BinaryIO | _Window | None = None
+        self.seekable_file: BinaryIO | _Window | VmStateReader | None = None
         self._mmap: mmap.mmap | None = None
         self._reader: BinaryIO | None = None
         self.consumed = 0  # bytes handed out so far (progress)

@@ -80,9 +80,7 @@ def _set_vm_state(image: Path, size: int, disk_size: int) -> None:
         f.write(size.to_bytes(8, "big") + disk_size.to_bytes(8, "big"))
 
 
-@pytest.mark.parametrize(
-    "options", ["compression_type=zlib", "compression_type=zstd", "extended_l2=on"]
-)
+@pytest.mark.parametrize("options", ["compression_type=zlib", "compression_type=zstd", "extended_l2=on"])
 def test_clusters_qemu_io_wrote_read_back(work, options):
     """Compressed clusters (zlib, zstd) and zero subclusters, written by QEMU itself
     (qemu-io `write -c`, `write -z`) into a snapshot's VM state area: the state read
