@@ -61,6 +61,8 @@ def info(
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
             if source.save_image is not None:
                 doc["libvirt"] = source.save_image.as_dict()
+            if source.qcow2 is not None and source.snapshot is not None:
+                doc["qcow2"] = source.qcow2.describe(source.snapshot)
             prog.done()
             if json_out:
                 print(json.dumps(doc, indent=2))
@@ -88,6 +90,13 @@ def _print_info(d: dict) -> None:
         out.append(
             f"QEMU stream at   file offset 0x{lv['stream_offset']:x} "
             f"(offsets below are inside the {'decompressed ' if lv['format'] != 'raw' else ''}stream)"
+        )
+    q = d.get("qcow2")
+    if q:
+        s = q["snapshot"]
+        out.append(
+            f"qcow2 snapshot   {s['id']} {s['name']!r} ({s['date']} UTC), VM state {s['vm_state_size']} bytes "
+            f"at virtual offset 0x{q['vm_state_offset']:x} (offsets below are inside the state)"
         )
     out.append(f"stream version   {d['version']}")
     out.append(f"machine          {d['machine'] or '(no configuration section)'}")

@@ -236,6 +236,17 @@ class Qcow2Image:
         shift = self.cluster_bits + self.l2_bits
         return ((snap.disk_size + (1 << shift) - 1) >> shift) << shift
 
+    def describe(self, snap: Snapshot) -> dict:
+        """What ``info`` shows of the image and the snapshot it reads."""
+        return {
+            "version": self.version,
+            "cluster_size": self.cluster_size,
+            "extended_l2": self.extended_l2,
+            "compression_type": COMPRESSION_TYPES[self.compression_type],
+            "snapshot": snap.as_dict(),
+            "vm_state_offset": self.vm_state_offset(snap),
+        }
+
     def select(self, selector: str | None) -> Snapshot:
         """The snapshot named or numbered ``selector`` (name first, then id, as
         ``qemu-img``/``loadvm`` look it up); without one, the only snapshot with VM state."""

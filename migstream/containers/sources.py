@@ -44,6 +44,7 @@ _LIBVIRT_COMPRESSION = {
     gl.SaveFormat.XZ: "xz",
     gl.SaveFormat.LZOP: "lzop",
     gl.SaveFormat.ZSTD: "zstd",
+    gl.SaveFormat.SPARSE: None,  # a mapped-ram stream, offsets absolute in the file
 }
 WINDOW = 16 << 20  # mmap window handed to the decoder
 # madvise(MADV_POPULATE_READ) (Linux 5.14): map a window's pages in one call instead
@@ -67,6 +68,9 @@ class StreamSource:
         self.consumed = 0  # bytes handed out so far (progress)
         self.save_image: SaveImage | None = None
         self.stream_offset = 0
+        # True when the stream's own offsets (and so the decoder's) count from the
+        # file's start, not the stream's: a libvirt sparse image (mapped-ram).
+        self.file_offsets = False
         # A capture directory (migstream capture/tap) opens as its main channel.
         self.capture_dir: str | None = None
         self.channel_paths: list[str] = []  # its multifd channel files
@@ -125,6 +129,13 @@ class StreamSource:
     def _open_save_image(self, f: BinaryIO, file_size: int) -> None:
         self.save_image = image = read_save_image(f.read)
         self.stream_offset = image.stream_offset
+        if image.format == gl.SaveFormat.SPARSE:
+            # The whole file is the seekable view: page offsets are file offsets.
+            self.file_offsets = True
+            self.size = file_size
+            self.seekable_file = f
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return
         if image.format == gl.SaveFormat.RAW:
             # Map the whole file and hand out the part after the XML.
             self.size = max(0, file_size - image.stream_offset)
@@ -158,6 +169,7 @@ class StreamSource:
         assert reader is not None  # called once a reader is open
         self.save_image = image = read_save_image(lambda n: _read_exactly(reader, n))
         self.stream_offset = image.stream_offset
+        self.file_offsets = image.format == gl.SaveFormat.SPARSE
         kind = _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)]
         if kind is not None:
             self._decompress(reader, kind)

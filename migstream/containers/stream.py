@@ -22,7 +22,10 @@ def open_decoder(
         found = load_description(source.seekable_file, source.size)
         if found:
             description = found[1]
-    return StreamDecoder(page_size=page_size, description=description, allow_hook=allow_hook)
+    decoder = StreamDecoder(page_size=page_size, description=description, allow_hook=allow_hook)
+    if source.file_offsets:
+        decoder.start_at(source.stream_offset)
+    return decoder
 
 
 def iter_events(
