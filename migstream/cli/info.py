@@ -61,6 +61,9 @@ def info(
             doc["warnings"] = [{"offset": o, "message": m} for o, m in decoder.warnings]
             if source.save_image is not None:
                 doc["libvirt"] = source.save_image.as_dict()
+            if decoder.trailing is not None:
+                start, length, nonzero = decoder.trailing
+                doc["after_stream"] = {"offset": start, "length": length, "first_nonzero": nonzero}
             if source.qcow2 is not None and source.snapshot is not None:
                 doc["qcow2"] = source.qcow2.describe(source.snapshot)
             prog.done()
@@ -140,10 +143,22 @@ def _print_info(d: dict) -> None:
             f"({c['zero_ranges']} zero), {human_size(c['bytes'])} of bits"
         )
     out.append(f"device sections  {d['device_sections']}")
+    for dev in d["devices"]:
+        if dev["idstr"] == "pbs-state":  # Proxmox VE only (pve-qemu)
+            out.append(
+                f"pbs-state        at 0x{dev['offset']:x}, {dev['length'] - 8} bytes of Proxmox Backup Server state"
+            )
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:
         out.append(f"note             {d['undecoded']}")
     out.append(f"RAM complete     {'yes' if d['ram_complete'] else 'no'}")
+    after = d.get("after_stream")
+    if after:
+        what = "all zero" if after["first_nonzero"] is None else f"stale bytes from 0x{after['first_nonzero']:x}"
+        out.append(
+            f"after the stream {human_size(after['length'])} ({after['length']} bytes) from 0x{after['offset']:x} "
+            f"to the end of the input, {what} (e.g. a Proxmox state volume)"
+        )
     for w in d["warnings"]:
         out.append(f"warning at offset 0x{w['offset']:x}: {w['message']}")
     print("\n".join(out))
