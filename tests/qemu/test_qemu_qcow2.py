@@ -1,8 +1,9 @@
 """qcow2 internal snapshots made by real QEMU 7.2 (HMP savevm after `stop`, twice):
 `snapshots --json` equals `qemu-img info`, and `extract --snapshot NAME` equals the RAM
 QEMU restores with `-loadvm NAME` (paused, pmemsave; outside the x86 VGA/ROM window).
-Images: 64 KiB clusters on a 6 GiB virtual disk (the state sits at 6 GiB), and 2 MiB
-clusters with extended L2 entries (subclusters)."""
+Images: 64 KiB clusters on a 6 GiB virtual disk (the state sits at 6 GiB), 2 MiB
+clusters with extended L2 entries (subclusters), and a version 2 image with 4 KiB
+clusters."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from support.qemu import require_qemu
 CASES = {
     "64k-6g": ("64k", "6G", ()),
     "2m-extl2": ("2M", "1M", ("extended_l2=on",)),
+    "v2-4k": ("4k", "1M", ("compat=0.10",)),  # qcow2 version 2, small clusters (many L2 tables)
 }
 
 

@@ -139,3 +139,24 @@ def test_damage_sweep_under_memory_cap():
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["violation_count"] == 0, summary["violations"]
     assert summary["inputs"] == 270 and summary["error"] > 50  # the damage was seen
+
+
+def test_state_over_4_gib_uses_the_64_bit_size(image):
+    """vm_state_size (u32) is 0 when the state is over 4 GiB; the extra data's
+    vm_state_size_large is the size (block/qcow2-snapshot.c).  The bytes past what
+    savevm wrote are unallocated and read as zeros: the reader covers the whole size."""
+    from migstream.containers.qcow2 import VmStateReader
+
+    _, snap, _, _ = layout(image)
+    big = (5 << 30) + 12345
+    poke(image, snap.entry_offset + 32, bytes(4))
+    poke(image, snap.entry_offset + 40, big.to_bytes(8, "big"))
+    r = cli("snapshots", "--json", image)
+    assert json.loads(r.stdout)["snapshots"][0]["vm_state_size"] == big
+    with open(image, "rb") as f:
+        img = Qcow2Image(f.fileno(), str(image))
+        reader = VmStateReader(img, img.select("snap1"))
+        assert reader.size == big
+        assert reader.read(4) == b"QEVM"
+        reader.seek(-100, 2)
+        assert reader.read() == bytes(100) and reader.tell() == big
