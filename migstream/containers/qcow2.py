@@ -316,6 +316,26 @@ class VmStateReader:
 
     def close(self) -> None:
         self._l2.clear()
+        if self.owns_fd and self.image.fd >= 0:
+            os.close(self.image.fd)
+            self.image.fd = -1
+
+    #: Set by ``reopen``: close() closes the image's file too.
+    owns_fd = False
+
+    def reopen(self) -> VmStateReader:
+        """The same snapshot's state through a descriptor of its own (for a reader
+        that outlives the source, e.g. the TUI's read-back)."""
+        fd = os.open(self.image.path, os.O_RDONLY)
+        try:
+            image = Qcow2Image(fd, self.image.path)
+            snap = next(s for s in image.snapshots if s.id == self.snap.id)
+        except BaseException:
+            os.close(fd)
+            raise
+        reader = VmStateReader(image, snap)
+        reader.owns_fd = True
+        return reader
 
     # -- reading -----------------------------------------------------------------
     def pread(self, n: int, pos: int) -> bytes:

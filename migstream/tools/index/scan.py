@@ -35,6 +35,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ...containers.qcow2 import VmStateReader
 from ...containers.sources import StreamSource
 from ...containers.stream import open_decoder
 from ...errors import MigstreamError
@@ -91,7 +92,14 @@ class StreamIndex(RecordReadBack):
         self._last_marker = 0
         self._source = StreamSource(path)
         self.size = self._source.size  # None until a spooled source is complete
-        if self._source.seekable_file is not None:
+        # A qcow2 snapshot's state is read back through its own L1 table (its own reader:
+        # the scan thread uses the source's).
+        state = self._source.seekable_file
+        self._state_reader = state.reopen() if isinstance(state, VmStateReader) else None
+        if self._state_reader is not None:
+            self._fd = -1
+            self._spool = None
+        elif self._source.seekable_file is not None:
             self._fd = os.open(path, os.O_RDONLY)
             self._spool = None
         else:
@@ -522,9 +530,11 @@ class StreamIndex(RecordReadBack):
             reader.close()
         self._packet_readers.clear()
         self.cancel()
+        if self._state_reader is not None:
+            self._state_reader.close()
         if self._spool is not None:
             self._spool.close()
-        else:
+        elif self._fd >= 0:
             try:
                 os.close(self._fd)
             except OSError:
