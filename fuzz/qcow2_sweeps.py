@@ -9,7 +9,7 @@ the decoder too (its own contract: StreamError).
 
     python fuzz/qcow2_sweeps.py --count 300 --seed 1 --mem-mb 768
 
-Prints one JSON summary line; exit status 1 on any violation.  tests/unit/test_qcow2.py
+Prints one JSON summary line; exit status 1 on any violation.  tests/unit/test_qcow2_hostile.py
 runs a bounded sweep.
 """
 

@@ -266,6 +266,15 @@ class Qcow2Image:
         snap = found[0]
         if not snap.vm_state_size:
             raise UsageError(f"{self.path}: snapshot {snap.name!r} (id {snap.id}) has no VM state (disk only)")
+        # savevm grows the L1 table to cover all of the state it writes, and the
+        # snapshot keeps a copy of that table: a larger size is damage.
+        mapped = snap.l1_size << (self.cluster_bits + self.l2_bits)
+        if self.vm_state_offset(snap) + snap.vm_state_size > mapped:
+            self._fail(
+                f"snapshot {snap.id}: VM state of {snap.vm_state_size} bytes at virtual offset "
+                f"0x{self.vm_state_offset(snap):x} runs past what its L1 table maps (0x{mapped:x})",
+                snap.entry_offset + 32,
+            )
         return snap
 
     def _listing(self, snaps: list[Snapshot] | None = None) -> str:
@@ -307,7 +316,7 @@ class VmStateReader:
     def tell(self) -> int:
         return self._pos
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int = -1) -> bytearray:
         left = max(0, self.size - self._pos)
         n = left if n is None or n < 0 else min(n, left)
         data = self.pread(n, self._pos)
@@ -338,7 +347,7 @@ class VmStateReader:
         return reader
 
     # -- reading -----------------------------------------------------------------
-    def pread(self, n: int, pos: int) -> bytes:
+    def pread(self, n: int, pos: int) -> bytearray:
         """``n`` bytes of VM state from ``pos`` (clipped to the state's size)."""
         n = max(0, min(n, self.size - pos))
         out = bytearray(n)
@@ -366,7 +375,7 @@ class VmStateReader:
             done += length
         if pending is not None:
             self._read_into(view, *pending)
-        return bytes(out)
+        return out  # a fresh buffer, never reused: handed on without a copy
 
     def _read_into(self, view: memoryview, host: int, at: int, length: int) -> None:
         got = os.preadv(self.image.fd, [view[at : at + length]], host)

@@ -76,6 +76,7 @@ class StreamDecoder(
         description: dict | None = None,
         allow_hook: bool = False,
         max_description: int = MAX_DESCRIPTION,
+        count_trailing: bool = True,
     ) -> None:
         super().__init__()
         self._scan = (-1, 0)
@@ -95,6 +96,9 @@ class StreamDecoder(
             self.page_size_source = "description"
         self._allow_hook = allow_hook
         self._max_description = max_description
+        # False: stop at the first byte after the stream (a container that knows the
+        # stream's exact size, e.g. a qcow2 snapshot, where more input is a fault).
+        self._count_trailing = count_trailing
 
         self.configuration = None
         self.blocks = {}
@@ -310,6 +314,10 @@ class StreamDecoder(
                     self._elem = self._pos
                     raise NeedData
                 break
+            if not self._count_trailing:
+                self.warnings.append((self.offset, "trailing data after the VMDESCRIPTION"))
+                self._state = "done"
+                return None
             if self.trailing is None:
                 self.trailing = (self.offset, 0, None)
             start, length, nonzero = self.trailing

@@ -1,7 +1,7 @@
 """qcow2 internal snapshots made by real QEMU 11.1 (samples/make_qcow2_samples.py):
 `snapshots --json` equals `qemu-img info`, and `extract --snapshot NAME` equals the RAM
 QEMU restored with `-loadvm NAME` (outside the x86 VGA/ROM window).  QEMU 7.2 runs
-live in tests/qemu/test_qemu_qcow2.py; hostile images in tests/unit/test_qcow2.py."""
+live in tests/qemu/test_qemu_qcow2.py; hostile images in tests/unit/test_qcow2_hostile.py."""
 
 from __future__ import annotations
 

@@ -86,7 +86,7 @@ class RecordReadBack:
 
     def read(self, offset: int, n: int) -> bytes:
         if self._state_reader is not None:
-            return self._state_reader.pread(n, offset)
+            return bytes(self._state_reader.pread(n, offset))
         return os.pread(self._fd, n, offset)
 
     def row_end(self, row: int) -> int:

@@ -106,6 +106,14 @@ def test_snapshot_without_vm_state(image):
     assert [s["vm_state_size"] for s in json.loads(r.stdout)["snapshots"]][0] == 0
 
 
+def test_state_larger_than_its_l1_table_maps(image):
+    _, snap, _, _ = layout(image)
+    poke(image, snap.entry_offset + 40, (1 << 47).to_bytes(8, "big"))
+    one_line_error(
+        cli("info", f"{image}@snap1"), "runs past what its L1 table maps", f"offset 0x{snap.entry_offset + 32:x}"
+    )
+
+
 def test_truncated_state_is_one_line(image):
     _, _, _, l2_at = layout(image)
     with open(image, "rb") as f:
@@ -147,8 +155,13 @@ def test_state_over_4_gib_uses_the_64_bit_size(image):
     savevm wrote are unallocated and read as zeros: the reader covers the whole size."""
     from migstream.containers.qcow2 import VmStateReader
 
-    _, snap, _, _ = layout(image)
+    img, snap, _, _ = layout(image)
     big = (5 << 30) + 12345
+    # savevm would have grown the L1 table to map all of it: 32 entries of 512 MiB
+    # (the table's cluster has room; the entries past the old end map nothing).
+    assert snap.l1_size < 32 and img.cluster_size >= 32 * 8
+    poke(image, snap.l1_table_offset + 8 * snap.l1_size, bytes(8 * (32 - snap.l1_size)))
+    poke(image, snap.entry_offset + 8, struct.pack(">I", 32))
     poke(image, snap.entry_offset + 32, bytes(4))
     poke(image, snap.entry_offset + 40, big.to_bytes(8, "big"))
     r = cli("snapshots", "--json", image)
