@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from .containers.multifd import with_channels
+from .containers.qcow2 import snapshot_path
 from .containers.sources import StreamSource
 from .containers.stream import iter_events
 from .containers.stream import open_decoder
@@ -68,12 +69,7 @@ class Capture:
 
     def _source(self) -> StreamSource:
         """The one place where the capture is opened (every method comes here)."""
-        if self.snapshot is not None:
-            raise UsageError(
-                f"{self.path}: snapshot={self.snapshot!r}: qcow2 internal snapshots are not readable "
-                "by this version of migstream"
-            )
-        return StreamSource(self.path)
+        return StreamSource(snapshot_path(self.path, self.snapshot))
 
     def _decoder(self, source: StreamSource) -> StreamDecoder:
         self.decoder = open_decoder(source, page_size=self.page_size, allow_hook=self.rdma)

@@ -3,6 +3,7 @@
 # (run as root, or it uses sudo).  README's test command and .ci/run call it.
 #   python3-venv       the project's virtual environment
 #   qemu-system-*      real QEMU 7.2 for tests/test_qemu_*.py (x86, arm, misc: alpha, ppc)
+#   qemu-utils         qemu-img and qemu-io for the qcow2 snapshot tests (tests/qemu/test_qemu_qcow2.py)
 #   nasm               builds the test guest (samples/guest/guest.asm)
 #   chromium           renders `migstream report` pages (tests/samples/test_report.py)
 #   lzop               libvirt save images in lzop format are read with `lzop -dc`, as libvirt does
@@ -20,6 +21,7 @@ have qemu-system-x86_64 || need+=(qemu-system-x86)
 have qemu-system-aarch64 || need+=(qemu-system-arm)
 have qemu-system-alpha || need+=(qemu-system-misc)
 have qemu-system-ppc64 || need+=(qemu-system-ppc)
+have qemu-io || need+=(qemu-utils)
 have nasm || need+=(nasm)
 have chromium || need+=(chromium)
 have lzop || need+=(lzop)

@@ -12,6 +12,7 @@ from . import info  # noqa: F401
 from . import records  # noqa: F401
 from . import report  # noqa: F401
 from . import rewrite  # noqa: F401
+from . import snapshots  # noqa: F401
 from . import tui  # noqa: F401
 from . import validate  # noqa: F401
 from .app import app
@@ -20,7 +21,7 @@ from .app import app
 #: ``rich_help_panel`` in each module; a panel shows where its first command is), the
 #: core four first.
 HELP_ORDER = (
-    "info", "records", "extract", "dump", "validate", "devices", "diff", "report", "tui",
+    "info", "records", "extract", "dump", "validate", "devices", "diff", "report", "tui", "snapshots",
     "encode", "transcode", "rewrite",
     "capture", "tap",
 )  # fmt: skip

@@ -27,6 +27,7 @@ from typing import get_type_hints
 import typer
 
 from ..containers.multifd import with_channels
+from ..containers.qcow2 import snapshot_path
 from ..containers.sources import StreamSource
 from ..containers.stream import iter_events
 from ..containers.stream import open_decoder
@@ -118,6 +119,19 @@ ChannelOpt = Annotated[
     ),
 ]
 
+SnapshotOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--snapshot",
+        metavar="NAME|ID",
+        help="qcow2 image: the internal snapshot to read (or IMAGE@SNAPSHOT; default: the only one with VM state).",
+        show_default=False,
+    ),
+]
+
+#: The parameters that name an input; ``--snapshot`` applies to each of them.
+STREAM_PARAMETERS = ("stream", "side_a", "side_b")
+
 
 @dataclass(frozen=True)
 class InputOptions:
@@ -129,6 +143,7 @@ class InputOptions:
     progress: bool | None = None
     rdma: bool = False
     channel: tuple[str, ...] = ()
+    snapshot: str | None = None  # already attached to the command's STREAM as IMAGE@SNAPSHOT
 
     def read_kwargs(self) -> dict[str, Any]:
         """How the tools that open the stream themselves (tools/extract, report,
@@ -166,6 +181,7 @@ INPUT_PARAMETERS: dict[str, tuple[object, object]] = {
     "progress": (ProgressOpt, None),
     "rdma": (HookOpt, False),
     "channel": (ChannelOpt, None),
+    "snapshot": (SnapshotOpt, None),
 }
 
 F = TypeVar("F", bound=Callable)
@@ -194,6 +210,9 @@ def reads_stream(*, progress: bool | None = None) -> Callable[[F], F]:
         def command(*args, **kwargs):
             given = {name: kwargs.pop(name, defaults[name]) for name in INPUT_PARAMETERS}
             given["channel"] = tuple(str(c) for c in given["channel"] or ())
+            for name in STREAM_PARAMETERS:  # --snapshot: the form StreamSource opens (IMAGE@SNAPSHOT)
+                if kwargs.get(name) is not None and given["snapshot"] is not None:
+                    kwargs[name] = run_command(lambda v=kwargs[name]: snapshot_path(v, given["snapshot"]))
             return fn(*args, inp=InputOptions(**given), **kwargs)
 
         command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]

@@ -8,9 +8,11 @@ from typing import Annotated
 
 import typer
 
+from ..containers.qcow2 import snapshot_path
 from ..errors import UsageError
 from .app import WRITE
 from .app import ProgressOpt
+from .app import SnapshotOpt
 from .app import app
 from .app import run_command
 from .dump import MapOpt
@@ -89,8 +91,11 @@ def encode(
             ),
         ),
     ] = False,
+    snapshot: SnapshotOpt = None,
 ) -> None:
     """Encode memory images into a migration stream that QEMU loads with -incoming."""
+    if snapshot is not None:  # --snapshot: of the template (a qcow2 image holding the saved VM)
+        template = run_command(lambda: _template_snapshot(template, snapshot))
 
     def go():
         # The engine is imported on use: every other command starts faster without it.
@@ -154,3 +159,9 @@ def encode(
         report_stats(stats, output, mapped_ram=mapped_ram, stats_json=stats_json, json_out=json_out)
 
     run_command(go, json_out=json_out and output != "-")  # a stream on stdout: the error on stderr only
+
+
+def _template_snapshot(template: str | None, snapshot: str) -> str:
+    if not template:
+        raise UsageError("--snapshot needs --template (a qcow2 image holding the saved VM)")
+    return snapshot_path(template, snapshot)

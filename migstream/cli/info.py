@@ -69,6 +69,13 @@ def _print_info(d: dict) -> None:
             f"QEMU stream at   file offset 0x{lv['stream_offset']:x} "
             f"(offsets below are inside the {'decompressed ' if lv['format'] != 'raw' else ''}stream)"
         )
+    q = d.get("qcow2")
+    if q:
+        s = q["snapshot"]
+        out.append(
+            f"qcow2 snapshot   {s['id']} {s['name']!r} ({s['date']} UTC), VM state {s['vm_state_size']} bytes "
+            f"at virtual offset 0x{q['vm_state_offset']:x} (offsets below are inside the state)"
+        )
     out.append(f"stream version   {d['version']}")
     out.append(f"machine          {d['machine'] or '(no configuration section)'}")
     out.append(f"page size        {d['page_size']} ({d['page_size_source']})")
@@ -112,12 +119,24 @@ def _print_info(d: dict) -> None:
             f"({c['zero_ranges']} zero), {human_size(c['bytes'])} of bits"
         )
     out.append(f"device sections  {d['device_sections']}")
+    for dev in d["devices"]:
+        if dev["idstr"] == "pbs-state":  # Proxmox VE only (pve-qemu)
+            out.append(
+                f"pbs-state        at 0x{dev['offset']:x}, {dev['length'] - 8} bytes of Proxmox Backup Server state"
+            )
     out.append(f"vmdescription    {'yes' if d['has_vmdescription'] else 'no'}")
     if d["undecoded"]:
         out.append(f"note             {d['undecoded']}")
     never = d["pages_never_sent"]
     note = f" ({sum(never.values())} pages never sent)" if never else ""
     out.append(f"RAM complete     {'yes' if d['ram_complete'] else 'no'}{note}")
+    after = d.get("after_stream")
+    if after:
+        what = "all zero" if after["first_nonzero"] is None else f"stale bytes from 0x{after['first_nonzero']:x}"
+        out.append(
+            f"after the stream {human_size(after['length'])} ({after['length']} bytes) from 0x{after['offset']:x} "
+            f"to the end of the input, {what} (e.g. a Proxmox state volume)"
+        )
     for w in d["warnings"]:
         out.append(f"warning at offset 0x{w['offset']:x}: {w['message']}")
     print("\n".join(out))

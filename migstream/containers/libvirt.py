@@ -25,6 +25,7 @@ SUPPORTED_FORMATS = frozenset(
         gl.SaveFormat.XZ,
         gl.SaveFormat.LZOP,
         gl.SaveFormat.ZSTD,
+        gl.SaveFormat.SPARSE,
     }
 )
 
@@ -77,6 +78,9 @@ class SaveImage:
             "format": self.format_name,
             "cookie_offset": self.cookie_offset,
             "stream_offset": self.stream_offset,
+            # sparse: QEMU wrote a mapped-ram stream at the offset libvirt gave it (file:...,offset=);
+            # its page and bitmap offsets, and so the offsets migstream reports, are file offsets.
+            "offsets": "file" if self.format == gl.SaveFormat.SPARSE else "stream",
             "domain": self.domain(),
         }
 
@@ -122,8 +126,7 @@ def read_save_image(read) -> SaveImage:
     fmt = hdr["format"]
     if fmt not in SUPPORTED_FORMATS:
         name = gl.SaveFormat(fmt).name.lower() if fmt in gl.SaveFormat._value2member_map_ else str(fmt)
-        why = " (a mapped-ram stream: not read here)" if fmt == gl.SaveFormat.SPARSE else ""
-        raise SaveImageError(f"unsupported save image format: {name}{why}", 28)
+        raise SaveImageError(f"unsupported save image format: {name}", 28)
     cookie_off = hdr["cookie_offset"]
     xml_bytes = data[:cookie_off] if cookie_off else data
     cookie = data[cookie_off:] if cookie_off else None

@@ -34,6 +34,11 @@ from .libvirt import is_save_image
 from .libvirt import read_save_image
 from .pcap import CaptureChannel
 from .pcap import open_packet_capture
+from .qcow2 import Qcow2Image
+from .qcow2 import Snapshot
+from .qcow2 import VmStateReader
+from .qcow2 import is_qcow2
+from .qcow2 import split_snapshot
 
 #: What the format field of a libvirt save image means for decompression.
 _LIBVIRT_COMPRESSION = {
@@ -43,6 +48,7 @@ _LIBVIRT_COMPRESSION = {
     gl.SaveFormat.XZ: "xz",
     gl.SaveFormat.LZOP: "lzop",
     gl.SaveFormat.ZSTD: "zstd",
+    gl.SaveFormat.SPARSE: None,  # a mapped-ram stream, offsets absolute in the file
 }
 WINDOW = 16 << 20  # mmap window handed to the decoder
 # madvise(MADV_POPULATE_READ) (Linux 5.14): map a window's pages in one call instead
@@ -60,15 +66,24 @@ class StreamSource:
         self.path = path
         self.compression: str | None = None
         self.size: int | None = None
-        self.seekable_file: BinaryIO | _Window | None = None
+        self.seekable_file: BinaryIO | _Window | VmStateReader | None = None
         self._mmap: mmap.mmap | None = None
         self._reader: BinaryIO | None = None
         self.consumed = 0  # bytes handed out so far (progress)
         self.save_image: SaveImage | None = None
         self.stream_offset = 0
+        # True when the stream's own offsets (and so the decoder's) count from the
+        # file's start, not the stream's: a libvirt sparse image (mapped-ram).
+        self.file_offsets = False
         # A capture directory (migstream capture/tap) opens as its main channel.
         self.capture_dir: str | None = None
         self.channel_paths: list[str] = []  # its multifd channel files
+        # A qcow2 image opens as one snapshot's VM state (IMAGE@SNAPSHOT selects it).
+        self.qcow2: Qcow2Image | None = None
+        self.snapshot: Snapshot | None = None
+        self._image_file: BinaryIO | None = None
+        path, self._snapshot_selector = split_snapshot(path)
+        self.path = path
         if path != "-" and is_capture_dir(path):
             self.capture_dir = path
             self.path, self.channel_paths = resolve_capture(path)
@@ -105,6 +120,9 @@ class StreamSource:
             raise UsageError(f"{self.path} is a directory")
         head = f.read(HEAD)
         f.seek(0)
+        if stat.S_ISREG(st.st_mode) and is_qcow2(head):
+            self._open_qcow2(f)
+            return
         if stat.S_ISREG(st.st_mode) and is_save_image(head):
             self._open_save_image(f, st.st_size)
             return
@@ -116,9 +134,25 @@ class StreamSource:
             return
         self._wrap(f, head)
 
+    def _open_qcow2(self, f: BinaryIO) -> None:
+        self._image_file = f
+        self.qcow2 = image = Qcow2Image(f.fileno(), self.path)
+        self.snapshot = snap = image.select(self._snapshot_selector)
+        self.size = snap.vm_state_size
+        # Two readers (each keeps its own position): one for the description lookup, one streamed.
+        self.seekable_file = VmStateReader(image, snap)
+        self._reader = VmStateReader(image, snap)  # type: ignore[assignment]  # read() is all chunks() uses
+
     def _open_save_image(self, f: BinaryIO, file_size: int) -> None:
         self.save_image = image = read_save_image(f.read)
         self.stream_offset = image.stream_offset
+        if image.format == gl.SaveFormat.SPARSE:
+            # The whole file is the seekable view: page offsets are file offsets.
+            self.file_offsets = True
+            self.size = file_size
+            self.seekable_file = f
+            self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            return
         if image.format == gl.SaveFormat.RAW:
             # Map the whole file and hand out the part after the XML.
             self.size = max(0, file_size - image.stream_offset)
@@ -152,6 +186,7 @@ class StreamSource:
         assert reader is not None  # called once a reader is open
         self.save_image = image = read_save_image(lambda n: _read_exactly(reader, n))
         self.stream_offset = image.stream_offset
+        self.file_offsets = image.format == gl.SaveFormat.SPARSE
         kind = _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)]
         if kind is not None:
             self._decompress(reader, kind)
@@ -223,6 +258,8 @@ class StreamSource:
                 self._reader.close()
             except Exception:
                 pass
+        if self._image_file is not None:
+            self._image_file.close()
 
     def __enter__(self) -> StreamSource:
         return self

@@ -28,7 +28,15 @@ def open_decoder(
         found = load_description(source.seekable_file, source.size)
         if found:
             description = found[1]
-    return StreamDecoder(page_size=page_size, description=description, allow_hook=allow_hook)
+    decoder = StreamDecoder(
+        page_size=page_size,
+        description=description,
+        allow_hook=allow_hook,
+        count_trailing=source.qcow2 is None,  # a snapshot's state size is exact: nothing is counted past it
+    )
+    if source.file_offsets:
+        decoder.start_at(source.stream_offset)
+    return decoder
 
 
 def recognise(source: StreamSource) -> None:

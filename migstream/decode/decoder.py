@@ -80,6 +80,7 @@ class StreamDecoder(
         description: dict | None = None,
         allow_hook: bool = False,
         max_description: int = MAX_DESCRIPTION,
+        count_trailing: bool = True,
     ) -> None:
         super().__init__()
         self._scan = (-1, 0)
@@ -108,6 +109,9 @@ class StreamDecoder(
             self.page_size_source = "description"
         self._allow_hook = allow_hook
         self._max_description = max_description
+        # False: stop at the first byte after the stream (a container that knows the
+        # stream's exact size, e.g. a qcow2 snapshot, where more input is a fault).
+        self._count_trailing = count_trailing
 
         self.configuration = None
         #: Offset of the first element when it is not the configuration (QEMU 2.4+
@@ -120,6 +124,9 @@ class StreamDecoder(
         self._mapped = None
         self.warnings = []
         self.ram_complete = False  # the RAM END section's EOS was seen
+        #: What follows the stream (after the VMDESCRIPTION) up to the end of the input, as
+        #: in a Proxmox state volume: (offset, length, first non-zero offset or None).
+        self.trailing: tuple[int, int, int | None] | None = None
         # Decode each XBZRLE delta into a scratch page to check it.  A consumer that
         # passes every PageRecord to pages.apply_page (which checks the same, with the
         # same error) turns this off so that each delta is decoded once.
@@ -388,11 +395,36 @@ class StreamDecoder(
         return VmDescription(off, text)
 
     def _st_trailer(self):
-        if self._pos >= len(self._buf) and not self._grow():
-            if self._eof:
+        # After the stream: a volume sized ahead of time (Proxmox: 2 x RAM + 500 MiB)
+        # holds zeros or stale bytes up to its end.  Counted in passing, never kept.
+        while True:
+            if self._pos >= len(self._buf):
+                self._rebase()
+            avail = len(self._buf) - self._pos
+            if avail <= 0:
+                if not self._eof:
+                    self._elem = self._pos
+                    raise NeedData
+                break
+            if not self._count_trailing:
+                self.warnings.append((self.offset, "trailing data after the VMDESCRIPTION"))
                 self._state = "done"
                 return None
-            raise NeedData
-        self.warnings.append((self.offset, "trailing data after the VMDESCRIPTION"))
+            if self.trailing is None:
+                self.trailing = (self.offset, 0, None)
+            start, length, nonzero = self.trailing
+            if nonzero is None:
+                import numpy as np  # only inputs with bytes after the stream; count_nonzero runs at memory speed
+
+                piece = np.frombuffer(self._buf[self._pos :], np.uint8)
+                if np.count_nonzero(piece):
+                    nonzero = self.offset + int(np.flatnonzero(piece)[0])
+            self.trailing = (start, length + avail, nonzero)
+            self._pos += avail
         self._state = "done"
+        if self.trailing is not None and self.trailing[2] is not None:
+            start, length, nonzero = self.trailing
+            self.warnings.append(
+                (start, f"{length} bytes after the stream's end, not all zero (first non-zero byte at 0x{nonzero:x})")
+            )
         return None

@@ -11,6 +11,7 @@ from ..events import Undecoded
 from ..wire import grammar as g
 from ..wire.fastpath import SECTION_ID
 from ..wire.limits import MAX_FOOTER_SCAN
+from ..wire.limits import MAX_PBS_STATE
 from .input import NeedData
 from .state import DecoderState
 
@@ -49,7 +50,15 @@ class DeviceSectionReader(DecoderState):
         off = self.offset
         size = None
         framing = None
-        if self._section_type == ST.FULL and self._devices is not None:
+        if sec.idstr == g.PBS_STATE_SECTION and self._section_type != ST.FULL:
+            # Framed by its own length (pve-qemu pbs-state.c pbs_state_save_setup: be64 + blob).
+            self._need(8)
+            blob = int.from_bytes(self._buf[self._pos : self._pos + 8], "big")
+            if blob > MAX_PBS_STATE:
+                raise StreamError(f"pbs-state blob of {blob} bytes (limit {MAX_PBS_STATE})", off, section=sec.idstr)
+            size, framing = 8 + blob, "pbs-state"
+            self._need(size)
+        elif self._section_type == ST.FULL and self._devices is not None:
             size = self._devices.next_size(sec.idstr, sec.instance_id)
             if size is not None:
                 self._need(size + (5 if self._footers is not False else 0))

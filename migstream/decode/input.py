@@ -46,6 +46,14 @@ class InputBuffer:
         # may be read past the innermost end.
         self._packages: list[tuple[int, int]] = []
 
+    def start_at(self, offset: int) -> None:
+        """Number the input from ``offset`` instead of 0 (before the first feed): a
+        stream inside a container whose own offsets are file offsets (mapped-ram in
+        a libvirt sparse save image)."""
+        if len(self._buf) or self._chunk is not None or self._base:
+            raise ValueError("start_at() after input was fed")
+        self._base = offset
+
     def _where(self) -> str | None:
         """The section being read, for error messages (the decoder knows it)."""
         return None

@@ -28,6 +28,7 @@ from ..events import Configuration
 from ..events import DeviceState
 from ..events import SectionStart
 from ..events import VmDescription
+from ..wire.grammar import PBS_STATE_SECTION
 from ..wire.grammar import SectionType
 
 #: Hostile-input bound on device payload bytes kept while waiting for the description.
@@ -134,6 +135,9 @@ def _section(ev: DeviceState, data: bytes, version_id: int, queue: DescriptionQu
         try:
             if ev.idstr == "spapr/htab":
                 out["state"] = decode_spapr_htab(data, ev.section_type, offset=ev.offset)
+            elif ev.idstr == PBS_STATE_SECTION:
+                out["state"] = {"blob_length": len(data) - 8}
+                out["note"] = "Proxmox Backup Server state (pve-qemu pbs-state.c), opaque"
             elif ev.idstr == "s390-storage_attributes":
                 out["state"] = decode_s390_storage_attributes(data, offset=ev.offset)
         except VmstateError as exc:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ..containers.capturedir import is_capture_dir
 from ..containers.pcap.migrations import split_selector
+from ..containers.qcow2 import split_snapshot
 from ..errors import UsageError
 from ..image.manifest import read_disks
 from ..image.manifest import read_manifest
@@ -122,9 +123,10 @@ def open_side(
         return _side_from_dir(spec, spec)
     until = None
     m = _AT.match(spec)
-    if m and not os.path.exists(spec):
+    qcow2_snapshot = split_snapshot(spec)[1] is not None  # IMAGE@SNAPSHOT of a qcow2 image, not STREAM@N
+    if m and not os.path.exists(spec) and not qcow2_snapshot:
         spec, until = m.group("path"), int(m.group("n"))
-    if spec != "-" and not os.path.exists(split_selector(spec)[0]):  # capture.pcap#N: a migration in a capture
+    if spec != "-" and not qcow2_snapshot and not os.path.exists(split_selector(spec)[0]):  # capture.pcap#N
         raise UsageError(f"{spec}: no such file or directory")
     out = tempfile.mkdtemp(prefix="side-", dir=workdir)
     prog = progress(spec) if progress is not None else None

@@ -250,5 +250,10 @@ def info_document(
     if source.packet_capture is not None:
         capture, migration = source.packet_capture
         doc["capture"] = dict(capture.describe(), selected=migration.number)
+    if decoder.trailing is not None:  # e.g. a Proxmox state volume: the stream, then zeros or stale bytes
+        start, length, nonzero = decoder.trailing
+        doc["after_stream"] = {"offset": start, "length": length, "first_nonzero": nonzero}
+    if source.qcow2 is not None and source.snapshot is not None:
+        doc["qcow2"] = source.qcow2.describe(source.snapshot)
     doc["physical_map"] = physical_map_doc(doc)
     return doc, error

@@ -255,6 +255,9 @@ BlockRecord = Struct(
 # BITS (a range of sectors and, unless ZEROES, the serialized bits), until EOS.
 
 DIRTY_BITMAP_SECTION = "dirty-bitmap"
+#: Proxmox VE's live section (pve-qemu's pbs-state.c, only in its QEMU): the Proxmox
+#: Backup Server state, one START section holding be64 length + that many opaque bytes.
+PBS_STATE_SECTION = "pbs-state"
 #: dirty_bitmap_load_bits refuses bigger buffers (10 * CHUNK_SIZE).
 DIRTY_BITMAP_MAX_BUFFER = 10 << 10
 #: Bitmap flags of a START that the loader refuses (DIRTY_BITMAP_MIG_START_FLAG_RESERVED_MASK).

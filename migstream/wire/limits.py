@@ -44,6 +44,9 @@ MAX_SUBSECTION_DEPTH = 32
 #: Largest device section framed by searching for its footer (no JSON description).
 MAX_FOOTER_SCAN = 64 << 20
 
+#: Largest pbs-state blob (Proxmox's section; a few KiB in practice).
+MAX_PBS_STATE = 64 << 20
+
 #: Target page size: TARGET_PAGE_BITS is 10..16 on QEMU's targets (target/*/cpu-param.h;
 #: arm's minimum is 10).  Values outside [MIN, MAX] are refused, both as
 #: configuration/target-page-bits and as a page size from any other source.

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from construct import ConstructError
 
+from ...containers.qcow2 import VmStateReader
 from ...decode.pages import apply_page
 from ...errors import MigstreamError
 from ...errors import StreamError
@@ -68,6 +69,7 @@ class RecordReadBack:
     configuration: Configuration | None
     undecoded: str | None
     _fd: int
+    _state_reader: VmStateReader | None  # a qcow2 snapshot's state, read through its L1 table
     _packet_readers: dict
 
     def rows(self) -> Rows:
@@ -83,6 +85,8 @@ class RecordReadBack:
         raise NotImplementedError
 
     def read(self, offset: int, n: int) -> bytes:
+        if self._state_reader is not None:
+            return bytes(self._state_reader.pread(n, offset))
         return os.pread(self._fd, n, offset)
 
     def row_end(self, row: int) -> int:

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 
 import numpy as np
 
+from ...containers.qcow2 import VmStateReader
 from ...containers.sources import StreamSource
 from ...containers.stream import open_decoder
 from ...errors import MigstreamError
@@ -104,8 +105,15 @@ class StreamIndex(RecordReadBack):
         # multifd channel files: these, else a capture directory's own
         self.channels = [os.fspath(c) for c in channels] or [os.fspath(c) for c in self._source.channel_paths]
         self.size = self._source.size  # None until a spooled source is complete
+        # A qcow2 snapshot's state is read back through its own L1 table (its own reader:
+        # the scan thread uses the source's).
+        state = self._source.seekable_file
+        self._state_reader = state.reopen() if isinstance(state, VmStateReader) else None
+        if self._state_reader is not None:
+            self._fd = -1
+            self._spool = None
         # A packet capture's stream is not at file offsets of its file: spool it like a pipe.
-        if self._source.seekable_file is not None and self._source.packet_capture is None:
+        elif self._source.seekable_file is not None and self._source.packet_capture is None:
             self._fd = os.open(self._source.path, os.O_RDONLY)  # a capture directory's main channel file
             self._spool = None
         else:
@@ -535,9 +543,11 @@ class StreamIndex(RecordReadBack):
             reader.close()
         self._packet_readers.clear()
         self.cancel()
+        if self._state_reader is not None:
+            self._state_reader.close()
         if self._spool is not None:
             self._spool.close()
-        else:
+        elif self._fd >= 0:
             try:
                 os.close(self._fd)
             except OSError:
