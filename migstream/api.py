@@ -29,7 +29,6 @@ from .containers.sources import StreamSource
 from .containers.stream import iter_events
 from .containers.stream import open_decoder
 from .decode.decoder import StreamDecoder
-from .errors import UsageError
 from .tools.summary import info_document
 
 PathLike = str | os.PathLike[str]

@@ -15,6 +15,7 @@ from .app import app
 from .app import run_command
 from .jsonout import print_json
 
+
 @app.command(rich_help_panel=INSPECT)
 def snapshots(image: str, json_out: JsonOpt = False) -> None:
     """List a qcow2 image's internal snapshots: id, name, date, VM clock, icount, disk size, VM state size."""
