@@ -71,6 +71,14 @@ def _sample(tmp: Path, name: str) -> str:
     return str(p)
 
 
+def _qcow2(tmp: Path) -> str:
+    """A real QEMU 11.1 qcow2 image with two internal snapshots (samples/README.md)."""
+    p = tmp / "snapshots.qcow2"
+    if not p.exists():
+        p.write_bytes(read_zst(ROOT / "samples" / "q11-qcow2-2m-extl2.qcow2.zst"))
+    return str(p)
+
+
 def _chan(name: str) -> list[str]:
     return [a for c in channel_files(sample_by_name(name)) for a in ("--channel", c)]
 
@@ -88,7 +96,9 @@ def runs(tmp: Path) -> dict[str, list[list[str]]]:
             ["info", "--json", _sample(tmp, "x86-block")],
             ["info", "--json", _sample(tmp, "x86-dirty-bitmaps")],
             ["info", "--json", _sample(tmp, "x86-ignore-shared")],
+            ["info", "--json", _qcow2(tmp), "--snapshot", "snap1"],
         ],
+        "snapshots": [["snapshots", "--json", _qcow2(tmp)]],
         "devices": [["devices", "--json", stopped], ["devices", "--json", _sample(tmp, "x86-xbzrle")]],
         "diff": [
             ["diff", "--json", stopped, _sample(tmp, "x86-running")],
