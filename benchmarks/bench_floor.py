@@ -16,12 +16,17 @@ writeback; nothing else is dropped, the inputs stay in the page cache):
 * start-up: ``migstream --version`` (``--help`` where the checkout has no ``--version``)
   and ``migstream info`` on a small sample, against the bare interpreter (``-c pass``).
 
+The anchors (QEMU's save, the write floor) run once per round; ``--compare "CMD"`` measures a
+second migstream command line (e.g. main's checkout) in the same rounds, the two in
+alternating order, so a before/after comparison comes from one run.
+
 The image (1 GiB: 50 % zero, 30 % random, 20 % text pages, make_image.py) and the stream
 (capture_qemu.py) are made when missing.  Prints every run, the per-round ratios, the
 median ratio, the largest private (anonymous) memory of the migstream processes and the
 load average; ``--json`` writes it all.  ``--quick``: 2 rounds, 5 start-up repeats.
 ``--migstream "CMD"`` runs another checkout (e.g. ``"env PYTHONPATH=/work/main python3 -m
-migstream"``); the outputs of the last round stay in DIR/work for ``cmp``.
+migstream"``); the outputs of the last round stay in DIR/work (``encode.mig``, ``extract/``;
+``-compare`` suffixed for ``--compare``) for ``cmp``.
 """
 
 from __future__ import annotations
@@ -49,7 +54,6 @@ from support.qemu import image_ram_args  # noqa: E402  (tests/ is put on sys.pat
 
 DEFAULT_DIR = os.environ.get("MIGSTREAM_BENCH_DIR", "/var/tmp/migstream-bench")
 SMALL_SAMPLE = os.path.join(ROOT, "samples", "x86-stopped.mig.zst")
-GOALS = {"encode": 0.5, "extract": 1.3, "info_s": 0.12, "private_mb": 150}
 
 
 def load() -> str:
@@ -156,67 +160,38 @@ def startup_command(migstream: list[str]) -> list[str]:
     return ["--version"] if ok else ["--help"]
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--dir", default=DEFAULT_DIR, help="images, streams and outputs (default %(default)s)")
-    ap.add_argument("--rounds", type=int, help="rounds of alternated runs (default 5, --quick 2)")
-    ap.add_argument("--quick", action="store_true", help="2 rounds, 5 start-up repeats")
-    ap.add_argument("--migstream", default=f"{shlex.quote(sys.executable)} -m migstream", help="command to run")
-    ap.add_argument("--sample", default=SMALL_SAMPLE, help="the small sample for info (default %(default)s)")
-    ap.add_argument("--json", help="also write the results here")
-    args = ap.parse_args()
-    rounds = args.rounds or (2 if args.quick else 5)
-    starts = 5 if args.quick else 10
-    migstream = shlex.split(args.migstream)
+def measure(label: str, migstream: list[str], start_args: list[str], anchors: dict, paths: dict, args, starts: int):
+    """One round of one migstream command line: encode, extract, start-up, info."""
+    row: dict = {"label": label, **anchors}
+    suffix = "" if label == "this" else "-" + label
+    enc_out, ext_out = paths["encode.mig"] + suffix, paths["extract"] + suffix
+    remove(enc_out)
+    row["encode_s"], row["encode_private_b"] = timed(
+        [*migstream, "encode", paths["image"], "--block", "pc.ram", "--machine", "pc-i440fx-7.2", "-o", enc_out],
+        memory=True,
+    )
+    remove(ext_out)
+    row["extract_s"], row["extract_private_b"] = timed(
+        [*migstream, "extract", paths["stream"], "-o", ext_out], memory=True
+    )
+    py, ver, info, mem = [], [], [], 0
+    for _ in range(starts):
+        py.append(timed([sys.executable, "-c", "pass"], sync=False)[0])
+        ver.append(timed([*migstream, *start_args], sync=False)[0])
+        t, m = timed([*migstream, "info", args.sample], sync=False, memory=True)
+        info.append(t)
+        mem = max(mem, m)
+    row.update(python_s=min(py), startup_s=min(ver), info_s=min(info), info_private_b=mem, load=load())
+    row["encode_ratio"] = row["encode_s"] / row["qemu_save_s"]
+    row["extract_ratio"] = row["extract_s"] / row["floor_s"]
+    return row
 
-    os.makedirs(args.dir, exist_ok=True)
-    image, stream, floor = prepare(args.dir)
-    work = os.path.join(args.dir, "work")
-    os.makedirs(work, exist_ok=True)
-    out = {k: os.path.join(work, k) for k in ("encode.mig", "qemu-save.mig", "extract", "floor.bin")}
-    warm(image)
-    warm(stream)
-    start_args = startup_command(migstream)
-    res: dict = {"load_average_at_start": load(), "rounds": [], "startup_command": start_args}
-    print(f"load average at start: {res['load_average_at_start']}; {rounds} rounds; {shlex.join(migstream)}")
-    print(f"{'round':<6}{'QEMU save':>10}{'encode':>9}{'ratio':>7}{'floor':>9}{'extract':>9}{'ratio':>7}"
-          f"{'python':>8}{start_args[0]:>10}{'info':>7}  load")  # fmt: skip
-    enc_mem = ext_mem = info_mem = 0
-    for r in range(rounds):
-        row: dict = {}
-        remove(out["qemu-save.mig"])
-        row["qemu_save_s"] = qemu_save(image, out["qemu-save.mig"])
-        remove(out["encode.mig"])
-        row["encode_s"], mem = timed(
-            [*migstream, "encode", image, "--block", "pc.ram", "--machine", "pc-i440fx-7.2", "-o", out["encode.mig"]],
-            memory=True,
-        )
-        enc_mem = max(enc_mem, mem)
-        row["floor_s"] = write_floor(floor, image, out["floor.bin"])
-        remove(out["extract"])
-        row["extract_s"], mem = timed([*migstream, "extract", stream, "-o", out["extract"]], memory=True)
-        ext_mem = max(ext_mem, mem)
-        py, ver, info = [], [], []
-        for _ in range(starts):
-            py.append(timed([sys.executable, "-c", "pass"], sync=False)[0])
-            ver.append(timed([*migstream, *start_args], sync=False)[0])
-            t, mem = timed([*migstream, "info", args.sample], sync=False, memory=True)
-            info.append(t)
-            info_mem = max(info_mem, mem)
-        row.update(python_s=min(py), startup_s=min(ver), info_s=min(info), load=load())
-        row["encode_ratio"] = row["encode_s"] / row["qemu_save_s"]
-        row["extract_ratio"] = row["extract_s"] / row["floor_s"]
-        res["rounds"].append(row)
-        print(f"{r + 1:<6}{row['qemu_save_s']:>9.3f}s{row['encode_s']:>8.3f}s{row['encode_ratio']:>6.2f}x"
-              f"{row['floor_s']:>8.3f}s{row['extract_s']:>8.3f}s{row['extract_ratio']:>6.2f}x"
-              f"{row['python_s']:>7.3f}s{row['startup_s']:>9.3f}s{row['info_s']:>6.3f}s  {row['load']}",
-              flush=True)  # fmt: skip
-    rows = res["rounds"]
 
+def summarize(rows: list[dict]) -> dict:
     def med(key: str) -> float:
         return statistics.median(x[key] for x in rows)
 
-    summary = {
+    return {
         "encode_ratio_median": med("encode_ratio"),
         "encode_ratio_best": min(x["encode_ratio"] for x in rows),
         "extract_ratio_median": med("extract_ratio"),
@@ -224,21 +199,76 @@ def main() -> int:
         "info_s_best": min(x["info_s"] for x in rows),
         "startup_s_best": min(x["startup_s"] for x in rows),
         "python_s_best": min(x["python_s"] for x in rows),
-        "private_mb": {"encode": enc_mem / 1e6, "extract": ext_mem / 1e6, "info": info_mem / 1e6},
+        "private_mb": {k: max(x[f"{k}_private_b"] for x in rows) / 1e6 for k in ("encode", "extract", "info")},
     }
-    res["summary"] = summary
-    res["load_average_at_end"] = load()
+
+
+def report(label: str, cmd: list[str], summary: dict, start_args: list[str], sample: str) -> None:
     mb = summary["private_mb"]
+    enc, ext = summary["encode_ratio_median"], summary["extract_ratio_median"]
+    print(f"[{label}] {shlex.join(cmd)}")
+    print(f"  encode  / QEMU save   median {enc:.2f}x  best {summary['encode_ratio_best']:.2f}x  (goal <= 0.5x)")
+    print(f"  extract / write floor median {ext:.2f}x  best {summary['extract_ratio_best']:.2f}x  (goal <= 1.3x)")
+    print(
+        f"  info {os.path.basename(sample)} best {summary['info_s_best']:.3f} s (goal <= 0.12 s); "
+        f"{start_args[0]} {summary['startup_s_best']:.3f} s; bare interpreter {summary['python_s_best']:.3f} s"
+    )
+    print(
+        f"  private memory peak: encode {mb['encode']:.0f} MB, extract {mb['extract']:.0f} MB, "
+        f"info {mb['info']:.0f} MB (goal <= 150 MB)"
+    )
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dir", default=DEFAULT_DIR, help="images, streams and outputs (default %(default)s)")
+    ap.add_argument("--rounds", type=int, help="rounds of alternated runs (default 5, --quick 2)")
+    ap.add_argument("--quick", action="store_true", help="2 rounds, 5 start-up repeats")
+    ap.add_argument("--migstream", default=f"{shlex.quote(sys.executable)} -m migstream", help="command to run")
+    ap.add_argument("--compare", help="a second migstream command line measured in the same rounds (e.g. main)")
+    ap.add_argument("--sample", default=SMALL_SAMPLE, help="the small sample for info (default %(default)s)")
+    ap.add_argument("--json", help="also write the results here")
+    args = ap.parse_args()
+    rounds = args.rounds or (2 if args.quick else 5)
+    starts = 5 if args.quick else 10
+    variants = [("this", shlex.split(args.migstream))]
+    if args.compare:
+        variants.append(("compare", shlex.split(args.compare)))
+
+    os.makedirs(args.dir, exist_ok=True)
+    image, stream, floor = prepare(args.dir)
+    work = os.path.join(args.dir, "work")
+    os.makedirs(work, exist_ok=True)
+    paths = {k: os.path.join(work, k) for k in ("encode.mig", "qemu-save.mig", "extract", "floor.bin")}
+    paths.update(image=image, stream=stream)
+    warm(image)
+    warm(stream)
+    start_args = {label: startup_command(cmd) for label, cmd in variants}
+    res: dict = {"load_average_at_start": load(), "rounds": [], "variants": dict(variants), "startup": start_args}
+    print(f"load average at start: {res['load_average_at_start']}; {rounds} rounds")
+    print(f"{'round':<9}{'QEMU save':>10}{'encode':>9}{'ratio':>7}{'floor':>9}{'extract':>9}{'ratio':>7}"
+          f"{'python':>8}{'start-up':>10}{'info':>7}  load")  # fmt: skip
+    for r in range(rounds):
+        remove(paths["qemu-save.mig"])
+        anchors = {"qemu_save_s": qemu_save(image, paths["qemu-save.mig"])}
+        anchors["floor_s"] = write_floor(floor, image, paths["floor.bin"])
+        order = variants if r % 2 == 0 else variants[::-1]
+        for label, cmd in order:
+            row = measure(label, cmd, start_args[label], anchors, paths, args, starts)
+            res["rounds"].append(row)
+            print(f"{r + 1:<2}{label:<7}{row['qemu_save_s']:>9.3f}s{row['encode_s']:>8.3f}s{row['encode_ratio']:>6.2f}x"
+                  f"{row['floor_s']:>8.3f}s{row['extract_s']:>8.3f}s{row['extract_ratio']:>6.2f}x"
+                  f"{row['python_s']:>7.3f}s{row['startup_s']:>9.3f}s{row['info_s']:>6.3f}s  {row['load']}",
+                  flush=True)  # fmt: skip
+    res["load_average_at_end"] = load()
+    res["summary"] = {}
     print()
-    print(f"encode  / QEMU save   median {summary['encode_ratio_median']:.2f}x  best {summary['encode_ratio_best']:.2f}x"
-          f"  (goal <= {GOALS['encode']}x)")  # fmt: skip
-    print(f"extract / write floor median {summary['extract_ratio_median']:.2f}x  "
-          f"best {summary['extract_ratio_best']:.2f}x  (goal <= {GOALS['extract']}x)")  # fmt: skip
-    print(f"info {os.path.basename(args.sample)} best {summary['info_s_best']:.3f} s (goal <= {GOALS['info_s']} s); "
-          f"{start_args[0]} {summary['startup_s_best']:.3f} s; bare interpreter {summary['python_s_best']:.3f} s")  # fmt: skip
-    print(f"private memory peak: encode {mb['encode']:.0f} MB, extract {mb['extract']:.0f} MB, "
-          f"info {mb['info']:.0f} MB (goal <= {GOALS['private_mb']} MB)")  # fmt: skip
-    print(f"load average: start {res['load_average_at_start']}, end {res['load_average_at_end']}")
+    for label, cmd in variants:
+        summary = summarize([x for x in res["rounds"] if x["label"] == label])
+        res["summary"][label] = summary
+        report(label, cmd, summary, start_args[label], args.sample)
+    print(f"start-up: `migstream {' '.join(start_args['this'])}`; load average: start {res['load_average_at_start']}, "
+          f"end {res['load_average_at_end']}")  # fmt: skip
     if args.json:
         write_json(args.json, res)
     return 0

@@ -418,7 +418,7 @@ class Encoder:
         starts = list(range(first, npages, step))
         with ThreadPoolExecutor(max_workers=1) as pool:
             buf, ahead = submit(pool, first)
-            for k, s in enumerate(starts):
+            for k in range(len(starts)):
                 used, zero = ahead.result()
                 n = len(zero)
                 records = memoryview(buf)[:used]

@@ -31,11 +31,11 @@ from ..events import MultifdPacket
 from ..events import PageRecord
 from ..events import PageRun
 from ..events import RamBlockList
+from ..wire.fastpath import write_run
 from ..wire.grammar import RAM_COMPRESS_PAGE
 from ..wire.grammar import RAM_CONTINUE
 from ..wire.grammar import RAM_PAGE
 from ..wire.grammar import RAM_XBZRLE
-from ..wire.fastpath import write_run
 from ..wire.grammar import RAM_ZERO
 from .blockwriter import BlockWriter
 from .manifest import MANIFEST
@@ -289,7 +289,7 @@ class RamImage:
         zp = self._zero_page
         if fresh and COMPILED and write_run is not None:
             self._writes.submit()  # earlier writes first
-            write_run(blk.fd, data, starts, run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp)
+            write_run(blk.fd, data, memoryview(starts), run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp)
             blk.written.store(first, is_page.view(np.uint8).tobytes())
             self._wrote(blk, run.addr + n * ps)
             return
