@@ -289,7 +289,7 @@ class RamImage:
         zp = self._zero_page
         if fresh and COMPILED and write_run is not None:
             self._writes.submit()  # earlier writes first
-            write_run(blk.fd, data, memoryview(starts), run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp)
+            write_run(blk.fd, data, starts.data, run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp)
             blk.written.store(first, is_page.view(np.uint8).tobytes())
             self._wrote(blk, run.addr + n * ps)
             return
