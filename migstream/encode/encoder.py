@@ -81,8 +81,10 @@ BATCH_PAGES = 2048
 #: Zero-page detection of the next batch in a helper thread.
 PIPELINE = True
 #: Bulk rounds of plain records built by the compiled helper (zero detection, headers
-#: and page copies in one pass, one buffer per batch); False: the numpy path.
-COMPILED = True
+#: and page copies in one pass, one buffer per batch) instead of the numpy path.  Off:
+#: it takes 20-25 % less CPU, but writing to ext4 here it was slower in wall time (0.40-1.5 s
+#: against 0.36-0.52 s in-process, 12 alternated runs, load 3-4; benchmarks/README.md).
+COMPILED = False
 #: sys.getrefcount() of a batch buffer nobody but the ring refers to (the ring's list,
 #: the loop variable and getrefcount's own argument).
 _RING_REFS = 3
