@@ -1,6 +1,6 @@
 /* The kernel's price for writing what `extract` must write, with no decoding at all.
  *
- *   write_floor IMAGE OUT [PAGE]
+ *   write_floor IMAGE OUT [PAGE [sparse|packed|fallocated]]
  *
  * Reads IMAGE (a RAM image, e.g. mixed-1g.img) into memory, finds its non-zero
  * pages, then times three ways of writing them to OUT:
@@ -10,6 +10,8 @@
  *   fallocated  like sparse, into a file fallocate()d to full size first (not sparse).
  * Each is the best of 3, timed from open() to close() (page cache, no fsync), the
  * same span a command's wall time covers.  bench_write_floor.py compiles and runs it.
+ * With a fourth argument only that way runs, once, and OUT is kept (bench_floor.py
+ * alternates it with `migstream extract`).
  */
 #define _GNU_SOURCE
 #include <fcntl.h>
@@ -76,10 +78,15 @@ int main(int argc, char **argv)
         data += nonzero[i] ? page : 0;
     }
     static const char *names[] = {"sparse", "packed", "fallocated"};
+    int only = -1;
+    for (int mode = 0; argc > 4 && mode < 3; mode++)
+        if (!strcmp(argv[4], names[mode])) only = mode;
+    if (argc > 4 && only < 0) { fprintf(stderr, "%s: not sparse, packed or fallocated\n", argv[4]); return 2; }
     for (int mode = 0; mode < 3; mode++) {
+        if (only >= 0 && mode != only) continue;
         double best = 1e9;
         size_t runs = 0;
-        for (int r = 0; r < 3; r++) {
+        for (int r = 0; r < (only >= 0 ? 1 : 3); r++) {
             double t = run(argv[2], mode, &runs);
             if (t < best) best = t;
         }
@@ -87,6 +94,6 @@ int main(int argc, char **argv)
                names[mode], best, data, runs);
         fflush(stdout);
     }
-    unlink(argv[2]);
+    if (only < 0) unlink(argv[2]);
     return 0;
 }

@@ -16,6 +16,7 @@ from . import snapshots  # noqa: F401
 from . import tui  # noqa: F401
 from . import validate  # noqa: F401
 from .app import app
+from .startup import prepare
 
 #: How ``migstream --help`` lists the commands, panel by panel (inspect, write, record:
 #: ``rich_help_panel`` in each module; a panel shows where its first command is), the
@@ -35,4 +36,5 @@ app.registered_commands.sort(key=lambda cmd: HELP_ORDER.index(_command_name(cmd)
 
 
 def main() -> None:
+    prepare(app, _command_name)
     app()

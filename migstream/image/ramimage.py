@@ -31,6 +31,7 @@ from ..events import MultifdPacket
 from ..events import PageRecord
 from ..events import PageRun
 from ..events import RamBlockList
+from ..wire.fastpath import write_run
 from ..wire.grammar import RAM_COMPRESS_PAGE
 from ..wire.grammar import RAM_CONTINUE
 from ..wire.grammar import RAM_PAGE
@@ -41,6 +42,9 @@ from .manifest import MANIFEST
 
 _CHUNK_PAGES = 1 << 16  # pages per bitmap chunk
 _HOLE_MIN = 2  # zero pages in a row that are left as a hole rather than written
+#: Bulk runs into fresh block files written by the compiled helper (no Python object
+#: per page); False: the Python loop of _apply_run, its reference.
+COMPILED = True
 
 
 class PageBitmap:
@@ -341,6 +345,12 @@ class RamImage:
         # stretches are holes already, nothing to check or clear page by page.
         fresh = not blk.written.any(first, n)
         zp = self._zero_page
+        if fresh and COMPILED and write_run is not None:
+            self._writes.submit()  # earlier writes first
+            write_run(blk.fd, data, starts.data, run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp)
+            blk.written.store(first, is_page.view(np.uint8).tobytes())
+            self._wrote(blk, run.addr + n * ps)
+            return
         pages = [data[s : s + ps] for s in (ends[is_page] - ps).tolist()]
         at = 0  # next unused entry of pages
         iov: list = []

@@ -1,4 +1,5 @@
-/* migstream._runscan: the bulk-stage record walk of migstream/fastpath.py, compiled.
+/* migstream._runscan: the bulk-stage record walk of migstream/fastpath.py, compiled;
+ * and the encoder's bulk records (build_pages).
  *
  * The byte layout is not written here: the caller passes the header size, the
  * record size of each kind and the header tag each kind carries, all derived from
@@ -18,6 +19,8 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <errno.h>
+#include <sys/uio.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -125,10 +128,230 @@ static PyObject *walk(PyObject *self, PyObject *args)
     return result;
 }
 
+static inline int page_is_zero(const unsigned char *p, Py_ssize_t size)
+{
+    /* buffer_is_zero: 64-bit words, OR-ed 8 at a time (size is a multiple of 64). */
+    const uint64_t *w = (const uint64_t *)p;
+    Py_ssize_t words = size / 8;
+    if (w[0] | w[words - 1])
+        return 0;
+    for (Py_ssize_t i = 0; i < words; i += 8) {
+        uint64_t acc;
+        uint64_t t[8];
+        memcpy(t, w + i, sizeof t);
+        acc = t[0] | t[1] | t[2] | t[3] | t[4] | t[5] | t[6] | t[7];
+        if (acc)
+            return 0;
+    }
+    return 1;
+}
+
+static inline void store_be64(unsigned char *p, uint64_t v)
+{
+    v = __builtin_bswap64(v);
+    memcpy(p, &v, 8);
+}
+
+/* build_pages(data, first, count, page_size, header_size, zero_tag, zero_size, page_tag, out)
+ *   -> (used, zero: bytes)
+ *
+ * The encoder's bulk records for pages first .. first+count-1 of data, written into
+ * the writable buffer out (at least count * (header_size + page_size) bytes), back to
+ * back from its start: an all-zero page becomes header(addr + zero_tag) and
+ * zero_size - header_size zero bytes (the fill), any other page header(addr +
+ * page_tag) and the page.  used is the byte count, zero[i] is 1 for the zero pages.
+ * encode/encoder.py passes every size and tag from the grammar and holds this equal
+ * to its numpy path (tests/unit/test_encode_compiled.py).
+ */
+static PyObject *build_pages(PyObject *self, PyObject *args)
+{
+    Py_buffer view, target;
+    Py_ssize_t first, count, page_size, header_size, zero_size;
+    unsigned long long zero_tag, page_tag;
+
+    if (!PyArg_ParseTuple(args, "y*nnnnKnKw*", &view, &first, &count, &page_size, &header_size, &zero_tag,
+                          &zero_size, &page_tag, &target))
+        return NULL;
+    if (first < 0 || count < 0 || page_size < 64 || page_size % 64 || header_size != 8 || zero_size < header_size
+        || zero_size > header_size + page_size || first > view.len / page_size
+        || count > view.len / page_size - first || count > target.len / (header_size + page_size)) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&target);
+        PyErr_SetString(PyExc_ValueError, "build_pages: bad arguments");
+        return NULL;
+    }
+    PyObject *zero = PyBytes_FromStringAndSize(NULL, count);
+    if (!zero) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&target);
+        return NULL;
+    }
+    unsigned char *o = (unsigned char *)target.buf;
+    unsigned char *z = (unsigned char *)PyBytes_AS_STRING(zero);
+    const unsigned char *src = (const unsigned char *)view.buf + first * page_size;
+    const Py_ssize_t fill = zero_size - header_size;
+    Py_ssize_t used = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    uint64_t addr = (uint64_t)first * (uint64_t)page_size;
+    for (Py_ssize_t i = 0; i < count; i++, src += page_size, addr += page_size) {
+        if (page_is_zero(src, page_size)) {
+            store_be64(o + used, addr + zero_tag);
+            memset(o + used + header_size, 0, fill);
+            used += zero_size;
+            z[i] = 1;
+        } else {
+            store_be64(o + used, addr + page_tag);
+            memcpy(o + used + header_size, src, page_size);
+            used += header_size + page_size;
+            z[i] = 0;
+        }
+    }
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&target);
+    PyObject *result = Py_BuildValue("nN", used, zero);
+    return result;
+}
+
+#define WRITE_IOV_MAX 1024 /* Linux's UIO_MAXIOV */
+
+/* pwritev the iovecs at off, finishing short writes; 0, or -1 with errno set. */
+static int pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
+{
+    while (cnt > 0) {
+        ssize_t done = pwritev(fd, iov, cnt, off);
+        if (done < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (done == 0) {
+            errno = EIO;
+            return -1;
+        }
+        off += done;
+        while (cnt > 0 && (size_t)done >= iov->iov_len) {
+            done -= iov->iov_len;
+            iov++;
+            cnt--;
+        }
+        if (cnt > 0) {
+            iov->iov_base = (char *)iov->iov_base + done;
+            iov->iov_len -= done;
+        }
+    }
+    return 0;
+}
+
+/* write_run(fd, data, starts, kinds, page_kind, page_size, offset, hole_min, zero_page) -> None
+ *
+ * Writes a bulk run of records (the decoder's PageRun: data, starts as native int64,
+ * kinds) to fd, page i of the run at offset + i*page_size: the payload of a record of
+ * page_kind (a record's last page_size bytes) for every such record; a stretch of
+ * fewer than hole_min other (zero) records between two page stretches as zero_page
+ * copies; longer stretches, and those at the run's end, are left as they are (holes
+ * in a fresh file).  Runs of adjacent pages go out as one pwritev of up to 1024
+ * buffers.  image/ramimage.py holds this equal to its Python loop
+ * (tests/unit/test_extract_compiled.py).
+ */
+static PyObject *write_run(PyObject *self, PyObject *args)
+{
+    int fd, page_kind;
+    Py_buffer data, starts, kinds, zero;
+    Py_ssize_t page_size, hole_min;
+    long long offset;
+
+    if (!PyArg_ParseTuple(args, "iy*y*y*inLny*", &fd, &data, &starts, &kinds, &page_kind, &page_size, &offset,
+                          &hole_min, &zero))
+        return NULL;
+    const Py_ssize_t n = kinds.len;
+    const int64_t *st = starts.buf;
+    const unsigned char *k = kinds.buf;
+    int bad = starts.len != n * (Py_ssize_t)sizeof(int64_t) || page_size <= 0 || zero.len != page_size || offset < 0
+              || hole_min < 1;
+    for (Py_ssize_t i = 0; !bad && i < n; i++) {
+        int64_t end = i + 1 < n ? st[i + 1] : data.len;
+        bad = st[i] < 0 || end > data.len || (k[i] == page_kind && end - st[i] < page_size)
+              || (i + 1 < n && st[i + 1] < st[i]);
+    }
+    if (bad) {
+        PyBuffer_Release(&data);
+        PyBuffer_Release(&starts);
+        PyBuffer_Release(&kinds);
+        PyBuffer_Release(&zero);
+        PyErr_SetString(PyExc_ValueError, "write_run: bad arguments");
+        return NULL;
+    }
+    struct iovec iov[WRITE_IOV_MAX];
+    int failed = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    int cnt = 0;
+    Py_ssize_t at = 0; /* run index of iov[0] */
+    Py_ssize_t i = 0;
+    while (i < n && !failed) {
+        Py_ssize_t j = i;
+        int page = k[i] == page_kind;
+        while (j < n && (k[j] == page_kind) == page)
+            j++;
+        if (page) {
+            for (Py_ssize_t p = i; p < j && !failed; p++) {
+                if (cnt == WRITE_IOV_MAX) {
+                    failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
+                    at += cnt;
+                    cnt = 0;
+                }
+                if (!cnt)
+                    at = p;
+                int64_t end = p + 1 < n ? st[p + 1] : data.len;
+                iov[cnt].iov_base = (char *)data.buf + end - page_size;
+                iov[cnt].iov_len = page_size;
+                cnt++;
+            }
+        } else if (cnt && j < n && j - i < hole_min) {
+            for (Py_ssize_t p = i; p < j && !failed; p++) {
+                if (cnt == WRITE_IOV_MAX) {
+                    failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
+                    at += cnt;
+                    cnt = 0;
+                }
+                if (!cnt)
+                    at = p;
+                iov[cnt].iov_base = zero.buf;
+                iov[cnt].iov_len = page_size;
+                cnt++;
+            }
+        } else if (cnt) {
+            failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
+            cnt = 0;
+        }
+        i = j;
+    }
+    if (cnt && !failed)
+        failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&starts);
+    PyBuffer_Release(&kinds);
+    PyBuffer_Release(&zero);
+    if (failed)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
      "walk(buf, pos, addr, page_size, cap, header_size, tag_a, size_a, kind_a, tag_b, size_b, "
      "kind_b) -> (count, end, starts, kinds): the run of page records at buf[pos]."},
+    {"build_pages", build_pages, METH_VARARGS,
+     "build_pages(data, first, count, page_size, header_size, zero_tag, zero_size, page_tag, out) -> "
+     "(used, zero): the bulk ZERO/PAGE records of pages first..first+count-1, written into out."},
+    {"write_run", write_run, METH_VARARGS,
+     "write_run(fd, data, starts, kinds, page_kind, page_size, offset, hole_min, zero_page) -> None: "
+     "the pages of a bulk run written to fd with pwritev (short zero stretches as zero pages)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -18,3 +18,31 @@ def walk(
     /,
 ) -> tuple[int, int, bytes, bytes]:
     """(count, end, starts as native int64 bytes, kinds): the run of page records at buf[pos]."""
+
+def build_pages(
+    data: Buffer,
+    first: int,
+    count: int,
+    page_size: int,
+    header_size: int,
+    zero_tag: int,
+    zero_size: int,
+    page_tag: int,
+    out: Buffer,
+    /,
+) -> tuple[int, bytes]:
+    """(bytes used, zero flags): the bulk ZERO/PAGE records of pages first..first+count-1, written into out."""
+
+def write_run(
+    fd: int,
+    data: Buffer,
+    starts: Buffer,
+    kinds: Buffer,
+    page_kind: int,
+    page_size: int,
+    offset: int,
+    hole_min: int,
+    zero_page: Buffer,
+    /,
+) -> None:
+    """The pages of a bulk run written to fd with pwritev (short zero stretches as zero pages, longer ones left)."""
