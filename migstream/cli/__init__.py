@@ -22,8 +22,8 @@ from .startup import prepare
 #: ``rich_help_panel`` in each module; a panel shows where its first command is), the
 #: core four first.
 HELP_ORDER = (
-    "info", "records", "extract", "dump", "validate", "devices", "diff", "report", "tui", "snapshots",
-    "encode", "transcode", "rewrite",
+    "info", "records", "extract", "validate", "devices", "diff", "report", "tui", "snapshots",
+    "encode", "dump", "transcode", "rewrite",
     "capture", "tap",
 )  # fmt: skip
 

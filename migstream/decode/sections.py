@@ -63,6 +63,13 @@ INSTANCE_ID_ANY = 0xFFFFFFFF
 # versions between were not tried, so the machine version >= 11 decides.
 _ALIASED = frozenset({"i8254", "mc146818rtc", "serial", "fdc", "i8259"})
 _ALIAS_DROPPED = {"mc146818rtc": (11, 0)}
+# Devices whose field layout has not changed since an older version_id, so QEMU loads
+# a section labelled with that older version from the same payload (vmstate_load_state
+# skips only fields newer than the incoming version).  The description names fields but
+# not the version each field came in, so this cannot be read from the stream.
+#   ioapic: version_id 3, minimum 1, no field newer than v2 (hw/intc/ioapic_common.c;
+#   7.2 and 11.1 load a v2-labelled ioapic section: docs/validate.md).
+_SAME_LAYOUT_SINCE = {"ioapic": 2}
 
 
 def machine_version(machine: str | None) -> tuple[int, int] | None:
@@ -197,7 +204,11 @@ class SectionRegistry:
         version = found[0]
         if version is not None and version_id > version:
             raise StreamError(f"savevm: unsupported version {version_id} for '{idstr}' v{version}", off, section=idstr)
-        if version is not None and version_id < version and live_version(idstr, instance_id) is None:
+        if (
+            version is not None
+            and version_id < min(version, _SAME_LAYOUT_SINCE.get(idstr, version))
+            and live_version(idstr, instance_id) is None
+        ):
             # vmstate_load_state: below the device's minimum ("too old"), or the
             # fields of the older version, which the payload (written as vN) does not
             # hold ("Missing section footer").  A device whose older layout is the
