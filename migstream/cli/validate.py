@@ -14,11 +14,13 @@ from ..events import PageRecord
 from ..events import Undecoded
 from ..tools.coverage import PageCoverage
 from ..tools.coverage import incomplete_ram
+from ..tools.coverage import multifd_main_alone
 from ..wire.grammar import RamFlag
 from .app import INSPECT
 from .app import InputOptions
 from .app import StreamArg
 from .app import app
+from .app import err
 from .app import reads_stream
 from .app import run_command
 from .app import warn_all
@@ -65,9 +67,15 @@ def validate(
                 raise StreamError("Configuration section missing", decoder.configuration_missing_at)
             if not eof and undecoded is None:
                 raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
-            incomplete = incomplete_ram(coverage.missing(), bool(inp.channels_of(source)))
+            missing = coverage.missing()
+            incomplete = incomplete_ram(missing, bool(inp.channels_of(source)))
             if incomplete and undecoded is None:
-                raise StreamError(incomplete, decoder.offset, section="ram")
+                if multifd_main_alone(coverage, missing):
+                    raise StreamError(incomplete, decoder.offset, section="ram")
+                # QEMU loads a stream that leaves pages out (those pages keep the
+                # destination's contents): not an error, but never silent.
+                kept = "QEMU loads it; those pages keep the destination's contents"
+                err(f"warning: {incomplete_ram(missing, True)} ({kept})")
             if not quiet:
                 if decoder.device_checks_missing:
                     # Device headers could not be matched with the destination's

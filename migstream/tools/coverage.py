@@ -26,6 +26,11 @@ from ..events import MultifdPacket
 from ..events import PageRecord
 from ..events import PageRun
 from ..events import RamBlockList
+from ..events import RamMarker
+from ..wire.grammar import RAM_CONTINUE
+from ..wire.grammar import RAM_MULTIFD_FLUSH
+from ..wire.grammar import RAM_PAGE
+from ..wire.grammar import RAM_ZERO
 
 #: Pages tracked, all blocks together (one byte each): a 256 GiB guest at 4 KiB.
 MAX_TRACKED_PAGES = 1 << 26
@@ -42,16 +47,31 @@ class PageCoverage:
         self._sent: dict[str, bytearray] = {}
         self._ignore_shared = False
         self.tracked = True  # False: a mapped-ram file, or too many pages to track
+        # What tells a multifd main channel read alone: MULTIFD_FLUSH records (QEMU 8.0+),
+        # or (7.2) a main channel whose RAM records are ZERO pages only, every page with
+        # data having gone to the channels.  A precopy stream of any real guest sends
+        # some pages with data in its main channel (firmware at the least).
+        self.multifd_flush = False
+        self.zero_pages = 0
+        self.data_pages = 0
 
     def add(self, ev) -> None:
         t = type(ev)
         if t is PageRun:
+            if RAM_PAGE in ev.kinds:
+                self.data_pages += 1
+            else:
+                self.zero_pages += ev.count
             sent = self._sent.get(ev.block)
             if sent is not None:
                 first = ev.addr // ev.page_size
                 n = max(0, min(ev.count, len(sent) - first))
                 sent[first : first + n] = _ONES[:n] if n <= len(_ONES) else b"\x01" * n
         elif t is PageRecord:
+            if ev.flags & ~RAM_CONTINUE == RAM_ZERO:
+                self.zero_pages += 1
+            else:
+                self.data_pages += 1
             sent = self._sent.get(ev.block)
             if sent is not None and self._decoder.page_size:
                 page = ev.addr // self._decoder.page_size
@@ -66,6 +86,9 @@ class PageCoverage:
                         page = int(off) // size
                         if page < n:
                             sent[page] = 1
+        elif t is RamMarker:
+            if ev.flags & ~RAM_CONTINUE == RAM_MULTIFD_FLUSH:
+                self.multifd_flush = True
         elif t is RamBlockList:
             self._start(ev)
         elif t is MappedRamBlock:
@@ -93,6 +116,14 @@ class PageCoverage:
             if n and not (self._ignore_shared and n == len(sent)):
                 out[name] = n
         return out
+
+
+def multifd_main_alone(coverage: PageCoverage, missing: dict[str, int]) -> bool:
+    """Pages never sent because this is the main channel of a multifd migration read
+    without its channel files (the loader would wait for them: never valid), as opposed
+    to pages a stream simply did not send (QEMU loads that: the destination keeps its
+    own contents there)."""
+    return bool(missing) and (coverage.multifd_flush or (coverage.data_pages == 0 and coverage.zero_pages > 0))
 
 
 def incomplete_ram(missing: dict[str, int], channels_given: bool) -> str | None:
