@@ -4,6 +4,9 @@ size of each one's VM state (what ``--snapshot`` / ``IMAGE@SNAPSHOT`` choose fro
 from __future__ import annotations
 
 import os
+from typing import Annotated
+
+import typer
 
 from ..containers.qcow2 import Qcow2Image
 from ..containers.qcow2 import is_qcow2
@@ -17,7 +20,9 @@ from .jsonout import print_json
 
 
 @app.command(rich_help_panel=INSPECT)
-def snapshots(image: str, json_out: JsonOpt = False) -> None:
+def snapshots(
+    image: Annotated[str, typer.Argument(metavar="IMAGE", help="A qcow2 disk image.")], json_out: JsonOpt = False
+) -> None:
     """List a qcow2 image's internal snapshots: id, name, date, VM clock, icount, disk size, VM state size."""
 
     def go():

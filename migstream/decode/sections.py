@@ -41,6 +41,7 @@ LIVE_HANDLERS: dict[str, tuple[int | None, int]] = {
     "spapr/htab": (None, 1),  # hw/ppc/spapr.c
     "s390-storage_attributes": (None, 0),  # hw/s390x/s390-stattrib.c
     "vfio": (None, 1),  # hw/vfio/migration.c
+    g.PBS_STATE_SECTION: (0, 1),  # Proxmox VE's pve-qemu only: pbs-state.c (register_savevm_live)
 }
 
 

@@ -62,7 +62,7 @@ def test_commands_are_grouped_in_help():
     panels = {name: cmd.rich_help_panel for name, cmd in COMMANDS.items()}  # type: ignore[attr-defined]
     assert set(panels.values()) == {INSPECT, WRITE, RECORD}, panels
     assert {n for n, p in panels.items() if p == RECORD} == {"capture", "tap"}
-    assert {n for n, p in panels.items() if p == WRITE} == {"encode", "transcode", "rewrite"}
+    assert {n for n, p in panels.items() if p == WRITE} == {"encode", "dump", "transcode", "rewrite"}
     out = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).stdout
     starts = [out.index(f"─ {panel} ") for panel in (INSPECT, WRITE, RECORD)]
     assert starts == sorted(starts)

@@ -21,6 +21,7 @@ from test_kaitai import element
 
 from migstream.errors import StreamError
 from migstream.wire import build as w
+from support.fresh import fresh_process
 from support.samples import ROOT
 
 sys.path.insert(0, str(ROOT / "fuzz"))
@@ -156,19 +157,21 @@ def test_atheris_bounded_run(tmp_path):
     fuzzer = str(ROOT / "fuzz" / "fuzz_decoder.py")
     subprocess.run([sys.executable, fuzzer, "--seeds", str(seeds)], check=True, capture_output=True)
     proc = subprocess.run(
-        [
-            sys.executable,
-            fuzzer,
-            str(corpus),
-            str(seeds),
-            "-runs=20000",
-            "-max_total_time=15",
-            f"-dict={ROOT / 'fuzz' / 'migstream.dict'}",
-            "-max_len=131072",
-            "-timeout=10",
-            "-rss_limit_mb=1024",
-            f"-artifact_prefix={tmp_path}/",
-        ],
+        fresh_process(
+            [
+                sys.executable,
+                fuzzer,
+                str(corpus),
+                str(seeds),
+                "-runs=20000",
+                "-max_total_time=15",
+                f"-dict={ROOT / 'fuzz' / 'migstream.dict'}",
+                "-max_len=131072",
+                "-timeout=10",
+                "-rss_limit_mb=1024",
+                f"-artifact_prefix={tmp_path}/",
+            ]
+        ),
         capture_output=True,
         text=True,
         timeout=180,

@@ -13,6 +13,7 @@ import pytest
 from migstream.containers.pcap import PacketCapture
 from migstream.errors import MigstreamError
 from support import pcapwrite as pw
+from support.fresh import fresh_process
 from support.samples import SAMPLES
 from support.samples import read_zst
 
@@ -158,18 +159,20 @@ def test_atheris_bounded_run_on_the_capture_reader(tmp_path):
     corpus.mkdir()
     subprocess.run([sys.executable, fuzzer, "--seeds", str(seeds)], check=True, capture_output=True)
     proc = subprocess.run(
-        [
-            sys.executable,
-            fuzzer,
-            str(corpus),
-            str(seeds),
-            "-runs=4000",
-            "-max_total_time=8",
-            "-max_len=65536",
-            "-timeout=10",
-            "-rss_limit_mb=1024",
-            f"-artifact_prefix={tmp_path}/",
-        ],
+        fresh_process(
+            [
+                sys.executable,
+                fuzzer,
+                str(corpus),
+                str(seeds),
+                "-runs=4000",
+                "-max_total_time=8",
+                "-max_len=65536",
+                "-timeout=10",
+                "-rss_limit_mb=1024",
+                f"-artifact_prefix={tmp_path}/",
+            ]
+        ),
         capture_output=True,
         text=True,
         timeout=120,
