@@ -187,7 +187,7 @@ static PyObject *build_pages(PyObject *self, PyObject *args)
         return NULL;
     }
     unsigned char *o = (unsigned char *)target.buf;
-    unsigned char *z = (unsigned char *)PyBytes_AS_STRING(zero);
+    unsigned char *z = (unsigned char *)PyBytes_AsString(zero);
     const unsigned char *src = (const unsigned char *)view.buf + first * page_size;
     const Py_ssize_t fill = zero_size - header_size;
     Py_ssize_t used = 0;
