@@ -30,7 +30,6 @@ unpacks (--qemu10, default $QEMU10_ROOT or /var/tmp/qemu10).
 from __future__ import annotations
 
 import argparse
-import base64
 import json
 import os
 import random
@@ -58,6 +57,7 @@ from support.qemu import guest_args  # noqa: E402  (tests/ is put on sys.path ju
 from support.qemu import image_ram_args  # noqa: E402  (tests/ is put on sys.path just above)
 from support.qemu import qemu10_root  # noqa: E402  (tests/ is put on sys.path just above)
 from support.qemu import qemu10_wrapper  # noqa: E402  (tests/ is put on sys.path just above)
+from support.qtest import QTest  # noqa: E402  (tests/ is put on sys.path just above)
 
 RUNNING_PARAMS = {"max-bandwidth": 32 * MiB, "downtime-limit": 30}
 MULTIFD_MAGIC = 0x11223344
@@ -1238,32 +1238,6 @@ XBZRLE_CONFIGS = {
         sets="(k + k // 16) % 2",
     ),
 }
-
-
-class QTest:
-    def __init__(self, path):
-        deadline = time.time() + 10
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                self.sock.connect(path)
-                break
-            except OSError:
-                self.sock.close()
-                if time.time() > deadline:
-                    raise
-                time.sleep(0.1)
-        self.f = self.sock.makefile("rwb")
-
-    def write(self, addr, data):
-        self.f.write(f"b64write {addr:#x} {len(data)} {base64.b64encode(data).decode()}\n".encode())
-        self.f.flush()
-        reply = self.f.readline()
-        if not reply.startswith(b"OK"):
-            raise RuntimeError(f"qtest b64write: {reply!r}")
-
-    def close(self):
-        self.sock.close()
 
 
 def mutations(rnd, same_allowed=True):
