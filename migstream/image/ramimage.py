@@ -345,7 +345,9 @@ class RamImage:
         # stretches are holes already, nothing to check or clear page by page.
         fresh = not blk.written.any(first, n)
         zp = self._zero_page
-        if fresh and COMPILED and write_run is not None:
+        # The compiled writer writes at block offsets of the block's own file: not for a
+        # block placed in pieces of a shared file (dump), whose writes go through _put.
+        if fresh and COMPILED and write_run is not None and blk.pieces is None:
             self._writes.submit()  # earlier writes first
             write_run(blk.fd, data, starts.data, run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp)
             blk.written.store(first, is_page.view(np.uint8).tobytes())

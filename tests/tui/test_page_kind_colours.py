@@ -137,6 +137,7 @@ async def test_light_theme_recolours_readably():
         assert contrast(never, bg) < 2
         # The theme reached them: XBZRLE's yellow is darkened for white, raw kept its hue.
         assert cells[("PageMap", PageKind.XBZRLE)] != dark_cells[("PageMap", PageKind.XBZRLE)]
+
         # The map repaints in the new colours (its cached lines were dropped).
         def painted_colours():
             return {
