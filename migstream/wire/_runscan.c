@@ -296,7 +296,9 @@ static PyObject *write_run(PyObject *self, PyObject *args)
         int page = k[i] == page_kind;
         while (j < n && (k[j] == page_kind) == page)
             j++;
-        if (page) {
+        /* Pages, or a short zero stretch inside a batch (written as zeros, keeping the
+           batch one pwritev, rather than left as a hole that splits it). */
+        if (page || (cnt && j < n && j - i < hole_min)) {
             for (Py_ssize_t p = i; p < j && !failed; p++) {
                 if (cnt == WRITE_IOV_MAX) {
                     failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
@@ -305,21 +307,12 @@ static PyObject *write_run(PyObject *self, PyObject *args)
                 }
                 if (!cnt)
                     at = p;
-                int64_t end = p + 1 < n ? st[p + 1] : data.len;
-                iov[cnt].iov_base = (char *)data.buf + end - page_size;
-                iov[cnt].iov_len = page_size;
-                cnt++;
-            }
-        } else if (cnt && j < n && j - i < hole_min) {
-            for (Py_ssize_t p = i; p < j && !failed; p++) {
-                if (cnt == WRITE_IOV_MAX) {
-                    failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
-                    at += cnt;
-                    cnt = 0;
+                if (page) {
+                    int64_t end = p + 1 < n ? st[p + 1] : data.len;
+                    iov[cnt].iov_base = (char *)data.buf + end - page_size;
+                } else {
+                    iov[cnt].iov_base = zero.buf;
                 }
-                if (!cnt)
-                    at = p;
-                iov[cnt].iov_base = zero.buf;
                 iov[cnt].iov_len = page_size;
                 cnt++;
             }

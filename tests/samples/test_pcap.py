@@ -16,6 +16,7 @@ import pytest
 from migstream.containers.pcap import PacketCapture
 from support import pcapwrite as pw
 from support.samples import SAMPLES
+from support.samples import first_difference
 from support.samples import read_zst
 
 MANIFEST = json.loads((SAMPLES / "pcap.json").read_text())
@@ -40,12 +41,9 @@ def assert_ram(entry: dict, outdir: Path):
     block = next(b for b in manifest["blocks"] if b["name"] == "pc.ram")
     got = (outdir / block["file"]).read_bytes()[: len(want)]
     assert len(got) == len(want) == entry["ram_size"]
-    start = 0
-    for lo, hi in sorted(entry["exclude"]) + [(len(want), len(want))]:
-        if got[start:lo] != want[start:lo]:
-            first = next(i for i in range(start, lo) if got[i] != want[i])
-            pytest.fail(f"{entry['name']}: pc.ram differs from the destination's RAM at 0x{first:x}")
-        start = max(start, hi)
+    first = first_difference(got, want, entry["exclude"])
+    if first is not None:
+        pytest.fail(f"{entry['name']}: pc.ram differs from the destination's RAM at 0x{first:x}")
 
 
 @pytest.mark.parametrize("name,capture", CAPTURES, ids=[c for _n, c in CAPTURES])

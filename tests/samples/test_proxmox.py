@@ -72,7 +72,7 @@ def _insert_pbs_state(stream: bytes, blob: bytes) -> tuple[bytes, int]:
     dec.feed(stream)
     dec.feed(b"")
     at, ids = None, []
-    for ev in _events(dec):
+    for ev in dec:  # StreamDecoder iterates its events until NEED_DATA or the end
         if type(ev) is SectionStart:
             ids.append(ev.section_id)
         if type(ev) is SectionEnd and ev.idstr == "ram" and at is None:
@@ -84,16 +84,6 @@ def _insert_pbs_state(stream: bytes, blob: bytes) -> tuple[bytes, int]:
         + struct.pack(">Q", len(blob)) + blob + b"\x7e" + struct.pack(">I", sid)
     )  # fmt: skip
     return stream[:at] + section + stream[at:], at
-
-
-def _events(dec):
-    from migstream.events import NEED_DATA
-
-    while True:
-        ev = dec.next_event()
-        if ev is None or ev is NEED_DATA:
-            return
-        yield ev
 
 
 def test_pbs_state_is_framed_and_named(tmp_path):

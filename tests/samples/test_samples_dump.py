@@ -11,6 +11,7 @@ from migstream.containers.physimage import PhysicalImage
 from migstream.tools.dump import dump
 from support.samples import SAMPLES
 from support.samples import channel_files
+from support.samples import first_difference
 from support.samples import load_samples
 from support.samples import read_zst
 from support.samples import sample_ids
@@ -26,12 +27,9 @@ def test_dump_holds_the_truth_at_its_gpa(name, tmp_path):
         for truth in sample["truth"]:
             want = read_zst(SAMPLES / truth["file"])
             got = img.read(truth["gpa"], truth["length"])
-            start = 0
-            for lo, hi in sorted(truth["exclude"]) + [(len(want), len(want))]:
-                if got[start:lo] != want[start:lo]:
-                    first = next(i for i in range(start, lo) if got[i] != want[i])
-                    pytest.fail(f"{name}: GPA 0x{truth['gpa'] + first:x} differs from pmemsave")
-                start = max(start, hi)
+            first = first_difference(got, want, truth["exclude"])
+            if first is not None:
+                pytest.fail(f"{name}: GPA 0x{truth['gpa'] + first:x} differs from pmemsave")
 
 
 def test_qemu11_q35_dump_matches_qemu11_dump_guest_memory(tmp_path):

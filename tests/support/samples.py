@@ -40,6 +40,17 @@ def sample_by_name(name: str) -> dict:
     raise KeyError(name)
 
 
+def first_difference(got: bytes, want: bytes, exclude) -> int | None:
+    """The first offset where ``got`` and ``want`` differ outside the ``exclude``
+    windows ((lo, hi) pairs: what pmemsave cannot see through, x86 VGA/ROM), or None."""
+    start = 0
+    for lo, hi in sorted(exclude) + [(len(want), len(want))]:
+        if got[start:lo] != want[start:lo]:
+            return next(i for i in range(start, lo) if got[i] != want[i])
+        start = max(start, hi)
+    return None
+
+
 def compare_truth(sample, outdir):
     manifest = json.loads((outdir / "manifest.json").read_text())
     files = {b["name"]: b for b in manifest["blocks"]}
@@ -50,13 +61,9 @@ def compare_truth(sample, outdir):
         data = (outdir / blk["file"]).read_bytes()
         got = data[truth["block_offset"] : truth["block_offset"] + truth["length"]]
         assert len(got) == len(want)
-        # Compare outside the windows that pmemsave cannot see through (x86 VGA/ROM).
-        start = 0
-        for lo, hi in sorted(truth["exclude"]) + [(len(want), len(want))]:
-            if got[start:lo] != want[start:lo]:
-                first = next(i for i in range(start, lo) if got[i] != want[i])
-                pytest.fail(f"{sample['name']}: {truth['block']} differs from truth at 0x{first:x}")
-            start = max(start, hi)
+        first = first_difference(got, want, truth["exclude"])
+        if first is not None:
+            pytest.fail(f"{sample['name']}: {truth['block']} differs from truth at 0x{first:x}")
     # Block migration: each disk as the source had it (the file may run on to the end
     # of the last 1 MiB chunk).
     disks = {d["device"]: d for d in manifest.get("disks", ())}

@@ -21,7 +21,7 @@ from test_kaitai import element
 
 from migstream.errors import StreamError
 from migstream.wire import build as w
-from support.fresh import fresh_process
+from support.fresh import atheris_run
 from support.samples import ROOT
 
 sys.path.insert(0, str(ROOT / "fuzz"))
@@ -152,30 +152,9 @@ def test_structure_aware_fuzz(elements, seed, page_size, vmdesc, mutations, mode
 
 def test_atheris_bounded_run(tmp_path):
     pytest.importorskip("atheris")  # a test dependency on x86_64 Linux (pyproject.toml)
-    seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
-    corpus.mkdir()
     fuzzer = str(ROOT / "fuzz" / "fuzz_decoder.py")
-    subprocess.run([sys.executable, fuzzer, "--seeds", str(seeds)], check=True, capture_output=True)
-    proc = subprocess.run(
-        fresh_process(
-            [
-                sys.executable,
-                fuzzer,
-                str(corpus),
-                str(seeds),
-                "-runs=20000",
-                "-max_total_time=15",
-                f"-dict={ROOT / 'fuzz' / 'migstream.dict'}",
-                "-max_len=131072",
-                "-timeout=10",
-                "-rss_limit_mb=1024",
-                f"-artifact_prefix={tmp_path}/",
-            ]
-        ),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    options = ["-runs=20000", "-max_total_time=15", f"-dict={ROOT / 'fuzz' / 'migstream.dict'}", "-max_len=131072"]
+    proc = atheris_run(fuzzer, tmp_path, options, timeout=180)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done" in proc.stderr and not list(tmp_path.glob("crash-*"))
 

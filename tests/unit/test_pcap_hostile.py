@@ -13,7 +13,7 @@ import pytest
 from migstream.containers.pcap import PacketCapture
 from migstream.errors import MigstreamError
 from support import pcapwrite as pw
-from support.fresh import fresh_process
+from support.fresh import atheris_run
 from support.samples import SAMPLES
 from support.samples import read_zst
 
@@ -155,28 +155,7 @@ def test_memory_stays_flat_on_a_large_capture(tmp_path):
 def test_atheris_bounded_run_on_the_capture_reader(tmp_path):
     pytest.importorskip("atheris")  # a test dependency on x86_64 Linux (pyproject.toml)
     fuzzer = str(SAMPLES.parent / "fuzz" / "fuzz_pcap.py")
-    seeds, corpus = tmp_path / "seeds", tmp_path / "corpus"
-    corpus.mkdir()
-    subprocess.run([sys.executable, fuzzer, "--seeds", str(seeds)], check=True, capture_output=True)
-    proc = subprocess.run(
-        fresh_process(
-            [
-                sys.executable,
-                fuzzer,
-                str(corpus),
-                str(seeds),
-                "-runs=4000",
-                "-max_total_time=8",
-                "-max_len=65536",
-                "-timeout=10",
-                "-rss_limit_mb=1024",
-                f"-artifact_prefix={tmp_path}/",
-            ]
-        ),
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    proc = atheris_run(fuzzer, tmp_path, ["-runs=4000", "-max_total_time=8", "-max_len=65536"], timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Done" in proc.stderr and not list(tmp_path.glob("crash-*"))
 
