@@ -111,10 +111,15 @@ async def test_light_theme_recolours_readably():
     async with app.run_test(size=(120, 40)) as pilot:
         await pilot.pause()
         page_map = app.query_one(PageMap)
-        for _ in range(500):  # indexed, and the map shows a block with never-sent pages
+        # Indexed, and the map shows a block with never-sent pages.  Late in a full run
+        # (other tests' threads in this process) the index took over 10 s: wait up to
+        # 60 s, and say so if it never got there rather than test an empty map.
+        for _ in range(3000):
             if app.indexed and len(page_map.states) and (page_map.states == PageKind.NEVER).any():
                 break
             await pilot.pause(0.02)
+        else:
+            raise AssertionError(f"no never-sent pages on the map after 60 s (indexed: {app.indexed})")
         dark_cells, _ = _colours(app)
         app.theme = "textual-light"
         for _ in range(200):  # the theme's stylesheet reaches the widgets on a later refresh
