@@ -9,42 +9,68 @@ from typing import TYPE_CHECKING
 #: The package version: the one place it is written (pyproject.toml reads it from here).
 __version__ = "0.1.0"
 
-from .decode.decoder import StreamDecoder
-from .errors import MigstreamError
-from .errors import StreamError
-from .errors import TruncatedStream
-from .errors import UsageError
-from .events import NEED_DATA
-from .events import CommandEvent
-from .events import Configuration
-from .events import DeviceState
-from .events import EndOfStream
-from .events import FileHeader
-from .events import PackageEnd
-from .events import PageRecord
-from .events import PageRun
-from .events import RamBlock
-from .events import RamBlockList
-from .events import RamMarker
-from .events import SectionEnd
-from .events import SectionStart
-from .events import Undecoded
-from .events import VmDescription
-from .events import flag_names
-from .wire.grammar import Command
-from .wire.grammar import RamFlag
-from .wire.grammar import SectionType
-
 if TYPE_CHECKING:  # what __getattr__ below brings, for type checkers
     from .api import Capture as Capture
     from .api import open as open
+    from .decode.decoder import StreamDecoder as StreamDecoder
+    from .errors import MigstreamError as MigstreamError
+    from .errors import StreamError as StreamError
+    from .errors import TruncatedStream as TruncatedStream
+    from .errors import UsageError as UsageError
+    from .events import NEED_DATA as NEED_DATA
+    from .events import CommandEvent as CommandEvent
+    from .events import Configuration as Configuration
+    from .events import DeviceState as DeviceState
+    from .events import EndOfStream as EndOfStream
+    from .events import FileHeader as FileHeader
+    from .events import PackageEnd as PackageEnd
+    from .events import PageRecord as PageRecord
+    from .events import PageRun as PageRun
+    from .events import RamBlock as RamBlock
+    from .events import RamBlockList as RamBlockList
+    from .events import RamMarker as RamMarker
+    from .events import SectionEnd as SectionEnd
+    from .events import SectionStart as SectionStart
+    from .events import Undecoded as Undecoded
+    from .events import VmDescription as VmDescription
+    from .events import flag_names as flag_names
+    from .wire.grammar import Command as Command
+    from .wire.grammar import RamFlag as RamFlag
+    from .wire.grammar import SectionType as SectionType
 
-# The encoding side is imported on first use (PEP 562), so that decoding front ends
-# start without it.
+# Every name is imported on first use (PEP 562): `import migstream.cli.info` pays only
+# for what the info command needs, not for the decoder, the encoder and the API.
 _LAZY = {
-    # The Python API (migstream/api/): containers, tools and the RAM image, on first use.
+    # The sans-IO decoder, its errors and events, and the wire vocabulary.
+    "StreamDecoder": "decode.decoder",
+    "MigstreamError": "errors",
+    "StreamError": "errors",
+    "TruncatedStream": "errors",
+    "UsageError": "errors",
+    "NEED_DATA": "events",
+    "CommandEvent": "events",
+    "Configuration": "events",
+    "DeviceState": "events",
+    "EndOfStream": "events",
+    "FileHeader": "events",
+    "PackageEnd": "events",
+    "PageRecord": "events",
+    "PageRun": "events",
+    "RamBlock": "events",
+    "RamBlockList": "events",
+    "RamMarker": "events",
+    "SectionEnd": "events",
+    "SectionStart": "events",
+    "Undecoded": "events",
+    "VmDescription": "events",
+    "flag_names": "events",
+    "Command": "wire.grammar",
+    "RamFlag": "wire.grammar",
+    "SectionType": "wire.grammar",
+    # The Python API (migstream/api/): containers, tools and the RAM image.
     "open": "api",
     "Capture": "api",
+    # The encoding side.
     "BytesSink": "encode.sinks",
     "Encoder": "encode.encoder",
     "FdSink": "encode.sinks",

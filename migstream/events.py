@@ -10,10 +10,10 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator
 from collections.abc import Sequence
-from dataclasses import dataclass
-from dataclasses import field
 from typing import Any
 
+from .record import field
+from .record import record
 from .wire.grammar import BLOCK_SECTOR_BITS
 from .wire.grammar import MULTIFD_COMPRESSION_MASK
 from .wire.grammar import MULTIFD_COMPRESSION_NAMES
@@ -70,13 +70,13 @@ def block_flag_names(flags: int) -> str:
     return "|".join(names) or "0"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FileHeader:
     offset: int
     version: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Configuration:
     offset: int
     machine: str
@@ -88,7 +88,7 @@ class Configuration:
     data: bytes = field(default=b"", repr=False, compare=False)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SectionStart:
     """A section header: START/FULL carry the idstr, PART/END refer back to it."""
 
@@ -100,7 +100,7 @@ class SectionStart:
     version_id: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class SectionEnd:
     """The end of a section payload; ``footer`` tells whether a 0x7e footer followed."""
 
@@ -110,7 +110,7 @@ class SectionEnd:
     footer: bool
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RamBlock:
     name: str
     used_length: int
@@ -118,7 +118,7 @@ class RamBlock:
     addr: int | None = None  # x-ignore-shared guest-physical address
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RamBlockList:
     """The MEM_SIZE record: every RAM block and its used length."""
 
@@ -127,7 +127,7 @@ class RamBlockList:
     blocks: tuple[RamBlock, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PageRecord:
     """One RAM record that targets a page (ZERO, PAGE, XBZRLE, COMPRESS_PAGE)."""
 
@@ -166,7 +166,7 @@ def _payload_wire_size(rec: PageRecord) -> int:
     return len(rec.data)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PageRun:
     """``count`` consecutive CONTINUE records, each PAGE or ZERO, for consecutive
     pages of one block: record *i* starts at ``offset + starts[i]``, targets
@@ -221,7 +221,7 @@ class PageRun:
                 yield PageRecord(off, kind | RAM_CONTINUE, self.block, addr, end - 1, empty, self.fill(i))
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RamMarker:
     """A RAM record without a page: EOS, MULTIFD_FLUSH or HOOK."""
 
@@ -233,7 +233,7 @@ class RamMarker:
         return RamFlag(self.flags & ~RamFlag.CONTINUE)
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class CommandEvent:
     offset: int
     cmd: int
@@ -248,7 +248,7 @@ class CommandEvent:
             return f"0x{self.cmd:x}"
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PackageEnd:
     """The end of a PACKAGED command's nested stream."""
 
@@ -256,7 +256,7 @@ class PackageEnd:
     length: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DeviceState:
     """The payload of a non-RAM section, framed but not interpreted here."""
 
@@ -272,7 +272,7 @@ class DeviceState:
     section_type: SectionType = SectionType.FULL
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class BlockRecord:
     """A record of the "block" section (block migration, migration/block.c): a chunk
     of a disk (DEVICE_BLOCK: ``data``, or none with ZERO_BLOCK), a PROGRESS
@@ -311,7 +311,7 @@ class BlockRecord:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class DirtyBitmapRecord:
     """A record of the "dirty-bitmap" section (capability dirty-bitmaps,
     migration/block-dirty-bitmap.c): a bitmap's START (granularity, bitmap flags),
@@ -346,20 +346,20 @@ class DirtyBitmapRecord:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class EndOfStream:
     """QEMU_VM_EOF, at nesting level 0."""
 
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class VmDescription:
     offset: int
     json: bytes
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class Undecoded:
     """Decoding stopped before the end of the input, without a format error:
     the rest is device state that cannot be framed without a JSON description."""
@@ -371,7 +371,7 @@ class Undecoded:
 # --- mapped-ram and multifd (QEMU 9.0+ file: migration; multifd channels) ----------
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MappedRamBlock:
     """A MEM_SIZE block entry of a mapped-ram stream: the block and its
     MappedRamHeader.  ``bitmap`` (host-long words, little-endian bit order) says which
@@ -405,7 +405,7 @@ class MappedRamBlock:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MappedRamPages:
     """A stretch of a block's page region as it passes by: block offsets
     ``addr .. addr + len(data)``.  ``data`` is a view into the input (an mmap for
@@ -426,7 +426,7 @@ class MappedRamPages:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MultifdPacket:
     """One RAM packet of a multifd channel, decoded: ``pages`` holds the normal
     pages (decompressed) in ``normal`` offset order; ``zero`` lists pages to zero.
@@ -468,7 +468,7 @@ class MultifdPacket:
         }
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class MultifdSync:
     """Every channel reached its SYNC packet for one sync point of the main stream
     (a MULTIFD_FLUSH record, or a RAM EOS for QEMU < 8.0 / flush-after-each-section)."""

@@ -14,13 +14,13 @@ from ..capture.live import LiveDecoder
 from ..capture.live import Throughput
 from ..tools.vocabulary import human_size
 from ..wire.limits import DEFAULT_MAX_BACKLOG
-from .app import RECORD
-from .app import JsonOpt
-from .app import ProgressOpt
-from .app import app
-from .app import err
-from .app import run_command
 from .jsonout import print_json
+from .root import RECORD
+from .root import JsonOpt
+from .root import ProgressOpt
+from .root import app
+from .root import err
+from .root import run_command
 
 ListenOpt = Annotated[
     str, typer.Option("--listen", help="Where QEMU migrates to: unix:/path or tcp:HOST:PORT (tcp:PORT = loopback).")

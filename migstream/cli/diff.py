@@ -11,14 +11,14 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .app import INSPECT
-from .app import InputOptions
-from .app import app
-from .app import reads_stream
-from .app import run_command
 from .jsonout import print_json
 from .progress import DecodeProgress
 from .progress import stream_size
+from .root import INSPECT
+from .root import InputOptions
+from .root import app
+from .root import reads_stream
+from .root import run_command
 
 SideArg = Annotated[
     str,

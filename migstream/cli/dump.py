@@ -8,15 +8,15 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .app import WRITE
-from .app import InputOptions
-from .app import StreamArg
-from .app import app
-from .app import err
-from .app import reads_stream
-from .app import run_command
 from .progress import DecodeProgress
 from .progress import stream_size
+from .root import WRITE
+from .root import InputOptions
+from .root import StreamArg
+from .root import app
+from .root import err
+from .root import reads_stream
+from .root import run_command
 
 MapOpt = Annotated[
     list[str] | None,

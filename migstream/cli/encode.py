@@ -10,11 +10,6 @@ import typer
 
 from ..containers.qcow2 import snapshot_path
 from ..errors import UsageError
-from .app import WRITE
-from .app import ProgressOpt
-from .app import SnapshotOpt
-from .app import app
-from .app import run_command
 from .dump import MapOpt
 from .dump import layout_options
 from .encoding import check_mapped_ram_options
@@ -22,6 +17,11 @@ from .encoding import output_fd
 from .encoding import parse_size
 from .encoding import report_stats
 from .progress import EncodeProgress
+from .root import WRITE
+from .root import ProgressOpt
+from .root import SnapshotOpt
+from .root import app
+from .root import run_command
 
 
 @app.command(rich_help_panel=WRITE)

@@ -8,18 +8,18 @@ from typing import Annotated
 
 import typer
 
-from .app import INSPECT
-from .app import InputOptions
-from .app import JsonOpt
-from .app import StreamArg
-from .app import app
-from .app import err
-from .app import reads_stream
-from .app import run_command
 from .jsonout import error_object
 from .jsonout import print_json
 from .progress import DecodeProgress
 from .progress import stream_size
+from .root import INSPECT
+from .root import InputOptions
+from .root import JsonOpt
+from .root import StreamArg
+from .root import app
+from .root import err
+from .root import reads_stream
+from .root import run_command
 
 
 @app.command(rich_help_panel=INSPECT)

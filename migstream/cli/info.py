@@ -10,18 +10,18 @@ from ..tools.coverage import incomplete_ram
 from ..tools.summary import info_document
 from ..tools.vocabulary import human_size
 from ..tools.vocabulary import page_kind_word
-from .app import INSPECT
-from .app import InputOptions
-from .app import JsonOpt
-from .app import StreamArg
-from .app import app
-from .app import err
-from .app import reads_stream
-from .app import run_command
 from .dump import physical_map_lines
 from .jsonout import print_json
 from .pcapinfo import capture_lines
 from .pcapinfo import print_capture
+from .root import INSPECT
+from .root import InputOptions
+from .root import JsonOpt
+from .root import StreamArg
+from .root import app
+from .root import err
+from .root import reads_stream
+from .root import run_command
 
 
 @app.command(rich_help_panel=INSPECT)

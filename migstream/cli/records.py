@@ -26,14 +26,14 @@ from ..events import flag_names
 from ..tools.summary import ENCODING_NAMES
 from ..tools.vocabulary import page_kind_word
 from ..wire.grammar import RamFlag
-from .app import INSPECT
-from .app import InputOptions
-from .app import StreamArg
-from .app import app
-from .app import reads_stream
-from .app import run_command
-from .app import warn_all
 from .jsonout import line
+from .root import INSPECT
+from .root import InputOptions
+from .root import StreamArg
+from .root import app
+from .root import reads_stream
+from .root import run_command
+from .root import warn_all
 
 
 def _record_rows(events):

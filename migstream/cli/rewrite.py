@@ -9,16 +9,16 @@ from typing import Annotated
 import typer
 
 from ..errors import UsageError
-from .app import WRITE
-from .app import InputOptions
-from .app import app
-from .app import reads_stream
-from .app import run_command
 from .encoding import check_mapped_ram_options
 from .encoding import output_fd
 from .encoding import parse_size
 from .encoding import report_stats
 from .progress import EncodeProgress
+from .root import WRITE
+from .root import InputOptions
+from .root import app
+from .root import reads_stream
+from .root import run_command
 
 InArg = Annotated[
     str,

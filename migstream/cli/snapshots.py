@@ -12,11 +12,11 @@ from ..containers.qcow2 import Qcow2Image
 from ..containers.qcow2 import is_qcow2
 from ..errors import UsageError
 from ..tools.vocabulary import human_size
-from .app import INSPECT
-from .app import JsonOpt
-from .app import app
-from .app import run_command
 from .jsonout import print_json
+from .root import INSPECT
+from .root import JsonOpt
+from .root import app
+from .root import run_command
 
 
 @app.command(rich_help_panel=INSPECT)

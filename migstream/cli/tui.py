@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from .app import INSPECT
-from .app import InputOptions
-from .app import StreamArg
-from .app import app
-from .app import reads_stream
-from .app import run_command
+from .root import INSPECT
+from .root import InputOptions
+from .root import StreamArg
+from .root import app
+from .root import reads_stream
+from .root import run_command
 
 
 @app.command(rich_help_panel=INSPECT)

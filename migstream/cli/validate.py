@@ -16,14 +16,14 @@ from ..tools.coverage import PageCoverage
 from ..tools.coverage import incomplete_ram
 from ..tools.coverage import multifd_main_alone
 from ..wire.grammar import RamFlag
-from .app import INSPECT
-from .app import InputOptions
-from .app import StreamArg
-from .app import app
-from .app import err
-from .app import reads_stream
-from .app import run_command
-from .app import warn_all
+from .root import INSPECT
+from .root import InputOptions
+from .root import StreamArg
+from .root import app
+from .root import err
+from .root import reads_stream
+from .root import run_command
+from .root import warn_all
 
 
 @app.command(rich_help_panel=INSPECT)

@@ -7,10 +7,8 @@ Pure functions over bytes: ``sources.py`` does the I/O and the decompression.
 
 from __future__ import annotations
 
-import xml.etree.ElementTree as ET
-from dataclasses import dataclass
-
 from ..errors import UsageError
+from ..record import record
 from ..wire import libvirt_header as gl
 
 #: A larger XML area is refused (libvirt writes the XML + 64 KiB of padding).
@@ -38,7 +36,7 @@ class SaveImageError(UsageError):
         self.offset = offset
 
 
-@dataclass(frozen=True)
+@record
 class SaveImage:
     """What a libvirt save image says about itself."""
 
@@ -176,6 +174,8 @@ def domain_summary(xml_text: str) -> dict:
         "arch": None,
         "type": None,
     }
+    import xml.etree.ElementTree as ET  # here: only libvirt images need it (2 ms of every start-up)
+
     try:
         root = ET.fromstring(xml_text)
     except ET.ParseError:

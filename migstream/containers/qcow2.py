@@ -20,11 +20,11 @@ import os
 import struct
 import zlib
 from collections import OrderedDict
-from dataclasses import dataclass
 from datetime import UTC
 from datetime import datetime
 
 from ..errors import UsageError
+from ..record import record
 
 MAGIC = b"QFI\xfb"
 #: QEMU's bounds (block/qcow2.h): cluster_bits 9..21, snapshot table and L1 sizes.
@@ -67,7 +67,7 @@ def is_qcow2(head: bytes) -> bool:
     return head[:4] == MAGIC
 
 
-@dataclass(frozen=True)
+@record
 class Snapshot:
     """One entry of the snapshot table (QCowSnapshotHeader + extra data)."""
 

@@ -37,6 +37,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import UsageError
+from ..record import record
 from ..wire.pagesize import page_size_for
 
 GiB = 1 << 30
@@ -51,7 +52,7 @@ _MAIN_RAM = ("pc.ram", "microvm.ram", "mach-virt.ram", "riscv_virt_board.ram", "
 _RAM_BASE = {"aarch64": 0x4000_0000, "riscv64": 0x8000_0000, "ppc64": 0, "s390x": 0}
 
 
-@dataclass(frozen=True)
+@record
 class PhysRange:
     gpa: int
     size: int
@@ -66,7 +67,7 @@ class PhysRange:
         return {"gpa": self.gpa, "size": self.size, "block": self.block, "offset": self.offset}
 
 
-@dataclass(frozen=True)
+@record
 class BlockInfo:
     """What the layout needs of a RAM block: its name, used length and, with
     x-ignore-shared, the address MEM_SIZE carried."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import struct
 from array import array
-from dataclasses import dataclass
 
 from construct import Construct
 from construct import FormatField
@@ -18,6 +17,7 @@ from construct import Prefixed
 from construct import SizeofError
 from construct import Struct
 
+from ..record import record
 from . import grammar as g
 from .limits import MAX_RUN_RECORDS
 
@@ -38,13 +38,13 @@ build_pages = _runscan.build_pages if _runscan is not None else None
 write_run = _runscan.write_run if _runscan is not None else None
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class FixedField:
     name: str
     size: int
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class PrefixedField:
     name: str
     prefix: struct.Struct  # the length field's format
@@ -94,7 +94,7 @@ BLOCK_HEADER = _format_of(g.BlockRecord.subcons[0])
 SECTION_ID = _format_of(g.SectionFooter.subcons[0])
 
 
-@dataclass(frozen=True, slots=True)
+@record
 class RamPlans:
     """Per-kind payload plans for one page size."""
 

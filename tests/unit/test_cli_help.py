@@ -11,10 +11,10 @@ import typer.main
 from typer.testing import CliRunner
 
 from migstream.cli import app
-from migstream.cli.app import INPUT_PARAMETERS
-from migstream.cli.app import INSPECT
-from migstream.cli.app import RECORD
-from migstream.cli.app import WRITE
+from migstream.cli.root import INPUT_PARAMETERS
+from migstream.cli.root import INSPECT
+from migstream.cli.root import RECORD
+from migstream.cli.root import WRITE
 
 ROOT = typer.main.get_command(app)
 COMMANDS = ROOT.commands  # type: ignore[attr-defined]

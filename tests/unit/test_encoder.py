@@ -428,7 +428,7 @@ def test_failure_midway_leaves_no_output(good_dir, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
     import migstream.encode.encoder as enc
-    from migstream.cli.app import app
+    from migstream.cli import app
 
     def boom(self, *a, **k):
         raise UsageError("disk on fire")

@@ -128,7 +128,7 @@ def test_private_use_found(module, source):
         ("migstream.wire.fastpath", False, "from migstream.wire import _runscan"),
         ("migstream.wire", True, "from . import _runscan"),
         # Dunders are public; private attributes of objects are not imports.
-        ("migstream.cli.app", False, "from migstream import __version__\nfrom . import grammar\nself._x\nobj._y"),
+        ("migstream.cli.root", False, "from migstream import __version__\nfrom . import grammar\nself._x\nobj._y"),
         ("migstream.tools.index", False, "from ..wire import grammar as g\ng.RamFlag"),
     ],
 )

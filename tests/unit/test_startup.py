@@ -3,11 +3,16 @@ nothing a user sees: same output, same exit status."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from typer.testing import CliRunner
 
+from migstream.cli import COMMAND_MODULES
 from migstream.cli import _command_name
 from migstream.cli import app
+from migstream.cli import needed_commands
 from migstream.cli.startup import keep_only_invoked
 from support.samples import SAMPLES
 
@@ -34,3 +39,49 @@ def test_only_the_invoked_command_behaves_like_all(monkeypatch, argv):
         assert len(app.registered_commands) == 1
     pruned = CliRunner().invoke(app, argv)
     assert (pruned.exit_code, pruned.output) == (full.exit_code, full.output)
+
+
+def _imported_by(argv: list[str]) -> tuple[set[str], str]:
+    """The migstream/heavy modules a real `migstream ARGV` process imported, and its stdout."""
+    code = (
+        "import sys, io, contextlib\n"
+        f"sys.argv = ['migstream', *{argv!r}]\n"
+        "from migstream.cli import main\n"
+        "out = io.StringIO()\n"
+        "with contextlib.redirect_stdout(out):\n"
+        "    try:\n        main()\n    except SystemExit:\n        pass\n"
+        "mods = sorted(m for m in sys.modules if m.startswith(('migstream', 'numpy', 'textual')))\n"
+        "print('\\n'.join(mods)); print('---'); print(out.getvalue())\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    mods, _, out = p.stdout.partition("---\n")
+    return set(mods.split()), out
+
+
+def test_a_command_imports_only_its_own_module():
+    """main() registers only the invoked command: `info` never imports the encoder,
+    the TUI (textual), numpy or the other commands' modules, and says the same as the
+    full app does (test_only_the_invoked_command_behaves_like_all)."""
+    mods, out = _imported_by(["info", str(SAMPLES / "x86-stopped.mig.zst")])
+    assert "machine          pc-i440fx-7.2" in out
+    commands = {m.rsplit(".", 1)[1] for m in mods if m.startswith("migstream.cli.")} & set(COMMAND_MODULES.values())
+    assert commands == {"info", "dump"}  # dump: info prints the physical map with dump's lines
+    assert not {m for m in mods if m.startswith(("migstream.encode", "migstream.tui", "numpy", "textual"))}
+
+
+@pytest.mark.parametrize(
+    "argv,expected",
+    [(["--version"], []), (["info", "x"], ["info"]), (["tap", "--help"], ["tap"]), (["--help"], None),
+     ([], None), (["bogus"], None), (["--version", "--help"], None)],
+)  # fmt: skip
+def test_needed_commands(argv, expected):
+    assert needed_commands(argv) == expected
+
+
+def test_version_imports_no_command():
+    mods, out = _imported_by(["--version"])
+    assert out.startswith("migstream ")
+    assert not {m for m in mods if m.startswith("migstream.cli.")} - {
+        "migstream.cli.root", "migstream.cli.startup", "migstream.cli.version", "migstream.cli.jsonout",
+        "migstream.cli.progress",
+    }  # fmt: skip

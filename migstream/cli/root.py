@@ -5,7 +5,7 @@ output I/O error.  Data goes to stdout; progress, warnings and errors to stderr.
 stream error is one line ``error at offset 0x...: <what>``, never a traceback.
 
 Every command lives in its own module of this package and registers on ``app``;
-``migstream.cli`` imports them all (this module imports none of them).
+``migstream.cli`` imports the ones a command line needs (this module imports none).
 """
 
 from __future__ import annotations
