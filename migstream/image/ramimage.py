@@ -16,10 +16,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from array import array
 from dataclasses import dataclass
 from dataclasses import field
-
-import numpy as np
 
 from ..decode.mappedram import written_runs
 from ..decode.pages import apply_page
@@ -41,6 +40,9 @@ from .blockwriter import BlockWriter
 from .manifest import MANIFEST
 
 _CHUNK_PAGES = 1 << 16  # pages per bitmap chunk
+#: bytes.translate table: a run's kinds -> 1 for a PAGE record, 0 for a ZERO one (what
+#: the written-pages map stores).
+_PAGE_IS_1 = bytes(int(k == RAM_PAGE) for k in range(256))
 _HOLE_MIN = 2  # zero pages in a row that are left as a hole rather than written
 #: Bulk runs into fresh block files written by the compiled helper (no Python object
 #: per page); False: the Python loop of _apply_run, its reference.
@@ -320,7 +322,8 @@ class RamImage:
         """Write a run with few system calls: pages go out in pwritev batches;
         a zero page between data pages is written as zeros (one syscall instead of
         three), while stretches of at least ``_HOLE_MIN`` zero pages stay holes,
-        so block files remain sparse.  The stretches are found with numpy."""
+        so block files remain sparse.  Without the compiled writer the stretches are found
+        with numpy."""
         blk = self._block(run.block)
         if blk is None:
             return
@@ -328,6 +331,29 @@ class RamImage:
         n = run.count
         first = run.addr // ps
         data = run.data
+        zp = self._zero_page
+        # The compiled writer: for a run over pages never written before (the bulk
+        # stage), whose zero stretches are holes already.  It writes at block offsets of
+        # the block's own file: not for a block placed in pieces of a shared file (dump),
+        # whose writes go through _put.  numpy is not imported on this path (50 ms of
+        # extract's start-up).
+        if (
+            COMPILED
+            and write_run is not None
+            and blk.pieces is None
+            and isinstance(run.starts, array)
+            and not blk.written.any(first, n)
+        ):
+            self._writes.submit()  # earlier writes first
+            if write_run(blk.fd, data, run.starts, run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp):
+                blk.written.store(first, run.kinds.translate(_PAGE_IS_1))
+                self._wrote(blk, run.addr + n * ps)
+            else:  # a ZERO record with a non-zero fill byte (rare): record by record
+                for rec in run.records():
+                    self._apply_record(rec)
+            return
+        import numpy as np
+
         kinds = np.frombuffer(run.kinds, dtype=np.uint8)
         starts = np.asarray(run.starts, dtype=np.int64)
         ends = np.append(starts[1:], len(data))  # a record ends with its page or fill byte
@@ -344,15 +370,6 @@ class RamImage:
         # No page of the run's range written before (the bulk stage): its zero
         # stretches are holes already, nothing to check or clear page by page.
         fresh = not blk.written.any(first, n)
-        zp = self._zero_page
-        # The compiled writer writes at block offsets of the block's own file: not for a
-        # block placed in pieces of a shared file (dump), whose writes go through _put.
-        if fresh and COMPILED and write_run is not None and blk.pieces is None:
-            self._writes.submit()  # earlier writes first
-            write_run(blk.fd, data, starts.data, run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp)
-            blk.written.store(first, is_page.view(np.uint8).tobytes())
-            self._wrote(blk, run.addr + n * ps)
-            return
         pages = [data[s : s + ps] for s in (ends[is_page] - ps).tolist()]
         at = 0  # next unused entry of pages
         iov: list = []

@@ -245,7 +245,7 @@ static int pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
     return 0;
 }
 
-/* write_run(fd, data, starts, kinds, page_kind, page_size, offset, hole_min, zero_page) -> None
+/* write_run(fd, data, starts, kinds, page_kind, page_size, offset, hole_min, zero_page) -> bool
  *
  * Writes a bulk run of records (the decoder's PageRun: data, starts as native int64,
  * kinds) to fd, page i of the run at offset + i*page_size: the payload of a record of
@@ -254,7 +254,9 @@ static int pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
  * copies; longer stretches, and those at the run's end, are left as they are (holes
  * in a fresh file).  Runs of adjacent pages go out as one pwritev of up to 1024
  * buffers.  image/ramimage.py holds this equal to its Python loop
- * (tests/unit/test_extract_compiled.py).
+ * (tests/unit/test_extract_compiled.py).  Returns False, having written nothing, when a
+ * record of another kind (ZERO) has a non-zero fill byte (its last byte): those pages
+ * are not zeros, the caller applies the run record by record.
  */
 static PyObject *write_run(PyObject *self, PyObject *args)
 {
@@ -271,16 +273,21 @@ static PyObject *write_run(PyObject *self, PyObject *args)
     const unsigned char *k = kinds.buf;
     int bad = starts.len != n * (Py_ssize_t)sizeof(int64_t) || page_size <= 0 || zero.len != page_size || offset < 0
               || hole_min < 1;
+    int filled = 0; /* a ZERO record whose fill byte is not 0 */
     for (Py_ssize_t i = 0; !bad && i < n; i++) {
         int64_t end = i + 1 < n ? st[i + 1] : data.len;
-        bad = st[i] < 0 || end > data.len || (k[i] == page_kind && end - st[i] < page_size)
+        bad = st[i] < 0 || end > data.len || end - st[i] < (k[i] == page_kind ? page_size : 1)
               || (i + 1 < n && st[i + 1] < st[i]);
+        if (!bad && k[i] != page_kind)
+            filled |= ((const unsigned char *)data.buf)[end - 1] != 0;
     }
-    if (bad) {
+    if (bad || filled) {
         PyBuffer_Release(&data);
         PyBuffer_Release(&starts);
         PyBuffer_Release(&kinds);
         PyBuffer_Release(&zero);
+        if (!bad)
+            Py_RETURN_FALSE;
         PyErr_SetString(PyExc_ValueError, "write_run: bad arguments");
         return NULL;
     }
@@ -332,7 +339,7 @@ static PyObject *write_run(PyObject *self, PyObject *args)
     PyBuffer_Release(&zero);
     if (failed)
         return PyErr_SetFromErrno(PyExc_OSError);
-    Py_RETURN_NONE;
+    Py_RETURN_TRUE;
 }
 
 static PyMethodDef methods[] = {
@@ -343,8 +350,9 @@ static PyMethodDef methods[] = {
      "build_pages(data, first, count, page_size, header_size, zero_tag, zero_size, page_tag, out) -> "
      "(used, zero): the bulk ZERO/PAGE records of pages first..first+count-1, written into out."},
     {"write_run", write_run, METH_VARARGS,
-     "write_run(fd, data, starts, kinds, page_kind, page_size, offset, hole_min, zero_page) -> None: "
-     "the pages of a bulk run written to fd with pwritev (short zero stretches as zero pages)."},
+     "write_run(fd, data, starts, kinds, page_kind, page_size, offset, hole_min, zero_page) -> bool: "
+     "the pages of a bulk run written to fd with pwritev (short zero stretches as zero pages); "
+     "False, nothing written, when a ZERO record has a non-zero fill byte."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -26,12 +26,14 @@ PS = 4096
 needs_compiled = pytest.mark.skipif(fastpath.write_run is None, reason="built without a C compiler")
 
 
-def run_event(rnd, first, kinds):
-    data, starts = bytearray(), []
+def run_event(rnd, first, kinds, fills=None):
+    """A PageRun as the decoder makes it (starts: array of int64); ``fills``: record
+    index -> fill byte of that ZERO record (default 0)."""
+    data, starts = bytearray(), array("q")
     for i, k in enumerate(kinds):
         starts.append(len(data))
         data += ((first + i) * PS | k | F.CONTINUE).to_bytes(8, "big")
-        data += rnd.randbytes(PS) if k == F.PAGE else b"\0"
+        data += rnd.randbytes(PS) if k == F.PAGE else bytes([(fills or {}).get(i, 0)])
     return PageRun(0, "pc.ram", first * PS, len(kinds), PS, memoryview(bytes(data)), starts, bytes(kinds))
 
 
@@ -57,11 +59,15 @@ def layout(path) -> tuple[bytes, list]:
 
 def write_runs(directory, runs, npages, compiled, monkeypatch):
     monkeypatch.setattr(ri, "COMPILED", compiled)
+    calls = []
+    real = fastpath.write_run
+    monkeypatch.setattr(ri, "write_run", lambda *a: calls.append(a) or real(*a))
     img = RamImage(str(directory), PS)
     img.apply(RamBlockList(0, 0, (RamBlock("pc.ram", npages * PS),)))
     for ev in runs:
         img.apply(ev)
     img.close(machine=None, complete=True)
+    assert bool(calls) == compiled  # the compiled writer ran (or not) as asked
     return layout(directory / "pc.ram.bin")
 
 
@@ -118,3 +124,18 @@ def test_write_run_refuses_inconsistent_runs(tmp_path):
                 fastpath.write_run(fd, data, array("q", starts), kinds, int(F.PAGE), PS, 0, 2, bytes(PS))
     finally:
         os.close(fd)
+
+
+@needs_compiled
+def test_zero_record_with_a_fill_byte(tmp_path, monkeypatch):
+    """A ZERO record whose fill byte is not 0 (ram_handle_zero memsets the page with it):
+    the compiled writer declines the run, which is then applied record by record."""
+    kinds = [F.PAGE] * 3 + [F.ZERO] * 4 + [F.PAGE] * 2
+    run = run_event(random.Random(1), 10, kinds, fills={4: 0x5A})
+    (tmp_path / "c").mkdir()
+    (tmp_path / "p").mkdir()
+    compiled = write_runs(tmp_path / "c", [run], 64, True, monkeypatch)
+    python = write_runs(tmp_path / "p", [run], 64, False, monkeypatch)
+    assert compiled == python
+    assert compiled[0][14 * PS : 15 * PS] == b"\x5a" * PS
+    assert compiled[0][13 * PS : 14 * PS] == bytes(PS)
