@@ -34,7 +34,6 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from ..errors import UsageError
 from ..record import record
@@ -77,7 +76,7 @@ class BlockInfo:
     addr: int | None = None
 
 
-@dataclass
+@record(frozen=False)
 class PhysicalMap:
     machine: str | None
     ranges: list[PhysRange]  # ascending by gpa, never overlapping

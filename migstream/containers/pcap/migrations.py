@@ -15,10 +15,10 @@ from __future__ import annotations
 import ipaddress
 import os
 import struct
-from dataclasses import dataclass
-from dataclasses import field
 
 from ...errors import UsageError
+from ...record import field
+from ...record import record
 from ...wire import grammar as g
 from .files import CaptureFile
 from .links import LINKTYPE_NAMES
@@ -37,7 +37,7 @@ def endpoint(addr: bytes, port: int) -> str:
     return f"[{ip}]:{port}" if ip.version == 6 else f"{ip}:{port}"
 
 
-@dataclass
+@record(frozen=False)
 class Connection:
     """A TCP connection: ``forward`` is what the client sent, ``reverse`` the answer."""
 
@@ -66,7 +66,7 @@ class Connection:
         return min(self.forward.first_packet, self.reverse.first_packet if self.reverse else self.forward.first_packet)
 
 
-@dataclass
+@record(frozen=False)
 class Migration:
     number: int
     main: Connection
