@@ -32,7 +32,6 @@ from .compressed import open_decompressed
 from .libvirt import SaveImage
 from .libvirt import is_save_image
 from .libvirt import read_save_image
-from .pcap import CaptureChannel
 from .pcap import open_packet_capture
 from .qcow2 import Qcow2Image
 from .qcow2 import Snapshot
@@ -93,6 +92,8 @@ class StreamSource:
         if found is not None:
             capture, migration = found
             self.path = capture.path
+            from .pcap.migrations import CaptureChannel
+
             self.channel_paths = [CaptureChannel(capture, c) for c in migration.multifd]
             main = capture.reader(migration.main.forward)
             self._reader = cast(BinaryIO, main)

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from ..containers.capturedir import is_capture_dir
-from ..containers.pcap.migrations import split_selector
+from ..containers.pcap.files import split_selector
 from ..containers.qcow2 import split_snapshot
 from ..errors import UsageError
 from ..image.manifest import read_disks

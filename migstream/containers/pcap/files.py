@@ -19,6 +19,7 @@ import mmap
 import os
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 from ...errors import StreamError
 from ...errors import UsageError
@@ -223,3 +224,21 @@ class CaptureFile:
     def close(self) -> None:
         # Views into the map may still be alive; the map is closed by GC then.
         self._map = None
+
+
+class AmbiguousCapture(UsageError):
+    """A capture with several migrations and none chosen; ``capture`` lists them."""
+
+    def __init__(self, message: str, capture: Any) -> None:  # a migrations.PacketCapture
+        super().__init__(message)
+        self.capture = capture
+
+
+def split_selector(path: str) -> tuple[str, int | None]:
+    """``capture.pcap#2`` -> (``capture.pcap``, 2); a path that exists is taken whole.
+    (``#``, not ``@``: ``diff`` reads ``STREAM@N`` as "after N RAM iterations".)"""
+    if "#" in path and not os.path.exists(path):
+        base, _, sel = path.rpartition("#")
+        if sel.isdigit() and os.path.exists(base):
+            return base, int(sel)
+    return path, None

@@ -13,13 +13,13 @@ in the capture (several migrations to one port follow each other).
 from __future__ import annotations
 
 import ipaddress
-import os
 import struct
 
 from ...errors import UsageError
 from ...record import field
 from ...record import record
 from ...wire import grammar as g
+from .files import AmbiguousCapture
 from .files import CaptureFile
 from .links import LINKTYPE_NAMES
 from .links import SUPPORTED
@@ -229,14 +229,6 @@ class PacketCapture:
         return self.migrations[number - 1]
 
 
-class AmbiguousCapture(UsageError):
-    """A capture with several migrations and none chosen; ``capture`` lists them."""
-
-    def __init__(self, message: str, capture: PacketCapture) -> None:
-        super().__init__(message)
-        self.capture = capture
-
-
 class CaptureChannel(str):
     """A connection of a capture where a multifd channel file's path is expected: the
     string names it in messages, ``open_reader`` reads its reassembled bytes
@@ -253,13 +245,3 @@ class CaptureChannel(str):
 
     def open_reader(self) -> StreamReader:
         return self.capture.reader(self.flow)
-
-
-def split_selector(path: str) -> tuple[str, int | None]:
-    """``capture.pcap#2`` -> (``capture.pcap``, 2); a path that exists is taken whole.
-    (``#``, not ``@``: ``diff`` reads ``STREAM@N`` as "after N RAM iterations".)"""
-    if "#" in path and not os.path.exists(path):
-        base, _, sel = path.rpartition("#")
-        if sel.isdigit() and os.path.exists(base):
-            return base, int(sel)
-    return path, None
