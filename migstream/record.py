@@ -5,7 +5,7 @@ Why not dataclasses: every command's start-up builds the ~30 record classes on i
 import path (events, the fast path's plans, the physical map, container headers), and
 ``dataclass`` spends about 1 ms on each (six code generations and a class rebuilt
 for its slots): 30 ms of a 120 ms budget for ``migstream info``.  ``record`` generates
-only each class's constructor.  What is kept from dataclasses: the constructor
+only each class's constructor, on its first call.  What is kept from dataclasses: the constructor
 (positional or keyword, defaults, ``field(default_factory=...)``), ``repr``, ``==`` and
 ``hash`` over the compared fields, ``__match_args__``, immutability (assigning raises
 ``FrozenRecordError``, an AttributeError), pickling; mutable records (``frozen=False``)
@@ -80,33 +80,13 @@ def _build(cls: type, frozen: bool) -> type:
     namespace["__match_args__"] = tuple(names)
     new = type(cls)(cls.__name__, cls.__bases__, namespace)
 
-    env: dict[str, Any] = {}
-    params, body = [], []
-    for name in names:
-        spec = specs[name]
-        env[f"_set_{name}"] = new.__dict__[name].__set__  # the slot itself: bypasses a frozen __setattr__
-        if spec.default_factory is not None:
-            env[f"_factory_{name}"] = spec.default_factory
-            params.append(f"{name}=_MISSING")
-            body.append(f" _set_{name}(self, _factory_{name}() if {name} is _MISSING else {name})")
-            env["_MISSING"] = _MISSING
-        elif spec.default is not _MISSING:
-            env[f"_default_{name}"] = spec.default
-            params.append(f"{name}=_default_{name}")
-            body.append(f" _set_{name}(self, {name})")
-        else:
-            if params and "=" in params[-1]:
-                raise TypeError(f"{cls.__name__}: field {name!r} without a default follows one with a default")
-            params.append(name)
-            body.append(f" _set_{name}(self, {name})")
+    for before, name in zip(names, names[1:]):
+        if _has_default(specs[before]) and not _has_default(specs[name]):
+            raise TypeError(f"{cls.__name__}: field {name!r} without a default follows one with a default")
     shown = tuple(n for n in names if specs[n].repr)
     compared = [n for n in names if specs[n].compare]
-    src = [f"def __init__(self, {', '.join(params)}):", *(body or [" pass"])]
-    # Only the constructor is generated (it is on the decoder's hot path, and compiling
-    # it costs ~0.07 ms); the other methods are shared and read the class's tables.
-    exec("\n".join(src), env)
     generated: dict[str, Any] = {
-        "__init__": env["__init__"],
+        "__init__": _first_init,
         "__repr__": _repr,
         "__eq__": _eq,
         "__getstate__": _getstate,
@@ -118,14 +98,54 @@ def _build(cls: type, frozen: bool) -> type:
         if method in namespace and method not in ("__setattr__", "__delattr__"):
             continue  # the class wrote its own
         setattr(new, method, fn)
-    env["__init__"].__qualname__ = f"{cls.__qualname__}.__init__"
     new._record_fields = tuple(names)  # type: ignore[attr-defined]
     new._record_shown = shown  # type: ignore[attr-defined]
     new._record_key = attrgetter(*compared) if compared else _no_key  # type: ignore[attr-defined]
     new._record_setters = tuple(new.__dict__[n].__set__ for n in names)  # type: ignore[attr-defined]
+    new._record_specs = specs  # type: ignore[attr-defined]
     if not frozen:
         new.__hash__ = None  # type: ignore[assignment]  # mutable and compared by value: unhashable
     return new
+
+
+def _has_default(spec: _Field) -> bool:
+    return spec.default is not _MISSING or spec.default_factory is not None
+
+
+def _first_init(self: Any, *args: Any, **kwargs: Any) -> None:
+    """A record class's first constructor call: generate its real ``__init__``, install
+    it on the class, run it.  Compiling a constructor costs ~0.2 ms, and most of the
+    ~30 record classes on a command's import path are never instantiated in a run."""
+    cls = type(self)
+    init = _make_init(cls)
+    cls.__init__ = init
+    init(self, *args, **kwargs)
+
+
+def _make_init(cls: Any) -> Callable:
+    """The constructor of a record class, generated: positional or keyword arguments,
+    defaults, default factories; each field stored through its slot's descriptor (which
+    bypasses a frozen ``__setattr__``), as fast as a hand-written ``__init__``."""
+    env: dict[str, Any] = {"_MISSING": _MISSING}
+    params, body = [], []
+    for name, setter in zip(cls._record_fields, cls._record_setters):
+        spec = cls._record_specs[name]
+        env[f"_set_{name}"] = setter
+        if spec.default_factory is not None:
+            env[f"_factory_{name}"] = spec.default_factory
+            params.append(f"{name}=_MISSING")
+            body.append(f" _set_{name}(self, _factory_{name}() if {name} is _MISSING else {name})")
+        elif spec.default is not _MISSING:
+            env[f"_default_{name}"] = spec.default
+            params.append(f"{name}=_default_{name}")
+            body.append(f" _set_{name}(self, {name})")
+        else:
+            params.append(name)
+            body.append(f" _set_{name}(self, {name})")
+    exec("\n".join([f"def __init__(self, {', '.join(params)}):", *(body or [" pass"])]), env)
+    init = env["__init__"]
+    init.__qualname__ = f"{cls.__qualname__}.__init__"
+    return init
 
 
 def _no_key(record: Any) -> tuple:

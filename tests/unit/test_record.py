@@ -85,3 +85,18 @@ def test_missing_argument_and_field_order_errors():
         class Bad:
             a: int = 1
             b: int
+
+
+def test_constructor_generated_on_first_use_with_its_signature():
+    @record
+    class Lazy:
+        a: int
+        b: str = "x"
+
+    assert Lazy.__init__.__name__ == "_first_init"  # nothing compiled at class creation
+    assert Lazy(1) == Lazy(a=1, b="x")
+    import inspect
+
+    assert str(inspect.signature(Lazy.__init__)) == "(self, a, b='x')"
+    with pytest.raises(TypeError):
+        Lazy(1, "y", 3)  # type: ignore[call-arg]
