@@ -38,7 +38,8 @@ def info(stream: StreamArg, inp: InputOptions, json_out: JsonOpt = False) -> Non
     def decode():
         with inp.open(stream) as (source, decoder, prog):
             doc, error = info_document(source, decoder, inp.channels_of(source), prog)
-            incomplete = incomplete_ram(doc["pages_never_sent"], bool(inp.channels_of(source)))
+            needs_channels = doc["multifd_main_alone"] and not inp.channels_of(source)
+            incomplete = incomplete_ram(doc["pages_never_sent"], needs_channels)
             prog.done()
             if json_out:
                 print_json(doc)

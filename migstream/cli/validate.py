@@ -68,14 +68,15 @@ def validate(
             if not eof and undecoded is None:
                 raise StreamError("stream ends before QEMU_VM_EOF", decoder.offset)
             missing = coverage.missing()
-            incomplete = incomplete_ram(missing, bool(inp.channels_of(source)))
+            main_alone = multifd_main_alone(coverage, missing)
+            incomplete = incomplete_ram(missing, main_alone and not inp.channels_of(source))
             if incomplete and undecoded is None:
-                if multifd_main_alone(coverage, missing):
+                if main_alone:
                     raise StreamError(incomplete, decoder.offset, section="ram")
                 # QEMU loads a stream that leaves pages out (those pages keep the
                 # destination's contents): not an error, but never silent.
                 kept = "QEMU loads it; those pages keep the destination's contents"
-                err(f"warning: {incomplete_ram(missing, True)} ({kept})")
+                err(f"warning: {incomplete} ({kept})")
             if not quiet:
                 if decoder.device_checks_missing:
                     # Device headers could not be matched with the destination's

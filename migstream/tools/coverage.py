@@ -126,11 +126,13 @@ def multifd_main_alone(coverage: PageCoverage, missing: dict[str, int]) -> bool:
     return bool(missing) and (coverage.multifd_flush or (coverage.data_pages == 0 and coverage.zero_pages > 0))
 
 
-def incomplete_ram(missing: dict[str, int], channels_given: bool) -> str | None:
-    """The one-line verdict on pages never sent (None: none missing)."""
+def incomplete_ram(missing: dict[str, int], needs_channels: bool) -> str | None:
+    """The one-line verdict on pages never sent (None: none missing).  ``needs_channels``:
+    they are missing because this is a multifd main channel read without its channel
+    files (``multifd_main_alone``, and no --channel given): the line says so."""
     if not missing:
         return None
     total = sum(missing.values())
     blocks = ", ".join(f"{name} {n}" for name, n in missing.items())
-    hint = "" if channels_given else "; the main channel of a multifd migration needs its channel files (--channel)"
+    hint = "; the main channel of a multifd migration needs its channel files (--channel)" if needs_channels else ""
     return f"RAM incomplete: {total} pages never sent ({blocks}){hint}"

@@ -25,6 +25,7 @@ from ..image.ramimage import RamImage
 from ..wire.grammar import SectionType
 from .coverage import PageCoverage
 from .coverage import incomplete_ram
+from .coverage import multifd_main_alone
 
 # Events that put pages of a block into the image.
 _PAGE_EVENTS = (PageRecord, PageRun, MultifdPacket, MappedRamPages)
@@ -160,7 +161,8 @@ def extract(
         ignore_shared = bool(decoder.configuration and "x-ignore-shared" in decoder.configuration.capabilities)
         absent = _absent_blocks(block_list, sent, complete and not stopped, ignore_shared, warnings, blocks)
         missing = {name: n for name, n in coverage.missing().items() if blocks is None or name in blocks}
-        incomplete = incomplete_ram(missing, bool(channels)) if complete and not stopped else None
+        needs_channels = multifd_main_alone(coverage, missing) and not channels
+        incomplete = incomplete_ram(missing, needs_channels) if complete and not stopped else None
         if incomplete:
             complete = False
             warnings.append((decoder.offset, incomplete))

@@ -28,6 +28,7 @@ from ..events import RamBlockList
 from ..events import SectionStart
 from .coverage import PageCoverage
 from .coverage import incomplete_ram
+from .coverage import multifd_main_alone
 from .index.pagestate import BlockMap
 from .index.pagestate import PageMaps
 from .summary import StreamSummary
@@ -90,7 +91,9 @@ def collect(
         summary.page_size_source = decoder.page_size_source
         summary.end_offset = decoder.offset
         warnings = [f"offset 0x{off:x}: {msg}" for off, msg in decoder.warnings]
-        incomplete = incomplete_ram(coverage.missing(), bool(channels)) if error is None else None
+        missing = coverage.missing()
+        needs_channels = multifd_main_alone(coverage, missing) and not channels
+        incomplete = incomplete_ram(missing, needs_channels) if error is None else None
     return ReportData(path, summary.as_dict(), maps, error, warnings, incomplete)
 
 

@@ -38,6 +38,7 @@ from ..wire.grammar import RAM_ZERO
 from ..wire.grammar import RamFlag
 from ..wire.grammar import SectionType
 from .coverage import PageCoverage
+from .coverage import multifd_main_alone
 from .vocabulary import PAGE_KIND_OF_FLAG
 from .vocabulary import PAGE_KINDS
 
@@ -241,6 +242,7 @@ def info_document(
     missing = coverage.missing() if error is None else {}
     doc["ram_complete"] = decoder.ram_complete and not missing
     doc["pages_never_sent"] = missing
+    doc["multifd_main_alone"] = multifd_main_alone(coverage, missing)
     if stats:
         doc["multifd_channels"] = stats
     doc["error"] = error_dict(error) if error else None

@@ -173,9 +173,11 @@ def test_a_multifd_main_channel_alone_is_never_valid_or_complete(multifd_main, t
     runner = CliRunner()
     r = runner.invoke(app, ["validate", str(main)])
     assert r.exit_code == 1 and r.stdout == "" and "RAM incomplete" in r.stderr and "pc.ram 2048" in r.stderr
+    assert "needs its channel files (--channel)" in r.stderr
     r = runner.invoke(app, ["info", "--json", str(main)])
     doc = json.loads(r.stdout)
     assert doc["ram_complete"] is False and doc["pages_never_sent"]["pc.ram"] == 2048
+    assert doc["multifd_main_alone"] is True
     r = runner.invoke(app, ["report", str(main), "-o", str(tmp_path / "r.html")])
     page = (tmp_path / "r.html").read_text()
     assert r.exit_code == 1 and "Incomplete." in page and "Valid:" not in page
@@ -224,3 +226,30 @@ def test_json_errors_after_output_keep_the_format(tmp_path):
     doc = json.loads(r.stdout)
     assert r.exit_code == 1 and doc["complete"] is False and doc["error"]["offset"] == last["offset"]
     assert json.loads((tmp_path / "x" / "manifest.json").read_text())["error"].startswith("error at offset")
+
+
+def test_pages_left_out_of_a_plain_stream_are_no_multifd_matter(tmp_path):
+    """A real stream with one PAGE record cut out (QEMU loads it: the page keeps the
+    destination's contents): every command says RAM is incomplete, and none of them
+    blames missing multifd channel files."""
+    from migstream.decode.decoder import StreamDecoder
+    from migstream.events import PageRun
+    from migstream.wire.grammar import RamFlag
+
+    raw = read_zst(ROOT / "samples" / sample_by_name("x86-stopped")["stream"])
+    dec = StreamDecoder()
+    dec.feed(raw)
+    dec.feed(b"")
+    run = next(ev for ev in dec if isinstance(ev, PageRun) and ev.kinds.find(RamFlag.PAGE, 1, ev.count - 1) > 0)
+    i = run.kinds.find(RamFlag.PAGE, 1, run.count - 1)  # a PAGE record inside the run
+    start, end = run.offset + run.starts[i], run.offset + run.starts[i + 1]
+    cut = tmp_path / "cut.mig"
+    cut.write_bytes(raw[:start] + raw[end:])
+    runner = CliRunner()
+    r = runner.invoke(app, ["validate", str(cut)])
+    assert r.exit_code == 0 and "RAM incomplete: 1 pages never sent" in r.stderr
+    doc = json.loads(runner.invoke(app, ["info", "--json", str(cut)]).stdout)
+    assert doc["pages_never_sent"] == {"pc.ram": 1} and doc["multifd_main_alone"] is False
+    for argv in (["info", str(cut)], ["validate", str(cut)], ["extract", str(cut), "-o", str(tmp_path / "x")]):
+        r = runner.invoke(app, argv)
+        assert "RAM incomplete" in r.stderr and "multifd" not in r.stderr, argv
