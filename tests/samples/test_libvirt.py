@@ -199,3 +199,42 @@ def test_raw_image_windows_released_at_page_boundaries(raw_image, tmp_path, monk
     got = (tmp_path / "pc.ram.bin").read_bytes()
     lo, hi = RAW["truth"][0]["exclude"][0]
     assert got[:lo] == truth[:lo] and got[hi:] == truth[hi:]
+
+
+def test_index_reads_back_inside_a_raw_image(raw_image):
+    """The TUI's index reads records back at stream offsets: inside an uncompressed save
+    image the stream starts after libvirt's header and XML, so a read at offset 0 is the
+    stream's "QEVM", and every page read back is the page the decoder saw."""
+    from migstream.decode.decoder import StreamDecoder
+    from migstream.events import PageRecord
+    from migstream.events import PageRun
+    from migstream.tools.index import RowKind
+    from migstream.tools.index import StreamIndex
+    from migstream.wire.grammar import RamFlag
+
+    stream = raw_image.read_bytes()[92 + RAW["header"]["data_len"] :]
+    dec = StreamDecoder()
+    dec.feed(stream)
+    dec.feed(b"")
+    pages = {}  # record offset in the stream -> the page it carries (PAGE, or ZERO's fill)
+    for ev in dec:
+        if isinstance(ev, PageRun):
+            for i in range(ev.count):
+                page = ev.page(i) if ev.kinds[i] == RamFlag.PAGE else bytes([ev.fill(i)]) * ev.page_size
+                pages[ev.offset + ev.starts[i]] = bytes(page)
+        elif isinstance(ev, PageRecord) and ev.kind in (RamFlag.PAGE, RamFlag.ZERO):
+            pages[ev.offset] = bytes(ev.data) if ev.kind == RamFlag.PAGE else bytes([ev.fill]) * 4096
+    idx = StreamIndex(str(raw_image))
+    try:
+        for _ in idx.scan():
+            pass
+        assert idx.complete and idx.error is None and idx.read(0, 4) == b"QEVM"
+        r = idx.rows()
+        checked = 0
+        for row in range(r.count):
+            if r.kind[row] == RowKind.PAGE and int(r.offset[row]) in pages and checked < 200:
+                assert idx.page_content(row) == pages[int(r.offset[row])], int(r.offset[row])
+                checked += 1
+        assert checked == 200
+    finally:
+        idx.close()

@@ -71,6 +71,8 @@ class RecordReadBack:
     _fd: int
     _state_reader: VmStateReader | None  # a qcow2 snapshot's state, read through its L1 table
     _packet_readers: dict
+    #: Where the stream starts in the file behind ``_fd`` (an uncompressed libvirt save image).
+    _read_base: int = 0
 
     def rows(self) -> Rows:
         raise NotImplementedError
@@ -85,9 +87,10 @@ class RecordReadBack:
         raise NotImplementedError
 
     def read(self, offset: int, n: int) -> bytes:
+        """``n`` bytes of the stream at stream offset ``offset``."""
         if self._state_reader is not None:
             return bytes(self._state_reader.pread(n, offset))
-        return os.pread(self._fd, n, offset)
+        return os.pread(self._fd, n, offset + self._read_base)
 
     def row_end(self, row: int) -> int:
         """Where the element of ``row`` ends at the latest (the next row's offset)."""

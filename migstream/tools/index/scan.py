@@ -116,6 +116,10 @@ class StreamIndex(RecordReadBack):
         elif self._source.seekable_file is not None and self._source.packet_capture is None:
             self._fd = os.open(self._source.path, os.O_RDONLY)  # a capture directory's main channel file
             self._spool = None
+            if self._source.save_image is not None and not self._source.file_offsets:
+                # An uncompressed save image: the stream starts after libvirt's header
+                # and XML (a sparse one's decoder counts file offsets already).
+                self._read_base = self._source.stream_offset
         else:
             self._spool = tempfile.TemporaryFile(prefix="migstream-spool-")
             self._fd = self._spool.fileno()
