@@ -15,6 +15,10 @@ import numpy as np
 
 from ..image.pwrite import IOV_MAX
 from ..image.pwrite import write_buffers
+from ..wire.fastpath import preallocate
+
+#: Writes smaller than this are not preallocated (a header, the device sections).
+PREALLOCATE_MIN = 1 << 20
 
 
 class BytesSink:
@@ -58,6 +62,10 @@ class FdSink:
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="pwritev")
             self._pending: deque = deque()
             self._in_flight = in_flight
+        # Each batch's range fallocate()d (here, while the writers write the batches
+        # before it) before its pwritev: on ext4 the blocks come in one extent per batch,
+        # not one delayed allocation per page.
+        self._preallocate = self._pool is not None and preallocate is not None
 
     def write(self, data) -> None:
         self.writev([data])
@@ -73,7 +81,10 @@ class FdSink:
             self._write_parts(bufs, wants, None)
             return
         off = self.offset
-        self.offset += sum(wants)
+        total = sum(wants)
+        self.offset += total
+        if self._preallocate and total >= PREALLOCATE_MIN and not preallocate(self.fd, off, total):
+            self._preallocate = False  # the file system cannot: plain writes from now on
         self._pending.append(self._pool.submit(self._write_parts, bufs, wants, off))
         while len(self._pending) > self._in_flight:
             self._pending.popleft().result()

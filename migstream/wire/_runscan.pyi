@@ -44,5 +44,9 @@ def write_run(
     hole_min: int,
     zero_page: Buffer,
     /,
-) -> None:
-    """The pages of a bulk run written to fd with pwritev (short zero stretches as zero pages, longer ones left)."""
+) -> bool:
+    """The pages of a bulk run written to fd with pwritev (short zero stretches as zero pages, longer ones left);
+    False, nothing written, when a ZERO record has a non-zero fill byte."""
+
+def preallocate(fd: int, offset: int, length: int, /) -> bool:
+    """fallocate() the range about to be written; False when the file system cannot."""

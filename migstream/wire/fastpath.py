@@ -36,6 +36,8 @@ COMPILED = _runscan is not None
 build_pages = _runscan.build_pages if _runscan is not None else None
 #: extract's writer of bulk runs (``_runscan.write_run``), None without the extension.
 write_run = _runscan.write_run if _runscan is not None else None
+#: fallocate() of a range about to be written (encode's output), None without the extension.
+preallocate = _runscan.preallocate if _runscan is not None else None
 
 
 @record
