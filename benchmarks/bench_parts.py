@@ -13,7 +13,10 @@ and QEMU stream as bench_floor.py):
   floor** (write_floor.c, sparse: the same pages written from the image in memory);
 * ``encode`` whole; ``encode -o - > /dev/null`` (all of encode but the file's
   writes); the **write of its output alone**: write_floor.c ``packed`` (the same data
-  pages written back to back, one pwrite per run, from memory);
+  pages written back to back, one pwrite per run, from memory), and ``fallocated``
+  (the same pages at their offsets into a file whose blocks were all allocated first:
+  the price of the writes once allocation is out of the way, as encode's preallocation
+  takes it out);
 * start-up: ``migstream --version``, and the bare interpreter.
 
 What the parts say: extract = its copies + decoding and the stream's mapping + start-up;
@@ -116,6 +119,7 @@ def main() -> int:
             subprocess.run([*mig, *enc, "-o", "-"], env=CHILD_ENV, check=True, stdout=null, stderr=subprocess.DEVNULL)
         note("encode -o - >/dev/null", time.perf_counter() - t)
         note("write of the data alone (packed)", floor_way(floor, image, p["packed"], "packed"))
+        note("the same pages, fallocated file", floor_way(floor, image, p["packed"], "fallocated"))
         note("migstream --version", min(timed([*mig, "--version"], sync=False)[0] for _ in range(3)))
         note("python -c pass", min(timed([sys.executable, "-c", "pass"], sync=False)[0] for _ in range(3)))
         print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in rows.items()), flush=True)
