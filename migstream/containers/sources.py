@@ -171,7 +171,10 @@ class StreamSource:
             self._decompress(raw, kind)
             # A compressed libvirt save image (e.g. a .zst of a raw-format image).
             peek = getattr(self._reader, "peek", None)
-            inner = peek(HEAD)[:HEAD] if peek is not None else b""
+            try:
+                inner = peek(HEAD)[:HEAD] if peek is not None else b""
+            except Exception as exc:  # OSError, EOFError, lzma.LZMAError, zstandard.ZstdError ...
+                raise UsageError(f"{self.path}: cannot read {kind} input: {exc}") from exc
             if is_save_image(inner):
                 self._unwrap_save_image()
             return

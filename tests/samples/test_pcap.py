@@ -54,6 +54,39 @@ def test_extract_from_real_capture_equals_destination_ram(tmp_path, name, captur
     assert_ram(BY_NAME[name], tmp_path / "out")
 
 
+@pytest.mark.parametrize("name,capture", CAPTURES[:3], ids=[c for _n, c in CAPTURES[:3]])
+def test_compressed_capture_is_read_as_it_is(tmp_path, name, capture):
+    """`tcpdump -w - | zstd`: the .zst capture itself (decompressed into a temporary
+    file) extracts the destination's RAM; its migrations keep the file's own name."""
+    r = run("extract", SAMPLES / capture, "-o", tmp_path / "out")
+    assert r.returncode == 0, r.stderr
+    assert_ram(BY_NAME[name], tmp_path / "out")
+    doc = json.loads(run("info", "--json", SAMPLES / capture).stdout)
+    assert doc["capture"]["file"] == str(SAMPLES / capture)
+
+
+def test_cut_compressed_capture_keeps_what_came_before(tmp_path):
+    """A .zst capture cut in half: what decompresses is decoded (as for a cut capture),
+    and the fault's offset is said to be in the decompressed bytes, not the file's."""
+    data = (SAMPLES / "pcap-plain.pcap.zst").read_bytes()
+    cut = tmp_path / "cut.pcap.zst"
+    cut.write_bytes(data[: len(data) // 2])
+    r = run("info", cut)
+    assert r.returncode == 1 and "machine          pc-i440fx-7.2" in r.stdout and "Traceback" not in r.stderr
+    assert f"error in capture {cut} at offset 0x" in r.stderr and "of its decompressed bytes" in r.stderr
+
+
+def test_damaged_compressed_capture_is_one_line_error(tmp_path):
+    data = bytearray((SAMPLES / "pcap-plain.pcap.zst").read_bytes())
+    data[40:60] = bytes(20)  # inside the first zstd block
+    bad = tmp_path / "bad.pcap.zst"
+    bad.write_bytes(data)
+    r = run("info", bad)
+    assert r.returncode != 0 and r.stdout == "", r.stdout
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
+    assert str(bad) in r.stderr
+
+
 def test_info_names_the_channels_of_a_real_multifd_capture(tmp_path):
     path = unpacked(tmp_path, "pcap-multifd.pcapng.zst")
     r = run("info", "--json", path)

@@ -20,6 +20,7 @@ import os
 import struct
 from collections.abc import Iterator
 from typing import Any
+from typing import BinaryIO
 
 from ...errors import StreamError
 from ...errors import UsageError
@@ -46,12 +47,14 @@ RELEASE = 16 << 20
 class CaptureError(StreamError):
     """A fault in a capture file; ``offset`` is a file offset."""
 
-    def __init__(self, message: str, file: str, offset: int) -> None:
+    def __init__(self, message: str, file: str, offset: int, decompressed: bool = False) -> None:
         super().__init__(message, offset)
         self.file = file
+        self.decompressed = decompressed  # offset is in the decompressed bytes of a compressed capture
 
     def __str__(self) -> str:
-        return f"error in capture {self.file} at file offset 0x{self.offset:x}: {self.message}"
+        where = "offset 0x{:x} of its decompressed bytes" if self.decompressed else "file offset 0x{:x}"
+        return f"error in capture {self.file} at {where.format(self.offset)}: {self.message}"
 
 
 def capture_kind(head: bytes) -> str | None:
@@ -70,10 +73,13 @@ class CaptureFile:
     ``fault`` is set by ``packets()`` when the file ends inside a record or holds a
     damaged block: the packets before it are still delivered."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, opened: BinaryIO | None = None) -> None:
+        """``opened``: the capture's bytes in an already open file (a compressed
+        capture decompressed into an unnamed temporary file); ``path`` names it."""
         self.path = path
+        self.decompressed = opened is not None
         try:
-            f = open(path, "rb")
+            f = opened if opened is not None else open(path, "rb")
         except OSError as exc:
             raise UsageError(f"cannot open {path}: {exc.strerror}") from exc
         with f:
@@ -109,7 +115,7 @@ class CaptureFile:
         return self._pcapng()
 
     def _fail(self, message: str, offset: int) -> None:
-        self.fault = CaptureError(message, self.path, offset)
+        self.fault = CaptureError(message, self.path, offset, self.decompressed)
 
     def _pcap(self) -> Iterator[tuple[int, int, int, int]]:
         data, size = self.data, self.size

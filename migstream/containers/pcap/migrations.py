@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from typing import BinaryIO
 
 from ...errors import UsageError
 from ...record import field
@@ -77,9 +78,9 @@ class Migration:
 class PacketCapture:
     """A capture file with its TCP flows indexed and its migrations found."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, opened: BinaryIO | None = None) -> None:
         self.path = path
-        self.file = CaptureFile(path)
+        self.file = CaptureFile(path, opened)
         self.flows, self.dropped_packets = index_flows(self.file)
         unknown = self.file.linktypes - SUPPORTED
         self.connections = self._pair()
