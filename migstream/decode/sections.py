@@ -21,6 +21,8 @@ made, and ``unchecked`` says so (``validate`` prints it in its verdict).
 
 from __future__ import annotations
 
+import functools
+import importlib.resources
 import json
 import re
 from typing import Any
@@ -232,3 +234,149 @@ class SectionRegistry:
                 off,
                 section=idstr,
             )
+
+
+# --- without a description: what a destination QEMU registers, by name --------------
+
+#: Machine-type families -> the target whose devices the bundled registry lists.
+_FAMILY_TARGET = {
+    "pc-i440fx": "x86_64",
+    "pc-q35": "x86_64",
+    "pc": "x86_64",
+    "virt": "aarch64",
+    "pseries": "ppc64",
+    "s390-ccw-virtio": "s390x",
+}
+# One component of a qdev path (qdev_get_dev_path: PCI "0000:00:01.1", spapr-vio
+# "vty@71000000", SCSI "0:0:0", USB ports "1.2", ccw "fe.0.0001"): the loader's idstr
+# is "PATH/vmsd-name" for a device on a bus that names its devices.
+_PATH_PART = re.compile(r"^[0-9A-Za-z][0-9A-Za-z@.:,_+-]*$")
+REGISTRY_FILE = "vmstate-registry.json.zst"
+
+
+@functools.cache
+def bundled_registries() -> dict[str, dict[str, dict[str, Any]]]:
+    """QEMU version -> target -> {"machines": [...], "vmsd": {name: [min, max]}}, as
+    recorded by samples/vmstate_registry.py (QEMU's -dump-vmstate plus the
+    VMDESCRIPTION of a paused VM of each machine)."""
+    import zstandard
+
+    data = (importlib.resources.files("migstream") / "data" / REGISTRY_FILE).read_bytes()
+    table = json.loads(zstandard.ZstdDecompressor().decompress(data, max_output_size=1 << 24))
+    return table["qemu"]
+
+
+def _qemu_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in version.split("."))
+
+
+class DeviceNames:
+    """The vmsd names (with min and max version_id) a destination registers: what the
+    loader's find_se and version checks need, except the instance ids."""
+
+    def __init__(self, label: str, vmsd: dict[str, tuple[int | None, int | None]]) -> None:
+        self.label = label
+        self.vmsd = vmsd
+
+    @classmethod
+    def from_dump(cls, label: str, dump: dict[str, Any]) -> DeviceNames:
+        """From QEMU's ``-dump-vmstate FILE`` JSON (device class -> its vmsd)."""
+        vmsd: dict[str, tuple[int | None, int | None]] = {}
+        for entry in dump.values():
+            desc = entry.get("Description") if isinstance(entry, dict) else None
+            if isinstance(desc, dict) and isinstance(desc.get("name"), str):
+                lo, hi = desc.get("minimum_version_id"), desc.get("version_id")
+                lo = lo if type(lo) is int else None
+                hi = hi if type(hi) is int else None
+                one = cls(label, {desc["name"]: (lo, hi)})
+                vmsd = cls(label, vmsd).merged(one).vmsd
+        return cls(label, vmsd)
+
+    def merged(self, other: DeviceNames) -> DeviceNames:
+        """Both registries' names (a name in both: the wider version range)."""
+        vmsd = dict(self.vmsd)
+        for name, (lo, hi) in other.vmsd.items():
+            old = vmsd.get(name)
+            if old is not None:
+                lo = None if lo is None or old[0] is None else min(lo, old[0])
+                hi = None if hi is None or old[1] is None else max(hi, old[1])
+            vmsd[name] = (lo, hi)
+        return DeviceNames(f"{self.label} and {other.label}", vmsd)
+
+    def lookup(self, idstr: str) -> tuple[tuple[int | None, int | None], bool] | None:
+        """((min, max), at a qdev path) of the device ``idstr`` names, or None."""
+        entry = self.vmsd.get(idstr)
+        if entry is not None:
+            return entry, False
+        for i, ch in enumerate(idstr):
+            if ch == "/" and idstr[i + 1 :] in self.vmsd:
+                if all(_PATH_PART.match(part) for part in idstr[:i].split("/")):
+                    return self.vmsd[idstr[i + 1 :]], True
+        return None
+
+    def check(self, off: int, idstr: str, instance_id: int, version_id: int) -> None:
+        """START/FULL header of a device section (not a live handler's)."""
+        found = self.lookup(idstr)
+        unknown = (
+            f"Unknown savevm section or instance '{idstr}' {instance_id}. Make sure that your current VM setup "
+            "matches your saved VM setup, including any hotplugged devices"
+        )
+        if found is None:
+            raise StreamError(f"{unknown} ({self.label} registers no device of this name)", off, section=idstr)
+        (lo, hi), at_path = found
+        if at_path and instance_id not in (0, INSTANCE_ID_ANY):
+            # savevm.c vmstate_register_with_alias_id: a device at a qdev path gets
+            # a fresh instance id for its full name, 0 (QEMU asserts it).
+            raise StreamError(f"{unknown} (a device at a qdev path has instance 0)", off, section=idstr)
+        if hi is not None and version_id > hi:
+            raise StreamError(
+                f"savevm: unsupported version {version_id} for '{idstr}' v{hi} ({self.label})", off, section=idstr
+            )
+        if lo is not None and version_id < lo:
+            # vmstate.c vmstate_load_state
+            raise StreamError(
+                f"{idstr}: incoming version_id {version_id} is too old for local minimum version_id {lo} "
+                f"({self.label})",
+                off,
+                section=idstr,
+            )
+
+
+def machine_target(machine: str | None) -> str | None:
+    """The target (x86_64, aarch64, ...) of a versioned machine type's family."""
+    m = _VERSIONED.match(machine or "")
+    return _FAMILY_TARGET.get(m.group(1)) if m else None
+
+
+def device_names_for(machine: str | None, qemu_version: str | None = None) -> DeviceNames | None:
+    """The bundled registry for a destination of ``machine``: QEMU ``qemu_version``'s,
+    or by default the QEMU the machine type is named after (pc-i440fx-7.2: 7.2).
+    A machine version with no bundled QEMU of its own gets the union of the bundled
+    QEMUs that have the machine type (newer ones: any of them may be the destination,
+    so a name or version any of them loads passes).  None: no registry applies (an
+    unversioned machine, a family or a QEMU not bundled)."""
+    target = machine_target(machine)
+    version = machine_version(machine)
+    if target is None or version is None:
+        return None
+    table = bundled_registries()
+    if qemu_version is not None:
+        entry = table.get(qemu_version, {}).get(target)
+        if entry is None:
+            return None
+        return DeviceNames(f"QEMU {qemu_version} {target}", {k: (v[0], v[1]) for k, v in entry["vmsd"].items()})
+    exact = f"{version[0]}.{version[1]}"
+    if target in table.get(exact, {}):
+        return device_names_for(machine, exact)
+    newer = sorted((v for v in table if target in table[v] and _qemu_key(v) >= version), key=_qemu_key)
+    if not newer:
+        return None
+    names = [device_names_for(machine, v) for v in newer]
+    merged = names[0]
+    for other in names[1:]:
+        merged = merged.merged(other) if other is not None else merged
+    return DeviceNames(f"QEMU {' or '.join(newer)} {target}", merged.vmsd) if merged is not None else None
+
+
+def bundled_qemu_versions() -> list[str]:
+    return sorted(bundled_registries(), key=_qemu_key)
