@@ -124,7 +124,10 @@ def main() -> None:
             version = described(binary, args, workdir, vmsd)
             machines.append(machine)
         table.setdefault(qemu, {})[target] = {"machines": machines, "vmsd": dict(sorted(vmsd.items()))}
-        print(f"{qemu} {target} ({version.strip()}): {n_dump} vmsd from -dump-vmstate, {len(vmsd)} in all", file=sys.stderr)
+        print(
+            f"{qemu} {target} ({version.strip()}): {n_dump} vmsd from -dump-vmstate, {len(vmsd)} in all",
+            file=sys.stderr,
+        )
     data = json.dumps({"qemu": table}, sort_keys=True, separators=(",", ":")).encode()
     OUT.parent.mkdir(exist_ok=True)
     OUT.write_bytes(zstandard.ZstdCompressor(level=19).compress(data))

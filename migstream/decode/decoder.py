@@ -60,8 +60,8 @@ from .mappedram_reader import MappedRamReader
 from .ram import RamReader
 from .sections import DeviceNames
 from .sections import SectionRegistry
-from .sections import device_names_for
 from .sections import check_machine
+from .sections import device_names_for
 from .sections import machine_version
 from .state import Section
 

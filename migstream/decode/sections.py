@@ -361,21 +361,22 @@ def device_names_for(machine: str | None, qemu_version: str | None = None) -> De
         return None
     table = bundled_registries()
     if qemu_version is not None:
-        entry = table.get(qemu_version, {}).get(target)
-        if entry is None:
-            return None
-        return DeviceNames(f"QEMU {qemu_version} {target}", {k: (v[0], v[1]) for k, v in entry["vmsd"].items()})
+        return _registry(qemu_version, target) if target in table.get(qemu_version, {}) else None
     exact = f"{version[0]}.{version[1]}"
     if target in table.get(exact, {}):
-        return device_names_for(machine, exact)
+        return _registry(exact, target)
     newer = sorted((v for v in table if target in table[v] and _qemu_key(v) >= version), key=_qemu_key)
     if not newer:
         return None
-    names = [device_names_for(machine, v) for v in newer]
-    merged = names[0]
-    for other in names[1:]:
-        merged = merged.merged(other) if other is not None else merged
-    return DeviceNames(f"QEMU {' or '.join(newer)} {target}", merged.vmsd) if merged is not None else None
+    merged = _registry(newer[0], target)
+    for v in newer[1:]:
+        merged = merged.merged(_registry(v, target))
+    return DeviceNames(f"QEMU {' or '.join(newer)} {target}", merged.vmsd)
+
+
+def _registry(qemu_version: str, target: str) -> DeviceNames:
+    entry = bundled_registries()[qemu_version][target]
+    return DeviceNames(f"QEMU {qemu_version} {target}", {k: (v[0], v[1]) for k, v in entry["vmsd"].items()})
 
 
 def bundled_qemu_versions() -> list[str]:

@@ -344,8 +344,26 @@ def validate_verdict(path: Path) -> tuple[str, str]:
     return ("accept" if r.returncode == 0 else "reject"), (text[-1] if text else "")[:300]
 
 
+def destination_description(target: Target, workdir: Path) -> Path:
+    """A stream of a paused VM started like ``target``'s destination: its
+    VMDESCRIPTION lists the destination's devices (``validate --description``)."""
+    out = workdir / f"{target.sample}.described.mig"
+    if not out.exists():
+        disk = dummy_disk(workdir)
+        args = [a.replace("{disk}", str(disk)) for a in target.args] + ["-S"]
+        with Vm(target.binary, args, workdir, f"desc-{target.sample}") as vm:
+            vm.migrate_to_file(out)
+    return out
+
+
+#: Captures without a VMDESCRIPTION (postcopy): `validate` is also run with
+#: ``--description`` of the destination's own devices, and must then agree exactly.
+NO_DESCRIPTION = frozenset({"x86-postcopy"})
+
+
 def run_one(target: Target, c: Corruption, workdir: Path, tag: str, *, want_qemu: bool = True) -> dict:
-    """Both verdicts for one corruption (the file lives only during the call)."""
+    """Both verdicts for one corruption (the file lives only during the call); for a
+    capture without a description also `validate --description` (the destination's)."""
     path = workdir / f"{tag}.mig"
     path.write_bytes(c.make())
     try:
@@ -353,6 +371,9 @@ def run_one(target: Target, c: Corruption, workdir: Path, tag: str, *, want_qemu
         if want_qemu:
             row["qemu"], row["qemu_error"] = qemu_verdict(target, path, workdir, tag)
         row["validate"], row["validate_message"] = validate_inprocess(path)
+        if target.sample in NO_DESCRIPTION:
+            desc = destination_description(target, workdir)
+            row["described"], row["described_message"] = validate_inprocess(path, "--description", str(desc))
         return row
     finally:
         path.unlink(missing_ok=True)
@@ -416,9 +437,18 @@ def known_disagreement(name: str) -> str | None:
     return KNOWN_DISAGREEMENTS.get(name)
 
 
+def classify_row(row: dict) -> list[str]:
+    """classify() of a row's verdicts: [plain] or, with ``--description``, [plain,
+    described]; the described one is "agree" or "wrong" (nothing is left unverified)."""
+    out = [classify(row["name"], row["qemu"], row["validate"], row["validate_message"])]
+    if "described" in row:
+        out.append("agree" if row["described"] == row["qemu"] else "wrong")
+    return out
+
+
 def classify(name: str, qemu: str, validate: str, message: str) -> str:
     """ "agree"; "unverified" (QEMU rejects, validate accepts saying that device
-    sections were not verified: a stream without a description); "known" (listed in
+    instance ids were not verified: a stream without a description); "known" (listed in
     KNOWN_DISAGREEMENTS and still disagreeing); else "wrong"."""
     if qemu == validate:
         return "wrong" if known_disagreement(name) else "agree"

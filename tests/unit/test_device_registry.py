@@ -152,8 +152,10 @@ def test_dump_vmstate_json_as_description(fresh, tmp_path):
     """QEMU's own -dump-vmstate (device classes) adds to the bundled registry."""
     raw, cut, sec = fresh
     dump = tmp_path / "dump.json"
-    dump.write_text('{"x": {"Name": "x", "version_id": 9, "minimum_version_id": 1,'
-                    ' "Description": {"name": "mc146818rtc", "version_id": 9, "minimum_version_id": 1}}}')
+    dump.write_text(
+        '{"x": {"Name": "x", "version_id": 9, "minimum_version_id": 1,'
+        ' "Description": {"name": "mc146818rtc", "version_id": 9, "minimum_version_id": 1}}}'
+    )
     ev = sec["mc146818rtc"]
     path = tmp_path / "nodesc.mig"
     path.write_bytes(_patched(cut, _field(ev, "version"), (4).to_bytes(4, "big")))
