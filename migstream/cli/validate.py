@@ -98,17 +98,9 @@ def validate(
                 kept = "QEMU loads it; those pages keep the destination's contents"
                 err(f"warning: {incomplete_ram(missing, True)} ({kept})")
             if not quiet:
-                if decoder.device_checks_missing and decoder.device_names_checked:
-                    note = (
-                        f" (device instance ids not verified: {decoder.device_checks_missing}; "
-                        f"names and versions checked against {decoder.device_names_checked})"
-                    )
-                    print(f"ok: {decoder.offset} bytes{note}")
-                elif decoder.device_checks_missing:
-                    # Device headers could not be matched with the destination's
-                    # devices (decode/sections.py): not "valid", say what is unknown.
-                    note = f" (device sections not verified: {decoder.device_checks_missing})"
-                    print(f"ok: {decoder.offset} bytes{note}")
+                unverified = device_notes(decoder)
+                if unverified:
+                    print(f"ok: {decoder.offset} bytes ({unverified})")
                 else:
                     note = f" (RAM checked; {undecoded})" if undecoded else ""
                     print(f"ok: {decoder.offset} bytes, valid{note}")
@@ -126,3 +118,18 @@ def destination(decoder, description: str | None, qemu_version: str | None) -> N
     if description is not None:
         desc, names = load_destination(description)
         decoder.expect_devices(desc, names)
+
+
+def device_notes(decoder) -> str | None:
+    """What of the device sections could not be verified (decode/sections.py), or None."""
+    if decoder.device_checks_missing and not decoder.device_names_checked:
+        return f"device sections not verified: {decoder.device_checks_missing}"
+    parts = (["instance ids"] if decoder.device_checks_missing else []) + (
+        ["payload lengths"] if decoder.payloads_searched else []
+    )
+    if not parts:
+        return None
+    names = (
+        f"; names and versions checked against {decoder.device_names_checked}" if decoder.device_checks_missing else ""
+    )
+    return f"device {' and '.join(parts)} not verified: no description{names}"

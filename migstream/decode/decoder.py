@@ -114,6 +114,9 @@ class StreamDecoder(
         #: Which registry judged the device names and versions (then only the
         #: instance ids are not verified).
         self.device_names_checked: str | None = None
+        #: Device payloads of a stream without a description were framed by a search
+        #: for their footer (their length is not known).
+        self.payloads_searched = False
         if description and not page_size and description_page_size(description):
             self.page_size = description_page_size(description)
             self.page_size_source = "description"

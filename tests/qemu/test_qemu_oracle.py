@@ -13,8 +13,8 @@ of the same machine; `validate` must give QEMU's verdict on each.
 Allowed besides agreement (docs/validate.md): a stream without a description where
 `validate` says "device instance ids not verified", and the listed
 ``KNOWN_DISAGREEMENTS``, each of which must still disagree.  For such a stream
-`validate --description` (a capture of the destination's own devices) must agree
-exactly.
+`validate --description` (a capture of the destination's own devices) is run too and
+may leave only the payload lengths unverified.
 """
 
 from __future__ import annotations

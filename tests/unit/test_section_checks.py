@@ -82,7 +82,7 @@ def test_without_a_description_validate_says_what_it_could_not_check(fresh, tmp_
     r = _cli("validate", str(path))
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == (
-        f"ok: {eof + 1} bytes (device instance ids not verified: no description; "
+        f"ok: {eof + 1} bytes (device instance ids and payload lengths not verified: no description; "
         "names and versions checked against QEMU 7.2 x86_64)"
     )
     # An empty idstr is no device's, description or not.
