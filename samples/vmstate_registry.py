@@ -119,7 +119,7 @@ def probe_minimum(binary: str, args: tuple[str, ...], workdir: Path, capture: Pa
         m = re.search(r"incoming version_id 0 is too old for local minimum version_id\s+(\d+)", error)
         if m:
             vmsd[name][0] = int(m.group(1))
-        elif verdict == "accept" or f"Missing section footer for {name}" in error:
+        elif verdict == "accept" or f"Missing section footer for {ev.idstr}" in error:
             vmsd[name][0] = 0  # the loader read it as version 0 (loaded, or failed further on)
         # else: not known (the minimum stays null: no "too old" check)
         print(f"   minimum {name}: {vmsd[name][0]} ({verdict}: {error[:90]})", file=sys.stderr)
