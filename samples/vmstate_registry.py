@@ -41,14 +41,21 @@ from support.qemu import qemu10_wrapper  # noqa: E402
 OUT = ROOT / "migstream" / "data" / "vmstate-registry.json.zst"
 QEMU11 = "/work/qemu11/bin"
 
-X86_EXTRA = ("-netdev", "user,id=n0", "-device", "e1000,netdev=n0", "-usb", "-device", "usb-tablet")
+# User networking registers "slirp" (net/slirp.c register_savevm_live, no device).
+SLIRP = ("-netdev", "user,id=n0")
+X86_EXTRA = (*SLIRP, "-device", "e1000,netdev=n0", "-usb", "-device", "usb-tablet")
 # (target, machine options of a small paused VM)
 MACHINES = {
     "x86_64": [("pc", ("-M", "pc", "-m", "32M", *X86_EXTRA)), ("q35", ("-M", "q35", "-m", "32M", *X86_EXTRA))],
-    "aarch64": [("virt", ("-M", "virt", "-cpu", "max", "-m", "64M"))],
-    "ppc64": [("pseries", ("-M", "pseries", "-m", "256M"))],
-    "s390x": [("s390-ccw-virtio", ("-M", "s390-ccw-virtio", "-m", "64M"))],
-    "riscv64": [("virt", ("-M", "virt", "-m", "64M"))],
+    "aarch64": [("virt", ("-M", "virt", "-cpu", "max", "-m", "64M", *SLIRP))],
+    "ppc64": [("pseries", ("-M", "pseries", "-m", "256M", *SLIRP))],
+    "s390x": [("s390-ccw-virtio", ("-M", "s390-ccw-virtio", "-m", "64M", *SLIRP))],
+    "riscv64": [("virt", ("-M", "virt", "-m", "64M", *SLIRP))],
+}
+# Registered without a device by a backend the captures above do not start (its
+# QEMU source; [minimum, version]): a TPM with swtpm.
+BACKENDS = {
+    "tpm-emulator": [0, 0],  # backends/tpm/tpm_emulator.c vmstate_tpm_emulator, version_id 0
 }
 
 
@@ -162,6 +169,9 @@ def main() -> None:
         for machine, args in MACHINES[target]:
             version = described(binary, args, workdir, vmsd)
             machines.append(machine)
+        if target in ("x86_64", "aarch64", "ppc64"):  # the targets with a TPM device
+            for name, entry in BACKENDS.items():
+                vmsd.setdefault(name, entry)
         table.setdefault(qemu, {})[target] = {"machines": machines, "vmsd": dict(sorted(vmsd.items()))}
         print(
             f"{qemu} {target} ({version.strip()}): {n_dump} vmsd from -dump-vmstate, {len(vmsd)} in all",

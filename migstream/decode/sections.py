@@ -47,9 +47,16 @@ LIVE_HANDLERS: dict[str, tuple[int | None, int]] = {
 }
 
 
+#: Live handlers registered under their device's qdev path ("0000:00:05.0/vfio":
+#: hw/vfio/migration.c names the section after the device).
+PATHED_LIVE_HANDLERS = frozenset({"vfio"})
+
+
 def live_version(idstr: str, instance_id: int) -> int | None:
     """The version of a live handler (idstr, instance id), or None if it is not one."""
     live = LIVE_HANDLERS.get(idstr)
+    if live is None and "/" in idstr and idstr.rsplit("/", 1)[1] in PATHED_LIVE_HANDLERS:
+        live = LIVE_HANDLERS[idstr.rsplit("/", 1)[1]]
     if live is None or (live[0] is not None and live[0] != instance_id):
         return None
     return live[1]

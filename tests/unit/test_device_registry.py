@@ -171,3 +171,11 @@ def test_machine_types_and_their_registry():
     assert device_names_for("pc-i440fx-99.0") is None
     assert device_names_for("virt") is None  # riscv64's unversioned virt: which QEMU is unknown
     assert device_names_for("pc-i440fx-7.2", "11.1").label == "QEMU 11.1 x86_64"
+
+
+def test_vfio_at_a_qdev_path_is_a_live_handler():
+    """hw/vfio/migration.c registers "PATH/vfio" with register_savevm_live: an
+    iterative section of any device's path, in no registry of device names."""
+    assert live_version("0000:00:05.0/vfio", 0) == 1
+    assert live_version("vfio", 3) == 1
+    assert live_version("0000:00:05.0/vfiox", 0) is None
