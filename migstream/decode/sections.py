@@ -22,7 +22,6 @@ made, and ``unchecked`` says so (``validate`` prints it in its verdict).
 from __future__ import annotations
 
 import functools
-import importlib.resources
 import json
 import re
 from typing import Any
@@ -266,6 +265,8 @@ def bundled_registries() -> dict[str, dict[str, dict[str, Any]]]:
     """QEMU version -> target -> {"machines": [...], "vmsd": {name: [min, max]}}, as
     recorded by samples/vmstate_registry.py (QEMU's -dump-vmstate plus the
     VMDESCRIPTION of a paused VM of each machine)."""
+    import importlib.resources  # (only for a stream without a description: start-up stays light)
+
     import zstandard
 
     data = (importlib.resources.files("migstream") / "data" / REGISTRY_FILE).read_bytes()
