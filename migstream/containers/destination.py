@@ -9,6 +9,7 @@ from typing import Any
 
 from ..decode.description import load_description
 from ..decode.sections import DeviceNames
+from ..decode.sections import SectionRegistry
 from ..errors import MigstreamError
 from ..events import VmDescription
 from ..wire.limits import MAX_DESCRIPTION
@@ -49,6 +50,8 @@ def _from_json(path: str, text: bytes) -> tuple[dict[str, Any] | None, DeviceNam
     except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MigstreamError(f"{path}: not JSON ({exc})") from None
     if isinstance(doc, dict) and isinstance(doc.get("devices"), list):
+        if not SectionRegistry(doc).known:
+            raise MigstreamError(f"{path}: the VMDESCRIPTION lists no devices QEMU would write")
         return doc, None
     if isinstance(doc, dict) and any(isinstance(v, dict) and "Description" in v for v in doc.values()):
         return None, DeviceNames.from_dump(f"-dump-vmstate {path}", doc)

@@ -15,8 +15,11 @@ version 1 each.  So with a description the loader's answer is known:
   (decoder.py); a PART/END of a non-iterative device section: the loader would read
   that device's vmstate from RAM records.
 
-Without a description only the live handlers are known: the device checks cannot be
-made, and ``unchecked`` says so (``validate`` prints it in its verdict).
+Without a description (postcopy) the names and version ranges a destination QEMU
+registers come from a bundled registry (``DeviceNames``, ``device_names_for``:
+migstream/data/vmstate-registry.json.zst, made by samples/vmstate_registry.py); the
+instance ids of devices without a qdev path stay unknown, and the decoder says so
+(``device_checks_missing``; ``validate`` prints it in its verdict).
 """
 
 from __future__ import annotations
@@ -294,21 +297,14 @@ class DeviceNames:
             desc = entry.get("Description") if isinstance(entry, dict) else None
             if isinstance(desc, dict) and isinstance(desc.get("name"), str):
                 lo, hi = desc.get("minimum_version_id"), desc.get("version_id")
-                lo = lo if type(lo) is int else None
-                hi = hi if type(hi) is int else None
-                one = cls(label, {desc["name"]: (lo, hi)})
-                vmsd = cls(label, vmsd).merged(one).vmsd
+                _widen(vmsd, desc["name"], lo if type(lo) is int else None, hi if type(hi) is int else None)
         return cls(label, vmsd)
 
     def merged(self, other: DeviceNames) -> DeviceNames:
         """Both registries' names (a name in both: the wider version range)."""
         vmsd = dict(self.vmsd)
         for name, (lo, hi) in other.vmsd.items():
-            old = vmsd.get(name)
-            if old is not None:
-                lo = None if lo is None or old[0] is None else min(lo, old[0])
-                hi = None if hi is None or old[1] is None else max(hi, old[1])
-            vmsd[name] = (lo, hi)
+            _widen(vmsd, name, lo, hi)
         return DeviceNames(f"{self.label} and {other.label}", vmsd)
 
     def lookup(self, idstr: str) -> tuple[tuple[int | None, int | None], bool] | None:
@@ -348,6 +344,16 @@ class DeviceNames:
                 off,
                 section=idstr,
             )
+
+
+def _widen(vmsd: dict[str, tuple[int | None, int | None]], name: str, lo: int | None, hi: int | None) -> None:
+    """Add ``name`` with [lo, hi] to ``vmsd``; a name already there gets the wider
+    range (an unknown bound stays unknown: no check on that side)."""
+    old = vmsd.get(name)
+    if old is not None:
+        lo = None if lo is None or old[0] is None else min(lo, old[0])
+        hi = None if hi is None or old[1] is None else max(hi, old[1])
+    vmsd[name] = (lo, hi)
 
 
 def machine_target(machine: str | None) -> str | None:
