@@ -256,9 +256,12 @@ _FAMILY_TARGET = {
     "pseries": "ppc64",
     "s390-ccw-virtio": "s390x",
 }
-# One component of a qdev path (qdev_get_dev_path: PCI "0000:00:01.1", spapr-vio
-# "vty@71000000", SCSI "0:0:0", USB ports "1.2", ccw "fe.0.0001"): the loader's idstr
-# is "PATH/vmsd-name" for a device on a bus that names its devices.
+# One component of a qdev path (qdev_get_dev_path, the bus's get_dev_path: PCI
+# "0000:00:01.1" and "0000:00:0c.0:01.0" behind a bridge, SCSI "0:0:0", USB ports
+# "1.2", spapr-vio "vty@71000000", virtio-mmio "virtio-mmio@000000000a000000", vmbus
+# instance UUIDs): the loader's idstr is "PATH/vmsd-name" for a device on a bus that
+# names its devices.  The s390 channel subsystem's path starts with "/" ("/fe.0.0000",
+# hw/s390x/virtual-css-bus.c), an empty first component.
 _PATH_PART = re.compile(r"^[0-9A-Za-z][0-9A-Za-z@.:,_+-]*$")
 REGISTRY_FILE = "vmstate-registry.json.zst"
 
@@ -314,7 +317,10 @@ class DeviceNames:
             return entry, False
         for i, ch in enumerate(idstr):
             if ch == "/" and idstr[i + 1 :] in self.vmsd:
-                if all(_PATH_PART.match(part) for part in idstr[:i].split("/")):
+                parts = idstr[:i].split("/")
+                if parts[0] == "" and len(parts) > 1:
+                    parts = parts[1:]  # "/fe.0.0000/virtio-net"
+                if all(_PATH_PART.match(part) for part in parts):
                     return self.vmsd[idstr[i + 1 :]], True
         return None
 
