@@ -52,6 +52,10 @@ MACHINES = {
     "s390x": [("s390-ccw-virtio", ("-M", "s390-ccw-virtio", "-m", "64M", *SLIRP))],
     "riscv64": [("virt", ("-M", "virt", "-m", "64M", *SLIRP))],
 }
+# Devices hot-plugged into the paused VM before it migrates: what only a hot-plug
+# registers or makes sent (pseries: a PCI slot's DR connector, "spapr_drc" and
+# "spapr_drc/physical", hw/ppc/spapr_drc.c, sent once its state changed).
+HOTPLUG = {"pseries": [{"driver": "virtio-rng-pci", "id": "hotplugged"}]}
 # Registered without a device by a backend the captures above do not start (its
 # QEMU source; [minimum, version]): a TPM with swtpm.
 BACKENDS = {
@@ -132,11 +136,13 @@ def probe_minimum(binary: str, args: tuple[str, ...], workdir: Path, capture: Pa
         print(f"   minimum {name}: {vmsd[name][0]} ({verdict}: {error[:90]})", file=sys.stderr)
 
 
-def described(binary: str, args: tuple[str, ...], workdir: Path, vmsd: dict) -> str:
+def described(binary: str, args: tuple[str, ...], workdir: Path, vmsd: dict, hotplug=()) -> str:
     from migstream.decode.description import load_description
 
     out = workdir / "desc.mig"
     with Vm(binary, [*args, "-S"], workdir, "desc") as vm:
+        for device in hotplug:
+            vm.cmd("device_add", **device)
         vm.migrate_to_file(out)
         version = vm.version()
     with open(out, "rb") as f:
@@ -167,7 +173,7 @@ def main() -> None:
         n_dump = len(vmsd)
         machines = []
         for machine, args in MACHINES[target]:
-            version = described(binary, args, workdir, vmsd)
+            version = described(binary, args, workdir, vmsd, HOTPLUG.get(machine, ()))
             machines.append(machine)
         if target in ("x86_64", "aarch64", "ppc64"):  # the targets with a TPM device
             for name, entry in BACKENDS.items():

@@ -70,6 +70,9 @@ CASES = {
     "7.2-q35": ("qemu-system-x86_64", "pc-q35-7.2", _x86, "QEMU 7.2 x86_64"),
     "7.2-aarch64": ("qemu-system-aarch64", "virt-7.2", _aarch64, "QEMU 7.2 aarch64"),
     "7.2-ppc64": ("qemu-system-ppc64", "pseries-7.2", _ppc64, "QEMU 7.2 ppc64"),
+    # A hot-plugged PCI device: its slot's DR connector is sent ("spapr_drc",
+    # "spapr_drc/physical") and the device's path is the PHB's ("pci@800000020000000:00.0").
+    "7.2-ppc64-hotplug": ("qemu-system-ppc64", "pseries-7.2", _ppc64, "QEMU 7.2 ppc64"),
     "7.2-s390x": ("qemu-system-s390x", "s390-ccw-virtio-7.2", _s390x, "QEMU 7.2 s390x"),
     "10.0-q35": ("qemu10", "pc-q35-10.0", _x86, "QEMU 10.0 x86_64"),
 }
@@ -87,6 +90,8 @@ def test_real_streams_without_a_description_are_valid(case, tmp_path):
         binary = need(binary)
     out = tmp_path / "vm.mig"
     with Vm(binary, ["-M", machine, *devices(tmp_path), "-S"], tmp_path, "vm") as vm:
+        if case.endswith("-hotplug"):
+            vm.cmd("device_add", driver="virtio-rng-pci", id="hotplugged")
         vm.migrate_to_file(out)
     raw = out.read_bytes()
     found = find_description(raw[-(1 << 20) :], len(raw))

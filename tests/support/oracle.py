@@ -358,9 +358,7 @@ def dummy_disk(workdir: Path) -> Path:
 
 def _error_line(text: str) -> str:
     lines = [
-        ln.strip()
-        for ln in text.splitlines()
-        if ln.strip() and "module" not in ln.lower() and "warning: TCG doesn't support" not in ln
+        ln.strip() for ln in text.splitlines() if ln.strip() and "module" not in ln.lower() and "warning:" not in ln
     ]
     return " | ".join(lines[:4])[:400]
 
