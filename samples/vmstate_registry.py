@@ -136,7 +136,7 @@ def probe_minimum(binary: str, args: tuple[str, ...], workdir: Path, capture: Pa
         print(f"   minimum {name}: {vmsd[name][0]} ({verdict}: {error[:90]})", file=sys.stderr)
 
 
-def described(binary: str, args: tuple[str, ...], workdir: Path, vmsd: dict, hotplug=()) -> str:
+def described(binary: str, args: tuple[str, ...], workdir: Path, vmsd: dict, hotplug=(), counted=None) -> str:
     from migstream.decode.description import load_description
 
     out = workdir / "desc.mig"
@@ -151,6 +151,8 @@ def described(binary: str, args: tuple[str, ...], workdir: Path, vmsd: dict, hot
     for dev in found[1]["devices"]:
         name = dev["name"]
         ver = dev.get("version")
+        if counted is not None and dev.get("vmsd_name", name) in counted and dev.get("instance_id", 0) >= 1 << 31:
+            counted.discard(dev["vmsd_name"])  # registered with an explicit id too: not counted
         if "vmsd_name" in dev:  # QEMU 7.2+: the vmsd name of a qdev-path idstr
             name = dev["vmsd_name"]
         if type(ver) is int:
@@ -171,14 +173,21 @@ def main() -> None:
         vmsd: dict = {}
         dump_names(binary, workdir, vmsd)
         n_dump = len(vmsd)
+        # Device classes' vmsds: qdev registers them with VMSTATE_INSTANCE_ID_ANY,
+        # so their instance ids are counted (savevm.c calculate_new_instance_id).
+        counted = set(vmsd)
         machines = []
         for machine, args in MACHINES[target]:
-            version = described(binary, args, workdir, vmsd, HOTPLUG.get(machine, ()))
+            version = described(binary, args, workdir, vmsd, HOTPLUG.get(machine, ()), counted)
             machines.append(machine)
         if target in ("x86_64", "aarch64", "ppc64"):  # the targets with a TPM device
             for name, entry in BACKENDS.items():
                 vmsd.setdefault(name, entry)
-        table.setdefault(qemu, {})[target] = {"machines": machines, "vmsd": dict(sorted(vmsd.items()))}
+        table.setdefault(qemu, {})[target] = {
+            "machines": machines,
+            "vmsd": dict(sorted(vmsd.items())),
+            "counted": sorted(counted),
+        }
         print(
             f"{qemu} {target} ({version.strip()}): {n_dump} vmsd from -dump-vmstate, {len(vmsd)} in all",
             file=sys.stderr,

@@ -264,6 +264,9 @@ _FAMILY_TARGET = {
 # hw/s390x/virtual-css-bus.c), an empty first component.
 _PATH_PART = re.compile(r"^[0-9A-Za-z][0-9A-Za-z@.:,_+-]*$")
 REGISTRY_FILE = "vmstate-registry.json.zst"
+#: Counted instance ids (one per device) and legacy alias ids (I/O ports, MMIO bases
+#: of the bundled machines' devices) stay below this.
+COUNTED_LIMIT = 1 << 31
 
 
 @functools.cache
@@ -288,9 +291,14 @@ class DeviceNames:
     """The vmsd names (with min and max version_id) a destination registers: what the
     loader's find_se and version checks need, except the instance ids."""
 
-    def __init__(self, label: str, vmsd: dict[str, tuple[int | None, int | None]]) -> None:
+    def __init__(
+        self, label: str, vmsd: dict[str, tuple[int | None, int | None]], counted: frozenset[str] = frozenset()
+    ) -> None:
         self.label = label
         self.vmsd = vmsd
+        #: Names registered only as device classes' vmsds (qdev: VMSTATE_INSTANCE_ID_ANY),
+        #: whose instance ids are counted per name (savevm.c calculate_new_instance_id).
+        self.counted = counted
 
     @classmethod
     def from_dump(cls, label: str, dump: dict[str, Any]) -> DeviceNames:
@@ -301,14 +309,18 @@ class DeviceNames:
             if isinstance(desc, dict) and isinstance(desc.get("name"), str):
                 lo, hi = desc.get("minimum_version_id"), desc.get("version_id")
                 _widen(vmsd, desc["name"], lo if type(lo) is int else None, hi if type(hi) is int else None)
-        return cls(label, vmsd)
+        return cls(label, vmsd, frozenset(vmsd))
 
     def merged(self, other: DeviceNames) -> DeviceNames:
         """Both registries' names (a name in both: the wider version range)."""
         vmsd = dict(self.vmsd)
         for name, (lo, hi) in other.vmsd.items():
             _widen(vmsd, name, lo, hi)
-        return DeviceNames(f"{self.label} and {other.label}", vmsd)
+        # Counted where no registry registers the name otherwise.
+        counted = (self.counted - (other.vmsd.keys() - other.counted)) | (
+            other.counted - (self.vmsd.keys() - self.counted)
+        )
+        return DeviceNames(f"{self.label} and {other.label}", vmsd, frozenset(counted))
 
     def lookup(self, idstr: str) -> tuple[tuple[int | None, int | None], bool] | None:
         """((min, max), at a qdev path) of the device ``idstr`` names, or None."""
@@ -338,6 +350,15 @@ class DeviceNames:
             # savevm.c vmstate_register_with_alias_id: a device at a qdev path gets
             # a fresh instance id for its full name, 0 (QEMU asserts it).
             raise StreamError(f"{unknown} (a device at a qdev path has instance 0)", off, section=idstr)
+        if not at_path and idstr in self.counted and COUNTED_LIMIT <= instance_id != INSTANCE_ID_ANY:
+            # A device class's vmsd: qdev registers it with a counted instance id
+            # (one per device of that name) and, for legacy ISA devices, an alias id
+            # that is their I/O port (hw/core/qdev.c, qdev_set_legacy_instance_id).
+            raise StreamError(
+                f"{unknown} (a device of this class is registered with a counted instance id or its I/O port)",
+                off,
+                section=idstr,
+            )
         if hi is not None and version_id > hi:
             raise StreamError(
                 f"savevm: unsupported version {version_id} for '{idstr}' v{hi} ({self.label})", off, section=idstr
@@ -391,12 +412,13 @@ def device_names_for(machine: str | None, qemu_version: str | None = None) -> De
     merged = _registry(newer[0], target)
     for v in newer[1:]:
         merged = merged.merged(_registry(v, target))
-    return DeviceNames(f"QEMU {' or '.join(newer)} {target}", merged.vmsd)
+    return DeviceNames(f"QEMU {' or '.join(newer)} {target}", merged.vmsd, merged.counted)
 
 
 def _registry(qemu_version: str, target: str) -> DeviceNames:
     entry = bundled_registries()[qemu_version][target]
-    return DeviceNames(f"QEMU {qemu_version} {target}", {k: (v[0], v[1]) for k, v in entry["vmsd"].items()})
+    vmsd = {k: (v[0], v[1]) for k, v in entry["vmsd"].items()}
+    return DeviceNames(f"QEMU {qemu_version} {target}", vmsd, frozenset(entry.get("counted", ())))
 
 
 def bundled_qemu_versions() -> list[str]:

@@ -105,6 +105,13 @@ def test_without_a_description_names_and_versions_are_checked(fresh, tmp_path):
     r = _cli("validate", str(path))
     assert r.returncode == 1
     assert "'0000:00:01.3/piix4_pm' 1. Make sure" in r.stderr and "(a device at a qdev path has instance 0)" in r.stderr
+    # A device class's vmsd has a counted instance id (or an I/O port alias): dma
+    # 0x80000001 (the oracle's) is no device's, though dma 1 is (two DMA controllers).
+    ev = [e for e in sec.values() if e.idstr == "dma"][0]
+    path.write_bytes(_patched(cut, _field(ev, "instance"), (0x80000001).to_bytes(4, "big")))
+    r = _cli("validate", str(path))
+    assert r.returncode == 1
+    assert "'dma' 2147483649. Make sure" in r.stderr and "counted instance id or its I/O port" in r.stderr
     # A qdev path QEMU never forms (the oracle's '000/:00:01.0/PIIX3').
     ev = sec["0000:00:01.0/PIIX3"]
     path.write_bytes(_patched(cut, _field(ev, "idstr") + 3, b"/"))
