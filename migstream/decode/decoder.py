@@ -325,7 +325,7 @@ class StreamDecoder(
             return
         pending, self._pending_headers = self._pending_headers, None
         for off, idstr, instance_id, version_id in pending:
-            names.check(off, idstr, instance_id, version_id)
+            names.check(off, idstr, instance_id, version_id, self._registry.machine_version)
         self.device_names_checked = names.label
 
     def _open_section(self, off: int, typ: ST, sec: Section) -> SectionStart:

@@ -84,6 +84,15 @@ _ALIAS_DROPPED = {"mc146818rtc": (11, 0)}
 _SAME_LAYOUT_SINCE = {"ioapic": 2}
 
 
+def aliased(idstr: str, machine: tuple[int, int] | None) -> bool:
+    """Whether the devices named ``idstr`` have a legacy alias id on this machine
+    version (so that VMSTATE_INSTANCE_ID_ANY does not find them)."""
+    if idstr not in _ALIASED:
+        return False
+    dropped = _ALIAS_DROPPED.get(idstr)
+    return dropped is None or machine is None or machine < dropped
+
+
 def machine_version(machine: str | None) -> tuple[int, int] | None:
     """(major, minor) of a versioned machine type name, e.g. pc-i440fx-7.2 -> (7, 2)."""
     m = _VERSIONED.match(machine or "")
@@ -162,10 +171,7 @@ class SectionRegistry:
         self.devices = devices
 
     def _aliased(self, idstr: str) -> bool:
-        if idstr not in _ALIASED:
-            return False
-        dropped = _ALIAS_DROPPED.get(idstr)
-        return dropped is None or self.machine_version is None or self.machine_version < dropped
+        return aliased(idstr, self.machine_version)
 
     @classmethod
     def from_json(cls, text: bytes) -> SectionRegistry | None:
@@ -336,8 +342,11 @@ class DeviceNames:
                     return self.vmsd[idstr[i + 1 :]], True
         return None
 
-    def check(self, off: int, idstr: str, instance_id: int, version_id: int) -> None:
-        """START/FULL header of a device section (not a live handler's)."""
+    def check(
+        self, off: int, idstr: str, instance_id: int, version_id: int, machine: tuple[int, int] | None = None
+    ) -> None:
+        """START/FULL header of a device section (not a live handler's) of a stream
+        whose machine type has version ``machine``."""
         found = self.lookup(idstr)
         unknown = (
             f"Unknown savevm section or instance '{idstr}' {instance_id}. Make sure that your current VM setup "
@@ -350,6 +359,8 @@ class DeviceNames:
             # savevm.c vmstate_register_with_alias_id: a device at a qdev path gets
             # a fresh instance id for its full name, 0 (QEMU asserts it).
             raise StreamError(f"{unknown} (a device at a qdev path has instance 0)", off, section=idstr)
+        if instance_id == INSTANCE_ID_ANY and not at_path and aliased(idstr, machine):
+            raise StreamError(f"{unknown} (its devices have a legacy alias id: -1 finds none)", off, section=idstr)
         if not at_path and idstr in self.counted and COUNTED_LIMIT <= instance_id != INSTANCE_ID_ANY:
             # A device class's vmsd: qdev registers it with a counted instance id
             # (one per device of that name) and, for legacy ISA devices, an alias id
