@@ -28,10 +28,9 @@ sys.path.insert(0, str(HERE.parent / "tests"))
 
 from support.oracle import QEMU11_TARGETS  # noqa: E402
 from support.oracle import QEMU72_TARGETS  # noqa: E402
-from support.oracle import corruptions  # noqa: E402
 from support.oracle import qemu_verdict  # noqa: E402
-from support.oracle import read_sample  # noqa: E402
 from support.oracle import scratch  # noqa: E402
+from support.oracle import target_corruptions  # noqa: E402
 from support.qemu import Vm  # noqa: E402
 
 
@@ -70,8 +69,7 @@ def main() -> None:
     for t in targets.values():
         if a.sample and t.sample not in a.sample:
             continue
-        raw = read_sample(t.stream, HERE)
-        jobs += [(t, c) for c in corruptions(t.sample, raw)]
+        jobs += [(t, c) for c in target_corruptions(t, HERE)]
 
     def one(i_job):
         i, (t, c) = i_job

@@ -6,7 +6,9 @@ from typing import Annotated
 
 import typer
 
+from ..containers.destination import load_destination
 from ..decode.pages import check_page_record
+from ..decode.sections import bundled_qemu_versions
 from ..errors import MigstreamError
 from ..errors import StreamError
 from ..events import EndOfStream
@@ -32,6 +34,24 @@ def validate(
     stream: StreamArg,
     inp: InputOptions,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="Print nothing when the stream is valid.")] = False,
+    description: Annotated[
+        str | None,
+        typer.Option(
+            "--description",
+            metavar="FILE",
+            help="The destination's devices: another stream or qcow2 snapshot of the same VM (its "
+            "VMDESCRIPTION), or QEMU's -dump-vmstate JSON. For streams without a description (postcopy).",
+        ),
+    ] = None,
+    qemu_version: Annotated[
+        str | None,
+        typer.Option(
+            "--qemu-version",
+            metavar="X.Y",
+            help="Without a description: judge device names and versions as this QEMU would "
+            "(default: the machine type's version).",
+        ),
+    ] = None,
 ) -> None:
     """Exit 0 if QEMU's loader would accept the stream and it carries every page of RAM,
     else 1 with the offset of the fault.
@@ -41,6 +61,7 @@ def validate(
 
     def go():
         with inp.open(stream) as (source, decoder, prog):
+            destination(decoder, description, qemu_version)
             eof = False
             undecoded = None
             coverage = PageCoverage(decoder)
@@ -78,13 +99,38 @@ def validate(
                 kept = "QEMU loads it; those pages keep the destination's contents"
                 err(f"warning: {incomplete} ({kept})")
             if not quiet:
-                if decoder.device_checks_missing:
-                    # Device headers could not be matched with the destination's
-                    # devices (decode/sections.py): not "valid", say what is unknown.
-                    note = f" (device sections not verified: {decoder.device_checks_missing})"
-                    print(f"ok: {decoder.offset} bytes{note}")
+                unverified = device_notes(decoder)
+                if unverified:
+                    print(f"ok: {decoder.offset} bytes ({unverified})")
                 else:
                     note = f" (RAM checked; {undecoded})" if undecoded else ""
                     print(f"ok: {decoder.offset} bytes, valid{note}")
 
     run_command(go)
+
+
+def destination(decoder, description: str | None, qemu_version: str | None) -> None:
+    """--description / --qemu-version: the destination the device headers are judged by."""
+    if qemu_version is not None:
+        known = bundled_qemu_versions()
+        if qemu_version not in known:
+            raise MigstreamError(f"--qemu-version {qemu_version}: no bundled registry (have {', '.join(known)})")
+        decoder.qemu_version = qemu_version
+    if description is not None:
+        desc, names = load_destination(description)
+        decoder.expect_devices(desc, names)
+
+
+def device_notes(decoder) -> str | None:
+    """What of the device sections could not be verified (decode/sections.py), or None."""
+    if decoder.device_checks_missing and not decoder.device_names_checked:
+        return f"device sections not verified: {decoder.device_checks_missing}"
+    parts = (["instance ids"] if decoder.device_checks_missing else []) + (
+        ["payload lengths"] if decoder.payloads_searched else []
+    )
+    if not parts:
+        return None
+    names = (
+        f"; names and versions checked against {decoder.device_names_checked}" if decoder.device_checks_missing else ""
+    )
+    return f"device {' and '.join(parts)} not verified: no description{names}"

@@ -58,8 +58,10 @@ from .dirtybitmap import DirtyBitmapReader
 from .input import NeedData
 from .mappedram_reader import MappedRamReader
 from .ram import RamReader
+from .sections import DeviceNames
 from .sections import SectionRegistry
 from .sections import check_machine
+from .sections import device_names_for
 from .sections import machine_version
 from .state import Section
 
@@ -104,6 +106,17 @@ class StreamDecoder(
         #: Why the device sections' headers could not be checked (None: they were,
         #: or there were none): ``validate`` prints it in its verdict.
         self.device_checks_missing: str | None = None
+        #: Without a description: the destination QEMU whose bundled registry judges
+        #: the device headers (None: the machine type's, sections.device_names_for),
+        #: or the names given by the user (``expect_devices``).
+        self.qemu_version: str | None = None
+        self._device_names: DeviceNames | None = None
+        #: Which registry judged the device names and versions (then only the
+        #: instance ids are not verified).
+        self.device_names_checked: str | None = None
+        #: Device payloads of a stream without a description were framed by a search
+        #: for their footer (their length is not known).
+        self.payloads_searched = False
         if description and not page_size and description_page_size(description):
             self.page_size = description_page_size(description)
             self.page_size_source = "description"
@@ -143,7 +156,10 @@ class StreamDecoder(
             self._rebase()
         self._elem = self._pos
         try:
-            return getattr(self, "_st_" + self._state)()
+            ev = getattr(self, "_st_" + self._state)()
+            if ev is None:
+                self._check_without_description()
+            return ev
         except NeedData:
             self._pos = self._elem  # parse the whole element again with more input
             return NEED_DATA
@@ -279,6 +295,38 @@ class StreamDecoder(
         for off, idstr, instance_id, version_id in self._pending_headers:
             registry.check_header(off, ST.FULL, idstr, instance_id, version_id)
         self.device_checks_missing = None
+
+    def expect_devices(self, description: dict | None = None, names: DeviceNames | None = None) -> None:
+        """The destination's devices, given by the user (another stream's VMDESCRIPTION
+        of the same VM, or QEMU's -dump-vmstate names): device headers are checked
+        against these, not against the stream's own description.  Call before the
+        first event."""
+        if description is not None:
+            registry = SectionRegistry(description)
+            registry.machine_version = self._registry.machine_version
+            if registry.known:
+                self._registry = registry
+                self._pending_headers = []
+        self._device_names = names
+
+    def _check_without_description(self) -> None:
+        """At the end of a stream that brought no description: check the device
+        headers seen against the destination QEMU's registered names and versions
+        (the bundled registry; instance ids stay unknown)."""
+        if self.device_checks_missing is None or self._pending_headers is None:
+            return
+        machine = self.configuration.machine if self.configuration is not None else None
+        names = device_names_for(machine, self.qemu_version)
+        if self._device_names is not None:
+            # -dump-vmstate lists device classes only: what is registered outside
+            # them (timer, cpu_common, ...) comes from the bundled registry.
+            names = self._device_names if names is None else names.merged(self._device_names)
+        if names is None:
+            return
+        pending, self._pending_headers = self._pending_headers, None
+        for off, idstr, instance_id, version_id in pending:
+            names.check(off, idstr, instance_id, version_id, self._registry.machine_version)
+        self.device_names_checked = names.label
 
     def _open_section(self, off: int, typ: ST, sec: Section) -> SectionStart:
         self._section = sec

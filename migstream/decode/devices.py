@@ -80,6 +80,10 @@ class DeviceSectionReader(DecoderState):
         if size is None and self._footers is not False:
             size = self._scan_footer(sec.section_id)
             framing = "footer-scan"
+            if self._devices is None:
+                # The payload's length is not known: a footer of another id inside
+                # it (a section id off by one) goes unseen.
+                self.payloads_searched = True
             if size is None and self._footers:
                 # Earlier sections had footers, so this one has one too, unless the
                 # input was cut (QEMU: "Missing section footer" / an early end).
