@@ -11,8 +11,7 @@ and QEMU stream as bench_floor.py):
   (untimed, in this process), then only the compiled writer's pwritev calls of every
   bulk run into a fresh file, timed open to close, as write_floor.c is; the **write
   floor** (write_floor.c, sparse: the same pages written from the image in memory);
-* ``encode`` whole; ``encode -o - > /dev/null`` (all of encode but the file's
-  writes); the **write of its output alone**: write_floor.c ``packed`` (the same data
+* ``encode`` whole; the **write of its output alone**: write_floor.c ``packed`` (the same data
   pages written back to back, one pwrite per run, from memory), and ``fallocated``
   (the same pages at their offsets into a file whose blocks were all allocated first:
   the price of the writes once allocation is out of the way, as encode's preallocation
@@ -30,7 +29,6 @@ import os
 import statistics
 import subprocess
 import sys
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -113,11 +111,6 @@ def main() -> int:
         note("write floor (sparse)", floor_way(floor, image, p["floor"], "sparse"))
         remove(p["encode.mig"])
         note("encode", timed([*mig, *enc, "-o", p["encode.mig"]])[0])
-        os.sync()
-        t = time.perf_counter()
-        with open(os.devnull, "wb") as null:
-            subprocess.run([*mig, *enc, "-o", "-"], env=CHILD_ENV, check=True, stdout=null, stderr=subprocess.DEVNULL)
-        note("encode -o - >/dev/null", time.perf_counter() - t)
         note("write of the data alone (packed)", floor_way(floor, image, p["packed"], "packed"))
         note("the same pages, fallocated file", floor_way(floor, image, p["packed"], "fallocated"))
         note("migstream --version", min(timed([*mig, "--version"], sync=False)[0] for _ in range(3)))
