@@ -439,6 +439,17 @@ def test_failure_midway_leaves_no_output(good_dir, tmp_path, monkeypatch):
     assert not (tmp_path / "out.mig").exists() and not (tmp_path / "out.mig.tmp").exists()
 
 
+def encode_through_fd_sink(good_dir, path) -> bytes:
+    """The image at ``good_dir`` encoded in this process into a file at ``path`` through
+    an FdSink (two writer threads, one batch in flight: many concurrent writes)."""
+    with open(path, "wb") as f:
+        sink = FdSink(f.fileno(), threads=2, in_flight=1)
+        with MemoryImage.open(str(good_dir)) as img:
+            encode_stream([img], sink)
+        sink.close()
+    return path.read_bytes()
+
+
 def test_file_output_equals_pipe_output(good_dir, tmp_path, monkeypatch):
     """Regular files are written by parallel pwritev at precomputed offsets, pipes
     in order: the bytes are the same (small batches: many concurrent writes)."""
@@ -450,12 +461,7 @@ def test_file_output_equals_pipe_output(good_dir, tmp_path, monkeypatch):
     p = subprocess.run([sys.executable, "-m", "migstream.cli", "encode", str(good_dir), "-o", "-"], capture_output=True)
     assert p.returncode == 0
     assert (tmp_path / "f.mig").read_bytes() == p.stdout
-    with open(tmp_path / "g.mig", "wb") as f:
-        sink = FdSink(f.fileno(), threads=2, in_flight=1)
-        with MemoryImage.open(str(good_dir)) as img:
-            encode_stream([img], sink)
-        sink.close()
-    assert (tmp_path / "g.mig").read_bytes() == p.stdout
+    assert encode_through_fd_sink(good_dir, tmp_path / "g.mig") == p.stdout
     # Appending to a file (`>> file`): in order, after what was there.
     (tmp_path / "h.mig").write_bytes(b"x")
     with open(tmp_path / "h.mig", "ab") as f:
@@ -578,12 +584,7 @@ def test_preallocated_file_output_equals_pipe_output(good_dir, tmp_path, monkeyp
 
     monkeypatch.setattr(sinks, "preallocate", counted)
     p = subprocess.run([sys.executable, "-m", "migstream.cli", "encode", str(good_dir), "-o", "-"], capture_output=True)
-    with open(tmp_path / "g.mig", "wb") as f:
-        sink = FdSink(f.fileno(), threads=2, in_flight=1)
-        with MemoryImage.open(str(good_dir)) as img:
-            encode_stream([img], sink)
-        sink.close()
-    assert (tmp_path / "g.mig").read_bytes() == p.stdout
+    assert encode_through_fd_sink(good_dir, tmp_path / "g.mig") == p.stdout
     assert len(calls) > 3 if supported else len(calls) == 1
     if supported:  # the ranges follow each other: each batch's own
         assert all(a[0] + a[1] == b[0] for a, b in zip(calls, calls[1:]))
