@@ -53,11 +53,11 @@ def validate(
         ),
     ] = None,
 ) -> None:
-    """Exit 0 if QEMU's loader would accept the stream and it carries every page of RAM,
-    else 1 with the offset of the fault.
+    """Exit 0 if QEMU's loader would accept the stream, else 1 with the offset of the fault.
 
-    A multifd migration's main channel is valid only with its channel files (--channel,
-    or a capture directory): without them its pages are missing."""
+    Pages the stream never sends are a warning (QEMU loads it; the destination keeps its
+    own contents there), except for a multifd migration's main channel read without its
+    channel files (--channel, or a capture directory): the loader would wait for them."""
 
     def go():
         with inp.open(stream) as (source, decoder, prog):
