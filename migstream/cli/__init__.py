@@ -11,6 +11,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+from .startup import command_word
+from .startup import prepare
+
 #: Command name -> the module of this package that registers it.
 COMMAND_MODULES = {
     "info": "info",
@@ -52,16 +55,16 @@ def load_commands(names=None):
 
 
 def __getattr__(name: str):
-    if name == "app":  # the full app, on first use (PEP 562)
-        return load_commands()
+    if name == "app":  # the full app, on first use (PEP 562), then an attribute
+        globals()["app"] = full = load_commands()
+        return full
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def needed_commands(argv: list[str]) -> list[str] | None:
-    """The commands a command line needs: the one it names (the root takes no option
-    with a value, so the first word that is not an option is the command), none for
-    ``--version`` alone, else all (None: ``--help``, completion, a misspelt name)."""
-    name = next((a for a in argv if not a.startswith("-")), None)
+    """The commands a command line needs: the one it names, none for ``--version``
+    alone, else all (None: ``--help``, completion, a misspelt name)."""
+    name = command_word(argv)
     if name in COMMAND_MODULES:
         return [name]
     if name is None and "--version" in argv and "--help" not in argv:
@@ -70,8 +73,6 @@ def needed_commands(argv: list[str]) -> list[str] | None:
 
 
 def main() -> None:
-    from .startup import prepare
-
     app = load_commands(needed_commands(sys.argv[1:]))
     prepare(app, _command_name)
     app()

@@ -22,11 +22,17 @@ def prepare(app, command_name: Callable, argv: list[str] | None = None) -> None:
     keep_only_invoked(app, command_name, sys.argv[1:] if argv is None else argv)
 
 
+def command_word(argv: list[str]) -> str | None:
+    """The word of ``argv`` that names the command: the root takes no option with a
+    value, so it is the first word that is not an option (None: there is none)."""
+    return next((a for a in argv if not a.startswith("-")), None)
+
+
 def keep_only_invoked(app, command_name: Callable, argv: list[str]) -> None:
     """typer builds the parameters of every registered command on each start
     (evaluating their annotations, 10-20 ms for all); when ``argv`` names a command,
     keep that one only.  Without a command (``--help``, a typo) all stay."""
-    name = next((a for a in argv if not a.startswith("-")), None)
+    name = command_word(argv)
     chosen = [cmd for cmd in app.registered_commands if command_name(cmd) == name]
     if not chosen:
         return
