@@ -332,21 +332,19 @@ class RamImage:
         first = run.addr // ps
         data = run.data
         zp = self._zero_page
-        # The compiled writer: for a run over pages never written before (the bulk
-        # stage), whose zero stretches are holes already.  It writes at block offsets of
-        # the block's own file: not for a block placed in pieces of a shared file (dump),
+        # No page of the run's range written before (the bulk stage): its zero
+        # stretches are holes already, nothing to check or clear page by page.
+        fresh = not blk.written.any(first, n)
+        # What each page holds once the run is applied: PAGE data (1) or zeros (0).
+        holds_data = run.kinds.translate(_PAGE_IS_1)
+        # The compiled writer, for a fresh run.  It writes at block offsets of the
+        # block's own file: not for a block placed in pieces of a shared file (dump),
         # whose writes go through _put.  numpy is not imported on this path (50 ms of
         # extract's start-up).
-        if (
-            COMPILED
-            and write_run is not None
-            and blk.pieces is None
-            and isinstance(run.starts, array)
-            and not blk.written.any(first, n)
-        ):
+        if fresh and COMPILED and write_run is not None and blk.pieces is None and isinstance(run.starts, array):
             self._writes.submit()  # earlier writes first
             if write_run(blk.fd, data, run.starts, run.kinds, RAM_PAGE, ps, run.addr, _HOLE_MIN, zp):
-                blk.written.store(first, run.kinds.translate(_PAGE_IS_1))
+                blk.written.store(first, holds_data)
                 self._wrote(blk, run.addr + n * ps)
             else:  # a ZERO record with a non-zero fill byte (rare): record by record
                 for rec in run.records():
@@ -367,9 +365,6 @@ class RamImage:
         # Stretches: [edges[k], edges[k+1]) hold one kind.
         edges = np.concatenate(([0], np.flatnonzero(kinds[1:] != kinds[:-1]) + 1, [n]))
         page_first = bool(is_page[0])
-        # No page of the run's range written before (the bulk stage): its zero
-        # stretches are holes already, nothing to check or clear page by page.
-        fresh = not blk.written.any(first, n)
         pages = [data[s : s + ps] for s in (ends[is_page] - ps).tolist()]
         at = 0  # next unused entry of pages
         iov: list = []
@@ -392,8 +387,7 @@ class RamImage:
                     self._zero_fill(blk, first + i, j - i, 0)
         if iov:
             self._put(blk, run.addr + iov_at * ps, iov)
-        # What each page holds now: PAGE data (1) or zeros (0).
-        blk.written.store(first, is_page.view(np.uint8).tobytes())
+        blk.written.store(first, holds_data)
         self._wrote(blk, run.addr + n * ps)
         self._writes.submit()
 
