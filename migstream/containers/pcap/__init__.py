@@ -93,10 +93,7 @@ def _decompressed_copy(path: str, compression: str) -> BinaryIO:
             reader = open_decompressed(raw, compression, path)
             while chunk := reader.read(READ_CHUNK):
                 copy.write(chunk)
-    except OSError as exc:
-        copy.close()
-        raise UsageError(f"{path}: cannot decompress the {compression} capture: {exc}") from exc
-    except Exception as exc:  # lzma.LZMAError, zstandard.ZstdError, EOFError ...
+    except Exception as exc:  # OSError, lzma.LZMAError, zstandard.ZstdError, EOFError ...
         copy.close()
         raise UsageError(f"{path}: cannot decompress the {compression} capture: {exc}") from exc
     copy.seek(0)
