@@ -119,7 +119,12 @@ async def test_light_theme_recolours_readably():
                 break
             await pilot.pause(0.02)
         else:
-            raise AssertionError(f"no never-sent pages on the map after 60 s (indexed: {app.indexed})")
+            kinds = sorted(set(page_map.states.tolist()))  # PageKind values
+            block = app.index.blocks[app.block].name if app.block is not None else None
+            raise AssertionError(
+                f"no never-sent pages on the map after 60 s (indexed: {app.indexed}, rows {app.index.count}, "
+                f"cursor {app.cursor_row}, block {block}, {len(page_map.states)} pages: {kinds})"
+            )
         dark_cells, _ = _colours(app)
         app.theme = "textual-light"
         for _ in range(200):  # the theme's stylesheet reaches the widgets on a later refresh
