@@ -3,9 +3,11 @@ libvirt save images (``virsh save``: a header and the domain XML, then the QEMU
 stream raw or compressed with gzip/bzip2/xz/lzop/zstd; see ``libvirt.py``).
 
 A source yields chunks for ``StreamDecoder.feed``.  Chunks are never reused, so
-events that point into them stay valid.  Regular files are mapped and handed out
-as windows; once the decoder has moved past a window its pages are released
-(MADV_DONTNEED), so resident memory stays flat however large the stream.
+events that point into them stay valid.  Regular files, plain or compressed, are read
+ahead on a second thread into a few reused buffers (readahead.py), so resident
+memory stays flat however large the stream; a libvirt sparse image (mapped-ram,
+file offsets) is mapped and handed out as windows, released (MADV_DONTNEED) once the
+decoder has moved past them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,10 @@ from .qcow2 import Snapshot
 from .qcow2 import VmStateReader
 from .qcow2 import is_qcow2
 from .qcow2 import split_snapshot
+from .readahead import READ_AHEAD_MIN
+from .readahead import ReadAhead
+from .readahead import file_windows
+from .readahead import reads
 
 #: What the format field of a libvirt save image means for decompression.
 _LIBVIRT_COMPRESSION = {
@@ -49,9 +55,9 @@ _LIBVIRT_COMPRESSION = {
     gl.SaveFormat.ZSTD: "zstd",
     gl.SaveFormat.SPARSE: None,  # a mapped-ram stream, offsets absolute in the file
 }
-WINDOW = 16 << 20  # mmap window handed to the decoder
+WINDOW = 16 << 20  # mmap window handed to the decoder (mapped-ram images, small files)
 # madvise(MADV_POPULATE_READ) (Linux 5.14): map a window's pages in one call instead
-# of a page fault per few pages; the bulk stage reads a header in every page.
+# of a page fault per few pages.
 _MADV_POPULATE_READ = getattr(mmap, "MADV_POPULATE_READ", 22)
 
 
@@ -66,8 +72,12 @@ class StreamSource:
         self.compression: str | None = None
         self.size: int | None = None
         self.seekable_file: BinaryIO | _Window | VmStateReader | None = None
-        self._mmap: mmap.mmap | None = None
+        self._mmap: mmap.mmap | None = None  # a mapped-ram image, or a small plain file
+        # A plain file or a raw save image: (fd, first byte, end) of the stream in it.
+        self._file_range: tuple[int, int, int] | None = None
         self._reader: BinaryIO | None = None
+        self._reads_ahead = False  # _reader is a decompressor over a regular file
+        self._ahead: ReadAhead | None = None  # the read-ahead of chunks() under way
         self.consumed = 0  # bytes handed out so far (progress)
         self.save_image: SaveImage | None = None
         self.stream_offset = 0
@@ -130,9 +140,9 @@ class StreamSource:
         if stat.S_ISREG(st.st_mode) and detect_compression(head) is None:
             self.size = st.st_size
             self.seekable_file = f
-            if st.st_size:
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._file_range = (f.fileno(), 0, st.st_size)
             return
+        self._reads_ahead = stat.S_ISREG(st.st_mode)
         self._wrap(f, head)
 
     def _open_qcow2(self, f: BinaryIO) -> None:
@@ -158,8 +168,7 @@ class StreamSource:
             # Map the whole file and hand out the part after the XML.
             self.size = max(0, file_size - image.stream_offset)
             self.seekable_file = _Window(f, image.stream_offset, self.size)
-            if file_size > image.stream_offset:
-                self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            self._file_range = (f.fileno(), image.stream_offset, max(file_size, image.stream_offset))
             return
         kind = _LIBVIRT_COMPRESSION[gl.SaveFormat(image.format)]
         assert kind is not None  # only RAW has none
@@ -202,6 +211,10 @@ class StreamSource:
     def peek(self, n: int) -> tuple[bytes, bool]:
         """Up to ``n`` first bytes of the stream, without consuming them, and whether
         they are all there is (False: more may follow, or the reader could not tell)."""
+        if self._file_range is not None:
+            fd, start, end = self._file_range
+            head = os.pread(fd, min(n, end - start), start)
+            return head, len(head) < n
         if self._mmap is not None:
             head = bytes(self._mmap[self.stream_offset : self.stream_offset + n])
             return head, len(head) < n
@@ -219,9 +232,16 @@ class StreamSource:
         return head, not head
 
     def chunks(self) -> Iterator[memoryview | bytes]:
+        if self._file_range is not None:
+            fd, start, end = self._file_range
+            if end - start >= READ_AHEAD_MIN:
+                yield from self._windows_read_ahead(fd, start, end)
+                return
+            if self._mmap is None and end > start:
+                self._mmap = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
         if self._mmap is not None:
             mm = self._mmap
-            view = memoryview(mm)[self.stream_offset :] if self.save_image else memoryview(mm)
+            view = memoryview(mm)[self.stream_offset :]
             prev = None
             for start in range(0, len(view), WINDOW):
                 try:
@@ -238,9 +258,33 @@ class StreamSource:
             return
         if self._reader is None:
             return
+        reader = self._reader
+        if self._reads_ahead:
+            self._ahead = ahead = reads(reader.read, READ_CHUNK)
+            read = lambda _size: next(ahead)  # noqa: E731 - the same calls as reader.read, read ahead
+        else:
+            read = reader.read
+        try:
+            yield from self._read_all(read)
+        finally:
+            if self._reads_ahead:
+                ahead.close()
+
+    def _windows_read_ahead(self, fd: int, start: int, end: int) -> Iterator[memoryview]:
+        self._ahead = ahead = file_windows(fd, start, end)
+        try:
+            for chunk in ahead:
+                yield chunk
+                self.consumed += len(chunk)
+        except OSError as exc:
+            raise UsageError(f"{self.path}: cannot read: {exc.strerror}") from exc
+        finally:
+            ahead.close()
+
+    def _read_all(self, read) -> Iterator[bytes]:
         while True:
             try:
-                data = self._reader.read(READ_CHUNK)
+                data = read(READ_CHUNK)
             except StreamError:  # a gap in a packet capture's connection (pcap.CaptureGap)
                 raise
             except (OSError, EOFError, lzma.LZMAError, ValueError) as exc:
@@ -253,6 +297,8 @@ class StreamSource:
             yield data
 
     def close(self) -> None:
+        if self._ahead is not None:  # before the files it reads are closed
+            self._ahead.close()
         # Views into the map may still be alive (events); the map is closed by GC then.
         self._mmap = None
         if self.seekable_file is not None:
