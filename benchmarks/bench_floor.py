@@ -105,7 +105,10 @@ def timed(argv: list[str], *, sync: bool = True, memory: bool = False) -> tuple[
     if sync:
         os.sync()
     t = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CHILD_ENV)
+    # cwd "/": `python -m migstream` puts the working directory first on sys.path, ahead
+    # of PYTHONPATH, so run from a checkout it would import that checkout whatever
+    # --compare's PYTHONPATH says (stop 21's and 22's first comparisons measured main twice).
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CHILD_ENV, cwd="/")
     peak = PrivatePeak(proc.pid) if memory else None
     _, err = proc.communicate()
     wall = time.perf_counter() - t
@@ -256,9 +259,10 @@ def main() -> int:
     if args.compare:
         variants.append(("compare", shlex.split(args.compare)))
 
+    args.dir = os.path.abspath(args.dir)  # the timed processes run in "/"
     os.makedirs(args.dir, exist_ok=True)
     image, stream, floor, sample = prepare(args.dir)
-    args.sample = args.sample or sample
+    args.sample = os.path.abspath(args.sample or sample)
     work = os.path.join(args.dir, "work")
     os.makedirs(work, exist_ok=True)
     paths = {k: os.path.join(work, k) for k in ("encode.mig", "qemu-save.mig", "extract", "floor.bin")}
