@@ -58,6 +58,7 @@ from ..wire.fastpath import IDSTR_LENGTH
 from ..wire.fastpath import RAM_HEADER
 from ..wire.fastpath import build_pages
 from ..wire.fastpath import payload_plan
+from ..wire.fastpath import write_pages
 from ..wire.grammar import RAM_COMPRESS_PAGE
 from ..wire.grammar import RAM_CONTINUE
 from ..wire.grammar import RAM_EOS
@@ -85,6 +86,10 @@ PIPELINE = True
 #: it takes 20-25 % less CPU, but writing to ext4 here it was slower in wall time (0.40-1.5 s
 #: against 0.36-0.52 s in-process, 12 alternated runs, load 3-4; benchmarks/README.md).
 COMPILED = False
+#: Bulk rounds of plain records written by the compiled ``write_pages`` straight from
+#: the image into a file (no Python object per page, no copy), when the sink can
+#: reserve file offsets (a regular file); benchmarks/README.md (stop 22) has the figures.
+DIRECT = True
 #: sys.getrefcount() of a batch buffer nobody but the ring refers to (the ring's list,
 #: the loop variable and getrefcount's own argument).
 _RING_REFS = 3
@@ -356,6 +361,9 @@ class Encoder:
         if npages == 0:
             return
         slow = self.xbzrle_enabled or self.compressor is not None
+        if pages is None and not slow and DIRECT and write_pages is not None and self.sink.reserve(0) is not None:
+            self._send_block_direct(blk, npages)
+            return
         if pages is None and not slow and COMPILED and build_pages is not None and ps % 64 == 0:
             self._send_block_compiled(blk, npages)
             return
@@ -379,6 +387,63 @@ class Encoder:
                 else:
                     self._send_batch_plain(blk, batch, zero)
                 self._tick(len(batch))
+
+    def _send_block_direct(self, blk, npages: int) -> None:
+        """Every page of a block as ZERO and PAGE records written by the compiled
+        ``write_pages`` straight from the image (headers into a small buffer, pages as
+        iovecs: no Python object per page, no copy), at offsets the sink reserves; the
+        zero pages of the next batch are found (numpy, GIL released) on a helper thread
+        meanwhile.  The same bytes as ``_send_batch_plain``."""
+        ps = self.page_size
+        data = blk.data
+        first = 0
+        if blk.name != self.last_sent_block:
+            # The first record names the block: the numpy path writes it.
+            one = np.zeros(1, np.int64)
+            self._send_batch_plain(blk, one, _zero_mask(data, one, ps))
+            self._tick(1)
+            first = 1
+        if first == npages:
+            return
+        step = BATCH_PAGES
+        glue = bytearray(step * _ZERO_RECORD)  # headers and fills of one batch
+        write = write_pages
+        assert write is not None  # checked by the caller
+        fd = self.sink.fd
+
+        def zeros(s: int) -> np.ndarray:
+            return zero_page_mask(data[s * ps : min(npages, s + step) * ps], ps)
+
+        starts = list(range(first, npages, step))
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            ahead = pool.submit(zeros, first)
+            for k, s in enumerate(starts):
+                zero = ahead.result()
+                if k + 1 < len(starts):
+                    ahead = pool.submit(zeros, starts[k + 1])
+                n = len(zero)
+                nz = int(np.count_nonzero(zero))
+                size = nz * _ZERO_RECORD + (n - nz) * (_HEADER_SIZE + ps)
+                offset = self.sink.reserve(size)
+                assert offset is not None  # a sink that writes at offsets (checked by the caller)
+                write(
+                    fd,
+                    offset,
+                    data,
+                    s,
+                    n,
+                    ps,
+                    _HEADER_SIZE,
+                    RAM_ZERO | RAM_CONTINUE,
+                    _ZERO_RECORD,
+                    RAM_PAGE | RAM_CONTINUE,
+                    zero.data,
+                    glue,
+                )
+                self.stats.duplicate += nz
+                self.stats.normal += n - nz
+                self._account(size)
+                self._tick(n)
 
     def _send_block_compiled(self, blk, npages: int) -> None:
         """Every page of a block as ZERO and PAGE records, built by the compiled helper

@@ -70,6 +70,18 @@ class FdSink:
     def write(self, data) -> None:
         self.writev([data])
 
+    def reserve(self, nbytes: int) -> int | None:
+        """The file offset where the next ``nbytes`` of the stream go, for a caller
+        that writes them there itself (preallocated as writev's batches are), or None
+        when this sink writes in order (a pipe, a socket, O_APPEND)."""
+        if self._pool is None:
+            return None
+        off = self.offset
+        self.offset += nbytes
+        if self._preallocate and nbytes >= PREALLOCATE_MIN and not preallocate(self.fd, off, nbytes):
+            self._preallocate = False  # the file system cannot: plain writes from now on
+        return off
+
     def writev(self, bufs, lengths=None) -> None:
         n = len(bufs)
         if not n:

@@ -107,6 +107,19 @@ class CountingSink:
         self.stats.stream_bytes += int(lengths.sum())
         self.sink.writev(bufs, lengths)
 
+    def reserve(self, nbytes: int) -> int | None:
+        """The inner sink's ``reserve`` (an offset its caller writes at), counted; None
+        when the inner sink writes in order (or cannot say)."""
+        reserve = getattr(self.sink, "reserve", None)
+        offset = reserve(nbytes) if reserve is not None else None
+        if offset is not None:
+            self.stats.stream_bytes += nbytes
+        return offset
+
+    @property
+    def fd(self) -> int:
+        return self.sink.fd
+
     def flush(self) -> None:
         flush = getattr(self.sink, "flush", None)
         if flush is not None:

@@ -344,6 +344,98 @@ static PyObject *write_run(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+/* write_pages(fd, offset, data, first, count, page_size, header_size, zero_tag, zero_size, page_tag,
+ *             zero, glue) -> written
+ *
+ * The same bulk records as build_pages (zero[i] != 0 marks page first+i as a ZERO
+ * record, as found beforehand), written to fd at offset with pwritev without copying
+ * a page: the headers and zero fills go back to back into the writable buffer glue
+ * (at least count * zero_size bytes), and each PAGE record's payload is an iovec
+ * pointing into data.  written is the byte count.  encode/encoder.py holds its
+ * output equal to the numpy path's (tests/unit/test_encode_compiled.py).
+ */
+static PyObject *write_pages(PyObject *self, PyObject *args)
+{
+    int fd;
+    long long offset;
+    Py_buffer view, zero, glue;
+    Py_ssize_t first, count, page_size, header_size, zero_size;
+    unsigned long long zero_tag, page_tag;
+
+    if (!PyArg_ParseTuple(args, "iLy*nnnnKnKy*w*", &fd, &offset, &view, &first, &count, &page_size, &header_size,
+                          &zero_tag, &zero_size, &page_tag, &zero, &glue))
+        return NULL;
+    if (offset < 0 || first < 0 || count < 0 || page_size < 8 || header_size != 8 || zero_size < header_size
+        || zero_size > header_size + page_size || first > view.len / page_size
+        || count > view.len / page_size - first || zero.len != count || count > glue.len / zero_size) {
+        PyBuffer_Release(&view);
+        PyBuffer_Release(&zero);
+        PyBuffer_Release(&glue);
+        PyErr_SetString(PyExc_ValueError, "write_pages: bad arguments");
+        return NULL;
+    }
+    const unsigned char *z = (const unsigned char *)zero.buf;
+    unsigned char *g = (unsigned char *)glue.buf;
+    const Py_ssize_t fill = zero_size - header_size;
+    struct iovec iov[WRITE_IOV_MAX];
+    int failed = 0;
+    long long at = offset;
+
+    Py_BEGIN_ALLOW_THREADS
+    int cnt = 0;
+    long long pending = 0; /* bytes in iov[0..cnt) */
+    Py_ssize_t used = 0, piece = 0; /* glue bytes used; start of the glue not in an iovec yet */
+    const char *src = (const char *)view.buf + first * page_size;
+    uint64_t addr = (uint64_t)first * (uint64_t)page_size;
+    for (Py_ssize_t i = 0; i < count && !failed; i++, src += page_size, addr += page_size) {
+        if (z[i]) {
+            store_be64(g + used, addr + zero_tag);
+            memset(g + used + header_size, 0, fill);
+            used += zero_size;
+            continue;
+        }
+        store_be64(g + used, addr + page_tag);
+        used += header_size;
+        if (cnt + 2 > WRITE_IOV_MAX) {
+            failed = pwritev_all(fd, iov, cnt, at);
+            at += pending;
+            cnt = 0;
+            pending = 0;
+        }
+        iov[cnt].iov_base = g + piece;
+        iov[cnt].iov_len = used - piece;
+        iov[cnt + 1].iov_base = (char *)src;
+        iov[cnt + 1].iov_len = page_size;
+        pending += used - piece + page_size;
+        cnt += 2;
+        piece = used;
+    }
+    if (!failed && used > piece) {
+        if (cnt == WRITE_IOV_MAX) {
+            failed = pwritev_all(fd, iov, cnt, at);
+            at += pending;
+            cnt = 0;
+            pending = 0;
+        }
+        iov[cnt].iov_base = g + piece;
+        iov[cnt].iov_len = used - piece;
+        pending += used - piece;
+        cnt++;
+    }
+    if (!failed && cnt) {
+        failed = pwritev_all(fd, iov, cnt, at);
+        at += pending;
+    }
+    Py_END_ALLOW_THREADS
+
+    PyBuffer_Release(&view);
+    PyBuffer_Release(&zero);
+    PyBuffer_Release(&glue);
+    if (failed)
+        return PyErr_SetFromErrno(PyExc_OSError);
+    return PyLong_FromLongLong(at - offset);
+}
+
 /* preallocate(fd, offset, length) -> bool
  *
  * fallocate(fd, 0, offset, length): the file system allocates the blocks of a range
@@ -375,6 +467,10 @@ static PyMethodDef methods[] = {
     {"build_pages", build_pages, METH_VARARGS,
      "build_pages(data, first, count, page_size, header_size, zero_tag, zero_size, page_tag, out) -> "
      "(used, zero): the bulk ZERO/PAGE records of pages first..first+count-1, written into out."},
+    {"write_pages", write_pages, METH_VARARGS,
+     "write_pages(fd, offset, data, first, count, page_size, header_size, zero_tag, zero_size, page_tag, zero, "
+     "glue) -> written: the bulk ZERO/PAGE records of pages first..first+count-1 written to fd at offset with "
+     "pwritev, pages straight from data (zero[i]: page first+i is a ZERO record)."},
     {"preallocate", preallocate, METH_VARARGS,
      "preallocate(fd, offset, length) -> bool: fallocate() the range about to be written (False: not "
      "supported here; nothing was written)."},

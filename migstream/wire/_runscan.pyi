@@ -33,6 +33,24 @@ def build_pages(
 ) -> tuple[int, bytes]:
     """(bytes used, zero flags): the bulk ZERO/PAGE records of pages first..first+count-1, written into out."""
 
+def write_pages(
+    fd: int,
+    offset: int,
+    data: Buffer,
+    first: int,
+    count: int,
+    page_size: int,
+    header_size: int,
+    zero_tag: int,
+    zero_size: int,
+    page_tag: int,
+    zero: Buffer,
+    glue: Buffer,
+    /,
+) -> int:
+    """Bytes written: the bulk ZERO/PAGE records of pages first..first+count-1 written to fd at offset with
+    pwritev, pages straight from data (zero[i] != 0: page first+i is a ZERO record); headers and fills in glue."""
+
 def write_run(
     fd: int,
     data: Buffer,

@@ -34,6 +34,8 @@ COMPILED = _runscan is not None
 
 #: The encoder's bulk-record builder (``_runscan.build_pages``), None without the extension.
 build_pages = _runscan.build_pages if _runscan is not None else None
+#: The encoder's writer of bulk records (``_runscan.write_pages``), None without the extension.
+write_pages = _runscan.write_pages if _runscan is not None else None
 #: extract's writer of bulk runs (``_runscan.write_run``), None without the extension.
 write_run = _runscan.write_run if _runscan is not None else None
 #: fallocate() of a range about to be written (encode's output), None without the extension.

@@ -102,3 +102,81 @@ def test_build_pages_refuses_bad_arguments(first, count, page_size, out_pages):
     data = bytes(40 * PS)
     with pytest.raises(ValueError):
         fastpath.build_pages(data, first, count, page_size, 8, 0x22, 9, 0x28, bytearray(out_pages * (8 + PS)))
+
+
+def _encoded_to_file(blocks, tmp_path, monkeypatch, direct: bool, name: str) -> bytes:
+    monkeypatch.setattr(enc, "DIRECT", direct)
+    monkeypatch.setattr(enc, "COMPILED", False)
+    path = tmp_path / name
+    with open(path, "wb") as f:
+        sink = FdSink(f.fileno(), threads=2, in_flight=4)
+        encode_stream([MemoryImage.from_arrays("pc-i440fx-7.2", blocks)], sink)
+        sink.flush()
+        sink.close()
+    return path.read_bytes()
+
+
+def _runs(*stretches) -> np.ndarray:
+    """Pages in stretches of (count, kind): kind 'z' zero, 'p' random."""
+    rng = np.random.default_rng(7)
+    parts = [
+        np.zeros(n * PS, np.uint8) if kind == "z" else rng.integers(1, 256, n * PS, dtype=np.uint8)
+        for n, kind in stretches
+    ]
+    return np.concatenate(parts)
+
+
+@needs_compiled
+@pytest.mark.parametrize("batch", [1, 3, 2048])
+def test_direct_writes_equal_the_numpy_path(monkeypatch, tmp_path, batch):
+    """write_pages straight from the image into the file: the same bytes as the numpy
+    path (which writes through FdSink's writers), for every page kind and batch cut."""
+    monkeypatch.setattr(enc, "BATCH_PAGES", batch)
+    blocks = [("pc.ram", tricky_pages(300, 1)), ("vga.vram", tricky_pages(17, 2)), ("pc.bios", tricky_pages(1, 3))]
+    calls = []
+    real = enc.write_pages
+
+    def counted(*args):
+        calls.append(args[4])
+        return real(*args)
+
+    want = _encoded_to_file(blocks, tmp_path, monkeypatch, False, "numpy.mig")
+    monkeypatch.setattr(enc, "write_pages", counted)
+    got = _encoded_to_file(blocks, tmp_path, monkeypatch, True, "direct.mig")
+    assert sum(calls) == 299 + 16  # every page but each block's first (it names the block)
+    assert got == want
+
+
+@needs_compiled
+@pytest.mark.parametrize(
+    "stretches",
+    [
+        [(1, "p"), (512, "p"), (3, "z")],  # a full iovec array, then only zeros: the tail flushes first
+        [(1, "z"), (1500, "p"), (40, "z"), (700, "p")],  # several pwritev calls in one batch
+        [(1, "p"), (2000, "z")],  # nothing but headers and fills
+        [(1, "z"), (511, "p"), (1, "z"), (1, "p")],
+    ],
+)
+def test_direct_writes_across_iovec_limits(monkeypatch, tmp_path, stretches):
+    blocks = [("pc.ram", _runs(*stretches))]
+    want = _encoded_to_file(blocks, tmp_path, monkeypatch, False, "numpy.mig")
+    assert _encoded_to_file(blocks, tmp_path, monkeypatch, True, "direct.mig") == want
+
+
+@needs_compiled
+def test_direct_writes_refuse_bad_arguments(tmp_path):
+    data = bytearray(4 * PS)
+    zero = b"\x01" * 4  # all four pages ZERO records (as the caller found them)
+    glue = bytearray(4 * 9)
+    with open(tmp_path / "f", "wb") as f:
+        fd = f.fileno()
+        tags = (8, RAM_ZERO | RAM_CONTINUE, 9, RAM_PAGE | RAM_CONTINUE)
+        assert fastpath.write_pages(fd, 0, data, 0, 4, PS, *tags, zero, glue) == 4 * 9
+        with pytest.raises(ValueError):
+            fastpath.write_pages(fd, 0, data, 1, 4, PS, *tags, zero, glue)  # past the data
+        with pytest.raises(ValueError):
+            fastpath.write_pages(fd, 0, data, 0, 4, PS, *tags, zero[:3], glue)  # a short zero map
+        with pytest.raises(ValueError):
+            fastpath.write_pages(fd, 0, data, 0, 4, PS, *tags, zero, glue[:35])  # glue too small
+        with pytest.raises(ValueError):
+            fastpath.write_pages(fd, -1, data, 0, 4, PS, *tags, zero, glue)
