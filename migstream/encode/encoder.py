@@ -44,7 +44,6 @@ Rules and where they come from (QEMU 7.2 migration/ram.c unless stated):
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -56,7 +55,6 @@ from ..wire import build as writer
 from ..wire import grammar as g
 from ..wire.fastpath import IDSTR_LENGTH
 from ..wire.fastpath import RAM_HEADER
-from ..wire.fastpath import build_pages
 from ..wire.fastpath import payload_plan
 from ..wire.fastpath import write_pages
 from ..wire.grammar import RAM_COMPRESS_PAGE
@@ -81,18 +79,11 @@ RamFlag = g.RamFlag
 BATCH_PAGES = 2048
 #: Zero-page detection of the next batch in a helper thread.
 PIPELINE = True
-#: Bulk rounds of plain records built by the compiled helper (zero detection, headers
-#: and page copies in one pass, one buffer per batch) instead of the numpy path.  Off:
-#: it takes 20-25 % less CPU, but writing to ext4 here it was slower in wall time (0.40-1.5 s
-#: against 0.36-0.52 s in-process, 12 alternated runs, load 3-4; benchmarks/README.md).
-COMPILED = False
 #: Bulk rounds of plain records written by the compiled ``write_pages`` straight from
-#: the image into a file (no Python object per page, no copy), when the sink can
-#: reserve file offsets (a regular file); benchmarks/README.md (stop 22) has the figures.
+#: the image to the sink's file descriptor (no Python object per page, no copy): a
+#: regular file at offsets the sink reserves, a pipe in order; benchmarks/README.md
+#: (stop 22) has the figures.  False: the numpy path, the reference it is held to.
 DIRECT = True
-#: sys.getrefcount() of a batch buffer nobody but the ring refers to (the ring's list,
-#: the loop variable and getrefcount's own argument).
-_RING_REFS = 3
 
 
 def _payload_formats():
@@ -364,9 +355,6 @@ class Encoder:
         if pages is None and not slow and DIRECT and write_pages is not None and self.sink.reserve(0) is not None:
             self._send_block_direct(blk, npages)
             return
-        if pages is None and not slow and COMPILED and build_pages is not None and ps % 64 == 0:
-            self._send_block_compiled(blk, npages)
-            return
         batches = []
         for s in range(0, npages, BATCH_PAGES):
             if pages is None:
@@ -391,9 +379,9 @@ class Encoder:
     def _send_block_direct(self, blk, npages: int) -> None:
         """Every page of a block as ZERO and PAGE records written by the compiled
         ``write_pages`` straight from the image (headers into a small buffer, pages as
-        iovecs: no Python object per page, no copy), at offsets the sink reserves; the
-        zero pages of the next batch are found (numpy, GIL released) on a helper thread
-        meanwhile.  The same bytes as ``_send_batch_plain``."""
+        iovecs: no Python object per page, no copy), at offsets the sink reserves (-1: in
+        order, a pipe); the zero pages of the next batch are found (numpy, GIL released)
+        on a helper thread meanwhile.  The same bytes as ``_send_batch_plain``."""
         ps = self.page_size
         data = blk.data
         first = 0
@@ -443,60 +431,6 @@ class Encoder:
                 self.stats.duplicate += nz
                 self.stats.normal += n - nz
                 self._account(size)
-                self._tick(n)
-
-    def _send_block_compiled(self, blk, npages: int) -> None:
-        """Every page of a block as ZERO and PAGE records, built by the compiled helper
-        (zero detection, headers and page copies in one pass) one batch ahead in a
-        helper thread (it releases the GIL) while this thread hands the previous batch
-        to the sink as one buffer: the same bytes as ``_send_batch_plain``.  The batch
-        buffers are reused once nothing else refers to them (the sink's writers have
-        let go), so no fresh memory is faulted in per batch."""
-        ps = self.page_size
-        data = blk.data
-        first = 0
-        if blk.name != self.last_sent_block:
-            # The first record names the block: the numpy path writes it.
-            one = np.zeros(1, np.int64)
-            self._send_batch_plain(blk, one, _zero_mask(data, one, ps))
-            self._tick(1)
-            first = 1
-        if first == npages:
-            return
-        step = BATCH_PAGES
-        tags = (_HEADER_SIZE, RAM_ZERO | RAM_CONTINUE, _ZERO_RECORD, RAM_PAGE | RAM_CONTINUE)
-        ring: list[bytearray] = []
-        cap = step * (_HEADER_SIZE + ps)
-
-        def free_buffer() -> bytearray:
-            for buf in ring:
-                if sys.getrefcount(buf) <= _RING_REFS:
-                    return buf
-            ring.append(bytearray(cap))
-            return ring[-1]
-
-        build = build_pages
-        assert build is not None  # checked by the caller
-
-        def submit(pool, s: int):
-            buf = free_buffer()
-            return buf, pool.submit(build, data, s, min(step, npages - s), ps, *tags, buf)
-
-        starts = list(range(first, npages, step))
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            buf, ahead = submit(pool, first)
-            for k in range(len(starts)):
-                used, zero = ahead.result()
-                n = len(zero)
-                records = memoryview(buf)[:used]
-                if k + 1 < len(starts):
-                    buf, ahead = submit(pool, starts[k + 1])
-                nz = zero.count(1)
-                self.stats.duplicate += nz
-                self.stats.normal += n - nz
-                self._account(used)
-                self.sink.write(records)
-                del records
                 self._tick(n)
 
     def _send_batch_plain(self, blk, batch: np.ndarray, zero: np.ndarray) -> None:

@@ -70,12 +70,13 @@ class FdSink:
     def write(self, data) -> None:
         self.writev([data])
 
-    def reserve(self, nbytes: int) -> int | None:
+    def reserve(self, nbytes: int) -> int:
         """The file offset where the next ``nbytes`` of the stream go, for a caller
-        that writes them there itself (preallocated as writev's batches are), or None
-        when this sink writes in order (a pipe, a socket, O_APPEND)."""
+        that writes them there itself (preallocated as writev's batches are); -1 when
+        this sink writes in order (a pipe, a socket, O_APPEND): everything before is
+        written already, the caller writes at the file position."""
         if self._pool is None:
-            return None
+            return -1
         off = self.offset
         self.offset += nbytes
         if self._preallocate and nbytes >= PREALLOCATE_MIN and not preallocate(self.fd, off, nbytes):

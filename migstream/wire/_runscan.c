@@ -1,5 +1,5 @@
 /* migstream._runscan: the bulk-stage record walk of migstream/fastpath.py, compiled;
- * and the encoder's bulk records (build_pages).
+ * and the write-side loops of the encoder (write_pages) and of extract (write_run).
  *
  * The byte layout is not written here: the caller passes the header size, the
  * record size of each kind and the header tag each kind carries, all derived from
@@ -130,100 +130,20 @@ static PyObject *walk(PyObject *self, PyObject *args)
     return result;
 }
 
-static inline int page_is_zero(const unsigned char *p, Py_ssize_t size)
-{
-    /* buffer_is_zero: 64-bit words, OR-ed 8 at a time (size is a multiple of 64). */
-    const uint64_t *w = (const uint64_t *)p;
-    Py_ssize_t words = size / 8;
-    if (w[0] | w[words - 1])
-        return 0;
-    for (Py_ssize_t i = 0; i < words; i += 8) {
-        uint64_t acc;
-        uint64_t t[8];
-        memcpy(t, w + i, sizeof t);
-        acc = t[0] | t[1] | t[2] | t[3] | t[4] | t[5] | t[6] | t[7];
-        if (acc)
-            return 0;
-    }
-    return 1;
-}
-
 static inline void store_be64(unsigned char *p, uint64_t v)
 {
     v = __builtin_bswap64(v);
     memcpy(p, &v, 8);
 }
 
-/* build_pages(data, first, count, page_size, header_size, zero_tag, zero_size, page_tag, out)
- *   -> (used, zero: bytes)
- *
- * The encoder's bulk records for pages first .. first+count-1 of data, written into
- * the writable buffer out (at least count * (header_size + page_size) bytes), back to
- * back from its start: an all-zero page becomes header(addr + zero_tag) and
- * zero_size - header_size zero bytes (the fill), any other page header(addr +
- * page_tag) and the page.  used is the byte count, zero[i] is 1 for the zero pages.
- * encode/encoder.py passes every size and tag from the grammar and holds this equal
- * to its numpy path (tests/unit/test_encode_compiled.py).
- */
-static PyObject *build_pages(PyObject *self, PyObject *args)
-{
-    Py_buffer view, target;
-    Py_ssize_t first, count, page_size, header_size, zero_size;
-    unsigned long long zero_tag, page_tag;
-
-    if (!PyArg_ParseTuple(args, "y*nnnnKnKw*", &view, &first, &count, &page_size, &header_size, &zero_tag,
-                          &zero_size, &page_tag, &target))
-        return NULL;
-    if (first < 0 || count < 0 || page_size < 64 || page_size % 64 || header_size != 8 || zero_size < header_size
-        || zero_size > header_size + page_size || first > view.len / page_size
-        || count > view.len / page_size - first || count > target.len / (header_size + page_size)) {
-        PyBuffer_Release(&view);
-        PyBuffer_Release(&target);
-        PyErr_SetString(PyExc_ValueError, "build_pages: bad arguments");
-        return NULL;
-    }
-    PyObject *zero = PyBytes_FromStringAndSize(NULL, count);
-    if (!zero) {
-        PyBuffer_Release(&view);
-        PyBuffer_Release(&target);
-        return NULL;
-    }
-    unsigned char *o = (unsigned char *)target.buf;
-    unsigned char *z = (unsigned char *)PyBytes_AsString(zero);
-    const unsigned char *src = (const unsigned char *)view.buf + first * page_size;
-    const Py_ssize_t fill = zero_size - header_size;
-    Py_ssize_t used = 0;
-
-    Py_BEGIN_ALLOW_THREADS
-    uint64_t addr = (uint64_t)first * (uint64_t)page_size;
-    for (Py_ssize_t i = 0; i < count; i++, src += page_size, addr += page_size) {
-        if (page_is_zero(src, page_size)) {
-            store_be64(o + used, addr + zero_tag);
-            memset(o + used + header_size, 0, fill);
-            used += zero_size;
-            z[i] = 1;
-        } else {
-            store_be64(o + used, addr + page_tag);
-            memcpy(o + used + header_size, src, page_size);
-            used += header_size + page_size;
-            z[i] = 0;
-        }
-    }
-    Py_END_ALLOW_THREADS
-
-    PyBuffer_Release(&view);
-    PyBuffer_Release(&target);
-    PyObject *result = Py_BuildValue("nN", used, zero);
-    return result;
-}
-
 #define WRITE_IOV_MAX 1024 /* Linux's UIO_MAXIOV */
 
-/* pwritev the iovecs at off, finishing short writes; 0, or -1 with errno set. */
+/* pwritev the iovecs at off (off < 0: writev at the file position, for pipes),
+ * finishing short writes; 0, or -1 with errno set. */
 static int pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
 {
     while (cnt > 0) {
-        ssize_t done = pwritev(fd, iov, cnt, off);
+        ssize_t done = off < 0 ? writev(fd, iov, cnt) : pwritev(fd, iov, cnt, off);
         if (done < 0) {
             if (errno == EINTR)
                 continue;
@@ -233,7 +153,8 @@ static int pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
             errno = EIO;
             return -1;
         }
-        off += done;
+        if (off >= 0)
+            off += done;
         while (cnt > 0 && (size_t)done >= iov->iov_len) {
             done -= iov->iov_len;
             iov++;
@@ -347,12 +268,15 @@ static PyObject *write_run(PyObject *self, PyObject *args)
 /* write_pages(fd, offset, data, first, count, page_size, header_size, zero_tag, zero_size, page_tag,
  *             zero, glue) -> written
  *
- * The same bulk records as build_pages (zero[i] != 0 marks page first+i as a ZERO
- * record, as found beforehand), written to fd at offset with pwritev without copying
- * a page: the headers and zero fills go back to back into the writable buffer glue
- * (at least count * zero_size bytes), and each PAGE record's payload is an iovec
- * pointing into data.  written is the byte count.  encode/encoder.py holds its
- * output equal to the numpy path's (tests/unit/test_encode_compiled.py).
+ * The encoder's bulk records of pages first .. first+count-1 of data, back to back:
+ * a page marked in zero (zero[i] != 0, found beforehand) becomes header(addr +
+ * zero_tag) and zero_size - header_size zero bytes (the fill), any other page
+ * header(addr + page_tag) and the page.  Written to fd at offset with pwritev (offset
+ * -1: writev at the file position, a pipe) without copying a page: headers and fills
+ * go back to back into the writable buffer glue (at least count * zero_size bytes),
+ * each page is an iovec pointing into data.  written is the byte count.
+ * encode/encoder.py passes every size and tag from the grammar and holds the output
+ * equal to its numpy path's (tests/unit/test_encode_compiled.py).
  */
 static PyObject *write_pages(PyObject *self, PyObject *args)
 {
@@ -365,7 +289,7 @@ static PyObject *write_pages(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "iLy*nnnnKnKy*w*", &fd, &offset, &view, &first, &count, &page_size, &header_size,
                           &zero_tag, &zero_size, &page_tag, &zero, &glue))
         return NULL;
-    if (offset < 0 || first < 0 || count < 0 || page_size < 8 || header_size != 8 || zero_size < header_size
+    if (offset < -1 || first < 0 || count < 0 || page_size < 8 || header_size != 8 || zero_size < header_size
         || zero_size > header_size + page_size || first > view.len / page_size
         || count > view.len / page_size - first || zero.len != count || count > glue.len / zero_size) {
         PyBuffer_Release(&view);
@@ -379,7 +303,7 @@ static PyObject *write_pages(PyObject *self, PyObject *args)
     const Py_ssize_t fill = zero_size - header_size;
     struct iovec iov[WRITE_IOV_MAX];
     int failed = 0;
-    long long at = offset;
+    long long at = offset, written = 0;
 
     Py_BEGIN_ALLOW_THREADS
     int cnt = 0;
@@ -398,7 +322,8 @@ static PyObject *write_pages(PyObject *self, PyObject *args)
         used += header_size;
         if (cnt + 2 > WRITE_IOV_MAX) {
             failed = pwritev_all(fd, iov, cnt, at);
-            at += pending;
+            at += at < 0 ? 0 : pending;
+            written += pending;
             cnt = 0;
             pending = 0;
         }
@@ -413,7 +338,8 @@ static PyObject *write_pages(PyObject *self, PyObject *args)
     if (!failed && used > piece) {
         if (cnt == WRITE_IOV_MAX) {
             failed = pwritev_all(fd, iov, cnt, at);
-            at += pending;
+            at += at < 0 ? 0 : pending;
+            written += pending;
             cnt = 0;
             pending = 0;
         }
@@ -424,7 +350,7 @@ static PyObject *write_pages(PyObject *self, PyObject *args)
     }
     if (!failed && cnt) {
         failed = pwritev_all(fd, iov, cnt, at);
-        at += pending;
+        written += pending;
     }
     Py_END_ALLOW_THREADS
 
@@ -433,7 +359,7 @@ static PyObject *write_pages(PyObject *self, PyObject *args)
     PyBuffer_Release(&glue);
     if (failed)
         return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromLongLong(at - offset);
+    return PyLong_FromLongLong(written);
 }
 
 /* preallocate(fd, offset, length) -> bool
@@ -464,13 +390,10 @@ static PyMethodDef methods[] = {
     {"walk", walk, METH_VARARGS,
      "walk(buf, pos, addr, page_size, cap, header_size, tag_a, size_a, kind_a, tag_b, size_b, "
      "kind_b) -> (count, end, starts, kinds): the run of page records at buf[pos]."},
-    {"build_pages", build_pages, METH_VARARGS,
-     "build_pages(data, first, count, page_size, header_size, zero_tag, zero_size, page_tag, out) -> "
-     "(used, zero): the bulk ZERO/PAGE records of pages first..first+count-1, written into out."},
     {"write_pages", write_pages, METH_VARARGS,
      "write_pages(fd, offset, data, first, count, page_size, header_size, zero_tag, zero_size, page_tag, zero, "
      "glue) -> written: the bulk ZERO/PAGE records of pages first..first+count-1 written to fd at offset with "
-     "pwritev, pages straight from data (zero[i]: page first+i is a ZERO record)."},
+     "pwritev (-1: writev), pages straight from data (zero[i]: page first+i is a ZERO record)."},
     {"preallocate", preallocate, METH_VARARGS,
      "preallocate(fd, offset, length) -> bool: fallocate() the range about to be written (False: not "
      "supported here; nothing was written)."},

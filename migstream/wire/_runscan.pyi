@@ -19,20 +19,6 @@ def walk(
 ) -> tuple[int, int, bytes, bytes]:
     """(count, end, starts as native int64 bytes, kinds): the run of page records at buf[pos]."""
 
-def build_pages(
-    data: Buffer,
-    first: int,
-    count: int,
-    page_size: int,
-    header_size: int,
-    zero_tag: int,
-    zero_size: int,
-    page_tag: int,
-    out: Buffer,
-    /,
-) -> tuple[int, bytes]:
-    """(bytes used, zero flags): the bulk ZERO/PAGE records of pages first..first+count-1, written into out."""
-
 def write_pages(
     fd: int,
     offset: int,
@@ -49,7 +35,8 @@ def write_pages(
     /,
 ) -> int:
     """Bytes written: the bulk ZERO/PAGE records of pages first..first+count-1 written to fd at offset with
-    pwritev, pages straight from data (zero[i] != 0: page first+i is a ZERO record); headers and fills in glue."""
+    pwritev (offset -1: writev at the file position), pages straight from data (zero[i] != 0: page first+i is a
+    ZERO record); headers and fills in glue."""
 
 def write_run(
     fd: int,

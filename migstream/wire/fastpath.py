@@ -32,8 +32,6 @@ except ImportError:  # pragma: no cover - an install without a C compiler
 COMPILED = _runscan is not None
 
 
-#: The encoder's bulk-record builder (``_runscan.build_pages``), None without the extension.
-build_pages = _runscan.build_pages if _runscan is not None else None
 #: The encoder's writer of bulk records (``_runscan.write_pages``), None without the extension.
 write_pages = _runscan.write_pages if _runscan is not None else None
 #: extract's writer of bulk runs (``_runscan.write_run``), None without the extension.

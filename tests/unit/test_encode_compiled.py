@@ -1,13 +1,16 @@
-"""The encoder's compiled bulk path (wire/_runscan.c build_pages) against its numpy path:
-the same bytes for every page kind, batch boundary, block order and sink."""
+"""The encoder's compiled bulk path (wire/_runscan.c write_pages) against its numpy path:
+the same bytes for every page kind, batch boundary, iovec limit, block order and sink
+(a file at offsets, a pipe in order)."""
 
 from __future__ import annotations
+
+import os
+import threading
 
 import numpy as np
 import pytest
 
 import migstream.encode.encoder as enc
-from migstream import BytesSink
 from migstream import FdSink
 from migstream import MemoryImage
 from migstream import encode_stream
@@ -17,7 +20,7 @@ from migstream.wire.grammar import RAM_PAGE
 from migstream.wire.grammar import RAM_ZERO
 
 PS = 4096
-needs_compiled = pytest.mark.skipif(fastpath.build_pages is None, reason="built without a C compiler")
+needs_compiled = pytest.mark.skipif(fastpath.write_pages is None, reason="built without a C compiler")
 
 
 def tricky_pages(n: int, seed: int) -> np.ndarray:
@@ -44,69 +47,33 @@ def tricky_pages(n: int, seed: int) -> np.ndarray:
     return data.reshape(-1)
 
 
-def encoded(blocks, sink_factory=BytesSink, compiled=True, monkeypatch=None) -> bytes:
-    monkeypatch.setattr(enc, "COMPILED", compiled)
-    img = MemoryImage.from_arrays("pc-i440fx-7.2", blocks)
-    sink = sink_factory()
-    encode_stream([img], sink)
-    return sink.getvalue()
-
-
 @needs_compiled
-@pytest.mark.parametrize("batch", [1, 3, 2048])
-def test_compiled_bulk_equals_numpy_path(monkeypatch, batch):
-    monkeypatch.setattr(enc, "BATCH_PAGES", batch)
-    blocks = [("pc.ram", tricky_pages(300, 1)), ("vga.vram", tricky_pages(17, 2)), ("pc.bios", tricky_pages(1, 3))]
-    assert encoded(blocks, compiled=True, monkeypatch=monkeypatch) == encoded(
-        blocks, compiled=False, monkeypatch=monkeypatch
-    )
-
-
-@needs_compiled
-def test_compiled_bulk_to_a_file_reuses_buffers_safely(monkeypatch, tmp_path):
-    """Many small batches through FdSink's two writer threads: a batch buffer taken
-    back while a writer still held it would show up as wrong bytes."""
-    monkeypatch.setattr(enc, "BATCH_PAGES", 4)
-    blocks = [("pc.ram", tricky_pages(2000, 4))]
-    want = encoded(blocks, compiled=False, monkeypatch=monkeypatch)
-    monkeypatch.setattr(enc, "COMPILED", True)
-    path = tmp_path / "out.mig"
-    with open(path, "wb") as f:
-        sink = FdSink(f.fileno(), threads=2, in_flight=4)
-        encode_stream([MemoryImage.from_arrays("pc-i440fx-7.2", blocks)], sink)
-        sink.close()
-    assert path.read_bytes() == want
-
-
-@needs_compiled
-def test_build_pages_records():
+def test_write_pages_records(tmp_path):
+    """The records by their definition (ram.c save_zero_page / save_normal_page), at
+    an offset into the file and with writev at the file position (offset -1)."""
     data = tricky_pages(40, 5)
-    out = bytearray(40 * (8 + PS))
-    used, zero = fastpath.build_pages(data, 3, 30, PS, 8, RAM_ZERO | RAM_CONTINUE, 9, RAM_PAGE | RAM_CONTINUE, out)
     pages = data.reshape(40, PS)
+    zero = bytes(int(not pages[p].any()) for p in range(3, 33))
     want = bytearray()
     for p in range(3, 33):
-        is_zero = not pages[p].any()
-        assert zero[p - 3] == is_zero
-        tag = (RAM_ZERO if is_zero else RAM_PAGE) | RAM_CONTINUE
-        want += (p * PS + tag).to_bytes(8, "big") + (b"\0" if is_zero else pages[p].tobytes())
-    assert bytes(out[:used]) == bytes(want)
-
-
-@needs_compiled
-@pytest.mark.parametrize(
-    "first, count, page_size, out_pages",
-    [(0, 5, PS, 4), (-1, 1, PS, 4), (38, 3, PS, 8), (0, 1, 100, 4), (0, 1, PS, 0)],
-)
-def test_build_pages_refuses_bad_arguments(first, count, page_size, out_pages):
-    data = bytes(40 * PS)
-    with pytest.raises(ValueError):
-        fastpath.build_pages(data, first, count, page_size, 8, 0x22, 9, 0x28, bytearray(out_pages * (8 + PS)))
+        tag = (RAM_ZERO if zero[p - 3] else RAM_PAGE) | RAM_CONTINUE
+        want += (p * PS + tag).to_bytes(8, "big") + (b"\0" if zero[p - 3] else pages[p].tobytes())
+    assert 0 < sum(zero) < 30
+    tags = (8, RAM_ZERO | RAM_CONTINUE, 9, RAM_PAGE | RAM_CONTINUE)
+    path = tmp_path / "records"
+    at = 4 + len(want) + 10
+    with open(path, "wb") as f:
+        f.write(b"head")
+        f.flush()
+        assert fastpath.write_pages(f.fileno(), at, data, 3, 30, PS, *tags, zero, bytearray(30 * 9)) == len(want)
+        assert fastpath.write_pages(f.fileno(), -1, data, 3, 30, PS, *tags, zero, bytearray(30 * 9)) == len(want)
+        assert os.lseek(f.fileno(), 0, os.SEEK_CUR) == 4 + len(want)  # writev moved the position, pwritev not
+    got = path.read_bytes()
+    assert got == b"head" + bytes(want) + bytes(10) + bytes(want)
 
 
 def _encoded_to_file(blocks, tmp_path, monkeypatch, direct: bool, name: str) -> bytes:
     monkeypatch.setattr(enc, "DIRECT", direct)
-    monkeypatch.setattr(enc, "COMPILED", False)
     path = tmp_path / name
     with open(path, "wb") as f:
         sink = FdSink(f.fileno(), threads=2, in_flight=4)
@@ -179,4 +146,30 @@ def test_direct_writes_refuse_bad_arguments(tmp_path):
         with pytest.raises(ValueError):
             fastpath.write_pages(fd, 0, data, 0, 4, PS, *tags, zero, glue[:35])  # glue too small
         with pytest.raises(ValueError):
-            fastpath.write_pages(fd, -1, data, 0, 4, PS, *tags, zero, glue)
+            fastpath.write_pages(fd, -2, data, 0, 4, PS, *tags, zero, glue)  # -1 is "in order"
+
+
+@needs_compiled
+def test_direct_writes_into_a_pipe_equal_the_numpy_path(monkeypatch, tmp_path):
+    """`encode -o -` into a pipe: the sink writes in order (reserve gives -1), write_pages
+    uses writev; the bytes equal the numpy path's into a file."""
+
+    monkeypatch.setattr(enc, "BATCH_PAGES", 5)
+    blocks = [("pc.ram", tricky_pages(300, 8)), ("vga.vram", tricky_pages(9, 9))]
+    want = _encoded_to_file(blocks, tmp_path, monkeypatch, False, "numpy.mig")
+    monkeypatch.setattr(enc, "DIRECT", True)
+    calls = []
+    real = enc.write_pages
+    monkeypatch.setattr(enc, "write_pages", lambda *a: calls.append(a[1]) or real(*a))
+    r, w = os.pipe()
+    got = bytearray()
+    reader = threading.Thread(target=lambda: [got.extend(b) for b in iter(lambda: os.read(r, 1 << 16), b"")])
+    reader.start()
+    sink = FdSink(w)
+    encode_stream([MemoryImage.from_arrays("pc-i440fx-7.2", blocks)], sink)
+    sink.flush()
+    os.close(w)
+    reader.join()
+    os.close(r)
+    assert calls and set(calls) == {-1}
+    assert bytes(got) == want
