@@ -265,6 +265,36 @@ static PyObject *write_run(PyObject *self, PyObject *args)
     Py_RETURN_TRUE;
 }
 
+/* iovecs gathered for one pwritev at off (off < 0: writev in order), written when
+ * the array is full and at the end; after a failure nothing more is written. */
+struct gather {
+    int fd, cnt, failed;
+    long long off, pending, written; /* pending: bytes in iov[0..cnt) */
+    struct iovec iov[WRITE_IOV_MAX];
+};
+
+static void gather_flush(struct gather *w)
+{
+    if (w->cnt && !w->failed) {
+        w->failed = pwritev_all(w->fd, w->iov, w->cnt, w->off);
+        if (w->off >= 0)
+            w->off += w->pending;
+        w->written += w->pending;
+    }
+    w->cnt = 0;
+    w->pending = 0;
+}
+
+static void gather_add(struct gather *w, void *base, size_t len)
+{
+    if (w->cnt == WRITE_IOV_MAX)
+        gather_flush(w);
+    w->iov[w->cnt].iov_base = base;
+    w->iov[w->cnt].iov_len = len;
+    w->cnt++;
+    w->pending += (long long)len;
+}
+
 /* write_pages(fd, offset, data, first, count, page_size, header_size, zero_tag, zero_size, page_tag,
  *             zero, glue) -> written
  *
@@ -301,17 +331,13 @@ static PyObject *write_pages(PyObject *self, PyObject *args)
     const unsigned char *z = (const unsigned char *)zero.buf;
     unsigned char *g = (unsigned char *)glue.buf;
     const Py_ssize_t fill = zero_size - header_size;
-    struct iovec iov[WRITE_IOV_MAX];
-    int failed = 0;
-    long long at = offset, written = 0;
+    struct gather w = {.fd = fd, .off = offset};
 
     Py_BEGIN_ALLOW_THREADS
-    int cnt = 0;
-    long long pending = 0; /* bytes in iov[0..cnt) */
     Py_ssize_t used = 0, piece = 0; /* glue bytes used; start of the glue not in an iovec yet */
     const char *src = (const char *)view.buf + first * page_size;
     uint64_t addr = (uint64_t)first * (uint64_t)page_size;
-    for (Py_ssize_t i = 0; i < count && !failed; i++, src += page_size, addr += page_size) {
+    for (Py_ssize_t i = 0; i < count && !w.failed; i++, src += page_size, addr += page_size) {
         if (z[i]) {
             store_be64(g + used, addr + zero_tag);
             memset(g + used + header_size, 0, fill);
@@ -320,46 +346,21 @@ static PyObject *write_pages(PyObject *self, PyObject *args)
         }
         store_be64(g + used, addr + page_tag);
         used += header_size;
-        if (cnt + 2 > WRITE_IOV_MAX) {
-            failed = pwritev_all(fd, iov, cnt, at);
-            at += at < 0 ? 0 : pending;
-            written += pending;
-            cnt = 0;
-            pending = 0;
-        }
-        iov[cnt].iov_base = g + piece;
-        iov[cnt].iov_len = used - piece;
-        iov[cnt + 1].iov_base = (char *)src;
-        iov[cnt + 1].iov_len = page_size;
-        pending += used - piece + page_size;
-        cnt += 2;
+        gather_add(&w, g + piece, used - piece);
+        gather_add(&w, (char *)src, page_size);
         piece = used;
     }
-    if (!failed && used > piece) {
-        if (cnt == WRITE_IOV_MAX) {
-            failed = pwritev_all(fd, iov, cnt, at);
-            at += at < 0 ? 0 : pending;
-            written += pending;
-            cnt = 0;
-            pending = 0;
-        }
-        iov[cnt].iov_base = g + piece;
-        iov[cnt].iov_len = used - piece;
-        pending += used - piece;
-        cnt++;
-    }
-    if (!failed && cnt) {
-        failed = pwritev_all(fd, iov, cnt, at);
-        written += pending;
-    }
+    if (used > piece)
+        gather_add(&w, g + piece, used - piece);
+    gather_flush(&w);
     Py_END_ALLOW_THREADS
 
     PyBuffer_Release(&view);
     PyBuffer_Release(&zero);
     PyBuffer_Release(&glue);
-    if (failed)
+    if (w.failed)
         return PyErr_SetFromErrno(PyExc_OSError);
-    return PyLong_FromLongLong(written);
+    return PyLong_FromLongLong(w.written);
 }
 
 /* preallocate(fd, offset, length) -> bool
