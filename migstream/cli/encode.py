@@ -102,7 +102,6 @@ def encode(
         from ..encode.encoder import encode_stream
         from ..encode.memimage import MemoryImage
         from ..encode.sinks import FdSink
-        from ..tools.template import StreamTemplate
 
         if compress_threads < 0:
             raise UsageError("--compress-threads must be >= 0")
@@ -129,7 +128,11 @@ def encode(
                     later, block=block if not os.path.isdir(later) else None, machine=machine or first.machine
                 )
                 images.append(img)
-            tpl = StreamTemplate.load(template) if template else None
+            tpl = None
+            if template:  # the decoder, only to read a template
+                from ..tools.template import StreamTemplate
+
+                tpl = StreamTemplate.load(template)
             with output_fd(output) as fd:
                 if mapped_ram:
                     from ..encode.mappedram_writer import encode_mapped_ram

@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 from typing import Annotated
 from typing import Any
 from typing import NoReturn
@@ -26,12 +27,7 @@ from typing import get_type_hints
 
 import typer
 
-from ..containers.multifd import with_channels
 from ..containers.qcow2 import snapshot_path
-from ..containers.sources import StreamSource
-from ..containers.stream import iter_events
-from ..containers.stream import open_decoder
-from ..decode.decoder import StreamDecoder
 from ..errors import MigstreamError
 from ..errors import StreamError
 from ..errors import UsageError
@@ -41,6 +37,10 @@ from .jsonout import dumps
 from .jsonout import error_object
 from .jsonout import line
 from .progress import DecodeProgress
+
+if TYPE_CHECKING:  # imported where a stream is opened: encode and --version need no decoder
+    from ..containers.sources import StreamSource
+    from ..decode.decoder import StreamDecoder
 
 app = typer.Typer(
     add_completion=True,
@@ -159,6 +159,9 @@ class InputOptions:
     def open(self, stream: str) -> Iterator[tuple[StreamSource, StreamDecoder, DecodeProgress]]:
         """The source, its decoder and a progress line for STREAM, closed on exit.
         A file that is not a stream at all fails here, before any output."""
+        from ..containers.sources import StreamSource
+        from ..containers.stream import open_decoder
+
         source = StreamSource(stream)
         try:
             decoder = open_decoder(source, page_size=self.page_size, allow_hook=self.rdma)
@@ -172,6 +175,9 @@ class InputOptions:
 
     def events(self, source: StreamSource, decoder: StreamDecoder, prog, stats: list | None = None) -> Iterator:
         """The stream's events with its multifd channels' packets in place."""
+        from ..containers.multifd import with_channels
+        from ..containers.stream import iter_events
+
         return with_channels(iter_events(source, decoder, prog), self.channels_of(source), decoder, stats)
 
 

@@ -94,3 +94,17 @@ def test_extract_of_a_plain_stream_imports_no_numpy(tmp_path):
     assert "migstream.image.ramimage" in mods and (tmp_path / "out" / "manifest.json").exists()
     if fastpath.write_run is not None:  # without the C extension the Python loop uses numpy
         assert not {m for m in mods if m.startswith("numpy")}
+
+
+def test_version_and_encode_import_no_decoder(tmp_path):
+    """The decoder (and its containers) is imported where a stream is read: not for
+    --version, nor for `encode` without --template (~7-9 ms of their start-up)."""
+    decoding = ("migstream.decode.decoder", "migstream.containers.stream", "migstream.containers.sources")
+    mods, out = _imported_by(["--version"])
+    assert out.startswith("migstream ") and not mods & set(decoding)
+    image = tmp_path / "ram.img"
+    image.write_bytes(b"\1" * 4096 + bytes(3 * 4096))
+    mods, _ = _imported_by(["encode", str(image), "--block", "pc.ram", "--machine", "pc-i440fx-7.2", "-o",
+                            str(tmp_path / "out.mig")])  # fmt: skip
+    assert (tmp_path / "out.mig").stat().st_size > 4096 and "migstream.encode.encoder" in mods
+    assert not mods & set(decoding)
