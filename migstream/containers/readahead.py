@@ -4,8 +4,7 @@ the part before it.
 The decoder and the writers run on the main thread; the read of the next window
 (a copy out of the page cache, or a decompression) runs beside them on another core:
 ``os.preadv`` and the zlib, lzma, bz2 and zstd decompressors release the GIL while
-they work, so the two overlap.  benchmarks/README.md (stop 22) has the figures:
-``extract`` of a 540 MB stream 0.64 -> 0.59 s, of its .zst 1.21 -> 0.79 s.
+they work, so the two overlap.  benchmarks/README.md (stop 22) has the figures.
 
 Only for inputs whose reads end (regular files, plain or compressed): a read from a
 pipe may wait for ever, and a thread stuck in it could not be stopped.  Plain files
@@ -169,7 +168,8 @@ _POOL_ONLY = _pool_refs([bytearray()])
 
 def _unused(pool: list[mmap.mmap]) -> mmap.mmap | None:
     """A buffer of the pool that no view refers to any more, or None.  (Only CPython
-    counts references so; elsewhere every window gets a new buffer.)"""
+    counts references so; elsewhere every window gets a new buffer until the pool is
+    full, then the file is mapped.)"""
     if sys.implementation.name != "cpython":
         return None
     for buf in pool:

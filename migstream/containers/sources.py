@@ -2,8 +2,8 @@
 libvirt save images (``virsh save``: a header and the domain XML, then the QEMU
 stream raw or compressed with gzip/bzip2/xz/lzop/zstd; see ``libvirt.py``).
 
-A source yields chunks for ``StreamDecoder.feed``.  Chunks are never reused, so
-events that point into them stay valid.  Regular files, plain or compressed, are read
+A source yields chunks for ``StreamDecoder.feed``.  A chunk never changes while
+anybody holds it, so events that point into them stay valid.  Regular files, plain or compressed, are read
 ahead on a second thread into a few reused buffers (readahead.py), so resident
 memory stays flat however large the stream; a libvirt sparse image (mapped-ram,
 file offsets) is mapped and handed out as windows, released (MADV_DONTNEED) once the
@@ -165,7 +165,7 @@ class StreamSource:
             self._mmap = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             return
         if image.format == gl.SaveFormat.RAW:
-            # Map the whole file and hand out the part after the XML.
+            # Hand out the part of the file after the XML.
             self.size = max(0, file_size - image.stream_offset)
             self.seekable_file = _Window(f, image.stream_offset, self.size)
             self._file_range = (f.fileno(), image.stream_offset, max(file_size, image.stream_offset))

@@ -72,7 +72,7 @@ class FdSink:
 
     def reserve(self, nbytes: int) -> int:
         """The file offset where the next ``nbytes`` of the stream go, for a caller
-        that writes them there itself (preallocated as writev's batches are); -1 when
+        that writes them there itself, and writev's own batches (preallocated); -1 when
         this sink writes in order (a pipe, a socket, O_APPEND): everything before is
         written already, the caller writes at the file position."""
         if self._pool is None:
@@ -93,11 +93,7 @@ class FdSink:
         if self._pool is None:
             self._write_parts(bufs, wants, None)
             return
-        off = self.offset
-        total = sum(wants)
-        self.offset += total
-        if self._preallocate and total >= PREALLOCATE_MIN and not preallocate(self.fd, off, total):
-            self._preallocate = False  # the file system cannot: plain writes from now on
+        off = self.reserve(sum(wants))
         self._pending.append(self._pool.submit(self._write_parts, bufs, wants, off))
         while len(self._pending) > self._in_flight:
             self._pending.popleft().result()

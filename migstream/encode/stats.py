@@ -108,8 +108,8 @@ class CountingSink:
         self.sink.writev(bufs, lengths)
 
     def reserve(self, nbytes: int) -> int | None:
-        """The inner sink's ``reserve`` (an offset its caller writes at), counted; None
-        when the inner sink writes in order (or cannot say)."""
+        """The inner sink's ``reserve`` (an offset its caller writes at, -1: in order),
+        counted; None when the inner sink has no file descriptor (BytesSink)."""
         reserve = getattr(self.sink, "reserve", None)
         offset = reserve(nbytes) if reserve is not None else None
         if offset is not None:

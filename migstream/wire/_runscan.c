@@ -168,6 +168,36 @@ static int pwritev_all(int fd, struct iovec *iov, int cnt, off_t off)
     return 0;
 }
 
+/* iovecs gathered for one pwritev at off (off < 0: writev in order), written when
+ * the array is full and at the end; after a failure nothing more is written. */
+struct gather {
+    int fd, cnt, failed;
+    long long off, pending, written; /* pending: bytes in iov[0..cnt) */
+    struct iovec iov[WRITE_IOV_MAX];
+};
+
+static void gather_flush(struct gather *w)
+{
+    if (w->cnt && !w->failed) {
+        w->failed = pwritev_all(w->fd, w->iov, w->cnt, w->off);
+        if (w->off >= 0)
+            w->off += w->pending;
+        w->written += w->pending;
+    }
+    w->cnt = 0;
+    w->pending = 0;
+}
+
+static void gather_add(struct gather *w, void *base, size_t len)
+{
+    if (w->cnt == WRITE_IOV_MAX)
+        gather_flush(w);
+    w->iov[w->cnt].iov_base = base;
+    w->iov[w->cnt].iov_len = len;
+    w->cnt++;
+    w->pending += (long long)len;
+}
+
 /* write_run(fd, data, starts, kinds, page_kind, page_size, offset, hole_min, zero_page) -> bool
  *
  * Writes a bulk run of records (the decoder's PageRun: data, starts as native int64,
@@ -214,85 +244,39 @@ static PyObject *write_run(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "write_run: bad arguments");
         return NULL;
     }
-    struct iovec iov[WRITE_IOV_MAX];
-    int failed = 0;
+    struct gather w = {.fd = fd};
 
     Py_BEGIN_ALLOW_THREADS
-    int cnt = 0;
-    Py_ssize_t at = 0; /* run index of iov[0] */
     Py_ssize_t i = 0;
-    while (i < n && !failed) {
+    while (i < n && !w.failed) {
         Py_ssize_t j = i;
         int page = k[i] == page_kind;
         while (j < n && (k[j] == page_kind) == page)
             j++;
         /* Pages, or a short zero stretch inside a batch (written as zeros, keeping the
            batch one pwritev, rather than left as a hole that splits it). */
-        if (page || (cnt && j < n && j - i < hole_min)) {
-            for (Py_ssize_t p = i; p < j && !failed; p++) {
-                if (cnt == WRITE_IOV_MAX) {
-                    failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
-                    at += cnt;
-                    cnt = 0;
-                }
-                if (!cnt)
-                    at = p;
-                if (page) {
-                    int64_t end = p + 1 < n ? st[p + 1] : data.len;
-                    iov[cnt].iov_base = (char *)data.buf + end - page_size;
-                } else {
-                    iov[cnt].iov_base = zero.buf;
-                }
-                iov[cnt].iov_len = page_size;
-                cnt++;
+        if (page || (w.cnt && j < n && j - i < hole_min)) {
+            if (!w.cnt)
+                w.off = offset + i * page_size;
+            for (Py_ssize_t p = i; p < j; p++) {
+                int64_t end = p + 1 < n ? st[p + 1] : data.len;
+                gather_add(&w, page ? (char *)data.buf + end - page_size : zero.buf, page_size);
             }
-        } else if (cnt) {
-            failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
-            cnt = 0;
+        } else {
+            gather_flush(&w); /* a hole: the next pages start a new pwritev */
         }
         i = j;
     }
-    if (cnt && !failed)
-        failed = pwritev_all(fd, iov, cnt, offset + at * page_size);
+    gather_flush(&w);
     Py_END_ALLOW_THREADS
 
     PyBuffer_Release(&data);
     PyBuffer_Release(&starts);
     PyBuffer_Release(&kinds);
     PyBuffer_Release(&zero);
-    if (failed)
+    if (w.failed)
         return PyErr_SetFromErrno(PyExc_OSError);
     Py_RETURN_TRUE;
-}
-
-/* iovecs gathered for one pwritev at off (off < 0: writev in order), written when
- * the array is full and at the end; after a failure nothing more is written. */
-struct gather {
-    int fd, cnt, failed;
-    long long off, pending, written; /* pending: bytes in iov[0..cnt) */
-    struct iovec iov[WRITE_IOV_MAX];
-};
-
-static void gather_flush(struct gather *w)
-{
-    if (w->cnt && !w->failed) {
-        w->failed = pwritev_all(w->fd, w->iov, w->cnt, w->off);
-        if (w->off >= 0)
-            w->off += w->pending;
-        w->written += w->pending;
-    }
-    w->cnt = 0;
-    w->pending = 0;
-}
-
-static void gather_add(struct gather *w, void *base, size_t len)
-{
-    if (w->cnt == WRITE_IOV_MAX)
-        gather_flush(w);
-    w->iov[w->cnt].iov_base = base;
-    w->iov[w->cnt].iov_len = len;
-    w->cnt++;
-    w->pending += (long long)len;
 }
 
 /* write_pages(fd, offset, data, first, count, page_size, header_size, zero_tag, zero_size, page_tag,
