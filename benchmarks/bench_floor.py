@@ -141,7 +141,7 @@ def remove(path: str) -> None:
         os.unlink(path)
 
 
-def prepare(directory: str) -> tuple[str, str, str]:
+def prepare(directory: str) -> tuple[str, str, str, str]:
     image = os.path.join(directory, "mixed-1g.img")
     stream = os.path.join(directory, "mixed-1g.mig")
     if not os.path.exists(image):
